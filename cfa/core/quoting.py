@@ -1,0 +1,240 @@
+"""Quoting core: Avellaneda–Stoikov (2008), GLFT (2013), and the Kalshi quote.
+
+Units — stated once here and used everywhere in cfa:
+
+* time in **seconds**; ``tau`` is the horizon in seconds;
+* prices in **dollars** inside the models (floats), integer price units of $0.0001 on the grid
+  (:mod:`cfa.core.types`);
+* inventory ``q`` in **contracts**, net YES (a NO position is negative);
+* ``sigma`` passed to :func:`quote` is the volatility of ``logit(mid)`` per √second (``σ_x``);
+  the models take the price volatility ``σ_p = p·(1−p)·σ_x`` in dollars per √second;
+* ``gamma`` (risk aversion) in 1/dollar; ``k`` (intensity decay) in 1/dollar; ``A`` (intensity
+  at zero distance) in fills per second.
+
+:func:`reservation_price` and :func:`optimal_spread` are the paper's formulas, model-pure: no
+clamping and no rounding, valid in any consistent units. :func:`quote` turns them into a
+two-sided quote on a Kalshi market's grid.
+
+Sign convention (pinned by tests): with ``q > 0`` both quotes move down — the bid away from the
+mid, the ask towards it — so the maker sells more readily what it holds too much of.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from cfa.core.grid import PriceGrid, maker_fee_per_contract, maker_fee_rate
+from cfa.core.types import PRICE_SCALE, QTY_SCALE, CfaValueError, MarketInfo, Price, Qty
+
+Model = Literal["as", "glft"]
+
+
+# -- the models, model-pure ---------------------------------------------------------------------
+
+
+def reservation_price(
+    mid: float, inventory: float, gamma: float, sigma: float, tau: float
+) -> float:
+    """Avellaneda–Stoikov reservation (indifference) price ``r = s − q·γ·σ²·τ`` (AS 2008 eq. 29)."""
+    return mid - inventory * gamma * sigma * sigma * tau
+
+
+def optimal_spread(gamma: float, sigma: float, k: float, tau: float) -> float:
+    """Avellaneda–Stoikov total spread ``γσ²τ + (2/γ)·ln(1 + γ/k)`` around r (AS 2008 eq. 30)."""
+    return gamma * sigma * sigma * tau + (2.0 / gamma) * math.log1p(gamma / k)
+
+
+def fill_intensity(A: float, k: float, delta: float) -> float:
+    """Arrival rate of fills at distance ``delta`` from the mid: ``λ(δ) = A·e^(−kδ)``."""
+    return A * math.exp(-k * delta)
+
+
+def glft_coefficients(gamma: float, sigma: float, A: float, k: float) -> tuple[float, float]:
+    """GLFT asymptotic terms ``(c1, c2)`` (Guéant–Lehalle–Fernandez-Tapia 2013, §2.2 of the notes).
+
+    ``c1 = (1/γ)·ln(1 + γ/k)`` is the inventory-free half-spread;
+    ``c2 = √(σ²γ/(2kA) · (1 + γ/k)^(1 + k/γ))`` is the skew per contract of inventory.
+    """
+    c1 = math.log1p(gamma / k) / gamma
+    c2 = math.sqrt(sigma * sigma * gamma / (2.0 * k * A) * (1.0 + gamma / k) ** (1.0 + k / gamma))
+    return c1, c2
+
+
+def glft_quotes(
+    mid: float, inventory: float, gamma: float, sigma: float, A: float, k: float
+) -> tuple[float, float]:
+    """GLFT infinite-horizon bid and ask, model-pure.
+
+    ``δ_b = c1 + (2q + 1)/2 · c2`` and ``δ_a = c1 − (2q − 1)/2 · c2``; bid = mid − δ_b,
+    ask = mid + δ_a. Inventory bounds (no bid at ``q = Q``, no ask at ``q = −Q``) are applied by
+    :func:`quote`.
+    """
+    c1, c2 = glft_coefficients(gamma, sigma, A, k)
+    return mid - (c1 + (2.0 * inventory + 1.0) * 0.5 * c2), mid + (
+        c1 - (2.0 * inventory - 1.0) * 0.5 * c2
+    )
+
+
+# -- bounded prices -----------------------------------------------------------------------------
+
+
+def logit(p: float) -> float:
+    """``ln(p/(1−p))`` for ``0 < p < 1``."""
+    return math.log(p / (1.0 - p))
+
+
+def sigma_price(p: float, sigma_x: float) -> float:
+    """Map logit volatility to price volatility at price ``p``: ``σ_p = p·(1−p)·σ_x``."""
+    return p * (1.0 - p) * sigma_x
+
+
+def horizon_tau(time_to_close: float, horizon: float) -> float:
+    """``τ = min(time to close, horizon)`` in seconds, never negative."""
+    return max(0.0, min(time_to_close, horizon))
+
+
+# -- the Kalshi quote ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteParams:
+    """Everything :func:`quote` needs besides market state. Units as in the module docstring.
+
+    ``size`` and ``inventory_cap`` are count units (0.01 contract); ``horizon`` seconds.
+    """
+
+    gamma: float
+    sigma: float
+    k: float
+    A: float = 1.0
+    size: Qty = 10 * QTY_SCALE
+    inventory_cap: Qty = 50 * QTY_SCALE
+    horizon: float = 3600.0
+    model: Model = "as"
+
+    def __post_init__(self) -> None:
+        for name in ("gamma", "k", "A"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0.0):
+                raise CfaValueError(
+                    f"QuoteParams.{name} must be a positive finite number, got {v!r}"
+                )
+        for name in ("sigma", "horizon"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0.0):
+                raise CfaValueError(f"QuoteParams.{name} must be a finite number >= 0, got {v!r}")
+        if self.size <= 0:
+            raise CfaValueError(f"QuoteParams.size must be positive, got {self.size}")
+        if self.inventory_cap < 0:
+            raise CfaValueError(f"QuoteParams.inventory_cap must be >= 0, got {self.inventory_cap}")
+        if self.model not in ("as", "glft"):
+            raise CfaValueError(f"QuoteParams.model must be 'as' or 'glft', got {self.model!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteMarket:
+    """The per-market constants :func:`quote` needs, precomputed once from :class:`MarketInfo`."""
+
+    grid: PriceGrid
+    maker_rate: float = 0.0
+    """Per-contract maker fee coefficient of ``P·(1−P)`` (0 when makers pay nothing)."""
+    fee_rounding: float = 0.01
+
+    @classmethod
+    def from_market(cls, market: MarketInfo) -> QuoteMarket:
+        grid = PriceGrid(market.price_ranges)
+        return cls(grid, maker_fee_rate(market.fee), float(market.fee.rounding))
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A two-sided quote on the grid. A side is ``None`` when it is not quoted.
+
+    ``reservation`` and ``half_spread`` are the model's values in dollars before rounding
+    (``half_spread`` after the fee floor); ``sigma_p`` is dollars per √s; ``tau`` seconds.
+    """
+
+    bid: Price | None
+    ask: Price | None
+    bid_size: Qty
+    ask_size: Qty
+    reservation: float
+    half_spread: float
+    sigma_p: float
+    tau: float
+
+
+def quote(
+    *,
+    mid: float,
+    inventory: Qty,
+    time_to_close: float,
+    params: QuoteParams,
+    market: QuoteMarket,
+    best_bid: Price | None = None,
+    best_ask: Price | None = None,
+) -> Quote:
+    """Two-sided quote for one Kalshi market.
+
+    ``mid`` is the mid in dollars (``0 < mid < 1``), ``inventory`` net YES in count units,
+    ``time_to_close`` seconds, ``best_bid``/``best_ask`` the opposite bests in price units
+    (``None`` when that side of the book is empty).
+
+    Contract:
+
+    * bids round down and asks round up onto ``market.grid``; both lie strictly inside the range;
+      a side whose model price has no grid point on its side of the range is dropped;
+    * ``bid < ask`` whenever both are quoted;
+    * post-only: the bid stays below ``best_ask`` and the ask above ``best_bid``;
+    * each side stands at least the maker fee per contract away from the centre of the quote, so
+      the spread covers a round trip's maker fees where the series charges them;
+    * a side's size is cut to the room left under ``inventory_cap`` (the bid adds YES inventory,
+      the ask removes it) and the side is dropped when no room is left.
+    """
+    if not 0.0 < mid < 1.0:
+        raise CfaValueError(f"quote: mid must be strictly between 0 and 1 dollars, got {mid!r}")
+    p = params
+    q = inventory / QTY_SCALE
+    sig_p = p.sigma * mid * (1.0 - mid)
+    tau = time_to_close if time_to_close < p.horizon else p.horizon
+    if tau < 0.0:
+        tau = 0.0
+    if p.model == "glft":
+        raw_bid, raw_ask = glft_quotes(mid, q, p.gamma, sig_p, p.A, p.k)
+        centre = 0.5 * (raw_bid + raw_ask)
+        half = 0.5 * (raw_ask - raw_bid)
+    else:
+        centre = mid - q * p.gamma * sig_p * sig_p * tau
+        half = 0.5 * (p.gamma * sig_p * sig_p * tau + (2.0 / p.gamma) * math.log1p(p.gamma / p.k))
+    if market.maker_rate > 0.0:
+        fee = maker_fee_per_contract(
+            market.maker_rate, market.fee_rounding, mid, p.size / QTY_SCALE
+        )
+        if half < fee:
+            half = fee
+    grid = market.grid
+    bid = grid.floor_units((centre - half) * PRICE_SCALE)
+    ask = grid.ceil_units((centre + half) * PRICE_SCALE)
+    if bid is not None and best_ask is not None and bid >= best_ask:
+        bid = grid.next_down(best_ask)
+    if ask is not None and best_bid is not None and ask <= best_bid:
+        ask = grid.next_up(best_bid)
+    bid_size = p.size
+    room = p.inventory_cap - inventory
+    if room < bid_size:
+        bid_size = room
+    if bid_size <= 0:
+        bid, bid_size = None, 0
+    ask_size = p.size
+    room = p.inventory_cap + inventory
+    if room < ask_size:
+        ask_size = room
+    if ask_size <= 0:
+        ask, ask_size = None, 0
+    if bid is None:
+        bid_size = 0
+    if ask is None:
+        ask_size = 0
+    return Quote(bid, ask, bid_size, ask_size, centre, half, sig_p, tau)

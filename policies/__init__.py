@@ -1,0 +1,1 @@
+"""Risk policies, shipped with the wheel as ``cfa.policies``."""

@@ -1,0 +1,1 @@
+"""Agent prompt templates, shipped with the wheel as ``cfa.prompts``."""
