@@ -1,0 +1,141 @@
+"""Risk policy: a validated, frozen model of ``policies/*.yaml``.
+
+A policy sets the bounds of the parameters agents may change (γ, σ) and of the ones they may
+not (k, A, size), the hard limits the risk gate enforces, and the breakers. Unknown keys and
+invalid values are rejected with a message naming the key and the file; a loop never starts on
+a bad policy. Units: contracts for sizes and positions, dollars for money, seconds for time,
+γ in 1/dollar, σ in logit units per √second, k in 1/dollar, A in fills per second.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or invalid; the message names the file and key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ParamBounds(_Frozen):
+    """Bounds of one quoting parameter and how fast agents may move it."""
+
+    min: float = Field(gt=0)
+    max: float = Field(gt=0)
+    default: float = Field(gt=0)
+    max_step: float = Field(default=0.5, gt=0, le=10)
+    """Largest relative change in one tool call: ``|new/old − 1| <= max_step``."""
+    cooldown_s: float = Field(default=60.0, ge=0)
+    """Least time between two agent changes of this parameter, seconds."""
+    approval_step: float | None = Field(default=None, gt=0)
+    """A relative change larger than this waits for governance approval (None: never)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(
+                f"need min <= default <= max, got {self.min}, {self.default}, {self.max}"
+            )
+        return self
+
+    def contains(self, value: float) -> bool:
+        return math.isfinite(value) and self.min <= value <= self.max
+
+
+class Params(_Frozen):
+    gamma: ParamBounds
+    sigma: ParamBounds
+    k: ParamBounds
+
+
+class Quoting(_Frozen):
+    """Fixed quoting settings (not agent-controlled)."""
+
+    model: Literal["as", "glft"] = "as"
+    size: float = Field(default=5, gt=0)
+    """Contracts per side."""
+    A: float = Field(default=1.0, gt=0)
+    horizon_s: float = Field(default=3600.0, gt=0)
+    """τ = min(time to close, horizon), seconds."""
+    min_requote_s: float = Field(default=1.0, ge=0)
+    """Requote at least this often even when the touch is unchanged (τ moves), seconds."""
+
+
+class Warmup(_Frozen):
+    """The loop quotes only after warm-up: a bounded wait for the σ estimate."""
+
+    min_samples: int = Field(default=30, ge=1)
+    """One-second σ samples required before READY."""
+    max_s: float = Field(default=120.0, gt=0)
+    """After this many seconds the loop goes READY on the policy's default σ if still cold."""
+
+
+class MarketLimits(_Frozen):
+    max_position: float = Field(default=50, gt=0)
+    """Contracts, counting resting orders on the side that would add to the position."""
+    max_order_size: float = Field(default=25, gt=0)
+    """Contracts per order."""
+
+
+class Policy(_Frozen):
+    """A whole risk policy. Load with :func:`load_policy`."""
+
+    name: str = "default"
+    params: Params
+    quoting: Quoting = Quoting()
+    warmup: Warmup = Warmup()
+    market: MarketLimits = MarketLimits()
+
+
+def load_policy(source: str | Path | None = None) -> Policy:
+    """Load and validate a policy.
+
+    ``source`` is a path to a YAML file, the name of a packaged policy (``"default"``,
+    ``"conservative"``), or None for ``default``. Raises :class:`PolicyError` naming the file and
+    the offending key.
+    """
+    name = "default" if source is None else str(source)
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        label = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{label}: cannot read policy file ({exc.strerror})") from exc
+    else:
+        label = f"policies/{name}.yaml"
+        try:
+            text = (
+                resources.files("cfa.policies").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+            )
+        except (FileNotFoundError, OSError) as exc:
+            raise PolicyError(f"{label}: no packaged policy named {name!r}") from exc
+    return parse_policy(text, label)
+
+
+def parse_policy(text: str, label: str = "<policy>") -> Policy:
+    """Validate policy YAML text; ``label`` names the file in errors."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{label}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{label}: the top level must be a mapping of keys")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<top>"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {msg}")
+        raise PolicyError(f"{label}: invalid policy: " + "; ".join(problems)) from exc
