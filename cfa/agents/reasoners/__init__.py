@@ -1,0 +1,1 @@
+"""Reasoner backends: heuristic (offline default), openai (OpenAI-compatible), scripted."""
