@@ -1,0 +1,29 @@
+"""The ``cfa`` command (typer + rich).
+
+Every command turns the errors a user can cause (bad options, unreadable files, unwritable
+paths, unknown names) into one clear line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cfa.cli.run import run
+
+app = typer.Typer(
+    name="cfa",
+    help="Cognitive Financial Agents: LLM-governed Avellaneda-Stoikov market making on Kalshi.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(help="Run the agent loop per market (embedded simulator by default).")(run)
+
+
+@app.callback()
+def _root() -> None:
+    """cfa: market-make Kalshi binary contracts with LLM-governed Avellaneda-Stoikov quoting."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,124 @@
+"""Rich rendering of a running session: the live table, the progress bar, the final summary."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rich.console import Group, RenderableType
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cfa.core.types import PRICE_SCALE, QTY_SCALE, Side
+from cfa.runtime.session import MarketSummary, Session
+
+
+def _px(p: int | None) -> str:
+    return "-" if p is None else f"{p / PRICE_SCALE:.4f}".rstrip("0").rstrip(".")
+
+
+def _money(d: Decimal) -> str:
+    return f"{d:+.2f}"
+
+
+def live_table(session: Session) -> Table:
+    """One row per market: mid, our quotes, inventory, PnL, γ, σ, state."""
+    t = Table(expand=True, header_style="bold", pad_edge=False)
+    for col, justify in [
+        ("market", "left"),
+        ("state", "left"),
+        ("mid", "right"),
+        ("our bid", "right"),
+        ("our ask", "right"),
+        ("inv", "right"),
+        ("fills", "right"),
+        ("realised $", "right"),
+        ("marked $", "right"),
+        ("γ", "right"),
+        ("σ", "right"),
+    ]:
+        t.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for ticker, loop in session.loops.items():
+        mp = session.params.get(ticker)
+        bid, ask = loop.resting[Side.BID], loop.resting[Side.ASK]
+        state = (
+            loop.state.value if loop.trading_state.value == "ACTIVE" else loop.trading_state.value
+        )
+        t.add_row(
+            ticker,
+            state,
+            "-" if loop.mid is None else f"{loop.mid:.4f}",
+            _px(bid.price if bid else None),
+            _px(ask.price if ask else None),
+            f"{loop.account.inventory / QTY_SCALE:+g}",
+            str(loop.account.fills),
+            _money(loop.account.realized),
+            _money(loop.account.marked(loop.mid)),
+            f"{mp.gamma:.3g}",
+            f"{mp.sigma:.3g}",
+        )
+    return t
+
+
+class LiveView:
+    """The table plus a progress bar over simulated (or wall) time."""
+
+    def __init__(self, session: Session, start_ts: float, duration: float) -> None:
+        self.session = session
+        self.start_ts = start_ts
+        self.duration = duration
+        self.progress = Progress(
+            TextColumn("[bold]simulated"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[events]} events"),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task("run", total=duration, events=0)
+
+    def render(self) -> RenderableType:
+        s = self.session
+        done = min(max(s.now - self.start_ts, 0.0), self.duration) if s.now else 0.0
+        self.progress.update(self.task, completed=done, events=f"{s.events:,}")
+        return Group(live_table(s), self.progress)
+
+
+def summary_table(rows: list[MarketSummary]) -> Table:
+    t = Table(title="Run summary", header_style="bold")
+    for col in (
+        "market",
+        "state",
+        "fills",
+        "volume",
+        "fees $",
+        "realised $",
+        "marked $",
+        "max |inv|",
+    ):
+        t.add_column(col, justify="left" if col in ("market", "state") else "right")
+    tot_fees = tot_real = tot_mark = Decimal(0)
+    for r in rows:
+        t.add_row(
+            r.ticker,
+            r.state if r.error is None else f"{r.state}: {r.error}",
+            str(r.fills),
+            f"{r.volume:g}",
+            f"{r.fees:.2f}",
+            _money(r.realized_pnl),
+            _money(r.marked_pnl),
+            f"{r.max_abs_inventory:g}",
+        )
+        tot_fees += r.fees
+        tot_real += r.realized_pnl
+        tot_mark += r.marked_pnl
+    t.add_section()
+    t.add_row(
+        "total",
+        "",
+        str(sum(r.fills for r in rows)),
+        f"{sum(r.volume for r in rows):g}",
+        f"{tot_fees:.2f}",
+        _money(tot_real),
+        _money(tot_mark),
+        "",
+    )
+    return t

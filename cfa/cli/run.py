@@ -1,0 +1,141 @@
+"""``cfa run``: the main job — one agent loop per market, on the simulator by default."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from cfa.audit import AuditError, AuditStore
+from cfa.cli.live import LiveView, summary_table
+from cfa.cli.options import fail, parse_duration, parse_speed
+from cfa.core.types import CfaValueError
+from cfa.exchange.sim import SIM_EPOCH, SimExchange, known_scenarios
+from cfa.risk.policy import Policy, PolicyError, load_policy
+from cfa.runtime.session import MarketSummary, Session
+
+DEFAULT_SCENARIOS = ("calm", "regime-shift", "informed-flow")
+
+
+def run(
+    markets: Annotated[
+        int, typer.Option("--markets", "-n", min=1, max=5000, help="Number of simulated markets.")
+    ] = 3,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="Scenario per market; repeat to mix (cycled over markets).",
+        ),
+    ] = None,
+    duration: Annotated[str, typer.Option(help="Simulated time to run: 90s, 15m, 1h.")] = "1h",
+    seed: Annotated[int, typer.Option(help="Simulator seed: same seed, same run.")] = 7,
+    speed: Annotated[
+        str, typer.Option(help="max (as fast as the CPU allows) or a factor of real time: 1x, 10x.")
+    ] = "max",
+    db: Annotated[Path, typer.Option(help="Audit store (SQLite) to append to.")] = Path("cfa.db"),
+    policy: Annotated[
+        str,
+        typer.Option(help="Risk policy: a packaged name (default, conservative) or a YAML path."),
+    ] = "default",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No live table; print only the summary.")
+    ] = False,
+) -> None:
+    """Run the simulator with one quoting loop per market, then print the summary."""
+    seconds = parse_duration(duration)
+    factor = parse_speed(speed)
+    names = list(scenario) if scenario else list(DEFAULT_SCENARIOS)
+    unknown = [n for n in names if n not in known_scenarios()]
+    if unknown:
+        raise fail(f"unknown scenario {unknown[0]!r}; known: {', '.join(known_scenarios())}")
+    try:
+        pol = load_policy(policy)
+    except PolicyError as exc:
+        raise fail(str(exc)) from None
+    chosen = [names[i % len(names)] for i in range(markets)]
+    try:
+        exchange = SimExchange.from_scenarios(
+            chosen, seed=seed, start_ts=SIM_EPOCH, duration=seconds, speed=factor
+        )
+    except (CfaValueError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    try:
+        store = AuditStore.open(db)
+    except AuditError as exc:
+        raise fail(str(exc)) from None
+    console = Console(stderr=False)
+    config = {
+        "exchange": "sim",
+        "scenarios": chosen,
+        "seed": seed,
+        "duration_s": seconds,
+        "speed": speed,
+        "policy": pol.model_dump(mode="json"),
+        "argv": sys.argv[1:],
+    }
+    try:
+        rows, session = asyncio.run(_run(exchange, store, pol, config, seconds, quiet, console))
+    finally:
+        store.close()
+    console.print(summary_table(rows))
+    console.print(
+        f"run [bold]{session.run_id}[/] · {session.events:,} events · audit store [bold]{db}[/]"
+        + (
+            f" · [red]{session.leftover_orders} orders left resting[/]"
+            if session.leftover_orders
+            else ""
+        )
+    )
+
+
+async def _run(
+    exchange: SimExchange,
+    store: AuditStore,
+    pol: Policy,
+    config: dict[str, object],
+    seconds: float,
+    quiet: bool,
+    console: Console,
+) -> tuple[list[MarketSummary], Session]:
+    await exchange.start()
+    markets = await exchange.get_markets()
+    run_id = store.start_run(config, ts_ms=round(exchange.clock.now() * 1000))
+    session = Session(exchange, markets, pol, store, run_id)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, session.stop.set)
+    wall0 = time.perf_counter()
+    try:
+        if quiet:
+            rows = await session.run()
+        else:
+            view = LiveView(session, SIM_EPOCH, seconds)
+            with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
+                task = asyncio.create_task(session.run())
+                while not task.done():
+                    live.update(view.render(), refresh=True)
+                    await asyncio.wait({task}, timeout=0.25)
+                live.update(view.render(), refresh=True)
+                rows = task.result()
+    finally:
+        await exchange.close()
+    summary = {
+        "markets": [r.as_dict() for r in rows],
+        "events": session.events,
+        "wall_s": round(time.perf_counter() - wall0, 3),
+        "leftover_orders": session.leftover_orders,
+        "stopped_by_signal": session.stop.is_set(),
+    }
+    store.end_run(run_id, summary, ts_ms=round(exchange.clock.now() * 1000))
+    return rows, session

@@ -1,0 +1,353 @@
+"""The per-market loop: the fast path, run on every event of one market.
+
+event → book → estimators → quote(current parameters) → order diff → risk gate → exchange.
+
+The loop never waits on an LLM: it reads the parameter store and nothing else from the slow
+path. The same class runs on the simulator, on replays and on Kalshi; time comes from the
+events (and so from the exchange's injected clock), never from the wall.
+
+States: ``WARMING`` (estimators filling; no quotes) → ``READY`` (quoting) → ``STOPPED``
+(settled, closed, or shut down) or ``FAILED`` (an exception; orders cancelled, other markets go
+on). Warm-up is bounded by the policy's ``warmup.max_s``, so it can never stall.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import TYPE_CHECKING
+
+from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.estimators import FillRates, LogitVolatility, Markouts, TradingIntensity
+from cfa.core.quoting import Quote, QuoteMarket, quote
+from cfa.core.types import (
+    PRICE_SCALE,
+    BookDelta,
+    BookSnapshot,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Outcome,
+    Qty,
+    Settlement,
+    Side,
+    Trade,
+    TradingState,
+)
+from cfa.exchange.base import Event, Exchange, ExchangeError
+from cfa.risk.gate import Exposure, RiskGate
+from cfa.runtime.accounting import Book
+
+if TYPE_CHECKING:
+    from cfa.risk.policy import Policy
+    from cfa.runtime.params import ParameterStore
+    from cfa.runtime.recorder import Recorder
+
+
+class LoopState(enum.StrEnum):
+    WARMING = "WARMING"
+    READY = "READY"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+
+
+class MarketLoop:
+    """Fast path of one market. ``await on_event(ev)`` for each of its events, in order."""
+
+    def __init__(
+        self,
+        market: MarketInfo,
+        exchange: Exchange,
+        params: ParameterStore,
+        gate: RiskGate,
+        policy: Policy,
+        recorder: Recorder,
+        order_prefix: str,
+    ) -> None:
+        self.market = market
+        self.ticker = market.ticker
+        self.exchange = exchange
+        self.params = params
+        self.gate = gate
+        self.policy = policy
+        self.rec = recorder
+        self.qm = QuoteMarket.from_market(market)
+        self.book = OrderBook(market.ticker)
+        self.vol = LogitVolatility(min_samples=policy.warmup.min_samples)
+        self.fill_rates = FillRates()
+        self.markouts = Markouts()
+        self.intensity = TradingIntensity()
+        self.account = Book()
+        self.state = LoopState.WARMING
+        self.trading_state = TradingState.ACTIVE
+        self.resting: dict[Side, Order | None] = {Side.BID: None, Side.ASK: None}
+        self.last_quote: Quote | None = None
+        self.error: str | None = None
+        self.mid: float | None = None
+        self.now = 0.0
+        self.events = 0
+        self._prefix = order_prefix
+        self._next_id = 0
+        self._start_t: float | None = None
+        self._last_key: tuple[object, ...] | None = None
+        self._last_quote_t = -math.inf
+        self._last_deny: dict[Side, str | None] = {Side.BID: None, Side.ASK: None}
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def on_event(self, ev: Event) -> None:
+        """Consume one event of this market (recorded first, then applied)."""
+        self.rec.market_event(ev)
+        self.events += 1
+        self.now = ev.ts
+        if self._start_t is None:
+            self._start_t = ev.ts
+        t = type(ev)
+        if t is BookDelta:
+            try:
+                self.book.apply_delta(ev)  # type: ignore[arg-type]
+            except BookSequenceError as exc:
+                await self._resync(str(exc))
+                return
+        elif t is BookSnapshot:
+            self.book.apply_snapshot(ev)  # type: ignore[arg-type]
+        elif t is Trade:
+            if self.mid is not None:
+                self.intensity.on_trade(ev.ts, ev.price / PRICE_SCALE, self.mid)  # type: ignore[union-attr]
+            return
+        elif t is Fill:
+            self._on_fill(ev)  # type: ignore[arg-type]
+        elif t is Order:
+            self._on_order(ev)  # type: ignore[arg-type]
+            return
+        elif t is Settlement:
+            await self._on_settlement(ev)  # type: ignore[arg-type]
+            return
+        if self.state is LoopState.WARMING or self.state is LoopState.READY:
+            await self._update(ev.ts)
+
+    def _own(self, side: Side) -> dict[int, Qty]:
+        o = self.resting[side]
+        return {} if o is None else {o.price: o.remaining_count}
+
+    async def _update(self, t: float) -> None:
+        bb = self.book.best_bid_excluding(self._own(Side.BID))
+        ba = self.book.best_ask_excluding(self._own(Side.ASK))
+        if bb is None or ba is None or bb >= ba:
+            self.mid = None
+            return
+        mid = (bb + ba) / (2 * PRICE_SCALE)
+        self.mid = mid
+        self.vol.update(t, mid)
+        self.markouts.on_mid(t, mid)
+        self.fill_rates.mark(
+            t, self.resting[Side.BID] is not None, self.resting[Side.ASK] is not None
+        )
+        if self.state is LoopState.WARMING:
+            self._maybe_ready(t)
+            if self.state is not LoopState.READY:
+                return
+        if t >= self.market.close_ts:
+            await self.cancel_all("market_closed")
+            return
+        mp = self.params.get(self.ticker)
+        key = (bb, ba, self.account.inventory, mp.quote, self.trading_state)
+        if key == self._last_key and t - self._last_quote_t < self.policy.quoting.min_requote_s:
+            return
+        self._last_key = key
+        self._last_quote_t = t
+        q = quote(
+            mid=mid,
+            inventory=self.account.inventory,
+            time_to_close=self.market.close_ts - t,
+            params=mp.quote,
+            market=self.qm,
+            best_bid=bb,
+            best_ask=ba,
+        )
+        self.last_quote = q
+        await self._apply_quote(t, q)
+
+    def _maybe_ready(self, t: float) -> None:
+        assert self._start_t is not None
+        warm = self.vol.warm
+        if not warm and t - self._start_t < self.policy.warmup.max_s:
+            return
+        bounds = self.policy.params.sigma
+        if warm:
+            sigma = min(max(self.vol.sigma, bounds.min), bounds.max)
+            reason = f"warm-up estimate {self.vol.sigma:.6g} from {self.vol.samples} samples"
+        else:
+            sigma = bounds.default
+            reason = f"warm-up timed out after {self.policy.warmup.max_s:g}s; policy default"
+        self.params.set(self.ticker, "sigma", sigma, source="warmup", reason=reason, now=t)
+        self.state = LoopState.READY
+        self.rec.risk_event(
+            self.ticker, t, "loop_state", "ready", self.trading_state.value, {"reason": reason}
+        )
+
+    # -- orders --------------------------------------------------------------------------------
+
+    async def _apply_quote(self, t: float, q: Quote) -> None:
+        old_ask = self.resting[Side.ASK]
+        # Move the side that goes away from the other first, so our own quotes never cross.
+        up = q.ask is not None and old_ask is not None and q.ask > old_ask.price
+        order = (Side.ASK, Side.BID) if up else (Side.BID, Side.ASK)
+        for side in order:
+            price = q.bid if side is Side.BID else q.ask
+            size = q.bid_size if side is Side.BID else q.ask_size
+            await self._set_side(t, side, price, size)
+
+    async def _set_side(self, t: float, side: Side, price: int | None, size: Qty) -> None:
+        cur = self.resting[side]
+        if price is None or size <= 0:
+            if cur is not None:
+                await self._cancel(t, cur, "side_not_quoted")
+            return
+        if cur is not None and cur.price == price:
+            return  # keep queue priority; size drift is tolerated
+        exposure = Exposure(self.account.inventory, 0, 0)
+        req = OrderRequest(self.ticker, self._new_id(), side, price, size)
+        deny = self.gate.check(req, exposure, self.trading_state)
+        if deny is not None:
+            if self._last_deny[side] != deny.value:
+                self._last_deny[side] = deny.value
+                self.rec.order(t, "deny", req=req, reason=deny.value)
+                self.rec.risk_event(
+                    self.ticker,
+                    t,
+                    "deny",
+                    deny.value,
+                    self.trading_state.value,
+                    {"side": side.value, "price": price},
+                )
+            if cur is not None:
+                await self._cancel(t, cur, f"denied:{deny.value}")
+            return
+        self._last_deny[side] = None
+        try:
+            if cur is None:
+                o = await self.exchange.place_order(req)
+                self.rec.order(t, "place", req=req, order=o)
+            else:
+                o = await self.exchange.amend_order(cur.order_id, price, cur.fill_count + size)
+                self.rec.order(t, "amend", req=req, order=o)
+        except ExchangeError as exc:
+            self.rec.order(t, "reject", req=req, reason=f"{exc.code or type(exc).__name__}: {exc}")
+            self.resting[side] = None if cur is None else cur
+            return
+        self.resting[side] = o if o.status is OrderStatus.RESTING else None
+
+    async def _cancel(self, t: float, o: Order, reason: str) -> None:
+        self.resting[o.side] = None
+        try:
+            done = await self.exchange.cancel_order(o.order_id)
+        except ExchangeError as exc:
+            self.rec.order(
+                t, "cancel_failed", order=o, reason=f"{exc.code or type(exc).__name__}: {exc}"
+            )
+            return
+        self.rec.order(t, "cancel", order=done, reason=reason)
+
+    async def cancel_all(self, reason: str) -> None:
+        """Cancel every resting order of this market (also on the exchange's side)."""
+        for side in (Side.BID, Side.ASK):
+            o = self.resting[side]
+            if o is not None:
+                await self._cancel(self.now, o, reason)
+        try:
+            leftovers = await self.exchange.cancel_all(self.ticker)
+        except ExchangeError as exc:
+            self.rec.risk_event(
+                self.ticker,
+                self.now,
+                "cancel_all_failed",
+                "exchange_error",
+                self.trading_state.value,
+                {"error": str(exc)},
+            )
+            return
+        for o in leftovers:
+            self.rec.order(self.now, "cancel", order=o, reason=reason)
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return f"{self._prefix}-{self._next_id}"
+
+    # -- own fills, order updates, settlement --------------------------------------------------
+
+    def _on_fill(self, f: Fill) -> None:
+        self.rec.fill(f)
+        self.account.on_fill(f)
+        self.fill_rates.on_fill(f.ts, f.side, f.count)
+        self.markouts.on_fill(f.ts, f.side, f.price / PRICE_SCALE)
+        cur = self.resting[f.side]
+        if cur is not None and cur.order_id == f.order_id:
+            remaining = cur.remaining_count - f.count
+            self.resting[f.side] = (
+                None if remaining <= 0 else _with_remaining(cur, remaining, f.count)
+            )
+
+    def _on_order(self, o: Order) -> None:
+        cur = self.resting[o.side]
+        if cur is not None and cur.order_id == o.order_id:
+            self.resting[o.side] = (
+                o if o.status is OrderStatus.RESTING and o.remaining_count > 0 else None
+            )
+
+    async def _on_settlement(self, s: Settlement) -> None:
+        await self.cancel_all("settlement")
+        self.account.settle(s.result is Outcome.YES)
+        self.state = LoopState.STOPPED
+        self.rec.risk_event(
+            self.ticker,
+            s.ts,
+            "loop_state",
+            "settled",
+            self.trading_state.value,
+            {"result": s.result.value},
+        )
+
+    async def _resync(self, why: str) -> None:
+        self.rec.risk_event(
+            self.ticker,
+            self.now,
+            "resync",
+            "sequence_gap",
+            self.trading_state.value,
+            {"error": why},
+        )
+        await self.cancel_all("resync")
+        snap = await self.exchange.get_orderbook(self.ticker)
+        self.book.apply_snapshot(snap)
+        self._last_key = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the loop failed (the caller cancels its orders)."""
+        self.state = LoopState.FAILED
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.rec.risk_event(
+            self.ticker,
+            self.now,
+            "loop_state",
+            "failed",
+            self.trading_state.value,
+            {"error": self.error},
+        )
+
+
+def _with_remaining(o: Order, remaining: Qty, filled: Qty) -> Order:
+    return Order(
+        o.order_id,
+        o.client_order_id,
+        o.ticker,
+        o.side,
+        o.price,
+        o.initial_count,
+        remaining,
+        o.fill_count + filled,
+        o.status,
+        o.ts,
+    )
