@@ -281,6 +281,8 @@ class ToolApplier:
     params: ParameterStore
     states: TradingStates
     pending: dict[str, PendingChange] = field(default_factory=dict)
+    next_expiry: float = math.inf
+    """Earliest override expiry (epoch seconds): callers skip :meth:`expire_overrides` before it."""
     _next_request: int = 0
 
     # market agents ----------------------------------------------------------------------------
@@ -449,6 +451,7 @@ class ToolApplier:
                     reverts={**mp.reverts, p: previous},
                 ),
             )
+            self.next_expiry = min(self.next_expiry, now + args.ttl_s)
         return ToolOutcome(
             "override", raw, Verdict.APPLIED, message=args.reason, changes=tuple(changes)
         )
@@ -456,10 +459,12 @@ class ToolApplier:
     def expire_overrides(self, now: float) -> list[ParamChange]:
         """Revert every override whose ttl has passed; returns the reverting changes."""
         out: list[ParamChange] = []
+        soonest = math.inf
         for market in self.params.markets():
             mp = self.params.get(market)
             for p, expiry in list(mp.overrides.items()):
                 if expiry > now:
+                    soonest = min(soonest, expiry)
                     continue
                 mp = self.params.get(market)
                 value = mp.reverts.get(p, getattr(mp, p))
@@ -476,4 +481,5 @@ class ToolApplier:
                         now=now,
                     )
                 )
+        self.next_expiry = soonest
         return out

@@ -40,9 +40,8 @@ def live_table(session: Session) -> Table:
     for ticker, loop in session.loops.items():
         mp = session.params.get(ticker)
         bid, ask = loop.resting[Side.BID], loop.resting[Side.ASK]
-        state = (
-            loop.state.value if loop.trading_state.value == "ACTIVE" else loop.trading_state.value
-        )
+        ts = session.states.effective(ticker)
+        state = loop.state.value if ts.value == "ACTIVE" else ts.value
         t.add_row(
             ticker,
             state,

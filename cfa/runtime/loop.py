@@ -41,7 +41,9 @@ from cfa.risk.gate import Exposure, RiskGate
 from cfa.runtime.accounting import Book
 
 if TYPE_CHECKING:
+    from cfa.core.regime import RegimeFlags
     from cfa.risk.policy import Policy
+    from cfa.risk.states import TradingStates
     from cfa.runtime.params import ParameterStore
     from cfa.runtime.recorder import Recorder
 
@@ -64,6 +66,7 @@ class MarketLoop:
         gate: RiskGate,
         policy: Policy,
         recorder: Recorder,
+        states: TradingStates,
         order_prefix: str,
     ) -> None:
         self.market = market
@@ -81,7 +84,7 @@ class MarketLoop:
         self.intensity = TradingIntensity()
         self.account = Book()
         self.state = LoopState.WARMING
-        self.trading_state = TradingState.ACTIVE
+        self.states = states
         self.resting: dict[Side, Order | None] = {Side.BID: None, Side.ASK: None}
         self.last_quote: Quote | None = None
         self.error: str | None = None
@@ -152,8 +155,14 @@ class MarketLoop:
         if t >= self.market.close_ts:
             await self.cancel_all("market_closed")
             return
+        tstate = self.states.effective(self.ticker)
+        if tstate is TradingState.HALTED:
+            if self.resting[Side.BID] is not None or self.resting[Side.ASK] is not None:
+                await self.cancel_all("halted")
+            self._last_key = None
+            return
         mp = self.params.get(self.ticker)
-        key = (bb, ba, self.account.inventory, mp.quote, self.trading_state)
+        key = (bb, ba, self.account.inventory, mp.quote, tstate)
         if key == self._last_key and t - self._last_quote_t < self.policy.quoting.min_requote_s:
             return
         self._last_key = key
@@ -168,7 +177,7 @@ class MarketLoop:
             best_ask=ba,
         )
         self.last_quote = q
-        await self._apply_quote(t, q)
+        await self._apply_quote(t, q, tstate)
 
     def _maybe_ready(self, t: float) -> None:
         assert self._start_t is not None
@@ -185,12 +194,17 @@ class MarketLoop:
         self.params.set(self.ticker, "sigma", sigma, source="warmup", reason=reason, now=t)
         self.state = LoopState.READY
         self.rec.risk_event(
-            self.ticker, t, "loop_state", "ready", self.trading_state.value, {"reason": reason}
+            self.ticker,
+            t,
+            "loop_state",
+            "ready",
+            self.states.effective(self.ticker).value,
+            {"reason": reason},
         )
 
     # -- orders --------------------------------------------------------------------------------
 
-    async def _apply_quote(self, t: float, q: Quote) -> None:
+    async def _apply_quote(self, t: float, q: Quote, tstate: TradingState) -> None:
         old_ask = self.resting[Side.ASK]
         # Move the side that goes away from the other first, so our own quotes never cross.
         up = q.ask is not None and old_ask is not None and q.ask > old_ask.price
@@ -198,9 +212,11 @@ class MarketLoop:
         for side in order:
             price = q.bid if side is Side.BID else q.ask
             size = q.bid_size if side is Side.BID else q.ask_size
-            await self._set_side(t, side, price, size)
+            await self._set_side(t, side, price, size, tstate)
 
-    async def _set_side(self, t: float, side: Side, price: int | None, size: Qty) -> None:
+    async def _set_side(
+        self, t: float, side: Side, price: int | None, size: Qty, tstate: TradingState
+    ) -> None:
         cur = self.resting[side]
         if price is None or size <= 0:
             if cur is not None:
@@ -210,7 +226,7 @@ class MarketLoop:
             return  # keep queue priority; size drift is tolerated
         exposure = Exposure(self.account.inventory, 0, 0)
         req = OrderRequest(self.ticker, self._new_id(), side, price, size)
-        deny = self.gate.check(req, exposure, self.trading_state)
+        deny = self.gate.check(req, exposure, tstate)
         if deny is not None:
             if self._last_deny[side] != deny.value:
                 self._last_deny[side] = deny.value
@@ -220,7 +236,7 @@ class MarketLoop:
                     t,
                     "deny",
                     deny.value,
-                    self.trading_state.value,
+                    self.states.effective(self.ticker).value,
                     {"side": side.value, "price": price},
                 )
             if cur is not None:
@@ -265,7 +281,7 @@ class MarketLoop:
                 self.now,
                 "cancel_all_failed",
                 "exchange_error",
-                self.trading_state.value,
+                self.states.effective(self.ticker).value,
                 {"error": str(exc)},
             )
             return
@@ -306,7 +322,7 @@ class MarketLoop:
             s.ts,
             "loop_state",
             "settled",
-            self.trading_state.value,
+            self.states.effective(self.ticker).value,
             {"result": s.result.value},
         )
 
@@ -316,13 +332,17 @@ class MarketLoop:
             self.now,
             "resync",
             "sequence_gap",
-            self.trading_state.value,
+            self.states.effective(self.ticker).value,
             {"error": why},
         )
         await self.cancel_all("resync")
         snap = await self.exchange.get_orderbook(self.ticker)
         self.book.apply_snapshot(snap)
         self._last_key = None
+
+    def regime_flags(self) -> RegimeFlags | None:
+        """VAR regime flags as of now (None until the regime monitor is wired in)."""
+        return None
 
     def fail(self, exc: BaseException) -> None:
         """Mark the loop failed (the caller cancels its orders)."""
@@ -333,7 +353,7 @@ class MarketLoop:
             self.now,
             "loop_state",
             "failed",
-            self.trading_state.value,
+            self.states.effective(self.ticker).value,
             {"error": self.error},
         )
 

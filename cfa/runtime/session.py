@@ -13,15 +13,20 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cfa.core.types import QTY_SCALE, MarketInfo
+from cfa.agents.reasoners.base import Reasoner
+from cfa.core.types import QTY_SCALE, MarketInfo, TradingState
 from cfa.exchange.base import Exchange, ExchangeError
 from cfa.risk.gate import RiskGate
 from cfa.risk.policy import Policy
+from cfa.risk.states import TradingStates
 from cfa.runtime.loop import LoopState, MarketLoop
 from cfa.runtime.params import ParameterStore
 from cfa.runtime.recorder import Recorder, RowSink
+
+if TYPE_CHECKING:
+    from cfa.runtime.agents import AgentRuntime
 
 
 class AuditSink(RowSink, Protocol):
@@ -93,6 +98,7 @@ class Session:
         self.recorder = Recorder(sink, run_id)
         self.params = ParameterStore(policy, record=self.recorder.param_change)
         self.gate = RiskGate(policy)
+        self.states = TradingStates(on_change=self._on_state_change)
         self.loops: dict[str, MarketLoop] = {}
         for m in markets:
             self.params.add_market(m.ticker)
@@ -110,7 +116,28 @@ class Session:
         self.events = 0
         self.stop = asyncio.Event()
         self.on_event: Callable[[Session], None] | None = None
+        self.agents: AgentRuntime | None = None
+        """The slow path; attach with :meth:`attach_agents` before :meth:`run`."""
         self.leftover_orders: int = 0
+
+    def _on_state_change(
+        self, market: str | None, old: TradingState, new: TradingState, source: str, reason: str
+    ) -> None:
+        self.recorder.risk_event(
+            market or "",
+            self.now,
+            "trading_state",
+            new.value,
+            new.value,
+            {"from": old.value, "source": source, "reason": reason},
+        )
+
+    def attach_agents(self, reasoner: Reasoner, **options: Any) -> AgentRuntime:
+        """Run market and governance agents with ``reasoner`` on this session's slow path."""
+        from cfa.runtime.agents import AgentRuntime
+
+        self.agents = AgentRuntime(self, reasoner, **options)
+        return self.agents
 
     async def run(self) -> list[MarketSummary]:
         """Consume the stream; always clean up. Returns one summary per market."""
@@ -128,17 +155,20 @@ class Session:
     async def _consume(self, stream: Any) -> None:
         loops = self.loops
         flush_every = self.flush_every
+        agents = self.agents
         n = 0
         async for ev in stream:
+            self.now = ev.ts
             loop = loops.get(ev.ticker)
             if loop is not None and loop.state is not LoopState.FAILED:
                 try:
                     await loop.on_event(ev)
+                    if agents is not None:
+                        await agents.after_event(loop, ev.ts)
                 except Exception as exc:  # one market's failure never stops the others
                     loop.fail(exc)
                     with contextlib.suppress(Exception):
                         await loop.cancel_all("loop_failed")
-            self.now = ev.ts
             n += 1
             if n % flush_every == 0:
                 self.events = n
@@ -151,6 +181,9 @@ class Session:
 
     async def shutdown(self) -> None:
         """Cancel everything, confirm with the exchange, flush the audit store."""
+        if self.agents is not None:
+            with contextlib.suppress(Exception):
+                await self.agents.aclose()
         for loop in self.loops.values():
             with contextlib.suppress(Exception):
                 await loop.cancel_all("shutdown")

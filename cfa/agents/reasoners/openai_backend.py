@@ -244,9 +244,9 @@ class OpenAIReasoner:
 
     def _interpret(self, completion: Any, t0: float) -> ReasonResponse:
         if not isinstance(completion, openai.BaseModel):
-            # a 200 whose body is not JSON: the SDK hands back the text
-            body = str(completion)
-            return self._failure(t0, f"non-JSON response: {body[:500]}", raw=body)
+            # a 200 whose body is not a JSON object: the SDK hands back the text or the value
+            body = completion if isinstance(completion, str) else _args(completion)
+            return self._failure(t0, f"unexpected response body: {body[:500]}", raw=body)
         latency = time.perf_counter() - t0
         raw = self._scrub(_dump(completion))
         model = getattr(completion, "model", None) or self.model
@@ -328,7 +328,7 @@ def _usage(usage: Any) -> dict[str, int] | None:
 
 def _dump(obj: Any) -> str:
     try:
-        return str(obj.model_dump_json())
+        return str(obj.model_dump_json(warnings=False))
     except Exception:
         try:
             return json.dumps(obj.to_dict(), default=str)
