@@ -35,8 +35,10 @@ def live_table(session: Session) -> Table:
         ("marked $", "right"),
         ("γ", "right"),
         ("σ", "right"),
+        ("last decision", "left"),
     ]:
-        t.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        wrap = col == "last decision"
+        t.add_column(col, justify=justify, no_wrap=not wrap, ratio=3 if wrap else None)  # type: ignore[arg-type]
     for ticker, loop in session.loops.items():
         mp = session.params.get(ticker)
         bid, ask = loop.resting[Side.BID], loop.resting[Side.ASK]
@@ -54,6 +56,7 @@ def live_table(session: Session) -> Table:
             _money(loop.account.marked(loop.mid)),
             f"{mp.gamma:.3g}",
             f"{mp.sigma:.3g}",
+            "" if session.agents is None else session.agents.last_rationale.get(ticker, ""),
         )
     return t
 

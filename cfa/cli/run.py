@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from cfa.agents.reasoners import make_reasoner
+from cfa.agents.reasoners.base import Reasoner
 from cfa.audit import AuditError, AuditStore
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
@@ -50,6 +52,19 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No live table; print only the summary.")
     ] = False,
+    reasoner: Annotated[
+        str, typer.Option(help="Agent reasoner: heuristic (offline), openai, or scripted:PATH.")
+    ] = "heuristic",
+    model: Annotated[str | None, typer.Option(help="LLM model for --reasoner openai.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+    ] = None,
+    agent_interval: Annotated[
+        str, typer.Option(help="Market agents run this often (and on triggers).")
+    ] = "60s",
+    no_agents: Annotated[
+        bool, typer.Option("--no-agents", help="Quote with the policy defaults only.")
+    ] = False,
 ) -> None:
     """Run the simulator with one quoting loop per market, then print the summary."""
     seconds = parse_duration(duration)
@@ -63,6 +78,13 @@ def run(
     except PolicyError as exc:
         raise fail(str(exc)) from None
     chosen = [names[i % len(names)] for i in range(markets)]
+    interval = parse_duration(agent_interval, "--agent-interval")
+    agent = None
+    if not no_agents:
+        try:
+            agent = make_reasoner(reasoner, model=model, base_url=base_url)
+        except (ValueError, OSError) as exc:
+            raise fail(str(exc)) from None
     try:
         exchange = SimExchange.from_scenarios(
             chosen, seed=seed, start_ts=SIM_EPOCH, duration=seconds, speed=factor
@@ -82,12 +104,21 @@ def run(
         "speed": speed,
         "policy": pol.model_dump(mode="json"),
         "argv": sys.argv[1:],
+        "reasoner": None if agent is None else {"name": agent.name, "model": agent.model},
+        "agent_interval_s": interval,
     }
     try:
-        rows, session = asyncio.run(_run(exchange, store, pol, config, seconds, quiet, console))
+        rows, session = asyncio.run(
+            _run(exchange, store, pol, config, seconds, quiet, console, agent, interval)
+        )
     finally:
         store.close()
     console.print(summary_table(rows))
+    if session.agents is not None:
+        verdicts = ", ".join(
+            f"{k} {v}" for k, v in sorted(session.agents.decisions_by_verdict.items())
+        )
+        console.print(f"agent decisions ({session.agents.reasoner.name}): {verdicts or 'none'}")
     console.print(
         f"run [bold]{session.run_id}[/] · {session.events:,} events · audit store [bold]{db}[/]"
         + (
@@ -106,11 +137,15 @@ async def _run(
     seconds: float,
     quiet: bool,
     console: Console,
+    agent: Reasoner | None,
+    interval: float,
 ) -> tuple[list[MarketSummary], Session]:
     await exchange.start()
     markets = await exchange.get_markets()
     run_id = store.start_run(config, ts_ms=round(exchange.clock.now() * 1000))
     session = Session(exchange, markets, pol, store, run_id)
+    if agent is not None:
+        session.attach_agents(agent, interval_s=interval)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -136,6 +171,7 @@ async def _run(
         "wall_s": round(time.perf_counter() - wall0, 3),
         "leftover_orders": session.leftover_orders,
         "stopped_by_signal": session.stop.is_set(),
+        "decisions": {} if session.agents is None else session.agents.decisions_by_verdict,
     }
     store.end_run(run_id, summary, ts_ms=round(exchange.clock.now() * 1000))
     return rows, session
