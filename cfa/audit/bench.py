@@ -1,0 +1,130 @@
+"""Audit store benchmark: write throughput and chain verification time.
+
+Run ``python -m cfa.audit.bench [--rows N] [--path FILE] [--workers W]``. It appends ``N``
+``market_events`` rows shaped like the loop's book deltas (through :meth:`AuditStore.append`,
+with automatic flushes of 2,000 rows, exactly as the runtime writes), then verifies the file.
+Prints wall and CPU figures; :func:`run` returns them for ``tools/bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cfa.audit.chain import verify
+from cfa.audit.store import AuditStore
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(f"{path}{suffix}")
+        if p.exists():
+            p.unlink()
+
+
+def _writer_cpu_seconds(store: AuditStore) -> float | None:
+    """CPU seconds used so far by the store's writer process (Linux /proc), or None."""
+    proc = store._proc
+    if proc is None:
+        return None
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run(
+    rows: int = 1_000_000,
+    path: Path | None = None,
+    workers: int | None = None,
+    writer: str = "inline",
+) -> dict[str, Any]:
+    """Write ``rows`` market events to a fresh file, verify it; return the measurements."""
+    tmp = None
+    if path is None:
+        tmp = tempfile.TemporaryDirectory()
+        path = Path(tmp.name) / "bench.db"
+    _remove(path)
+    try:
+        store = AuditStore.open(path, writer="process" if writer == "process" else "inline")
+        store.start_run({"bench": rows})
+        append = store.append
+        t0, c0 = time.perf_counter(), time.process_time()
+        ts = 1_700_000_000_000
+        for i in range(rows):
+            append(
+                "market_events",
+                {
+                    "market": "KXBTCD-25DEC3117-T101999.99",
+                    "ts_ms": ts + i,
+                    "kind": "delta",
+                    "exch_seq": i,
+                    "payload": {
+                        "ts": 1_700_000_000.0 + i / 1000,
+                        "outcome": "yes",
+                        "price": 5600 + i % 40,
+                        "delta": -300 + i % 7,
+                    },
+                },
+            )
+        store.sync()
+        t1, c1 = time.perf_counter(), time.process_time()
+        child_cpu = _writer_cpu_seconds(store)
+        store.close()
+        t2 = time.perf_counter()
+        size = sum(
+            Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists()
+        )
+        result = verify(path, workers=workers)
+        t3 = time.perf_counter()
+        if not result.ok:
+            raise RuntimeError(f"benchmark file does not verify: {result.reason}")
+        return {
+            "rows": rows,
+            "writer": writer,
+            "write_seconds": t1 - t0,
+            "write_rows_per_s": rows / (t1 - t0),
+            "write_cpu_us_per_row": (c1 - c0) / rows * 1e6,
+            "writer_process_cpu_us_per_row": (
+                child_cpu / rows * 1e6 if child_cpu is not None else None
+            ),
+            "close_seconds": t2 - t1,
+            "file_bytes": size,
+            "verify_seconds": t3 - t2,
+            "verify_rows": result.rows,
+            "verify_workers": workers if workers is not None else min(2, os.cpu_count() or 1),
+        }
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``python -m cfa.audit.bench``)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--path", type=Path, default=None, help="file to write (default: a temp dir)")
+    ap.add_argument("--workers", type=int, default=None, help="verify processes (default 2)")
+    ap.add_argument("--writer", choices=("inline", "process"), default="inline")
+    args = ap.parse_args(argv)
+    r = run(args.rows, args.path, args.workers, args.writer)
+    print(
+        f"write ({r['writer']}): {r['rows']:,} market_events rows in {r['write_seconds']:.2f} s = "
+        f"{r['write_rows_per_s']:,.0f} rows/s ({r['write_cpu_us_per_row']:.1f} us CPU/row), "
+        f"close {r['close_seconds']:.2f} s, file {r['file_bytes'] / 1e6:.0f} MB"
+    )
+    if r["writer_process_cpu_us_per_row"] is not None:
+        print(f"        writer process: {r['writer_process_cpu_us_per_row']:.1f} us CPU/row")
+    print(
+        f"verify: {r['verify_rows']:,} rows in {r['verify_seconds']:.2f} s "
+        f"({r['verify_workers']} workers)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""The hash chain: canonical row serialisation, row hashes and verification of a whole file.
+
+**Rule.** Rows of all audit tables form ONE chain in ``seq`` order (1, 2, 3, ... without gaps).
+Each row stores ``prev_hash`` (the ``hash`` of row ``seq - 1``; :data:`GENESIS` for seq 1) and
+
+``hash = lowercase hex SHA-256 of the UTF-8 bytes of canonical(row)``, where::
+
+    canonical(row) = json.dumps([table, names, seq, prev_hash, values],
+                                separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+* ``table`` is the table name; ``names`` the row's content columns — every column except
+  ``seq``, ``prev_hash`` and ``hash`` — in the table's physical column order;
+* ``values`` the row's values of those columns as SQLite returns them (INTEGER → int, REAL →
+  float written as Python's shortest ``repr``, TEXT → str, NULL → null), with trailing NULLs
+  dropped, and ``names`` cut to the same length (so a nullable column added later at the end of a
+  table leaves the old rows' hashes unchanged).
+
+Because the table name, the column names, ``seq`` and ``prev_hash`` are all hashed, an edited
+value, a row moved to another table or position (a changed ``seq``), a renamed column, a deleted
+row (a gap in ``seq``, and a successor whose ``prev_hash`` no longer matches), an inserted row (a
+duplicate ``seq`` or a broken link) or a reordering are all detected by :func:`verify`.
+
+**Limits.** The chain is unkeyed: someone who can write the file can rewrite *every* row after
+an edit with fresh hashes, or cut the tail. Keep an **anchor** outside the file — the
+:class:`ChainHead` (seq and hash) returned by :meth:`AuditStore.end_run` or ``cfa audit verify``
+— and pass it to :func:`verify` to detect that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+from cfa.audit.encoding import encode_row_values
+from cfa.audit.errors import AuditError, AuditIntegrityError
+from cfa.audit.schema import chained_tables, quote_ident
+
+GENESIS: Final = "0" * 64
+"""``prev_hash`` of the row with seq 1."""
+
+_SHA256_EMPTY = hashlib.sha256()  # copied per row: cheaper than a new object
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last row of the chain: its ``seq`` and ``hash``. Keep one outside the file as an
+    anchor; ``seq == 0`` with :data:`GENESIS` stands for an empty chain."""
+
+    seq: int
+    hash: str
+
+
+class RowHasher:
+    """Computes row hashes for one table with a fixed list of content columns."""
+
+    __slots__ = ("_full", "_ncols", "_prefixes", "names", "table")
+
+    def __init__(self, table: str, names: Sequence[str]) -> None:
+        self.table = table
+        self.names = tuple(names)
+        self._ncols = len(self.names)
+        if not self._ncols:
+            raise AuditError(f"{table}: a chained table needs content columns")
+        t = json.dumps(table, ensure_ascii=False)
+        # canonical = prefix[n] + f'{seq},"{prev}",' + json(values[:n]) + "]"
+        self._prefixes = [
+            f"[{t},{json.dumps(list(self.names[:n]), separators=(',', ':'))},"
+            for n in range(self._ncols + 1)
+        ]
+        self._full = self._prefixes[-1]
+
+    def _trimmed(self, values: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        if len(values) != self._ncols:
+            raise AuditError(f"{self.table}: expected {self._ncols} values, got {len(values)}")
+        if values[-1] is not None:
+            return self._full, values
+        n = self._ncols - 1
+        while n and values[n - 1] is None:
+            n -= 1
+        return self._prefixes[n], values[:n]
+
+    def canonical(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
+        """The canonical serialisation (see the module doc) of one row."""
+        prefix, vals = self._trimmed(values)
+        return f'{prefix}{seq},"{prev_hash}",{encode_row_values(vals)}]'
+
+    def digest(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
+        """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush)."""
+        if values[-1] is not None and len(values) == self._ncols:
+            prefix = self._full
+        else:
+            prefix, values = self._trimmed(values)
+        h = _SHA256_EMPTY.copy()
+        h.update(f'{prefix}{seq},"{prev_hash}",{encode_row_values(values)}]'.encode())
+        return h.hexdigest()
+
+
+# --- verification ----------------------------------------------------------------------------
+#
+# Fast path (decides): every table is scanned on its own in seq order (a rowid scan), split into
+# units of (table, seq range) spread over worker processes. Each unit recomputes every row's
+# hash, checks prev_hash against the previous row of the unit when that row has seq - 1, and
+# otherwise records a *need* (seq - 1 -> prev_hash) and a *provide* (last seq before a jump ->
+# its hash). The chain is intact iff every row hashes right, every need is met by a provide,
+# and the tables hold exactly max_seq rows with seq >= 1: then every seq s has a row s - 1
+# down to 1, so the seqs are exactly 1..max_seq, once each, and every link holds.
+#
+# Precise walk (reports): only when the fast path finds a problem, all tables are merged in seq
+# order (SQLite merges the rowid scans of a UNION ALL ... ORDER BY seq) and walked until the
+# first broken link, which names the first bad seq.
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Outcome of :func:`verify`.
+
+    ``ok`` — the whole chain is intact (and matches the anchor, if one was given);
+    ``rows`` — rows in the chain before the first problem (all rows when ``ok``);
+    ``first_bad_seq`` — the smallest seq at which the chain breaks (the edited, missing,
+    duplicated or re-linked row), None when ``ok``; ``reason`` — one line for people;
+    ``table`` — the table of the bad row when known; ``head`` — the last row of an intact chain;
+    ``seconds`` — wall time taken.
+    """
+
+    ok: bool
+    rows: int
+    first_bad_seq: int | None
+    reason: str
+    table: str | None = None
+    head: ChainHead | None = None
+    seconds: float = 0.0
+
+    def raise_for_error(self) -> None:
+        """Raise :class:`AuditIntegrityError` with :attr:`reason` unless :attr:`ok`."""
+        if not self.ok:
+            raise AuditIntegrityError(
+                f"audit chain broken at seq {self.first_bad_seq}: {self.reason}"
+            )
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only plain sqlite3 connection to an existing audit file (AuditError if absent)."""
+    p = Path(path)
+    if not p.is_file():
+        raise AuditError(f"audit store {str(p)!r} does not exist or is not a file")
+    uri = f"file:{quote(str(p.resolve()))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read audit store {str(p)!r}: {exc}") from None
+    return conn
+
+
+_Problem = tuple[int, str | None, str]  # (seq, table, reason)
+
+_PARALLEL_MIN_ROWS: Final = 200_000
+"""Files with fewer rows are verified in the calling process."""
+
+
+@dataclass(slots=True)
+class _UnitResult:
+    rows: int
+    need: dict[int, str]
+    provide: dict[int, str]
+    bad_seq: int | None
+
+
+def _check_unit(path: str, table: str, names: tuple[str, ...], lo: int, hi: int) -> _UnitResult:
+    """Fast-path check of ``table``'s rows with ``lo <= seq <= hi`` (see the comment above)."""
+    conn = connect_readonly(path)
+    try:
+        digest = RowHasher(table, names).digest
+        cols = ", ".join(quote_ident(c) for c in ("seq", "prev_hash", "hash", *names))
+        cur = conn.execute(
+            f"SELECT {cols} FROM {quote_ident(table)} WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (lo, hi),
+        )
+        need: dict[int, str] = {}
+        provide: dict[int, str] = {}
+        rows = 0
+        last_seq = -2
+        last_hash = ""
+        bad: int | None = None
+        while bad is None:
+            chunk = cur.fetchmany(10_000)
+            if not chunk:
+                break
+            for row in chunk:
+                seq = row[0]
+                if seq == last_seq + 1:
+                    if row[1] != last_hash:
+                        bad = seq
+                        break
+                else:
+                    if rows:
+                        provide[last_seq] = last_hash
+                    need[seq - 1] = row[1]
+                try:
+                    good = digest(seq, row[1], row[3:]) == row[2]
+                except (UnicodeEncodeError, TypeError, ValueError, AuditError):
+                    good = False
+                if not good:
+                    bad = seq
+                    break
+                last_seq = seq
+                last_hash = row[2]
+                rows += 1
+        if rows:
+            provide[last_seq] = last_hash
+        return _UnitResult(rows, need, provide, bad)
+    finally:
+        conn.close()
+
+
+def _walk(
+    path: str, tables: dict[str, tuple[str, ...]], max_seq: int, anchor: ChainHead | None
+) -> _Problem | None:
+    """Precise walk over all tables merged in seq order: the first problem, if any."""
+    conn = connect_readonly(path)
+    try:
+        names = list(tables)
+        width = max(len(c) for c in tables.values())
+        parts = []
+        for i, t in enumerate(names):
+            cols = [quote_ident(c) for c in tables[t]] + ["NULL"] * (width - len(tables[t]))
+            parts.append(
+                f"SELECT seq, prev_hash, hash, {i}, {', '.join(cols)} FROM {quote_ident(t)}"
+            )
+        cur = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1")
+        digests = [RowHasher(t, tables[t]).digest for t in names]
+        ends = [4 + len(tables[t]) for t in names]
+        expected = 1
+        prev = GENESIS
+        prev_table: str | None = None
+        while True:
+            chunk = cur.fetchmany(10_000)
+            if not chunk:
+                break
+            for row in chunk:
+                seq, t = row[0], names[row[3]]
+                if seq != expected:
+                    if seq < expected:
+                        return (seq, t, f"two rows have seq {seq} (in {prev_table} and {t})")
+                    gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+                    return (expected, None, f"row seq {gap} missing (deleted?)")
+                if row[1] != prev:
+                    return (
+                        seq,
+                        t,
+                        f"prev_hash does not match the hash of seq {seq - 1} (row deleted, "
+                        "inserted or rewritten?)",
+                    )
+                try:
+                    good = digests[row[3]](seq, row[1], row[4 : ends[row[3]]]) == row[2]
+                except (UnicodeEncodeError, TypeError, ValueError, AuditError):
+                    good = False
+                if not good:
+                    return (seq, t, "row content does not match its hash (edited?)")
+                if anchor is not None and seq == anchor.seq and row[2] != anchor.hash:
+                    return (seq, t, "hash differs from the anchor (chain rewritten?)")
+                prev = row[2]
+                prev_table = t
+                expected += 1
+        if expected <= max_seq:
+            return (expected, None, f"row seq {expected} missing (deleted?)")
+        return None
+    finally:
+        conn.close()
+
+
+def _anchor_problem(
+    conn: sqlite3.Connection, tables: dict[str, tuple[str, ...]], anchor: ChainHead, max_seq: int
+) -> _Problem | None:
+    if anchor.seq > max_seq:
+        return (
+            max_seq + 1,
+            None,
+            f"anchor seq {anchor.seq} is beyond the last row {max_seq}: rows cut from the end?",
+        )
+    if anchor.seq <= 0:
+        return None if anchor.hash == GENESIS else (1, None, "anchor of seq 0 is not GENESIS")
+    for t in tables:
+        r = conn.execute(f"SELECT hash FROM {quote_ident(t)} WHERE seq = ?", (anchor.seq,))
+        row = r.fetchone()
+        if row is not None:
+            if row[0] != anchor.hash:
+                return (anchor.seq, t, "hash differs from the anchor (chain rewritten?)")
+            return None
+    return (anchor.seq, None, f"row seq {anchor.seq} of the anchor is missing")
+
+
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    anchor: ChainHead | tuple[int, str] | None = None,
+    workers: int | None = None,
+) -> VerifyResult:
+    """Verify the hash chain of the audit file at ``path``; never modifies it.
+
+    Checks every row of every chained table: seq runs 1, 2, 3, ... without gaps or duplicates,
+    each ``prev_hash`` is the previous row's ``hash``, and each ``hash`` matches the row's
+    content (see the module doc). Files of :data:`_PARALLEL_MIN_ROWS` rows or more are checked
+    by ``workers`` processes (default ``min(2, CPUs)``; 1 = all in this process).
+
+    ``anchor`` — a :class:`ChainHead` kept outside the file: the row at ``anchor.seq`` must exist
+    and carry ``anchor.hash`` (detects a rewritten chain or a cut tail).
+
+    Returns a :class:`VerifyResult` whose ``first_bad_seq`` is the earliest problem; raises
+    :class:`AuditError` only when the file cannot be read.
+    """
+    t0 = time.perf_counter()
+    if anchor is not None and not isinstance(anchor, ChainHead):
+        anchor = ChainHead(int(anchor[0]), str(anchor[1]))
+    spath = str(path)
+    conn = connect_readonly(path)
+    try:
+        tables = chained_tables(conn)
+        stats = {
+            t: conn.execute(f"SELECT count(*), min(seq), max(seq) FROM {quote_ident(t)}").fetchone()
+            for t in tables
+        }
+        if not tables:
+            return VerifyResult(
+                False, 0, None, "no audit tables in the file", seconds=time.perf_counter() - t0
+            )
+        total = sum(s[0] for s in stats.values())
+        max_seq = max((s[2] for s in stats.values() if s[0]), default=0)
+        min_seq = min((s[1] for s in stats.values() if s[0]), default=1)
+        if min_seq < 1:
+            t = next(t for t, s in stats.items() if s[0] and s[1] == min_seq)
+            return VerifyResult(
+                False,
+                0,
+                min_seq,
+                f"a row has seq {min_seq}; the chain starts at 1 (inserted row?)",
+                t,
+                seconds=time.perf_counter() - t0,
+            )
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1)
+        parts = 2 * workers if workers > 1 and total >= _PARALLEL_MIN_ROWS else 1
+        step = max(1, -(-max_seq // parts))
+        units = [
+            (spath, t, tables[t], lo, min(lo + step - 1, max_seq))
+            for t, s in stats.items()
+            if s[0]
+            for lo in range(1, max_seq + 1, step)
+            if lo <= s[2] and lo + step - 1 >= s[1]
+        ]
+        if parts > 1:
+            # forkserver/spawn, not fork: a forked child could inherit a SQLite mutex held by a
+            # thread of this process (an open AuditStore's checkpointer) and deadlock.
+            methods = get_all_start_methods()
+            ctx = get_context("forkserver" if "forkserver" in methods else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                results = list(pool.map(_check_unit, *zip(*units, strict=True)))
+        else:
+            results = [_check_unit(*u) for u in units]
+        provide: dict[int, str] = {0: GENESIS}
+        clean = total == max_seq and all(r.bad_seq is None for r in results)
+        for r in results:
+            for k, h in r.provide.items():
+                if provide.setdefault(k, h) != h:
+                    clean = False
+        clean = clean and all(provide.get(k) == h for r in results for k, h in r.need.items())
+        problem = None
+        if clean and anchor is not None:
+            problem = _anchor_problem(conn, tables, anchor, max_seq)
+        if clean and problem is None:
+            head = ChainHead(max_seq, provide[max_seq])
+            dt = time.perf_counter() - t0
+            return VerifyResult(True, max_seq, None, f"OK: {max_seq} rows", None, head, dt)
+        if problem is None:
+            problem = _walk(spath, tables, max_seq, anchor)
+        if problem is None:  # cannot happen if both paths are right; never report OK then
+            problem = (max_seq, None, "inconsistent chain (fast and precise checks disagree)")
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read audit store {spath!r}: {exc}") from None
+    finally:
+        conn.close()
+    seq, table, reason = problem
+    return VerifyResult(False, seq - 1, seq, reason, table, None, time.perf_counter() - t0)
