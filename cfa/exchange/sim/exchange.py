@@ -1,0 +1,509 @@
+"""``SimExchange``: the embedded, seeded, Kalshi-shaped :class:`~cfa.exchange.base.Exchange`.
+
+One simulated world: every market advances on one :class:`SimClock`, event by event, in time
+order (ties broken by market order), whichever stream pulls. Streams pull: when a consumer
+has drained its queue, the stream steps the market with the earliest next event and delivers
+what it published. So the clock is at the time of the event the consumer just received, and an
+order we place in reaction acts at that time (no latency is modelled).
+
+Determinism: the background world depends only on ``seed``, the scenarios and the tickers;
+our orders change the book (and so which takers fill us) but draw no random numbers. The same
+seed and the same sequence of calls give identical events and fills. Nothing reads the wall
+clock unless ``speed`` is set; then the streams pace themselves so that simulated time runs
+``speed`` times as fast as wall time (``speed=1.0`` is real time), sleeping with
+:func:`asyncio.sleep`. As fast as possible, a stream still yields to the event loop
+(``asyncio.sleep(0)``) every :data:`YIELD_EVERY` events or steps.
+
+A stream ends once all its markets have settled, or when simulated time reaches
+``start_ts + duration`` (the clock then reads exactly that time).
+
+Order ids are ``sim-o00000001``…, fill ids ``sim-f00000001``…, trade ids ``<ticker>-t<n>``.
+Reject codes: ``invalid_price`` (off the grid or outside the range), ``invalid_order_size``,
+``post_only_cross``, ``market_closed``, ``reduce_only`` (nothing to reduce),
+``insufficient_balance``. ``OrderNotFound`` for unknown order ids and for orders that are no
+longer resting (code ``order_not_resting``). See :mod:`cfa.exchange.sim.matching` for the queue
+model and :mod:`cfa.exchange.sim.account` for cash, positions and PnL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
+from decimal import Decimal
+
+from cfa.core.types import (
+    BookSnapshot,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Outcome,
+    Position,
+    Price,
+    Qty,
+    Side,
+    Trade,
+)
+from cfa.exchange.base import (
+    Clock,
+    Event,
+    MarketNotFound,
+    OrderNotFound,
+    OrderRejected,
+)
+from cfa.exchange.sim.account import Account
+from cfa.exchange.sim.clock import DEFAULT_START_TS, SimClock
+from cfa.exchange.sim.market import SimMarket
+from cfa.exchange.sim.matching import OwnOrder
+from cfa.exchange.sim.scenarios import Scenario, load_scenario
+
+YIELD_EVERY = 256
+"""A stream awaits ``asyncio.sleep(0)`` at least this often (events or simulation steps)."""
+
+DEFAULT_CASH = Decimal(10_000)
+"""Starting balance in dollars."""
+
+
+def _fanout(queues: tuple[deque[Event], ...]) -> Callable[[Event], None]:
+    def emit(ev: Event) -> None:
+        for q in queues:
+            q.append(ev)
+
+    return emit
+
+
+class SimExchange:
+    """The embedded simulator. Implements :class:`cfa.exchange.base.Exchange`.
+
+    ``scenarios``: one market per entry; several entries of the same scenario get distinct
+    tickers (``…-2``, ``…-3``). ``seed`` (≥ 0) fixes the world. ``start_ts``: simulated start,
+    epoch seconds. ``duration``: simulated seconds until the streams end (None: until every
+    market has settled). ``speed``: None for as fast as possible, else the multiple of real
+    time. ``cash``: starting balance in dollars.
+    """
+
+    def __init__(
+        self,
+        scenarios: Sequence[Scenario],
+        *,
+        seed: int = 0,
+        start_ts: float = DEFAULT_START_TS,
+        duration: float | None = None,
+        speed: float | None = None,
+        cash: Decimal | int | str = DEFAULT_CASH,
+    ) -> None:
+        if not scenarios:
+            raise ValueError("SimExchange needs at least one scenario")
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        if duration is not None and not duration >= 0:
+            raise ValueError(f"duration must be non-negative, got {duration}")
+        self._clock = SimClock(start_ts)
+        self.clock: Clock = self._clock
+        """Simulated time (a :class:`SimClock`)."""
+        self.seed = seed
+        self.account = Account(Decimal(cash))
+        self._markets: dict[str, SimMarket] = {}
+        copies: dict[str, int] = {}
+        for sc in scenarios:
+            copy = copies.get(sc.name, 0)
+            copies[sc.name] = copy + 1
+            info = sc.market_info(start_ts, copy)
+            if info.ticker in self._markets:
+                raise ValueError(f"two markets would share the ticker {info.ticker}")
+            self._markets[info.ticker] = SimMarket(
+                sc, info, seed=seed, start_ts=start_ts, account=self.account
+            )
+        self._list = list(self._markets.values())
+        self._heap = [(m.next_t, i) for i, m in enumerate(self._list)]
+        heapq.heapify(self._heap)
+        self._end_ts = math.inf if duration is None else start_ts + duration
+        self._ended = False
+        self._done_count = 0
+        self._speed = speed
+        self._wall0: float | None = None
+        self._sim0 = start_ts
+        self._sinks: dict[str, list[deque[Event]]] = {}
+        self._orders: dict[str, OwnOrder] = {}
+        self._resting: dict[str, OwnOrder] = {}
+        self._by_coid: dict[str, OwnOrder] = {}
+        self._next_order = 1
+
+    @classmethod
+    def from_scenarios(
+        cls,
+        names: Sequence[str],
+        *,
+        seed: int = 0,
+        start_ts: float = DEFAULT_START_TS,
+        duration: float | None = None,
+        speed: float | None = None,
+        cash: Decimal | int | str = DEFAULT_CASH,
+    ) -> SimExchange:
+        """Build from scenario names (or ``.yaml`` paths); unknown names raise ``ValueError``."""
+        loaded: dict[str, Scenario] = {}
+        for n in names:
+            if n not in loaded:
+                loaded[n] = load_scenario(n)
+        return cls(
+            [loaded[n] for n in names],
+            seed=seed,
+            start_ts=start_ts,
+            duration=duration,
+            speed=speed,
+            cash=cash,
+        )
+
+    # -- simulator-only helpers --------------------------------------------------------------
+
+    @property
+    def tickers(self) -> list[str]:
+        """Every market's ticker, in creation order."""
+        return list(self._markets)
+
+    @property
+    def ended(self) -> bool:
+        """True once simulated time reached the end (or every market settled)."""
+        return self._ended
+
+    @property
+    def end_ts(self) -> float:
+        """When the streams end (``inf`` without a duration)."""
+        return self._end_ts
+
+    def latent_probability(self, ticker: str) -> float:
+        """The hidden "true" probability of YES now (for diagnostics and tests only)."""
+        return self._market(ticker).latent_p
+
+    def result(self, ticker: str) -> Outcome | None:
+        """The market's outcome once settled, else None."""
+        return self._market(ticker).result
+
+    def market(self, ticker: str) -> SimMarket:
+        """The simulated market itself (for tests and tools)."""
+        return self._market(ticker)
+
+    def run_until(self, ts: float) -> None:
+        """Advance the world, unpaced, through every event at or before ``ts``.
+
+        Events go to the streams attached at the time (none: they are dropped, state is kept).
+        Afterwards the clock reads ``ts``, or the end of the run if that comes first.
+        """
+        while not self._ended and self._heap[0][0] <= ts and self._step_once():
+            pass
+        self._clock.advance_to(min(ts, self._end_ts))
+
+    async def background_order(self, ticker: str, side: Side, price: Price, count: Qty) -> Qty:
+        """An anonymous participant's limit order at the current time: it trades with what it
+        crosses (our resting orders included) and rests the rest. Returns the size traded.
+
+        For tests and tools that need a controlled counterparty; the background flow itself
+        does this through the same code path.
+        """
+        m = self._open_market(ticker)
+        idx = self._index(m, price)
+        if count <= 0:
+            raise OrderRejected(f"count must be positive, got {count}", code="invalid_order_size")
+        is_bid = Side(side) is Side.BID
+        traded = 0
+        if m.crosses(is_bid, idx):
+            traded = m.sweep(is_bid, idx, count, self._clock.t, None)
+        if count > traded:
+            m.bg_add(is_bid, idx, count - traded, self._clock.t)
+        return traded
+
+    # -- the Exchange interface -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing to open; idempotent."""
+
+    async def close(self) -> None:
+        """Nothing to release; idempotent. Resting orders stay (the runtime cancels first)."""
+
+    async def get_markets(self, tickers: Sequence[str] | None = None) -> list[MarketInfo]:
+        if tickers is None:
+            return [m.info for m in self._list if not m.closed]
+        return [self._market(t).info for t in tickers]
+
+    async def get_market(self, ticker: str) -> MarketInfo:
+        return self._market(ticker).info
+
+    async def get_orderbook(self, ticker: str) -> BookSnapshot:
+        return self._market(ticker).snapshot(self._clock.t)
+
+    async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
+        return self._market(ticker).recent_trades(limit)
+
+    async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
+        """Snapshots of ``tickers`` now, then every event of theirs as the world advances."""
+        markets = [self._market(t) for t in dict.fromkeys(tickers)]
+        if not markets:
+            return
+        q: deque[Event] = deque()
+        for m in markets:
+            self._attach(m, q)
+        heap, world, clock = self._heap, self._list, self._clock
+        paced = self._speed is not None
+        replace = heapq.heapreplace
+        inf, end = math.inf, self._end_ts
+        try:
+            for m in markets:
+                yield m.snapshot(clock.t)
+            seen_done = -1
+            n = 0
+            while True:
+                while q:
+                    yield q.popleft()
+                    n += 1
+                    if n >= YIELD_EVERY:
+                        n = 0
+                        await asyncio.sleep(0)
+                if seen_done != self._done_count:
+                    seen_done = self._done_count
+                    if all(m.done for m in markets):
+                        return
+                # step the market whose next event comes first (inlined: this is the hot loop)
+                t, i = heap[0]
+                if t > end or t == inf:  # the run is over (perhaps ended by another stream)
+                    self._finish(t)
+                    while q:
+                        yield q.popleft()
+                    return
+                if paced:
+                    wait = self._wall_wait(t)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                        continue
+                if t > clock.t:
+                    clock.t = t
+                m = world[i]
+                m.step()
+                t = m.next_t
+                if t == inf:
+                    self._done_count += 1
+                replace(heap, (t, i))
+                n += 1
+                if n >= YIELD_EVERY:
+                    n = 0
+                    await asyncio.sleep(0)
+        finally:
+            for m in markets:
+                self._detach(m, q)
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        known = self._by_coid.get(request.client_order_id)
+        if known is not None:
+            return known.record()
+        m = self._open_market(request.ticker)
+        idx = self._index(m, request.price)
+        side = Side(request.side)
+        count = request.count
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise OrderRejected(
+                f"count must be a positive integer, got {count!r}", code="invalid_order_size"
+            )
+        is_bid = side is Side.BID
+        if request.reduce_only:
+            pos = self.account.position(m.ticker)
+            allowed = max(-pos, 0) if is_bid else max(pos, 0)
+            if allowed == 0:
+                raise OrderRejected(
+                    f"{m.ticker}: reduce-only {side} with position {pos}", code="reduce_only"
+                )
+            count = min(count, allowed)
+        if request.post_only and m.crosses(is_bid, idx):
+            raise OrderRejected(
+                f"{m.ticker}: post-only {side} at {request.price} would cross",
+                code="post_only_cross",
+            )
+        cost = self.account.opening_cost(m.ticker, side, request.price, count)
+        if cost > self.account.cash:
+            raise OrderRejected(
+                f"needs ${cost}, balance is ${self.account.cash}", code="insufficient_balance"
+            )
+        oid = f"sim-o{self._next_order:08d}"
+        self._next_order += 1
+        o = OwnOrder(
+            oid,
+            request.client_order_id,
+            m.ticker,
+            side,
+            request.price,
+            idx,
+            count,
+            request.post_only,
+            self._clock.t,
+        )
+        self._orders[oid] = o
+        self._by_coid[request.client_order_id] = o
+        m.submit(o, self._clock.t)
+        if o.status is OrderStatus.RESTING:
+            self._resting[oid] = o
+        return o.record()
+
+    async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
+        """New price and/or new total ``count`` (= filled + resting). Lowering the count at the
+        same price keeps the queue position; a new price or a larger count goes to the back."""
+        o = self._resting_order(order_id)
+        m = self._open_market(o.ticker)
+        idx = self._index(m, price)
+        if isinstance(count, bool) or not isinstance(count, int) or count <= o.filled:
+            raise OrderRejected(
+                f"count {count!r} must exceed the filled {o.filled}", code="invalid_order_size"
+            )
+        ts = self._clock.t
+        if price == o.price:
+            new_remaining = count - o.filled
+            if new_remaining == o.remaining:
+                return o.record()
+            if new_remaining < o.remaining:
+                m.reduce(o, o.remaining - new_remaining, ts)
+                return o.record()
+        elif o.post_only and m.crosses(o.is_bid, idx):
+            raise OrderRejected(
+                f"{m.ticker}: post-only {o.side} at {price} would cross", code="post_only_cross"
+            )
+        m.replace(o, price, idx, count, ts)
+        if o.status is not OrderStatus.RESTING:
+            self._resting.pop(o.order_id, None)
+        return o.record()
+
+    async def cancel_order(self, order_id: str) -> Order:
+        o = self._resting_order(order_id)
+        m = self._market(o.ticker)
+        m.cancel(o, self._clock.t)
+        self._resting.pop(order_id, None)
+        return o.record()
+
+    async def cancel_all(self, ticker: str | None = None) -> list[Order]:
+        if ticker is not None:
+            self._market(ticker)
+        out: list[Order] = []
+        for o in list(self._resting_orders(ticker)):
+            self._market(o.ticker).cancel(o, self._clock.t)
+            self._resting.pop(o.order_id, None)
+            out.append(o.record())
+        return out
+
+    async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
+        if ticker is not None:
+            self._market(ticker)
+        if resting_only:
+            return [o.record() for o in self._resting_orders(ticker)]
+        return [o.record() for o in self._orders.values() if ticker is None or o.ticker == ticker]
+
+    async def get_fills(self, ticker: str | None = None) -> list[Fill]:
+        if ticker is None:
+            return list(self.account.fills)
+        self._market(ticker)
+        return [f for f in self.account.fills if f.ticker == ticker]
+
+    async def get_positions(self) -> list[Position]:
+        """Every market we have traded (settled ones included, with their realised PnL)."""
+        return [self.account.snapshot(t) for t in self._markets if t in self.account.positions]
+
+    async def get_balance(self) -> Decimal:
+        return self.account.cash
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _market(self, ticker: str) -> SimMarket:
+        m = self._markets.get(ticker)
+        if m is None:
+            raise MarketNotFound(f"no market {ticker!r}", code="market_not_found")
+        return m
+
+    def _open_market(self, ticker: str) -> SimMarket:
+        m = self._market(ticker)
+        if m.closed:
+            raise OrderRejected(f"{ticker}: market is closed", code="market_closed")
+        return m
+
+    @staticmethod
+    def _index(m: SimMarket, price: Price) -> int:
+        idx = (
+            m.idx_of.get(price) if isinstance(price, int) and not isinstance(price, bool) else None
+        )
+        if idx is None:
+            raise OrderRejected(
+                f"{m.ticker}: {price!r} is not a tradable price on {m.info.price_level_structure}",
+                code="invalid_price",
+            )
+        return idx
+
+    def _resting_order(self, order_id: str) -> OwnOrder:
+        o = self._orders.get(order_id)
+        if o is None:
+            raise OrderNotFound(f"no order {order_id!r}", code="not_found")
+        if o.status is not OrderStatus.RESTING:
+            self._resting.pop(order_id, None)
+            raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
+        return o
+
+    def _resting_orders(self, ticker: str | None) -> list[OwnOrder]:
+        out: list[OwnOrder] = []
+        dead: list[str] = []
+        for oid, o in self._resting.items():
+            if o.status is not OrderStatus.RESTING:
+                dead.append(oid)
+            elif ticker is None or o.ticker == ticker:
+                out.append(o)
+        for oid in dead:
+            del self._resting[oid]
+        return out
+
+    def _attach(self, m: SimMarket, q: deque[Event]) -> None:
+        self._sinks.setdefault(m.ticker, []).append(q)
+        self._rewire(m)
+
+    def _detach(self, m: SimMarket, q: deque[Event]) -> None:
+        sinks = self._sinks.get(m.ticker, [])
+        for i, s in enumerate(sinks):
+            if s is q:
+                del sinks[i]
+                break
+        self._rewire(m)
+
+    def _rewire(self, m: SimMarket) -> None:
+        sinks = self._sinks.get(m.ticker, [])
+        if not sinks:
+            m.emit = None
+        elif len(sinks) == 1:
+            m.emit = sinks[0].append
+        else:
+            m.emit = _fanout(tuple(sinks))
+
+    def _step_once(self) -> bool:
+        """Process the world's next event (unpaced); False once the run has ended."""
+        if self._ended:
+            return False
+        t, i = self._heap[0]
+        if t > self._end_ts or t == math.inf:
+            self._finish(t)
+            return False
+        self._clock.advance_to(t)
+        m = self._list[i]
+        m.step()
+        t = m.next_t
+        if t == math.inf:
+            self._done_count += 1
+        heapq.heapreplace(self._heap, (t, i))
+        return True
+
+    def _wall_wait(self, t: float) -> float:
+        now = time.monotonic()
+        if self._wall0 is None:
+            self._wall0 = now
+            self._sim0 = self._clock.t
+        assert self._speed is not None
+        return self._wall0 + (t - self._sim0) / self._speed - now
+
+    def _finish(self, next_t: float) -> None:
+        self._ended = True
+        if math.inf not in (next_t, self._end_ts):
+            self._clock.advance_to(self._end_ts)

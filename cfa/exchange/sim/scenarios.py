@@ -1,0 +1,421 @@
+"""Named simulator scenarios: market metadata and process parameters, defined as YAML data.
+
+A scenario file (``cfa/exchange/scenarios/<name>.yaml``) has four sections; every key is
+checked and unknown keys are rejected, so a typo never silently falls back to a default.
+
+``market`` — how the market looks, like a Kalshi market:
+    ``series_ticker``; ``event_ticker`` and ``ticker`` as format strings (``{series_ticker}``,
+    ``{event_ticker}`` and ``{close:<strftime>}`` are filled in, the result is upper-cased);
+    ``title``, ``subtitle``, ``rules`` (``{close_time}`` becomes the ISO close time);
+    ``price_level_structure`` (``linear_cent``, ``deci_cent``, ``tapered_deci_cent``) or explicit
+    ``price_ranges`` (list of ``{start, end, step}`` dollar strings); ``fee_type`` and
+    ``fee_multiplier``; ``open_offset`` / ``close_offset`` (seconds from the run's start) and
+    ``settlement_delay`` (seconds from close to settlement).
+
+``latent`` — the true probability (see :mod:`cfa.exchange.sim.latent`):
+    ``p0``; ``regimes.calm`` / ``regimes.volatile`` with ``sigma`` (logit units per √second),
+    ``mean_duration`` (seconds) and ``activity`` (multiplier on all event rates);
+    ``start_regime``; ``jump_rate`` (jumps per second) and ``jump_sigma`` (logit units);
+    ``close_vol_horizon`` (seconds; 0 = off) and ``close_vol_cap`` (σ multiplier cap).
+
+``book`` — background resting liquidity (see :mod:`cfa.exchange.sim.liquidity`):
+    ``refresh_rate`` (add/cancel events per second, calm regime); ``half_spread_ticks`` (the
+    background touch is about twice this many ticks wide; 0.5 = one tick);
+    ``ladder_mean_ticks`` / ``ladder_max_ticks`` (how far from the touch refreshes land);
+    ``level_size`` (contracts, target depth at the touch) and ``depth_slope`` (relative growth
+    per tick away); ``size_median`` (contracts) and ``size_sigma`` (log-normal σ) of each
+    add/cancel; ``stale_cancel_prob``; ``initial_levels``; ``lag`` (seconds: the background
+    makers centre on an exponential average of the latent logit with this time constant, so the
+    book trails the truth and informed takers have something to take; 0 = no lag).
+
+``takers`` — market orders:
+    ``rate`` (takers per second, both sides, calm regime); ``k`` (1/dollar: the sweep depth
+    from the mid is Exp(k), so takers reach distance δ at rate ``A·e^(−kδ)``); ``size_median``
+    (contracts) and ``size_sigma``; ``informed_share`` (0..1) and ``informed_edge`` (dollars).
+
+Sizes in the files are contracts; the parsed dataclasses hold count units (0.01 contract) and
+price units ($0.0001) as in :mod:`cfa.core.types`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cfa.core.grid import STRUCTURES, PriceGrid
+from cfa.core.types import (
+    ONE_DOLLAR,
+    PRICE_SCALE,
+    CfaValueError,
+    FeeSchedule,
+    MarketInfo,
+    Price,
+    PriceRange,
+    Qty,
+    contracts,
+)
+
+_SCENARIO_DIR = "scenarios"
+
+FEE_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees", "flat")
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeParams:
+    """One volatility regime: ``sigma`` in logit units per √second, ``mean_duration`` seconds."""
+
+    sigma: float
+    mean_duration: float
+    activity: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LatentParams:
+    """Parameters of the latent probability process."""
+
+    p0: float
+    calm: RegimeParams
+    volatile: RegimeParams
+    start_regime: str = "calm"
+    jump_rate: float = 0.0
+    jump_sigma: float = 0.0
+    close_vol_horizon: float = 0.0
+    close_vol_cap: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class BookParams:
+    """Background liquidity. Sizes in count units (0.01 contract)."""
+
+    refresh_rate: float
+    half_spread_ticks: float
+    ladder_mean_ticks: float
+    ladder_max_ticks: int
+    level_size: Qty
+    depth_slope: float
+    size_median: Qty
+    size_sigma: float
+    stale_cancel_prob: float
+    initial_levels: int
+    lag: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TakerParams:
+    """Taker flow. ``k`` in 1/dollar, sizes in count units, ``informed_edge`` in price units."""
+
+    rate: float
+    k: float
+    size_median: Qty
+    size_sigma: float
+    informed_share: float
+    informed_edge: Price
+
+
+@dataclass(frozen=True, slots=True)
+class MarketTemplate:
+    """Kalshi-like metadata of a scenario's market, before the run's start time is known."""
+
+    series_ticker: str
+    event_ticker: str
+    ticker: str
+    title: str
+    price_ranges: tuple[PriceRange, ...]
+    price_level_structure: str
+    fee: FeeSchedule
+    close_offset: float
+    open_offset: float = -86_400.0
+    settlement_delay: float = 0.0
+    subtitle: str = ""
+    rules: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named scenario: one market's metadata plus the processes that drive it."""
+
+    name: str
+    description: str
+    market: MarketTemplate
+    latent: LatentParams
+    book: BookParams
+    takers: TakerParams
+
+    def market_info(self, start_ts: float, copy: int = 0) -> MarketInfo:
+        """The market as Kalshi would describe it, for a run starting at ``start_ts``.
+
+        ``copy`` numbers several markets of the same scenario in one run: copy 0 gets the
+        template's ticker, copy ``n`` gets ``-<n+1>`` appended, so tickers are distinct.
+        """
+        m = self.market
+        close_ts = start_ts + m.close_offset
+        close = datetime.fromtimestamp(close_ts, tz=UTC)
+        event_ticker = m.event_ticker.format(series_ticker=m.series_ticker, close=close).upper()
+        ticker = m.ticker.format(
+            series_ticker=m.series_ticker, event_ticker=event_ticker, close=close
+        ).upper()
+        if copy:
+            ticker = f"{ticker}-{copy + 1}"
+        rules = m.rules.replace("{close_time}", close.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return MarketInfo(
+            ticker=ticker,
+            event_ticker=event_ticker,
+            series_ticker=m.series_ticker,
+            title=m.title,
+            price_ranges=m.price_ranges,
+            close_ts=close_ts,
+            open_ts=start_ts + m.open_offset,
+            price_level_structure=m.price_level_structure,
+            fee=m.fee,
+            subtitle=m.subtitle,
+            rules=rules,
+            status="active",
+        )
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def _scenario_root() -> Any:
+    return resources.files("cfa.exchange").joinpath(_SCENARIO_DIR)
+
+
+def known_scenarios() -> list[str]:
+    """Names of the scenarios shipped with cfa, sorted."""
+    root = _scenario_root()
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scenario(name: str) -> Scenario:
+    """Load a shipped scenario by name, or any scenario file by path (ending in ``.yaml``).
+
+    Raises :class:`ValueError` for an unknown name (the message lists the known ones) and
+    :class:`cfa.core.types.CfaValueError` (a ``ValueError``) for a malformed file.
+    """
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"scenario file not found: {name}")
+        return parse_scenario(yaml.safe_load(path.read_text(encoding="utf-8")), path.stem)
+    known = known_scenarios()
+    if name not in known:
+        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(known)})")
+    text = _scenario_root().joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return parse_scenario(yaml.safe_load(text), name)
+
+
+class _Section:
+    """Typed, strict access to one mapping of a scenario file."""
+
+    def __init__(self, data: object, where: str, allowed: tuple[str, ...]) -> None:
+        if not isinstance(data, Mapping):
+            raise CfaValueError(f"{where}: expected a mapping")
+        unknown = sorted(str(k) for k in data if k not in allowed)
+        if unknown:
+            raise CfaValueError(
+                f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+            )
+        self.data = data
+        self.where = where
+
+    def raw(self, key: str, default: object = ...) -> object:
+        if key in self.data:
+            return self.data[key]
+        if default is ...:
+            raise CfaValueError(f"{self.where}.{key}: required")
+        return default
+
+    def num(
+        self,
+        key: str,
+        default: float | None = None,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> float:
+        v = self.raw(key, ... if default is None else default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise CfaValueError(f"{self.where}.{key}: expected a number, got {v!r}")
+        f = float(v)
+        if not math.isfinite(f):
+            raise CfaValueError(f"{self.where}.{key}: not finite")
+        if lo is not None and f < lo:
+            raise CfaValueError(f"{self.where}.{key}: {f} is below {lo}")
+        if hi is not None and f > hi:
+            raise CfaValueError(f"{self.where}.{key}: {f} is above {hi}")
+        return f
+
+    def text(self, key: str, default: str | None = None) -> str:
+        v = self.raw(key, ... if default is None else default)
+        if not isinstance(v, str):
+            raise CfaValueError(f"{self.where}.{key}: expected a string, got {v!r}")
+        return v
+
+    def section(self, key: str, allowed: tuple[str, ...]) -> _Section:
+        return _Section(self.raw(key), f"{self.where}.{key}", allowed)
+
+
+def _grid_ranges(sec: _Section) -> tuple[tuple[PriceRange, ...], str]:
+    structure = sec.text("price_level_structure", "")
+    if "price_ranges" in sec.data:
+        raw = sec.raw("price_ranges")
+        if not isinstance(raw, list):
+            raise CfaValueError(f"{sec.where}.price_ranges: expected a list")
+        grid = PriceGrid.from_price_ranges(raw)
+        return grid.ranges, structure or "custom"
+    if structure not in STRUCTURES:
+        known = ", ".join(sorted(STRUCTURES))
+        raise CfaValueError(
+            f"{sec.where}.price_level_structure: {structure!r} is not one of {known} "
+            "(or give price_ranges)"
+        )
+    return PriceGrid.from_structure(structure).ranges, structure
+
+
+def _check_symmetric(ranges: tuple[PriceRange, ...], where: str) -> None:
+    grid = PriceGrid(ranges)
+    p: Price | None = grid.lo
+    while p is not None:
+        if not grid.is_valid(ONE_DOLLAR - p):
+            raise CfaValueError(
+                f"{where}: grid is not symmetric (YES {p} has no NO price); the simulator "
+                "needs every YES price's NO price on the grid, as in Kalshi's structures"
+            )
+        p = grid.next_up(p)
+
+
+_MARKET_KEYS = (
+    "series_ticker",
+    "event_ticker",
+    "ticker",
+    "title",
+    "subtitle",
+    "rules",
+    "price_level_structure",
+    "price_ranges",
+    "fee_type",
+    "fee_multiplier",
+    "open_offset",
+    "close_offset",
+    "settlement_delay",
+)
+_LATENT_KEYS = (
+    "p0",
+    "regimes",
+    "start_regime",
+    "jump_rate",
+    "jump_sigma",
+    "close_vol_horizon",
+    "close_vol_cap",
+)
+_REGIME_KEYS = ("sigma", "mean_duration", "activity")
+_BOOK_KEYS = (
+    "refresh_rate",
+    "half_spread_ticks",
+    "ladder_mean_ticks",
+    "ladder_max_ticks",
+    "level_size",
+    "depth_slope",
+    "size_median",
+    "size_sigma",
+    "stale_cancel_prob",
+    "initial_levels",
+    "lag",
+)
+_TAKER_KEYS = ("rate", "k", "size_median", "size_sigma", "informed_share", "informed_edge")
+
+
+def parse_scenario(data: object, name: str) -> Scenario:
+    """Build a :class:`Scenario` from parsed YAML; strict about keys, types and ranges."""
+    top = _Section(data, name, ("name", "description", "market", "latent", "book", "takers"))
+    where = top.text("name", name)
+
+    m = top.section("market", _MARKET_KEYS)
+    ranges, structure = _grid_ranges(m)
+    _check_symmetric(ranges, f"{where}.market")
+    fee_type = m.text("fee_type", "quadratic")
+    if fee_type not in FEE_TYPES:
+        raise CfaValueError(f"{where}.market.fee_type: {fee_type!r} is not one of {FEE_TYPES}")
+    mult = m.raw("fee_multiplier", 1)
+    if isinstance(mult, bool) or not isinstance(mult, int | float | str):
+        raise CfaValueError(f"{where}.market.fee_multiplier: expected a number")
+    close_offset = m.num("close_offset", lo=1.0)
+    market = MarketTemplate(
+        series_ticker=m.text("series_ticker"),
+        event_ticker=m.text("event_ticker", "{series_ticker}-{close:%y%b%d}"),
+        ticker=m.text("ticker"),
+        title=m.text("title"),
+        subtitle=m.text("subtitle", ""),
+        rules=m.text("rules", ""),
+        price_ranges=ranges,
+        price_level_structure=structure,
+        fee=FeeSchedule(fee_type=fee_type, multiplier=Decimal(str(mult))),
+        open_offset=m.num("open_offset", -86_400.0, hi=0.0),
+        close_offset=close_offset,
+        settlement_delay=m.num("settlement_delay", 0.0, lo=0.0),
+    )
+
+    la = top.section("latent", _LATENT_KEYS)
+    regs = la.section("regimes", ("calm", "volatile"))
+
+    def regime(key: str) -> RegimeParams:
+        r = regs.section(key, _REGIME_KEYS)
+        return RegimeParams(
+            sigma=r.num("sigma", lo=0.0),
+            mean_duration=r.num("mean_duration", lo=1e-3),
+            activity=r.num("activity", 1.0, lo=0.0),
+        )
+
+    start_regime = la.text("start_regime", "calm")
+    if start_regime not in ("calm", "volatile"):
+        raise CfaValueError(f"{where}.latent.start_regime: must be calm or volatile")
+    latent = LatentParams(
+        p0=la.num("p0", lo=1e-4, hi=1 - 1e-4),
+        calm=regime("calm"),
+        volatile=regime("volatile"),
+        start_regime=start_regime,
+        jump_rate=la.num("jump_rate", 0.0, lo=0.0),
+        jump_sigma=la.num("jump_sigma", 0.0, lo=0.0),
+        close_vol_horizon=la.num("close_vol_horizon", 0.0, lo=0.0),
+        close_vol_cap=la.num("close_vol_cap", 1.0, lo=1.0),
+    )
+
+    b = top.section("book", _BOOK_KEYS)
+    book = BookParams(
+        refresh_rate=b.num("refresh_rate", lo=0.0),
+        half_spread_ticks=b.num("half_spread_ticks", 0.5, lo=0.5),
+        ladder_mean_ticks=b.num("ladder_mean_ticks", 4.0, lo=0.0),
+        ladder_max_ticks=int(b.num("ladder_max_ticks", 20, lo=0)),
+        level_size=contracts(b.num("level_size", lo=0.01)),
+        depth_slope=b.num("depth_slope", 0.0, lo=0.0),
+        size_median=contracts(b.num("size_median", lo=0.01)),
+        size_sigma=b.num("size_sigma", 1.0, lo=0.0),
+        stale_cancel_prob=b.num("stale_cancel_prob", 0.5, lo=0.0, hi=1.0),
+        initial_levels=int(b.num("initial_levels", 10, lo=0)),
+        lag=b.num("lag", 0.0, lo=0.0),
+    )
+
+    t = top.section("takers", _TAKER_KEYS)
+    takers = TakerParams(
+        rate=t.num("rate", lo=0.0),
+        k=t.num("k", lo=1e-6),
+        size_median=contracts(t.num("size_median", lo=0.01)),
+        size_sigma=t.num("size_sigma", 1.0, lo=0.0),
+        informed_share=t.num("informed_share", 0.0, lo=0.0, hi=1.0),
+        informed_edge=round(t.num("informed_edge", 0.0, lo=0.0, hi=0.5) * PRICE_SCALE),
+    )
+    return Scenario(
+        name=where,
+        description=top.text("description", ""),
+        market=market,
+        latent=latent,
+        book=book,
+        takers=takers,
+    )
