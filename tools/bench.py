@@ -3,6 +3,7 @@
 Subcommands:
 
 * ``quote``: median µs per :func:`cfa.core.quoting.quote` call (target ≤ 20 µs on 2 cores).
+* ``regime``: median and p99 ms per VAR regime refresh, 300-sample window (target ≤ 5 ms).
 
 Adding one (``sim``, ``agents``, ``verify``, …): write ``configure_<name>(parser)`` to add its
 options and ``cmd_<name>(args) -> int`` to run it, then add a :class:`Subcommand` to
@@ -272,6 +273,137 @@ def cmd_quote(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- regime ---------------------------------------------------------------------------------------
+
+REGIME_TARGET_MS = 5.0
+"""Target: ≤ 5 ms per :meth:`cfa.core.regime.RegimeMonitor.refresh` with a 300-sample window."""
+
+
+def _regime_rows(n: int, seed: int) -> list[tuple[float, float, float]]:
+    """``n`` samples of a stable VAR(1) [logit return, imbalance, flow] where flow leads returns.
+
+    Returns have s.d. 0.01 logit units per interval, imbalance is an AR(1) (0.8) kept in
+    [−1, 1], flow (contracts) follows imbalance; a realistic mix for one active market.
+    """
+    import random
+
+    rng = random.Random(seed)
+    r = imb = flow = 0.0
+    out: list[tuple[float, float, float]] = []
+    for _ in range(n):
+        r = 0.05 * r + 0.0006 * flow + 0.01 * rng.gauss(0.0, 1.0)
+        imb = max(-1.0, min(1.0, 0.8 * imb + 0.2 * rng.gauss(0.0, 1.0)))
+        flow = 0.3 * flow + 5.0 * imb + 5.0 * rng.gauss(0.0, 1.0)
+        out.append((r, imb, flow))
+    return out
+
+
+def configure_regime(parser: argparse.ArgumentParser) -> None:
+    """Options of ``bench.py regime``."""
+    parser.add_argument("--refreshes", type=int, default=500, help="timed refreshes (500)")
+    parser.add_argument("--window", type=int, default=300, help="samples per window (300)")
+    parser.add_argument("--lags", type=int, default=1, help="VAR lag order (1)")
+    parser.add_argument(
+        "--events-per-sample", type=int, default=5, help="book events per 1 s sample (5)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream (0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def cmd_regime(args: argparse.Namespace) -> int:
+    """Median and p99 ms per ``RegimeMonitor.refresh`` that refits (one new sample each time).
+
+    A synthetic market emits ``events-per-sample`` book events per 1 s interval (mid, L1
+    imbalance, taker flow). After the window fills, each round feeds one interval's events
+    (untimed; their per-event cost is reported as ``observe_us``) and times one ``refresh`` at
+    the start of the next interval, which closes the interval and refits the VAR on the window.
+    """
+    import math
+
+    from cfa.core.regime import RegimeMonitor
+
+    if args.refreshes < 1 or args.events_per_sample < 1:
+        print("bench regime: --refreshes and --events-per-sample must be positive", file=sys.stderr)
+        return 2
+    try:
+        mon = RegimeMonitor(window=args.window, sample_interval=1.0, lags=args.lags)
+    except ValueError as exc:
+        print(f"bench regime: {exc}", file=sys.stderr)
+        return 2
+    n_intervals = args.window + 5 + args.refreshes
+    rows = _regime_rows(n_intervals, args.seed)
+    e = args.events_per_sample
+    x = 0.0
+    observe_ns = 0
+    refresh_ns: list[float] = []
+    statuses: dict[str, int] = {}
+    flags = {"regime_shift": 0, "informed_flow": 0, "unstable": 0}
+    clock = time.perf_counter_ns
+    mon.observe(-0.5, 0.5, 0.0)
+    for k, (r, imb, flow) in enumerate(rows):
+        x += r
+        mid = 1.0 / (1.0 + math.exp(-x))
+        t0 = clock()
+        for j in range(e):
+            mon.observe(k + (j + 0.5) / e, mid, imb, flow / e)
+        observe_ns += clock() - t0
+        if k < args.window + 5:
+            continue
+        t0 = clock()
+        res = mon.refresh(k + 1.0)
+        refresh_ns.append(float(clock() - t0))
+        statuses[res.status] = statuses.get(res.status, 0) + 1
+        for name in flags:
+            flags[name] += bool(getattr(res, name))
+    if statuses.get("ok", 0) != args.refreshes:
+        print(f"bench regime: not every refresh fitted: {statuses}", file=sys.stderr)
+        return 1
+    s = summarise(refresh_ns, 1)
+    median_ms, p99_ms = s.median_us / 1000.0, s.p99_us / 1000.0
+    result = {
+        "refreshes": args.refreshes,
+        "median_ms": median_ms,
+        "p99_ms": p99_ms,
+        "min_ms": s.min_us / 1000.0,
+        "mean_ms": s.mean_us / 1000.0,
+        "max_ms": max(refresh_ns) / 1e6,
+        "observe_us": observe_ns / (len(rows) * e) / 1000.0,
+        "flags": flags,
+        "meets_target": median_ms <= REGIME_TARGET_MS,
+    }
+    info = machine_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    if args.json:
+        payload = {
+            "bench": "regime",
+            "target_ms": REGIME_TARGET_MS,
+            "window": args.window,
+            "lags": args.lags,
+            "sample_interval_s": 1.0,
+            "events_per_sample": e,
+            "machine": info,
+            "load_average_1m": load[0],
+            "results": result,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+
+    _print_machine(info)
+    print(f"load average (1 min): {load[0]:.2f}")
+    print(
+        f"RegimeMonitor.refresh(): window {args.window} samples of 1 s, VAR({args.lags}), "
+        f"{e} events per sample, {args.refreshes} refreshes, each refitting"
+    )
+    verdict = "ok" if result["meets_target"] else "OVER TARGET"
+    print(
+        f"  median {median_ms:6.2f} ms   p99 {p99_ms:6.2f} ms   min {result['min_ms']:6.2f} ms   "
+        f"max {result['max_ms']:6.2f} ms   target ≤ {REGIME_TARGET_MS:g} ms: {verdict}"
+    )
+    print(f"  observe(): {result['observe_us']:.2f} µs/event")
+    print(f"  flags raised over the run: {flags}")
+    return 0
+
+
 # -- registry and dispatch ------------------------------------------------------------------------
 
 
@@ -286,6 +418,9 @@ class Subcommand:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "quote": Subcommand("median µs per cfa.core.quoting.quote() call", configure_quote, cmd_quote),
+    "regime": Subcommand(
+        "ms per cfa.core.regime.RegimeMonitor.refresh() (VAR refit)", configure_regime, cmd_regime
+    ),
 }
 """Subcommand name -> :class:`Subcommand`. Add ``sim``, ``agents``, ``verify``, … here."""
 
