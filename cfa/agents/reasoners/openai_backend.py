@@ -49,7 +49,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import openai
 from openai import AsyncOpenAI
@@ -198,7 +198,7 @@ class OpenAIReasoner:
                 "temperature": self.settings.temperature,
             }
             if request.tools:
-                kwargs["tools"] = tool_schemas(request.tools)
+                kwargs["tools"] = tool_schemas(cast("Mapping[str, Any]", request.tools))
                 kwargs["parallel_tool_calls"] = False
                 choice = self.tool_choice_for(request.tools)
                 if choice is not None:
