@@ -152,7 +152,7 @@ def tool_schemas(tools: Mapping[str, type[_Tool]]) -> list[dict[str, Any]]:
 class Verdict(enum.StrEnum):
     APPLIED = "applied"
     KEPT = "keep"
-    ESCALATED = "escalated"
+    ESCALATED = "escalate"
     REJECTED = "rejected"
     NEEDS_APPROVAL = "needs_approval"
 

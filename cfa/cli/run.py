@@ -20,7 +20,8 @@ from cfa.audit import AuditError, AuditStore
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
-from cfa.exchange.sim import SIM_EPOCH, SimExchange, known_scenarios
+from cfa.exchange.sim import DEFAULT_START_TS as SIM_EPOCH
+from cfa.exchange.sim import SimExchange, known_scenarios
 from cfa.risk.policy import Policy, PolicyError, load_policy
 from cfa.runtime.session import MarketSummary, Session
 

@@ -211,6 +211,7 @@ class AgentRuntime:
                 "ts_ms": ms(ts),
                 "agent": rec["agent"],
                 "reasoner": rec["reasoner"],
+                "decision_id": rec["decision_id"],
                 "outcome": rec["verdict"],
                 "payload": rec,
             },
@@ -223,11 +224,11 @@ class AgentRuntime:
                     "market": market,
                     "ts_ms": ms(ts),
                     "decision_id": rec["decision_id"],
+                    "agent": rec["agent"],
                     "tool": o["tool"],
-                    "verdict": o["verdict"],
-                    "code": o["code"],
                     "arguments": o["arguments"],
-                    "message": o["message"],
+                    "status": o["verdict"],
+                    "result": {"code": o["code"], "message": o["message"], "changes": o["changes"]},
                 },
             )
         self.decisions_by_verdict[rec["verdict"]] = (
@@ -259,7 +260,7 @@ class AgentRuntime:
                 errors = [r["error"] for r in rec["responses"] if r.get("error")]
                 text = f"abstain: {errors[-1] if errors else 'no usable tool call'}"
             self.last_rationale[market] = f"{rec['verdict']}: {text}"[:160]
-            if rec["verdict"] == "escalated" and last:
+            if rec["verdict"] == "escalate" and last:
                 self.escalations.append({"market": market, "reason": last["message"], "ts": ts})
 
     def _deps(self, governance: bool) -> AgentDeps:

@@ -114,6 +114,8 @@ class MarketLoop:
             except BookSequenceError as exc:
                 await self._resync(str(exc))
                 return
+            if ev.client_order_id is not None:  # type: ignore[union-attr]
+                return  # our own order moved the book: nothing new about the market
         elif t is BookSnapshot:
             self.book.apply_snapshot(ev)  # type: ignore[arg-type]
         elif t is Trade:

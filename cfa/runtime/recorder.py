@@ -98,7 +98,7 @@ class Recorder:
                 "market": ev.ticker,
                 "ts_ms": ms(ev.ts),
                 "kind": kind,
-                "exchange_seq": seq,
+                "exch_seq": seq,
                 "payload": payload,
             },
         )

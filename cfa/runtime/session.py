@@ -109,6 +109,7 @@ class Session:
                 self.gate,
                 policy,
                 self.recorder,
+                self.states,
                 f"cfa-{run_id[:8]}-{len(self.loops)}",
             )
         self.flush_every = flush_every

@@ -1,0 +1,116 @@
+"""The market loop end to end on the simulator: quoting, fills, audit completeness, shutdown."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cfa.agents.reasoners.heuristic import HeuristicReasoner
+from cfa.audit import AuditStore
+from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
+from cfa.risk.policy import load_policy
+from cfa.runtime.loop import LoopState
+from cfa.runtime.session import Session
+
+
+async def _run(
+    db: Path, scenarios: list[str], seconds: float, seed: int = 3, agents: bool = True
+) -> tuple[Session, SimExchange, list[Any]]:
+    ex = SimExchange.from_scenarios(
+        scenarios, seed=seed, start_ts=DEFAULT_START_TS, duration=seconds
+    )
+    await ex.start()
+    markets = await ex.get_markets()
+    store = AuditStore.open(db)
+    run_id = store.start_run({"test": True})
+    session = Session(ex, markets, load_policy("default"), store, run_id)
+    if agents:
+        session.attach_agents(HeuristicReasoner(), interval_s=60.0)
+    rows = await session.run()
+    store.end_run(run_id, {"markets": [r.as_dict() for r in rows]})
+    store.close()
+    return session, ex, rows
+
+
+def _q(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as c:
+        return c.execute(sql).fetchall()
+
+
+async def test_short_run_quotes_fills_and_records_everything(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    session, ex, rows = await _run(db, ["calm", "informed-flow"], 900.0)
+    assert all(loop.state is LoopState.STOPPED for loop in session.loops.values())
+    assert session.leftover_orders == 0
+    assert not await ex.get_orders(None, resting_only=True)
+    fills = await ex.get_fills()
+    assert fills, "a quarter hour of quoting should fill"
+    # Every fill the exchange made is in the audit store, and every order it knows is recorded.
+    recorded = {r[0] for r in _q(db, "select fill_id from fills")}
+    assert {f.fill_id for f in fills} == recorded
+    placed = {r[0] for r in _q(db, "select order_id from orders where action in ('place')")}
+    exchange_orders = {o.order_id for o in await ex.get_orders(None, resting_only=False)}
+    assert exchange_orders <= placed | {r[0] for r in _q(db, "select order_id from orders")}
+    # Sequence numbers are gap-free across all tables.
+    seqs = sorted(
+        s
+        for t in (
+            "runs",
+            "market_events",
+            "orders",
+            "fills",
+            "param_changes",
+            "decisions",
+            "risk_events",
+            "tool_calls",
+        )
+        for (s,) in _q(db, f"select seq from {t}")
+    )
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # Every event the loops consumed was recorded.
+    assert _q(db, "select count(*) from market_events")[0][0] == sum(
+        loop.events for loop in session.loops.values()
+    )
+    # Our accounting agrees with the exchange's positions.
+    positions = {p.ticker: p.position for p in await ex.get_positions()}
+    for loop in session.loops.values():
+        assert loop.account.inventory == positions.get(loop.ticker, 0)
+    # Agents decided and every decision is in the store with its context.
+    decisions = _q(db, "select outcome, payload from decisions")
+    assert decisions and all('"context"' in p for _, p in decisions)
+    assert {r.ticker for r in rows} == set(session.loops)
+
+
+async def test_one_failing_market_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cfa.runtime import loop as loop_mod
+
+    original = loop_mod.MarketLoop._update
+    calls = {"n": 0}
+
+    async def flaky(self: Any, t: float) -> None:
+        if self.ticker.endswith("-A") or (self.ticker == victim[0] and self.events > 500):
+            raise RuntimeError("boom")
+        await original(self, t)
+
+    victim: list[str] = []
+    ex = SimExchange.from_scenarios(["calm", "calm"], seed=1, duration=600.0)
+    victim.append(ex.tickers[0])
+    monkeypatch.setattr(loop_mod.MarketLoop, "_update", flaky)
+    await ex.start()
+    store = AuditStore.open(tmp_path / "f.db")
+    session = Session(
+        ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
+    )
+    await session.run()
+    store.close()
+    states = {t: lp.state for t, lp in session.loops.items()}
+    assert states[ex.tickers[0]] is LoopState.FAILED
+    assert states[ex.tickers[1]] is LoopState.STOPPED
+    assert session.loops[ex.tickers[1]].events > session.loops[ex.tickers[0]].events
+    assert not await ex.get_orders(ex.tickers[0], resting_only=True)
+    del calls
