@@ -20,7 +20,14 @@ from cfa.audit import (
     verify,
 )
 from cfa.audit.encoding import REDACTED, canonical_json, is_secret_key
-from cfa.audit.records import fill_row, market_event_from_row, market_event_row, order_row
+from cfa.audit.records import (
+    MAX_BATCH,
+    encode_event,
+    events_from_rows,
+    events_row,
+    fill_row,
+    order_row,
+)
 from cfa.core.types import (
     BookDelta,
     BookSnapshot,
@@ -433,26 +440,29 @@ def test_closed_store_refuses_appends(tmp_path: Path) -> None:
 
 def test_domain_records_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
-    events: list[BookSnapshot | BookDelta | Trade | Settlement] = [
+    events: list[Any] = [
         BookSnapshot("M", 1, 1_700_000_000.25, ((5500, 1000), (5400, 200)), ((4300, 500),)),
         BookDelta("M", 2, 1_700_000_000.5, Outcome.NO, 4300, -100, "c9"),
         BookDelta("M", 3, 1_700_000_000.000123, Outcome.YES, 5500, 50),
         Trade("M", "t1", 1_700_000_001.0, 5600, 300, Side.BID),
+        Fill("f1", "o1", "c1", "M", Side.ASK, 5600, 100, Decimal("0.02"), True, 1.7e9, -100),
+        Order("o1", "c1", "M", Side.ASK, 5600, 100, 0, 100, OrderStatus.EXECUTED, 1.7e9),
         Settlement("M", Outcome.YES, 1_700_000_900.0),
     ]
-    fill = Fill("f1", "o1", "c1", "M", Side.ASK, 5600, 100, Decimal("0.02"), True, 1.7e9, -100)
+    fill = events[4]
     req = OrderRequest("M", "c1", Side.ASK, 5600, 100)
-    order = Order("o1", "c1", "M", Side.ASK, 5600, 100, 0, 100, OrderStatus.EXECUTED, 1.7e9)
+    order = events[5]
     with AuditStore.open(path) as store:
         store.start_run({})
-        for ev in events:
-            store.append("market_events", market_event_row(ev))
+        store.append("market_events", events_row("M", [encode_event(e) for e in events[:3]]))
+        store.append("market_events", events_row("M", [encode_event(e) for e in events[3:]]))
         store.append("fills", fill_row(fill))
         store.append("orders", order_row(req, "place", ts=1.7e9))
         store.append("orders", order_row(order, "update", ts=1.7e9 + 1))
     with AuditReader.open(path) as reader:
-        back = [market_event_from_row(r) for r in reader.rows("market_events")]
+        back = list(events_from_rows(reader.rows("market_events")))
         assert back == events
+        assert len(events) <= MAX_BATCH
         f = reader.last("fills")
         assert f is not None and f["fee"] == Decimal("0.02") and f["post_position"] == -100
         o = reader.last("orders")

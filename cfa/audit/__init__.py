@@ -5,7 +5,10 @@
 * :class:`AuditReader` and :func:`verify` (:mod:`cfa.audit.queries`, :mod:`cfa.audit.chain`) —
   reads and chain verification.
 * :mod:`cfa.audit.schema` — tables, columns and units; :mod:`cfa.audit.encoding` — canonical
-  payload JSON and the secrets rule; :mod:`cfa.audit.records` — rows from domain records.
+  payload JSON and the secrets rule; :mod:`cfa.audit.chain` — the hash chain and ``verify``;
+  :mod:`cfa.audit.sink` — batch commits, WAL checkpoints, the writer process;
+  :mod:`cfa.audit.records` — rows from domain records and back; :mod:`cfa.audit.bench` —
+  ``python -m cfa.audit.bench`` (write throughput, verify time).
 """
 
 from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, verify

@@ -1,21 +1,29 @@
-"""Audit rows from cfa's domain records, and market events back from rows (for replay).
+"""The one codec between cfa's domain records and audit rows (and back, for replay).
 
-These helpers fix ONE layout for what the loop records, so that a replay can rebuild exactly
-what the loop saw. Units are those of :mod:`cfa.core.types` (prices in price units, counts in
-count units, money in Decimal dollars); ``ts_ms`` is the event time in epoch ms and the payload
-keeps the exact float ``ts`` in seconds, so a replay gets the original timestamps bit for bit.
+**Market events** are stored in batches: one ``market_events`` row of kind ``"events"`` holds,
+in order, every event one market's loop consumed since that market's previous audit row (at
+most :data:`MAX_BATCH`). The recorder closes a market's batch before it writes any other row
+for that market, so within a market the order of events, orders, fills and decisions in the
+audit store is exactly the order in which they happened. Batching keeps the hash-chained
+store off the fast path's critical cost (one row per few hundred events, not one per event).
 
-Market event payloads (``market_events.payload``):
+Each event is a compact JSON array whose first element names its kind; ``ts`` is the exact
+float epoch seconds; prices, counts as in :mod:`cfa.core.types`:
 
-* ``snapshot`` — ``{"ts", "yes": [[price, size], ...], "no": [[price, size], ...]}``
-  (``exch_seq`` = the snapshot's seq);
-* ``delta`` — ``{"ts", "outcome": "yes"|"no", "price", "delta", "client_order_id"?}``;
-* ``trade`` — ``{"ts", "trade_id", "price", "count", "taker_side": "bid"|"ask"}``;
-* ``settlement`` — ``{"ts", "result": "yes"|"no"}``.
+* ``["s", seq, ts, [[price, size], ...] yes, [[price, size], ...] no]`` — book snapshot;
+* ``["d", seq, ts, "yes"|"no", price, delta, client_order_id|null]`` — book delta;
+* ``["t", ts, trade_id, price, count, "bid"|"ask"]`` — public trade (taker side);
+* ``["f", ts, fill_id, order_id, client_order_id, side, price, count, fee, is_taker, post]`` —
+  our fill (fee as a decimal string);
+* ``["o", ts, order_id, client_order_id, side, price, initial, remaining, filled, status]`` —
+  our order's update;
+* ``["x", ts, "yes"|"no"]`` — settlement.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from cfa.audit.errors import AuditError
@@ -26,91 +34,145 @@ from cfa.core.types import (
     Fill,
     Order,
     OrderRequest,
+    OrderStatus,
     Outcome,
     Settlement,
     Side,
     Trade,
 )
 
-MarketEvent = BookSnapshot | BookDelta | Trade | Settlement
+MarketEvent = BookSnapshot | BookDelta | Trade | Fill | Order | Settlement
+MAX_BATCH = 512
+"""Most events in one ``market_events`` row."""
 
 
-def market_event_row(ev: MarketEvent) -> dict[str, Any]:
-    """The ``market_events`` row of a book snapshot, book delta, public trade or settlement."""
-    if isinstance(ev, BookDelta):
-        payload: dict[str, Any] = {
-            "ts": ev.ts,
-            "outcome": ev.outcome.value,
-            "price": ev.price,
-            "delta": ev.delta,
-        }
-        if ev.client_order_id is not None:
-            payload["client_order_id"] = ev.client_order_id
-        return {
-            "market": ev.ticker,
-            "ts_ms": to_ms(ev.ts),
-            "kind": "delta",
-            "exch_seq": ev.seq,
-            "payload": payload,
-        }
-    if isinstance(ev, BookSnapshot):
-        return {
-            "market": ev.ticker,
-            "ts_ms": to_ms(ev.ts),
-            "kind": "snapshot",
-            "exch_seq": ev.seq,
-            "payload": {"ts": ev.ts, "yes": ev.yes, "no": ev.no},
-        }
-    if isinstance(ev, Trade):
-        return {
-            "market": ev.ticker,
-            "ts_ms": to_ms(ev.ts),
-            "kind": "trade",
-            "payload": {
-                "ts": ev.ts,
-                "trade_id": ev.trade_id,
-                "price": ev.price,
-                "count": ev.count,
-                "taker_side": ev.taker_side.value,
-            },
-        }
-    if isinstance(ev, Settlement):
-        return {
-            "market": ev.ticker,
-            "ts_ms": to_ms(ev.ts),
-            "kind": "settlement",
-            "payload": {"ts": ev.ts, "result": ev.result.value},
-        }
-    raise AuditError(f"not a market event: {type(ev).__name__}")
+def encode_event(ev: MarketEvent) -> list[Any]:
+    """The compact array of one event (see the module docstring)."""
+    t = type(ev)
+    if t is BookDelta:
+        d: BookDelta = ev  # type: ignore[assignment]
+        return ["d", d.seq, d.ts, d.outcome.value, d.price, d.delta, d.client_order_id]
+    if t is Trade:
+        tr: Trade = ev  # type: ignore[assignment]
+        return ["t", tr.ts, tr.trade_id, tr.price, tr.count, tr.taker_side.value]
+    if t is BookSnapshot:
+        s: BookSnapshot = ev  # type: ignore[assignment]
+        return ["s", s.seq, s.ts, [list(x) for x in s.yes], [list(x) for x in s.no]]
+    if t is Fill:
+        f: Fill = ev  # type: ignore[assignment]
+        return [
+            "f",
+            f.ts,
+            f.fill_id,
+            f.order_id,
+            f.client_order_id,
+            f.side.value,
+            f.price,
+            f.count,
+            str(f.fee),
+            f.is_taker,
+            f.post_position,
+        ]
+    if t is Order:
+        o: Order = ev  # type: ignore[assignment]
+        return [
+            "o",
+            o.ts,
+            o.order_id,
+            o.client_order_id,
+            o.side.value,
+            o.price,
+            o.initial_count,
+            o.remaining_count,
+            o.fill_count,
+            o.status.value,
+        ]
+    if t is Settlement:
+        x: Settlement = ev  # type: ignore[assignment]
+        return ["x", x.ts, x.result.value]
+    raise AuditError(f"not a market event: {t.__name__}")
 
 
-def market_event_from_row(row: dict[str, Any]) -> MarketEvent:
-    """Inverse of :func:`market_event_row` for a decoded row (``AuditReader.rows``)."""
-    kind, p, ticker = row["kind"], row["payload"], row["market"]
-    ts = float(p["ts"]) if "ts" in p else row["ts_ms"] / 1000
-    if kind == "delta":
-        return BookDelta(
-            ticker,
-            row["exch_seq"],
-            ts,
-            Outcome(p["outcome"]),
-            p["price"],
-            p["delta"],
-            p.get("client_order_id"),
-        )
-    if kind == "snapshot":
-        return BookSnapshot(
-            ticker,
-            row["exch_seq"],
-            ts,
-            tuple((int(a), int(b)) for a, b in p["yes"]),
-            tuple((int(a), int(b)) for a, b in p["no"]),
-        )
-    if kind == "trade":
-        return Trade(ticker, p["trade_id"], ts, p["price"], p["count"], Side(p["taker_side"]))
-    if kind == "settlement":
-        return Settlement(ticker, Outcome(p["result"]), ts)
-    raise AuditError(f"market event kind {kind!r} has no domain record")
+def decode_event(ticker: str, item: list[Any]) -> MarketEvent:
+    """Inverse of :func:`encode_event`; raises :class:`AuditError` on a malformed item."""
+    try:
+        kind = item[0]
+        if kind == "d":
+            _, seq, ts, outcome, price, delta, coid = item
+            return BookDelta(ticker, seq, ts, Outcome(outcome), price, delta, coid)
+        if kind == "t":
+            _, ts, trade_id, price, count, side = item
+            return Trade(ticker, trade_id, ts, price, count, Side(side))
+        if kind == "s":
+            _, seq, ts, yes, no = item
+            return BookSnapshot(
+                ticker,
+                seq,
+                ts,
+                tuple((int(p), int(q)) for p, q in yes),
+                tuple((int(p), int(q)) for p, q in no),
+            )
+        if kind == "f":
+            _, ts, fid, oid, coid, side, price, count, fee, taker, post = item
+            return Fill(
+                fid,
+                oid,
+                coid,
+                ticker,
+                Side(side),
+                price,
+                count,
+                Decimal(fee),
+                bool(taker),
+                ts,
+                post,
+            )
+        if kind == "o":
+            _, ts, oid, coid, side, price, initial, remaining, filled, status = item
+            return Order(
+                oid,
+                coid,
+                ticker,
+                Side(side),
+                price,
+                initial,
+                remaining,
+                filled,
+                OrderStatus(status),
+                ts,
+            )
+        if kind == "x":
+            _, ts, result = item
+            return Settlement(ticker, Outcome(result), ts)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise AuditError(f"malformed market event {item!r:.120}: {exc}") from exc
+    raise AuditError(f"unknown market event kind {item[0]!r}")
+
+
+def events_row(market: str, items: list[list[Any]]) -> dict[str, Any]:
+    """One ``market_events`` row holding a batch of encoded events of one market."""
+    first = items[0]
+    ts = first[2] if first[0] in ("d", "s") else first[1]
+    seqs = [i[1] for i in items if i[0] in ("d", "s")]
+    return {
+        "market": market,
+        "ts_ms": to_ms(ts),
+        "kind": "events",
+        "exch_seq": seqs[0] if seqs else None,
+        "payload": {"n": len(items), "events": items},
+    }
+
+
+def events_from_rows(rows: Iterable[dict[str, Any]]) -> Iterable[MarketEvent]:
+    """Decode decoded ``market_events`` rows (``AuditReader.rows``) back into events, in order."""
+    for row in rows:
+        if row.get("kind") != "events":
+            raise AuditError(
+                f"market_events row {row.get('seq')}: unknown kind {row.get('kind')!r}"
+            )
+        market = row["market"]
+        for item in row["payload"]["events"]:
+            yield decode_event(market, item)
 
 
 def fill_row(fill: Fill) -> dict[str, Any]:
@@ -144,7 +206,7 @@ def order_row(
 
     ``action`` is one of :data:`cfa.audit.schema.ORDER_ACTIONS`; for an :class:`Order` the
     exchange's ``order_id`` and remaining count are recorded, for an :class:`OrderRequest` its
-    ``post_only``/``reduce_only`` flags. ``extra`` is merged into the payload.
+    count and ``post_only``/``reduce_only`` flags. ``extra`` is merged into the payload.
     """
     payload: dict[str, Any] = {"ts": ts}
     if isinstance(order, Order):

@@ -25,6 +25,8 @@ class TradingStates:
         self.global_state = TradingState.ACTIVE
         self._markets: dict[str, TradingState] = {}
         self._listeners: list[StateListener] = [on_change] if on_change else []
+        self.version = 0
+        """Incremented on every change, for cheap change detection on the fast path."""
 
     def subscribe(self, listener: StateListener) -> None:
         self._listeners.append(listener)
@@ -46,6 +48,7 @@ class TradingStates:
             self.global_state = state
         else:
             self._markets[ticker] = state
+        self.version += 1
         for listener in self._listeners:
             listener(ticker, old, state, source, reason)
         return True

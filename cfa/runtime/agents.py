@@ -1,9 +1,10 @@
 """The slow path: when and how the market and governance agents run.
 
 Each market agent runs every ``interval_s`` seconds of exchange time and on triggers — its
-inventory reaching ``near_cap`` of the position limit, a burst of fills since its last decision,
-a change of its VAR regime flags. The governance agent runs every ``governance_interval_s`` and
-whenever an escalation or a pending approval waits.
+inventory reaching ``near_cap`` of the position limit, a burst of ``fill_burst`` fills since its
+last decision, a change of its VAR regime flags (checked every ``regime_interval_s``). The
+governance agent runs every ``governance_interval_s`` and whenever an escalation or a pending
+approval waits.
 
 Agents never block quoting. With a deterministic local reasoner (``heuristic``, ``scripted``)
 on the simulator, decisions run *inline* at the event that triggered them, so a run is
@@ -67,6 +68,7 @@ class AgentRuntime:
         governance_interval_s: float = 300.0,
         near_cap: float = 0.8,
         fill_burst: int = 10,
+        regime_interval_s: float = 15.0,
         inline: bool | None = None,
     ) -> None:
         self.session = session
@@ -76,6 +78,11 @@ class AgentRuntime:
         self.governance_interval_s = governance_interval_s
         self.near_cap = near_cap
         self.fill_burst = fill_burst
+        self.regime_interval_s = regime_interval_s
+        self._regime_check: dict[str, float] = {}
+        self._next_check: dict[str, float] = {}
+        self._fills_seen: dict[str, int] = {}
+        self._regime_seen: dict[str, tuple[bool, bool, bool]] = {}
         self.inline = reasoner.name != "openai" if inline is None else inline
         self.applier = ToolApplier(session.params, session.states)
         self.market_graph = build_market_graph()
@@ -98,10 +105,14 @@ class AgentRuntime:
     # -- scheduling (called on the fast path: must be cheap) -----------------------------------
 
     def due(self, loop: MarketLoop, now: float) -> bool:
-        """True when this market's agent should run now."""
-        if loop.state is not LoopState.READY or loop.ticker in self._inflight:
-            return False
+        """True when this market's agent should run now (cheap unless something changed)."""
         t = loop.ticker
+        fills = loop.account.fills
+        if now < self._next_check.get(t, now) and fills == self._fills_seen.get(t, fills):
+            return False
+        if loop.state is not LoopState.READY or t in self._inflight:
+            return False
+        self._fills_seen[t] = fills
         nxt = self._due.get(t)
         if nxt is None:
             self._due[t] = now  # first decision right after READY
@@ -115,7 +126,18 @@ class AgentRuntime:
             return True
         if not near:
             self._near_cap_seen[t] = False
-        return loop.account.fills - self._fills_at_decision.get(t, 0) >= self.fill_burst
+        if fills - self._fills_at_decision.get(t, 0) >= self.fill_burst:
+            return True
+        changed = False
+        if now >= self._regime_check.get(t, now):
+            self._regime_check[t] = now + self.regime_interval_s
+            f = loop.regime_flags()
+            key = (f.regime_shift, f.informed_flow, f.unstable) if f.ok else None
+            changed = key is not None and key != self._regime_seen.get(t, key)
+            if key is not None:
+                self._regime_seen[t] = key
+        self._next_check[t] = min(nxt, self._regime_check.get(t, nxt))
+        return changed
 
     def governance_due(self, now: float) -> bool:
         if "*" in self._inflight:
@@ -203,7 +225,7 @@ class AgentRuntime:
         s = self.session
         market = rec["market"]
         ts = rec["ts"]
-        s.sink.append(
+        s.recorder.row(
             "decisions",
             {
                 "run_id": s.run_id,
@@ -217,7 +239,7 @@ class AgentRuntime:
             },
         )
         for o in rec["outcomes"]:
-            s.sink.append(
+            s.recorder.row(
                 "tool_calls",
                 {
                     "run_id": s.run_id,
@@ -284,6 +306,7 @@ class AgentRuntime:
     async def _run_market(self, loop: MarketLoop, now: float) -> None:
         t = loop.ticker
         self._due[t] = now + self.interval_s
+        self._next_check[t] = min(self._due[t], self._regime_check.get(t, self._due[t]))
         self._fills_at_decision[t] = loop.account.fills
         self._decisions += 1
         await self.market_graph.ainvoke(

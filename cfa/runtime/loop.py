@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 from cfa.core.book import BookSequenceError, OrderBook
 from cfa.core.estimators import FillRates, LogitVolatility, Markouts, TradingIntensity
 from cfa.core.quoting import Quote, QuoteMarket, quote
+from cfa.core.regime import RegimeFlags, RegimeMonitor
 from cfa.core.types import (
     PRICE_SCALE,
+    QTY_SCALE,
     BookDelta,
     BookSnapshot,
     Fill,
@@ -41,11 +43,15 @@ from cfa.risk.gate import Exposure, RiskGate
 from cfa.runtime.accounting import Book
 
 if TYPE_CHECKING:
-    from cfa.core.regime import RegimeFlags
     from cfa.risk.policy import Policy
     from cfa.risk.states import TradingStates
     from cfa.runtime.params import ParameterStore
     from cfa.runtime.recorder import Recorder
+
+
+TICK_S = 0.1
+"""Estimators and the requote check run on a change of the touch (ours excluded), inventory,
+parameters or trading state, and otherwise at most every ``TICK_S`` seconds."""
 
 
 class LoopState(enum.StrEnum):
@@ -82,6 +88,8 @@ class MarketLoop:
         self.fill_rates = FillRates()
         self.markouts = Markouts()
         self.intensity = TradingIntensity()
+        self.regime = RegimeMonitor()
+        self._flow = 0.0
         self.account = Book()
         self.state = LoopState.WARMING
         self.states = states
@@ -96,6 +104,8 @@ class MarketLoop:
         self._start_t: float | None = None
         self._last_key: tuple[object, ...] | None = None
         self._last_quote_t = -math.inf
+        self._inputs: tuple[object, ...] = ()
+        self._next_tick = -math.inf
         self._last_deny: dict[Side, str | None] = {Side.BID: None, Side.ASK: None}
 
     # -- events --------------------------------------------------------------------------------
@@ -119,8 +129,10 @@ class MarketLoop:
         elif t is BookSnapshot:
             self.book.apply_snapshot(ev)  # type: ignore[arg-type]
         elif t is Trade:
+            tr: Trade = ev  # type: ignore[assignment]
             if self.mid is not None:
-                self.intensity.on_trade(ev.ts, ev.price / PRICE_SCALE, self.mid)  # type: ignore[union-attr]
+                self.intensity.on_trade(tr.ts, tr.price / PRICE_SCALE, self.mid)
+            self._flow += tr.taker_side.sign * tr.count / QTY_SCALE
             return
         elif t is Fill:
             self._on_fill(ev)  # type: ignore[arg-type]
@@ -133,19 +145,32 @@ class MarketLoop:
         if self.state is LoopState.WARMING or self.state is LoopState.READY:
             await self._update(ev.ts)
 
-    def _own(self, side: Side) -> dict[int, Qty]:
-        o = self.resting[side]
-        return {} if o is None else {o.price: o.remaining_count}
-
     async def _update(self, t: float) -> None:
-        bb = self.book.best_bid_excluding(self._own(Side.BID))
-        ba = self.book.best_ask_excluding(self._own(Side.ASK))
+        book = self.book
+        ob, oa = self.resting[Side.BID], self.resting[Side.ASK]
+        bb = (
+            book.best_bid()
+            if ob is None
+            else book.best_bid_excluding({ob.price: ob.remaining_count})
+        )
+        ba = (
+            book.best_ask()
+            if oa is None
+            else book.best_ask_excluding({oa.price: oa.remaining_count})
+        )
         if bb is None or ba is None or bb >= ba:
             self.mid = None
             return
+        inputs = (bb, ba, self.account.inventory, self.params.version, self.states.version)
+        if inputs == self._inputs and t < self._next_tick:
+            return  # nothing the quote depends on has changed since the last tick
+        self._inputs = inputs
+        self._next_tick = t + TICK_S
         mid = (bb + ba) / (2 * PRICE_SCALE)
         self.mid = mid
         self.vol.update(t, mid)
+        self.regime.observe(t, mid, self.book.imbalance(1), self._flow)
+        self._flow = 0.0
         self.markouts.on_mid(t, mid)
         self.fill_rates.mark(
             t, self.resting[Side.BID] is not None, self.resting[Side.ASK] is not None
@@ -342,9 +367,9 @@ class MarketLoop:
         self.book.apply_snapshot(snap)
         self._last_key = None
 
-    def regime_flags(self) -> RegimeFlags | None:
-        """VAR regime flags as of now (None until the regime monitor is wired in)."""
-        return None
+    def regime_flags(self) -> RegimeFlags:
+        """VAR regime flags as of now (refits only when a new sample arrived: a few ms)."""
+        return self.regime.refresh(self.now)
 
     def fail(self, exc: BaseException) -> None:
         """Mark the loop failed (the caller cancels its orders)."""

@@ -74,6 +74,8 @@ class ParameterStore:
         self.policy = policy
         self._record = record
         self._by_market: dict[str, MarketParams] = {}
+        self.version = 0
+        """Incremented on every change: the fast path compares it to notice changes cheaply."""
 
     def add_market(self, ticker: str) -> MarketParams:
         p = self.policy.params
@@ -95,6 +97,7 @@ class ParameterStore:
     def replace(self, ticker: str, new: MarketParams) -> None:
         """Swap in a new value (used for frozen flags and overrides; no quoting change)."""
         self._by_market[ticker] = new
+        self.version += 1
 
     def set(
         self, ticker: str, param: str, value: float, *, source: str, reason: str, now: float
@@ -128,6 +131,7 @@ class ParameterStore:
             changed_at={**old.changed_at, param: now},
         )
         self._by_market[ticker] = new
+        self.version += 1
         change = ParamChange(ticker, param, before, float(value), source, reason, now)
         if self._record is not None:
             self._record(change)

@@ -173,6 +173,7 @@ class Session:
             n += 1
             if n % flush_every == 0:
                 self.events = n
+                self.recorder.flush_events()
                 self.sink.maybe_flush()
                 if self.on_event is not None:
                     self.on_event(self)
@@ -205,4 +206,5 @@ class Session:
                 "HALTED",
                 {"order_id": o.order_id},
             )
+        self.recorder.flush_events()
         self.sink.flush()
