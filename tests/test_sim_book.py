@@ -26,7 +26,7 @@ from cfa.exchange.sim import SimExchange, known_scenarios
 
 @pytest.mark.parametrize("name", known_scenarios())
 async def test_rebuilt_book_is_sane_under_our_own_trading(name: str) -> None:
-    ex = SimExchange.from_scenarios([name, name], seed=17, duration=600)
+    ex = SimExchange.from_scenarios([name, name], seed=17, duration=400)
     rnd = random.Random(4)
     books = {t: OrderBook(t) for t in ex.tickers}
     grids = {t: PriceGrid(ex.market(t).info.price_ranges) for t in ex.tickers}

@@ -75,8 +75,9 @@ async def test_each_scenario_produces_events(name: str) -> None:
         if type(ev) in counts:
             counts[type(ev)] += 1
     assert counts[BookSnapshot] == 1
-    assert counts[BookDelta] > 120 * 20  # tens of book updates per second
-    assert counts[Trade] > 10
+    # about one delta per refresh event (more with trades), and some trades
+    assert counts[BookDelta] > 0.7 * load_scenario(name).book.refresh_rate * 120
+    assert counts[Trade] >= 5
     assert ex.clock.now() == DEFAULT_START_TS + 120
 
 

@@ -49,15 +49,15 @@ async def buy_and_hold(ex: SimExchange, side: Side, count: int) -> tuple[Decimal
     )
 
 
-@pytest.mark.parametrize(("p0", "result"), [(0.97, Outcome.YES), (0.03, Outcome.NO)])
+@pytest.mark.parametrize(("p0", "result"), [(0.995, Outcome.YES), (0.005, Outcome.NO)])
 async def test_long_yes_settles_at_one_or_zero(p0: float, result: Outcome) -> None:
-    ex = short_lived(p0, seed=5)
+    ex = short_lived(p0, seed=6)
     t = ex.tickers[0]
     cash0 = await ex.get_balance()
     paid, fees = await buy_and_hold(ex, Side.BID, 10 * ONE)
-    resting = await ex.place_order(
-        OrderRequest(t, "left-over", Side.BID, ex.market(t).prices[0], ONE)
-    )
+    # an order far from the book, on the side away from the latent price: it never fills
+    far = (Side.BID, ex.market(t).prices[0]) if p0 > 0.5 else (Side.ASK, ex.market(t).prices[-1])
+    resting = await ex.place_order(OrderRequest(t, "left-over", *far, ONE))
     events = [e async for e in ex.stream([t])]
     settlement = events[-1]
     assert settlement == Settlement(t, result, ex.market(t).info.close_ts)
@@ -73,7 +73,7 @@ async def test_long_yes_settles_at_one_or_zero(p0: float, result: Outcome) -> No
     assert pos.fees_paid == fees
 
 
-@pytest.mark.parametrize(("p0", "result"), [(0.97, Outcome.YES), (0.03, Outcome.NO)])
+@pytest.mark.parametrize(("p0", "result"), [(0.995, Outcome.YES), (0.005, Outcome.NO)])
 async def test_short_yes_settles_with_no_collateral(p0: float, result: Outcome) -> None:
     ex = short_lived(p0, seed=6)
     t = ex.tickers[0]

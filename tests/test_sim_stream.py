@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from cfa.core.types import BookDelta, BookSnapshot
+from cfa.core.book import OrderBook
+from cfa.core.types import BookDelta, BookSnapshot, OrderRequest, Side
 from cfa.exchange.base import Event
 from cfa.exchange.sim import DEFAULT_START_TS, SimClock, SimExchange
 
@@ -89,3 +90,24 @@ async def test_one_stream_per_market_sees_the_same_events() -> None:
     for t, events in zip(apart.tickers, per_market, strict=True):
         assert isinstance(events[0], BookSnapshot)
         assert events == [e for e in combined if getattr(e, "ticker", None) == t]
+
+
+async def test_an_order_placed_between_snapshots_is_counted_once() -> None:
+    ex = SimExchange.from_scenarios(["calm", "regime-shift"], seed=2, duration=5)
+    t2 = ex.tickers[1]
+    events = ex.stream(ex.tickers)
+    first = await anext(events)
+    assert isinstance(first, BookSnapshot) and first.ticker == ex.tickers[0]
+    bid = ex.market(t2).best_bid_price()
+    assert bid is not None
+    await ex.place_order(OrderRequest(t2, "between", Side.BID, bid, 700))
+    books = {t: OrderBook(t) for t in ex.tickers}
+    books[first.ticker].apply_snapshot(first)
+    async for ev in events:
+        if isinstance(ev, BookSnapshot):
+            books[ev.ticker].apply_snapshot(ev)
+        elif isinstance(ev, BookDelta):
+            books[ev.ticker].apply_delta(ev)
+    for t, book in books.items():
+        venue = await ex.get_orderbook(t)
+        assert (book.snapshot().yes, book.snapshot().no) == (venue.yes, venue.no)

@@ -15,7 +15,18 @@ clock unless ``speed`` is set; then the streams pace themselves so that simulate
 (``asyncio.sleep(0)``) every :data:`YIELD_EVERY` events or steps.
 
 A stream ends once all its markets have settled, or when simulated time reaches
-``start_ts + duration`` (the clock then reads exactly that time).
+``start_ts + duration`` (the clock then reads exactly that time). A stream that joins late
+starts with snapshots of the books as they are; several streams may run at once (one per
+market, say) and each sees every event of its markets in order. Paced, the clock reads the
+time of the last event between events (it does not interpolate wall time).
+
+Orders: limit orders on the YES leg. A crossing order that is not post-only takes liquidity
+at the resting prices (taker fee) and rests the rest; it never trades with our own resting
+orders (Kalshi's ``taker_at_cross``: it is cancelled there, keeping earlier fills). A
+``reduce_only`` order is cut down to the position it reduces. ``amend_order`` takes Kalshi's
+total count (filled + resting); shrinking at the same price keeps the queue position, a new
+price or a larger count goes to the back. At close every resting order is cancelled.
+Placing again with a known client order id returns that order as it is now (even cancelled).
 
 Order ids are ``sim-o00000001``…, fill ids ``sim-f00000001``…, trade ids ``<ticker>-t<n>``.
 Reject codes: ``invalid_price`` (off the grid or outside the range), ``invalid_order_size``,
@@ -64,6 +75,9 @@ from cfa.exchange.sim.scenarios import Scenario, load_scenario
 
 YIELD_EVERY = 256
 """A stream awaits ``asyncio.sleep(0)`` at least this often (events or simulation steps)."""
+
+PACE_SLICE = 0.05
+"""Longest single sleep of a paced stream, seconds (it then delivers what arrived meanwhile)."""
 
 DEFAULT_CASH = Decimal(10_000)
 """Starting balance in dollars."""
@@ -252,8 +266,10 @@ class SimExchange:
         replace = heapq.heapreplace
         inf, end = math.inf, self._end_ts
         try:
-            for m in markets:
-                yield m.snapshot(clock.t)
+            # all snapshots first: an order placed while the consumer handles one of them must
+            # show up as a delta after every snapshot, never inside a later one as well
+            for snap in [m.snapshot(clock.t) for m in markets]:
+                yield snap
             seen_done = -1
             n = 0
             while True:
@@ -276,8 +292,8 @@ class SimExchange:
                     return
                 if paced:
                     wait = self._wall_wait(t)
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                    if wait > 0:  # in slices, so our own order events are not held back
+                        await asyncio.sleep(min(wait, PACE_SLICE))
                         continue
                 if t > clock.t:
                     clock.t = t

@@ -4,8 +4,9 @@ Everything random about a market except its outcome is drawn here, vectorised wi
 a :class:`Tape`: one row per event, in time order. The market then only reads the tape, so
 the per-event path does no random-number calls, no numpy scalar work and no Decimal.
 
-Events form a Poisson process of rate ``(refresh_rate + taker rate) · activity(regime)``; each
-event is one of:
+Events arrive at rate ``(refresh_rate + taker rate) · activity(regime)``: a Poisson process,
+or with ``burst_sigma`` > 0 a Cox process whose log-rate wanders (Ornstein–Uhlenbeck) around
+that mean, so updates cluster in bursts as they do on Kalshi. Each event is one of:
 
 * **refresh** of one side's ladder (YES bids or YES asks, i.e. NO bids): a price level
   ``d`` ticks behind the reference price is drawn (``d = ⌊Exp · ladder_mean_ticks⌋``, at most
@@ -17,10 +18,13 @@ event is one of:
   moving average of its logit (time constant ``lag`` seconds): the book trails the truth.
   The event adds size when the level holds less than a random threshold around its target
   depth ``level_size·(1 + depth_slope·d)`` and cancels size otherwise, so each level
-  mean-reverts to its target. Sizes are log-normal (heavy-tailed) around ``size_median``. With
-  probability ``stale_cancel_prob`` a refresh first checks for a *stale* touch (a bid above the
-  reference, an ask below it) and cancels it instead. An add that would cross the other side
-  is a marketable order: it trades first and rests the rest.
+  mean-reverts to its target. A share ``far_share`` of refreshes instead picks a level
+  uniformly between the reference and the edge of the grid (target depth as at
+  ``ladder_max_ticks``), which gives the broad, sparse far book of real markets and, on tapered
+  grids, activity at sub-cent prices. Sizes are log-normal (heavy-tailed) around
+  ``size_median``. With probability ``stale_cancel_prob`` a refresh first checks for a *stale*
+  touch (a bid above the reference, an ask below it) and cancels it instead. An add that would
+  cross the other side is a marketable order: it trades first and rests the rest.
 * **uninformed taker**: buys or sells (even odds) up to its log-normal size, through every
   level within ``δ ~ Exp(k)`` dollars of the book mid, best price first. The rate of takers
   reaching distance δ is therefore ``A·e^(−kδ)`` with ``A`` = the taker rate per side.
@@ -98,6 +102,8 @@ class FlowModel:
         self.n = len(prices)
         self._view_x = 0.0
         self._view_t = 0.0
+        self._burst_h = 0.0
+        self._burst_step = min(1.0, book.burst_time / 4) if book.burst_time > 0 else 1.0
         self._p_ext = np.array([0, *prices, PRICE_SCALE], dtype=np.float64)
         self._i_ext = np.arange(-1, self.n + 1, dtype=np.float64)
         refresh = book.refresh_rate
@@ -146,15 +152,22 @@ class FlowModel:
         lag = self.book.lag
         if lag <= 0:
             return pu
-        keep = np.exp(-np.diff(times, prepend=self._view_t) / lag).tolist()
-        y = self._view_x
-        out = []
-        for xk, wk in zip(x.tolist(), keep, strict=True):
-            y = xk + wk * (y - xk)
-            out.append(y)
-        self._view_x = y
+        # y_k = x_k + e^{-dt_k/lag}·(y_{k-1} - x_k), in closed form with s = (t - t_0)/lag:
+        # y_k = e^{-s_k}·(y_0 + Σ_{j≤k} (1 - e^{-dt_j/lag})·x_j·e^{s_j})
+        s = (times - self._view_t) / lag
+        if s[-1] < 600.0:  # e^{s} stays finite
+            a = -np.expm1(-np.diff(s, prepend=0.0))
+            y = np.exp(-s) * (self._view_x + np.cumsum(a * x * np.exp(s)))
+        else:  # a long quiet stretch: the plain recursion
+            keep = np.exp(-np.diff(s, prepend=0.0)).tolist()
+            acc, out = self._view_x, []
+            for xk, wk in zip(x.tolist(), keep, strict=True):
+                acc = xk + wk * (acc - xk)
+                out.append(acc)
+            y = np.array(out)
+        self._view_x = float(y[-1])
         self._view_t = float(times[-1])
-        view: np.ndarray = PRICE_SCALE / (1.0 + np.exp(-np.array(out)))
+        view: np.ndarray = PRICE_SCALE / (1.0 + np.exp(-y))
         return view
 
     def draw(
@@ -170,8 +183,13 @@ class FlowModel:
         lam = self.base_rate * latent.activity
         if lam <= 0 or t_stop <= t0:
             return tape, True
-        times = t0 + np.cumsum(rng.standard_exponential(n_max)) / lam
+        times, hgrid = self._event_times(t0, lam, n_max)
+        avail = len(times)
         m = int(np.searchsorted(times, t_stop))
+        reached = m < avail
+        if hgrid is not None:  # remember the activity level where the next batch starts
+            end = t_stop if reached else float(times[m - 1])
+            self._burst_h = float(hgrid[min(len(hgrid) - 1, int((end - t0) / self._burst_step))])
         if m == 0:
             return tape, True
         times = times[:m]
@@ -194,8 +212,15 @@ class FlowModel:
         ref_ask = np.maximum(np.ceil(f + (b.half_spread_ticks - 0.5)), ref_bid + 1)
         is_bid = bucket == 0
         is_ask = bucket == 1
+        near = np.ones(m, dtype=bool)
+        if b.far_share > 0:  # a share of refreshes lands anywhere behind the reference
+            coin, where_u = rng.random((2, m))
+            near = coin >= b.far_share
+            behind = np.where(is_bid, ref_bid, n - 1 - ref_ask)
+            d = np.where(near, d, np.floor(where_u * (np.maximum(behind, 0) + 1)))
         lvl_refresh = np.where(is_bid, ref_bid - d, ref_ask + d)
-        thr = b.level_size * (1.0 + b.depth_slope * d) * 2.0 * thr_u
+        depth_d = np.minimum(d, b.ladder_max_ticks)
+        thr = b.level_size * (1.0 + b.depth_slope * depth_d) * 2.0 * thr_u
         stale = within < b.stale_cancel_prob
 
         # informed takers' limits
@@ -213,7 +238,8 @@ class FlowModel:
             INFORMED,
         )
         refresh = is_bid | is_ask
-        off_grid = refresh & ((d > b.ladder_max_ticks) | (lvl_refresh < 0) | (lvl_refresh >= n))
+        too_far = near & (d > b.ladder_max_ticks)
+        off_grid = refresh & (too_far | (lvl_refresh < 0) | (lvl_refresh >= n))
         code = np.where(off_grid, NOOP, code)
         lvl = np.where(refresh, lvl_refresh, np.where(bucket == 4, inf_buy, 0))
         depth = np.rint(dist * (PRICE_SCALE / tk.k))
@@ -234,4 +260,35 @@ class FlowModel:
         tape.size = size.astype(np.int64).tolist()
         tape.pu = pu.tolist()
         tape.n = m
-        return tape, m < n_max
+        return tape, reached
+
+    def _event_times(self, t0: float, lam: float, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``n`` event times after ``t0`` at mean rate ``lam``, and the activity path if bursty.
+
+        Without bursts the events are Poisson. With ``burst_sigma`` > 0 the rate is
+        ``lam·exp(h − σ²/2)`` where ``h`` is an Ornstein–Uhlenbeck process (stationary
+        deviation σ, time constant ``burst_time``) held constant on steps of
+        :attr:`_burst_step` seconds: a Cox process, drawn by mapping unit-rate arrivals
+        through the inverse of the integrated rate. The mean rate stays ``lam``.
+        """
+        ops = np.cumsum(self.rng.standard_exponential(n)) / lam  # "operational" seconds
+        sig = self.book.burst_sigma
+        if sig <= 0:
+            return t0 + ops, None
+        step = self._burst_step
+        rho = math.exp(-step / self.book.burst_time)
+        scale = sig * math.sqrt(1.0 - rho * rho)
+        hs: list[float] = []
+        h = self._burst_h
+        total = 0.0
+        need = float(ops[-1])
+        while total <= need:  # extend the activity path until it covers every arrival
+            k = math.ceil((need - total) * 1.5 / step) + 8
+            for e in (self.rng.standard_normal(k) * scale).tolist():
+                hs.append(h)
+                total += math.exp(h - 0.5 * sig * sig) * step
+                h = rho * h + e
+        hgrid = np.array(hs)
+        cum = np.concatenate(([0.0], np.cumsum(np.exp(hgrid - 0.5 * sig * sig)) * step))
+        grid_t = np.arange(len(cum), dtype=np.float64) * step
+        return t0 + np.interp(ops, cum, grid_t), hgrid

@@ -16,6 +16,7 @@ orders never draw from it, so the background world is the same whatever we do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from bisect import bisect_left, bisect_right
@@ -24,7 +25,7 @@ from collections.abc import Generator
 import numpy as np
 
 from cfa.core.grid import PriceGrid
-from cfa.core.types import BookDelta, MarketInfo, Outcome, Price, Settlement
+from cfa.core.types import BookDelta, MarketInfo, Outcome, Price, PriceRange, Settlement
 from cfa.exchange.sim import records
 from cfa.exchange.sim.account import Account
 from cfa.exchange.sim.latent import LatentProcess
@@ -40,17 +41,26 @@ from cfa.exchange.sim.matching import MatchingBook
 from cfa.exchange.sim.scenarios import Scenario
 
 CHUNK = 4096
-"""Events drawn per batch (fewer when a rare event or the close comes first)."""
+"""Most events drawn per batch (fewer when a rare event or the close comes first)."""
+CHUNK_SECONDS = 30.0
+"""A batch covers about this much simulated time (at least 256 events), so that a thin market
+does not hold thousands of pre-drawn events in memory."""
 
 
 def grid_prices(grid: PriceGrid) -> list[Price]:
     """Every tradable price of ``grid``, ascending."""
+    return list(_grid_prices(grid.ranges))
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_prices(ranges: tuple[PriceRange, ...]) -> tuple[Price, ...]:
+    grid = PriceGrid(ranges)
     out: list[Price] = []
     p: Price | None = grid.lo
     while p is not None:
         out.append(p)
         p = grid.next_up(p)
-    return out
+    return tuple(out)
 
 
 def market_seed(seed: int, ticker: str) -> np.random.SeedSequence:
@@ -79,6 +89,10 @@ class SimMarket(MatchingBook):
         rng = np.random.Generator(np.random.PCG64(market_seed(seed, info.ticker)))
         self.latent = LatentProcess(scenario.latent, rng, start_ts, info.close_ts)
         self.flow = FlowModel(scenario.book, scenario.takers, self.prices, rng)
+        peak = self.flow.base_rate * max(
+            scenario.latent.calm.activity, scenario.latent.volatile.activity
+        )
+        self._chunk = int(min(CHUNK, max(256, math.ceil(peak * CHUNK_SECONDS))))
         bids, asks = self.flow.initial_ladders(self.latent.p, start_ts)
         self.bg_bid[:] = bids
         self.bg_ask[:] = asks
@@ -112,7 +126,7 @@ class SimMarket(MatchingBook):
         d_coid = records.d_coid
         while True:
             stop = min(latent.next_rare(), close_ts)
-            tape, reached = flow.draw(latent, t, stop, CHUNK)
+            tape, reached = flow.draw(latent, t, stop, self._chunk)
             m = tape.n
             T, KIND, LVL, AUX = tape.t, tape.kind, tape.lvl, tape.aux
             THR, SIZE, PU = tape.thr, tape.size, tape.pu

@@ -26,7 +26,12 @@ checked and unknown keys are rejected, so a typo never silently falls back to a 
     per tick away); ``size_median`` (contracts) and ``size_sigma`` (log-normal σ) of each
     add/cancel; ``stale_cancel_prob``; ``initial_levels``; ``lag`` (seconds: the background
     makers centre on an exponential average of the latent logit with this time constant, so the
-    book trails the truth and informed takers have something to take; 0 = no lag).
+    book trails the truth and informed takers have something to take; 0 = no lag);
+    ``far_share`` (share of refreshes placed anywhere behind the reference, out to the edge of
+    the grid, instead of near the touch: broad books with distant levels); ``burst_sigma`` and
+    ``burst_time`` (seconds): the log of the activity rate follows an Ornstein–Uhlenbeck
+    process with this stationary deviation and time constant, so updates come in bursts as on
+    Kalshi, with the mean rate unchanged (0 = Poisson).
 
 ``takers`` — market orders:
     ``rate`` (takers per second, both sides, calm regime); ``k`` (1/dollar: the sweep depth
@@ -65,7 +70,8 @@ from cfa.core.types import (
 
 _SCENARIO_DIR = "scenarios"
 
-FEE_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees", "flat")
+FEE_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees")
+"""Kalshi fee types the fee functions of :mod:`cfa.core.grid` model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,9 @@ class BookParams:
     stale_cancel_prob: float
     initial_levels: int
     lag: float = 0.0
+    far_share: float = 0.0
+    burst_sigma: float = 0.0
+    burst_time: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +337,9 @@ _BOOK_KEYS = (
     "stale_cancel_prob",
     "initial_levels",
     "lag",
+    "far_share",
+    "burst_sigma",
+    "burst_time",
 )
 _TAKER_KEYS = ("rate", "k", "size_median", "size_sigma", "informed_share", "informed_edge")
 
@@ -400,6 +412,9 @@ def parse_scenario(data: object, name: str) -> Scenario:
         stale_cancel_prob=b.num("stale_cancel_prob", 0.5, lo=0.0, hi=1.0),
         initial_levels=int(b.num("initial_levels", 10, lo=0)),
         lag=b.num("lag", 0.0, lo=0.0),
+        far_share=b.num("far_share", 0.0, lo=0.0, hi=1.0),
+        burst_sigma=b.num("burst_sigma", 0.0, lo=0.0, hi=3.0),
+        burst_time=b.num("burst_time", 5.0, lo=0.01),
     )
 
     t = top.section("takers", _TAKER_KEYS)
