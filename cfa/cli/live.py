@@ -16,35 +16,46 @@ def _px(p: int | None) -> str:
     return "-" if p is None else f"{p / PRICE_SCALE:.4f}".rstrip("0").rstrip(".")
 
 
+def _short(text: str, width: int = 56) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _money(d: Decimal) -> str:
     return f"{d:+.2f}"
 
 
-def live_table(session: Session) -> Table:
-    """One row per market: mid, our quotes, inventory, PnL, γ, σ, state."""
-    t = Table(expand=True, header_style="bold", pad_edge=False)
-    for col, justify in [
-        ("market", "left"),
-        ("state", "left"),
-        ("mid", "right"),
-        ("our bid", "right"),
-        ("our ask", "right"),
-        ("inv", "right"),
-        ("fills", "right"),
-        ("realised $", "right"),
-        ("marked $", "right"),
-        ("γ", "right"),
-        ("σ", "right"),
-        ("last decision", "left"),
-    ]:
-        wrap = col == "last decision"
-        t.add_column(col, justify=justify, no_wrap=not wrap, ratio=3 if wrap else None)  # type: ignore[arg-type]
+def live_table(session: Session, wide: bool = True) -> Table:
+    """One row per market: mid, our quotes, inventory, PnL, γ, σ, state (+ last decision)."""
+    t = Table(header_style="bold", pad_edge=False)
+    for col, justify, width in [
+        ("market", "left", 12),
+        ("state", "left", 7),
+        ("mid", "right", 6),
+        ("bid", "right", 6),
+        ("ask", "right", 6),
+        ("inv", "right", 5),
+        ("fills", "right", 5),
+        ("real $", "right", 7),
+        ("mark $", "right", 7),
+        ("γ", "right", 5),
+        ("σ", "right", 7),
+        ("last decision", "left", 0),
+    ][: None if wide else -1]:
+        last = col == "last decision"
+        t.add_column(
+            col,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=width or None,
+            max_width=48 if last else (28 if col == "market" else None),
+        )
     for ticker, loop in session.loops.items():
         mp = session.params.get(ticker)
         bid, ask = loop.resting[Side.BID], loop.resting[Side.ASK]
         ts = session.states.effective(ticker)
         state = loop.state.value if ts.value == "ACTIVE" else ts.value
-        t.add_row(
+        cells = [
             ticker,
             state,
             "-" if loop.mid is None else f"{loop.mid:.4f}",
@@ -56,16 +67,20 @@ def live_table(session: Session) -> Table:
             _money(loop.account.marked(loop.mid)),
             f"{mp.gamma:.3g}",
             f"{mp.sigma:.3g}",
-            "" if session.agents is None else session.agents.last_rationale.get(ticker, ""),
-        )
+            _short("" if session.agents is None else session.agents.last_rationale.get(ticker, "")),
+        ]
+        t.add_row(*(cells if wide else cells[:-1]))
     return t
 
 
 class LiveView:
     """The table plus a progress bar over simulated (or wall) time."""
 
-    def __init__(self, session: Session, start_ts: float, duration: float) -> None:
+    def __init__(
+        self, session: Session, start_ts: float, duration: float, width: int = 160
+    ) -> None:
         self.session = session
+        self.wide = width >= 140
         self.start_ts = start_ts
         self.duration = duration
         self.progress = Progress(
@@ -81,7 +96,7 @@ class LiveView:
         s = self.session
         done = min(max(s.now - self.start_ts, 0.0), self.duration) if s.now else 0.0
         self.progress.update(self.task, completed=done, events=f"{s.events:,}")
-        return Group(live_table(s), self.progress)
+        return Group(live_table(s, self.wide), self.progress)
 
 
 def summary_table(rows: list[MarketSummary]) -> Table:

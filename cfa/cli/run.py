@@ -114,6 +114,7 @@ def run(
         )
     finally:
         store.close()
+    console.print()
     console.print(summary_table(rows))
     if session.agents is not None:
         verdicts = ", ".join(
@@ -156,7 +157,7 @@ async def _run(
         if quiet:
             rows = await session.run()
         else:
-            view = LiveView(session, SIM_EPOCH, seconds)
+            view = LiveView(session, SIM_EPOCH, seconds, console.width)
             with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
                 task = asyncio.create_task(session.run())
                 while not task.done():

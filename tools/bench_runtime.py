@@ -1,0 +1,200 @@
+"""Runtime benchmarks, registered in ``tools/bench.py`` as ``sim`` and ``agents``.
+
+* ``sim``: simulated book events per second end to end (simulator + market loop + audit store
+  on disk), for 1 and for 100 ``calm`` markets, and 1,000 ``thin`` markets (about 5 book events
+  per second each: is the throughput at least the rate those markets produce, i.e. sustainable
+  in real time?).
+  Each configuration runs in a fresh subprocess so its peak memory (max RSS) is its own.
+* ``agents``: the fast path's book-event-to-order-decision latency (one ``MarketLoop.on_event``
+  call: book, estimators, quote, diff, risk gate, order calls on the simulator) while market
+  agents run in the background on a reasoner that takes 2 s per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def _one(markets: int, seconds: float, scenario: str, db: Path) -> dict[str, Any]:
+    from cfa.audit import AuditStore
+    from cfa.exchange.sim import SimExchange
+    from cfa.risk.policy import load_policy
+    from cfa.runtime.session import Session
+
+    ex = SimExchange.from_scenarios([scenario] * markets, seed=11, duration=seconds)
+    await ex.start()
+    store = AuditStore.open(db)
+    session = Session(
+        ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
+    )
+    t0 = time.perf_counter()
+    await session.run()
+    wall = time.perf_counter() - t0
+    store.close()
+    return {
+        "markets": markets,
+        "simulated_s": seconds,
+        "events": session.events,
+        "wall_s": round(wall, 3),
+        "events_per_s": round(session.events / wall),
+        "produced_per_sim_s": round(session.events / seconds, 1),
+        "realtime_factor": round(seconds / wall, 2),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def configure_sim(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds-1", type=float, default=1800.0, help="simulated seconds, 1 market")
+    p.add_argument("--seconds-100", type=float, default=60.0, help="simulated seconds, 100 markets")
+    p.add_argument(
+        "--seconds-1000", type=float, default=60.0, help="simulated s, 1000 slow markets"
+    )
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from bench import machine_info  # type: ignore[import-not-found]  # tools/ is on sys.path
+
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for markets, seconds, scenario in (
+            (1, args.seconds_1, "calm"),
+            (100, args.seconds_100, "calm"),
+            (1000, args.seconds_1000, "thin"),
+        ):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "_one",
+                    str(markets),
+                    str(seconds),
+                    scenario,
+                    str(tmp / f"{markets}.db"),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.json:
+        print(json.dumps({"machine": machine_info(), "results": results}))
+        return 0
+    m = machine_info()
+    print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}")
+    print("simulator + market loop + audit store (SQLite file), no agents:")
+    for r in results:
+        print(
+            f"  {r['markets']:>5} markets  {r['simulated_s']:>6.0f} sim s  "
+            f"{r['events']:>9,} events  {r['wall_s']:>7.2f} s wall  "
+            f"{r['events_per_s']:>8,} events/s  "
+            f"produced {r['produced_per_sim_s']:>8,.1f}/sim s  x{r['realtime_factor']} real time  "
+            f"max RSS {r['max_rss_mb']} MB"
+        )
+    return 0
+
+
+class _SlowReasoner:
+    """The heuristic reasoner behind a fixed delay, like a remote LLM."""
+
+    name = "openai"  # makes the runtime run agents in the background, as for a remote LLM
+    model = "slow-heuristic"
+
+    def __init__(self, delay: float) -> None:
+        from cfa.agents.reasoners.heuristic import HeuristicReasoner
+
+        self.inner = HeuristicReasoner()
+        self.delay = delay
+
+    async def reason(self, request: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return await self.inner.reason(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _agents(seconds: float, speed: float, delay: float) -> dict[str, Any]:
+    from cfa.audit import AuditStore
+    from cfa.exchange.sim import SimExchange
+    from cfa.risk.policy import load_policy
+    from cfa.runtime.session import Session
+
+    ex = SimExchange.from_scenarios(
+        ["calm", "regime-shift", "informed-flow"], seed=5, duration=seconds, speed=speed
+    )
+    await ex.start()
+    with tempfile.TemporaryDirectory() as d:
+        store = AuditStore.open(Path(d) / "a.db")
+        session = Session(
+            ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
+        )
+        agents = session.attach_agents(_SlowReasoner(delay), interval_s=20.0)  # type: ignore[arg-type]
+        lat: list[int] = []
+        for loop in session.loops.values():
+            inner = loop.on_event
+
+            async def timed(ev: Any, inner: Any = inner) -> None:
+                t0 = time.perf_counter_ns()
+                await inner(ev)
+                lat.append(time.perf_counter_ns() - t0)
+
+            loop.on_event = timed  # type: ignore[method-assign]
+        await session.run()
+        store.close()
+    lat.sort()
+    q = statistics.quantiles(lat, n=1000)
+    return {
+        "events": len(lat),
+        "p50_us": round(q[499] / 1000, 1),
+        "p99_us": round(q[989] / 1000, 1),
+        "p999_us": round(q[998] / 1000, 1),
+        "max_us": round(lat[-1] / 1000, 1),
+        "decisions": dict(agents.decisions_by_verdict),
+        "reasoner_delay_s": delay,
+    }
+
+
+def configure_agents(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=600.0, help="simulated seconds")
+    p.add_argument("--speed", type=float, default=40.0, help="simulated seconds per wall second")
+    p.add_argument("--delay", type=float, default=2.0, help="reasoner latency, seconds")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from bench import machine_info  # type: ignore[import-not-found]  # tools/ is on sys.path
+
+    r = asyncio.run(_agents(args.seconds, args.speed, args.delay))
+    if args.json:
+        print(json.dumps({"machine": machine_info(), **r}))
+        return 0
+    m = machine_info()
+    print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}")
+    print(
+        f"fast path, agents in the background on a {r['reasoner_delay_s']:g} s reasoner, "
+        f"3 markets, {r['events']:,} events: p50 {r['p50_us']} µs, p99 {r['p99_us']} µs, "
+        f"p99.9 {r['p999_us']} µs, max {r['max_us']} µs (target p99 < 1000 µs); "
+        f"decisions {r['decisions']}"
+    )
+    return 0
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_one":
+    sys.path.insert(0, str(ROOT))
+    res = asyncio.run(_one(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))
+    print(json.dumps(res))
