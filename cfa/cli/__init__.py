@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from cfa.cli.govern import govern_app
 from cfa.cli.run import run
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(help="Run the agent loop per market (embedded simulator by default).")(run)
+app.add_typer(govern_app, name="govern")
 
 
 @app.callback()

@@ -1,8 +1,15 @@
 """The risk gate: the only path from a market loop to an exchange.
 
 Every order request is checked against the policy and the market's trading state and is either
-accepted or denied with a reason code (:class:`Deny`). The gate is pure: it reads the state it is
-given and keeps no clock; the caller records denials in the audit store.
+accepted or denied with a reason code (:class:`Deny`). The gate is pure: it reads the
+:class:`Exposure` it is given and keeps no clock; the caller records denials in the audit store.
+Cancels never pass through the gate: reducing risk is always allowed.
+
+*Dollars at risk* of a market is its worst-case settlement loss if every resting order filled:
+``max(long cost + collateral of resting bids, short cost + collateral of resting asks)``, where
+a long YES position of ``q`` contracts bought at ``c`` costs ``q·c`` if NO wins, a short one
+sold at ``c`` costs ``q·(1 − c)`` if YES wins, a resting bid at ``p`` ties up ``p`` per contract
+and a resting ask ``1 − p``. Offsetting fills are ignored: the figure is conservative.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cfa.core.types import OrderRequest, Qty, Side, TradingState, contracts
+from cfa.core.types import PRICE_SCALE, QTY_SCALE, OrderRequest, Qty, Side, TradingState, contracts
 from cfa.risk.policy import Policy
 
 
@@ -22,19 +29,51 @@ class Deny(enum.StrEnum):
     ORDER_SIZE = "order_size"
     POSITION_LIMIT = "position_limit"
     NON_POSITIVE_SIZE = "non_positive_size"
+    NO_MID = "no_mid"
+    PRICE_BAND = "price_band"
+    RESTING_EXPOSURE = "resting_exposure"
+    DOLLARS_AT_RISK = "dollars_at_risk"
+    GROSS_EXPOSURE = "gross_exposure"
+    EVENT_EXPOSURE = "event_exposure"
+    ORDER_RATE = "order_rate"
 
 
 @dataclass(frozen=True, slots=True)
 class Exposure:
-    """What the gate needs to know about one market: position and resting size per side.
+    """What the gate needs to know about a market and the portfolio around it.
 
-    All in count units (0.01 contract). ``resting_bid``/``resting_ask`` exclude the order being
-    replaced when the request is an amend.
+    Counts in count units (0.01 contract); money in dollars (float: limits, not accounting).
+    ``resting_*`` and ``*_collateral`` describe the market's other resting orders (excluding one
+    being replaced); ``others_at_risk`` and ``event_others_at_risk`` are the dollars at risk of
+    every other market, and of the other markets of the same event.
     """
 
     position: Qty
-    resting_bid: Qty
-    resting_ask: Qty
+    resting_bid: Qty = 0
+    resting_ask: Qty = 0
+    avg_price: float = 0.0
+    bid_collateral: float = 0.0
+    ask_collateral: float = 0.0
+    mid: float | None = None
+    others_at_risk: float = 0.0
+    event_others_at_risk: float = 0.0
+    orders_last_min: int = 0
+
+
+def dollars_at_risk(
+    position: Qty, avg_price: float, bid_collateral: float, ask_collateral: float
+) -> float:
+    """Worst-case settlement loss in dollars (see the module docstring)."""
+    q = position / QTY_SCALE
+    long_loss = (q * avg_price if q > 0 else 0.0) + bid_collateral
+    short_loss = (-q * (1.0 - avg_price) if q < 0 else 0.0) + ask_collateral
+    return long_loss if long_loss > short_loss else short_loss
+
+
+def collateral(side: Side, price: int, count: Qty) -> float:
+    """Dollars a resting order ties up: ``p·n`` for a bid, ``(1 − p)·n`` for an ask."""
+    units = price if side is Side.BID else PRICE_SCALE - price
+    return units * count / (PRICE_SCALE * QTY_SCALE)
 
 
 class RiskGate:
@@ -47,22 +86,45 @@ class RiskGate:
 
     def check(self, req: OrderRequest, exposure: Exposure, state: TradingState) -> Deny | None:
         """None when ``req`` may go to the exchange, else the reason it may not."""
+        pol = self.policy
         if state is TradingState.HALTED:
             return Deny.HALTED
         if req.count <= 0:
             return Deny.NON_POSITIVE_SIZE
         if req.count > self.max_order:
             return Deny.ORDER_SIZE
+        if exposure.orders_last_min >= pol.breakers.max_orders_per_min:
+            return Deny.ORDER_RATE
         pos = exposure.position
+        bid = req.side is Side.BID
         if state is TradingState.REDUCE_ONLY:
             # Only orders that bring the position towards zero, never past it, resting included.
-            if req.side is Side.BID and (pos >= 0 or exposure.resting_bid + req.count > -pos):
+            if bid and (pos >= 0 or exposure.resting_bid + req.count > -pos):
                 return Deny.REDUCE_ONLY
-            if req.side is Side.ASK and (pos <= 0 or exposure.resting_ask + req.count > pos):
+            if not bid and (pos <= 0 or exposure.resting_ask + req.count > pos):
                 return Deny.REDUCE_ONLY
-            return None
-        if req.side is Side.BID and pos + exposure.resting_bid + req.count > self.max_position:
+        elif (bid and pos + exposure.resting_bid + req.count > self.max_position) or (
+            not bid and pos - exposure.resting_ask - req.count < -self.max_position
+        ):
             return Deny.POSITION_LIMIT
-        if req.side is Side.ASK and pos - exposure.resting_ask - req.count < -self.max_position:
-            return Deny.POSITION_LIMIT
+        if exposure.mid is None:
+            return Deny.NO_MID
+        if abs(req.price / PRICE_SCALE - exposure.mid) > pol.price_band + 1e-12:
+            return Deny.PRICE_BAND
+        new = collateral(req.side, req.price, req.count)
+        if (
+            exposure.bid_collateral + exposure.ask_collateral + new
+            > pol.market.max_resting_exposure + 1e-9
+        ):
+            return Deny.RESTING_EXPOSURE
+        bc = exposure.bid_collateral + (new if bid else 0.0)
+        ac = exposure.ask_collateral + (0.0 if bid else new)
+        risk = dollars_at_risk(pos, exposure.avg_price, bc, ac)
+        if state is not TradingState.REDUCE_ONLY:
+            if risk > pol.market.max_dollars_at_risk + 1e-9:
+                return Deny.DOLLARS_AT_RISK
+            if exposure.others_at_risk + risk > pol.portfolio.max_gross_exposure + 1e-9:
+                return Deny.GROSS_EXPOSURE
+            if exposure.event_others_at_risk + risk > pol.portfolio.max_event_exposure + 1e-9:
+                return Deny.EVENT_EXPOSURE
         return None

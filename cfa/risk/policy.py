@@ -68,6 +68,9 @@ class Quoting(_Frozen):
     """τ = min(time to close, horizon), seconds."""
     min_requote_s: float = Field(default=1.0, ge=0)
     """Requote at least this often even when the touch is unchanged (τ moves), seconds."""
+    min_order_age_s: float = Field(default=1.0, ge=0)
+    """An order is not moved again within this many seconds of its last placement or amend
+    (cancels are never delayed): bounds order churn and the order rate, seconds."""
 
 
 class Warmup(_Frozen):
@@ -80,10 +83,66 @@ class Warmup(_Frozen):
 
 
 class MarketLimits(_Frozen):
+    """Per-market hard limits."""
+
     max_position: float = Field(default=50, gt=0)
     """Contracts, counting resting orders on the side that would add to the position."""
     max_order_size: float = Field(default=25, gt=0)
     """Contracts per order."""
+    max_resting_exposure: float = Field(default=100.0, gt=0)
+    """Dollars of collateral in resting orders (bid: p·count; ask: (1−p)·count)."""
+    max_dollars_at_risk: float = Field(default=200.0, gt=0)
+    """Dollars: worst-case settlement loss of the position plus every resting order filled."""
+
+
+class PortfolioLimits(_Frozen):
+    """Limits across markets."""
+
+    max_gross_exposure: float = Field(default=1000.0, gt=0)
+    """Dollars at risk summed over all markets."""
+    max_event_exposure: float = Field(default=500.0, gt=0)
+    """Dollars at risk summed over the markets of one event."""
+
+
+class LossLimits(_Frozen):
+    """Loss limits; breaching one halts the market (``per_market``) or everything."""
+
+    daily_loss: float = Field(default=100.0, gt=0)
+    """Dollars: marked PnL of the portfolio below −daily_loss halts everything."""
+    market_loss: float = Field(default=40.0, gt=0)
+    """Dollars: marked PnL of one market below −market_loss halts that market."""
+    max_drawdown: float = Field(default=60.0, gt=0)
+    """Dollars: portfolio marked PnL this far below its peak halts everything."""
+
+
+class Breakers(_Frozen):
+    """Rate breakers, per market over a rolling minute."""
+
+    max_orders_per_min: int = Field(default=240, gt=0)
+    """Order actions (place, amend, cancel) per minute; beyond it new orders are denied."""
+    max_errors_per_min: int = Field(default=10, gt=0)
+    """Exchange errors per minute; beyond it the market is halted."""
+
+
+class Feed(_Frozen):
+    stale_after_s: float = Field(default=15.0, gt=0)
+    """No event at all from the exchange for this long (a dead feed, not a quiet market):
+    cancel every resting order until data flows again."""
+
+
+class CloseTaper(_Frozen):
+    """Getting flat before close."""
+
+    reduce_only_s: float = Field(default=900.0, ge=0)
+    """REDUCE_ONLY this many seconds before the market closes."""
+    halt_s: float = Field(default=120.0, ge=0)
+    """HALTED this many seconds before close."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.halt_s > self.reduce_only_s:
+            raise ValueError("halt_s must not exceed reduce_only_s")
+        return self
 
 
 class Policy(_Frozen):
@@ -94,6 +153,13 @@ class Policy(_Frozen):
     quoting: Quoting = Quoting()
     warmup: Warmup = Warmup()
     market: MarketLimits = MarketLimits()
+    portfolio: PortfolioLimits = PortfolioLimits()
+    loss: LossLimits = LossLimits()
+    price_band: float = Field(default=0.15, gt=0, le=1)
+    """Dollars: every order price within ±price_band of the mid."""
+    breakers: Breakers = Breakers()
+    feed: Feed = Feed()
+    close: CloseTaper = CloseTaper()
 
 
 def load_policy(source: str | Path | None = None) -> Policy:

@@ -29,7 +29,7 @@ from langgraph.types import Command
 from cfa.agents.context import DecisionView, build_context, portfolio_context, r4
 from cfa.agents.graphs import AgentDeps, build_governance_graph, build_market_graph
 from cfa.agents.reasoners.base import Reasoner
-from cfa.agents.tools import ToolApplier, ToolOutcome, Verdict
+from cfa.agents.tools import ToolOutcome, Verdict
 from cfa.core.types import QTY_SCALE
 from cfa.runtime.loop import LoopState, MarketLoop
 from cfa.runtime.recorder import ms
@@ -84,7 +84,7 @@ class AgentRuntime:
         self._fills_seen: dict[str, int] = {}
         self._regime_seen: dict[str, tuple[bool, bool, bool]] = {}
         self.inline = reasoner.name != "openai" if inline is None else inline
-        self.applier = ToolApplier(session.params, session.states)
+        self.applier = session.applier
         self.market_graph = build_market_graph()
         self.gov_graph = build_governance_graph()
         self.market_prompt, self.market_hash = load_prompt("market_agent")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 from cfa.core.book import BookSequenceError, OrderBook
@@ -39,7 +40,8 @@ from cfa.core.types import (
     TradingState,
 )
 from cfa.exchange.base import Event, Exchange, ExchangeError
-from cfa.risk.gate import Exposure, RiskGate
+from cfa.risk.gate import Exposure, RiskGate, collateral, dollars_at_risk
+from cfa.risk.portfolio import Portfolio
 from cfa.runtime.accounting import Book
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ class MarketLoop:
         recorder: Recorder,
         states: TradingStates,
         order_prefix: str,
+        portfolio: Portfolio | None = None,
     ) -> None:
         self.market = market
         self.ticker = market.ticker
@@ -107,6 +110,11 @@ class MarketLoop:
         self._inputs: tuple[object, ...] = ()
         self._next_tick = -math.inf
         self._last_deny: dict[Side, str | None] = {Side.BID: None, Side.ASK: None}
+        self.portfolio = portfolio if portfolio is not None else Portfolio()
+        self._order_times: deque[float] = deque()
+        self._error_times: deque[float] = deque()
+        self._next_risk_check = -math.inf
+        self._placed_at: dict[Side, float] = {Side.BID: -math.inf, Side.ASK: -math.inf}
 
     # -- events --------------------------------------------------------------------------------
 
@@ -182,6 +190,9 @@ class MarketLoop:
         if t >= self.market.close_ts:
             await self.cancel_all("market_closed")
             return
+        if t >= self._next_risk_check:
+            self._next_risk_check = t + 1.0
+            self._risk_tick(t)
         tstate = self.states.effective(self.ticker)
         if tstate is TradingState.HALTED:
             if self.resting[Side.BID] is not None or self.resting[Side.ASK] is not None:
@@ -251,7 +262,22 @@ class MarketLoop:
             return
         if cur is not None and cur.price == price:
             return  # keep queue priority; size drift is tolerated
-        exposure = Exposure(self.account.inventory, 0, 0)
+        if cur is not None and t - self._placed_at[side] < self.policy.quoting.min_order_age_s:
+            return  # too soon to move it again
+        other = self.resting[side.opposite]
+        other_coll = (
+            0.0 if other is None else collateral(other.side, other.price, other.remaining_count)
+        )
+        exposure = Exposure(
+            position=self.account.inventory,
+            avg_price=float(self.account.avg_price),
+            bid_collateral=other_coll if side is Side.ASK else 0.0,
+            ask_collateral=other_coll if side is Side.BID else 0.0,
+            mid=self.mid,
+            others_at_risk=self.portfolio.others(self.ticker),
+            event_others_at_risk=self.portfolio.event_others(self.ticker, self.market.event_ticker),
+            orders_last_min=self._recent(self._order_times, t),
+        )
         req = OrderRequest(self.ticker, self._new_id(), side, price, size)
         deny = self.gate.check(req, exposure, tstate)
         if deny is not None:
@@ -270,6 +296,7 @@ class MarketLoop:
                 await self._cancel(t, cur, f"denied:{deny.value}")
             return
         self._last_deny[side] = None
+        self._order_times.append(t)
         try:
             if cur is None:
                 o = await self.exchange.place_order(req)
@@ -280,19 +307,85 @@ class MarketLoop:
         except ExchangeError as exc:
             self.rec.order(t, "reject", req=req, reason=f"{exc.code or type(exc).__name__}: {exc}")
             self.resting[side] = None if cur is None else cur
+            self._on_error(t, exc)
             return
         self.resting[side] = o if o.status is OrderStatus.RESTING else None
+        self._placed_at[side] = t
+        self._update_risk()
 
     async def _cancel(self, t: float, o: Order, reason: str) -> None:
         self.resting[o.side] = None
+        self._update_risk()
+        self._order_times.append(t)
         try:
             done = await self.exchange.cancel_order(o.order_id)
         except ExchangeError as exc:
             self.rec.order(
                 t, "cancel_failed", order=o, reason=f"{exc.code or type(exc).__name__}: {exc}"
             )
+            self._on_error(t, exc)
             return
         self.rec.order(t, "cancel", order=done, reason=reason)
+
+    # -- risk ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _recent(times: deque[float], t: float) -> int:
+        """Entries of ``times`` within the last 60 s (older ones are dropped)."""
+        while times and times[0] <= t - 60.0:
+            times.popleft()
+        return len(times)
+
+    def _update_risk(self) -> None:
+        """Report this market's dollars at risk to the portfolio totals."""
+        bid, ask = self.resting[Side.BID], self.resting[Side.ASK]
+        risk = dollars_at_risk(
+            self.account.inventory,
+            float(self.account.avg_price),
+            0.0 if bid is None else collateral(Side.BID, bid.price, bid.remaining_count),
+            0.0 if ask is None else collateral(Side.ASK, ask.price, ask.remaining_count),
+        )
+        self.portfolio.update(self.ticker, self.market.event_ticker, risk)
+
+    def _on_error(self, t: float, exc: ExchangeError) -> None:
+        self._error_times.append(t)
+        limit = self.policy.breakers.max_errors_per_min
+        if self._recent(self._error_times, t) > limit:
+            self.states.set(
+                self.ticker,
+                TradingState.HALTED,
+                source="breaker:error_rate",
+                reason=f"more than {limit} exchange errors in a minute; last: {exc}",
+            )
+
+    def _risk_tick(self, t: float) -> None:
+        """Once a second: the market loss limit and the close-time taper."""
+        pol = self.policy
+        marked = float(self.account.marked(self.mid))
+        current = self.states.market_state(self.ticker)
+        if marked < -pol.loss.market_loss and current is not TradingState.HALTED:
+            self.states.set(
+                self.ticker,
+                TradingState.HALTED,
+                source="breaker:market_loss",
+                reason=f"marked PnL {marked:.2f} below -{pol.loss.market_loss:g}",
+            )
+            return
+        left = self.market.close_ts - t
+        if left <= pol.close.halt_s and current is not TradingState.HALTED:
+            self.states.set(
+                self.ticker,
+                TradingState.HALTED,
+                source="close_taper",
+                reason=f"{left:.0f}s to close <= {pol.close.halt_s:g}s",
+            )
+        elif left <= pol.close.reduce_only_s and current is TradingState.ACTIVE:
+            self.states.set(
+                self.ticker,
+                TradingState.REDUCE_ONLY,
+                source="close_taper",
+                reason=f"{left:.0f}s to close <= {pol.close.reduce_only_s:g}s",
+            )
 
     async def cancel_all(self, reason: str) -> None:
         """Cancel every resting order of this market (also on the exchange's side)."""
@@ -324,6 +417,7 @@ class MarketLoop:
     def _on_fill(self, f: Fill) -> None:
         self.rec.fill(f)
         self.account.on_fill(f)
+        self._update_risk()
         self.fill_rates.on_fill(f.ts, f.side, f.count)
         self.markouts.on_fill(f.ts, f.side, f.price / PRICE_SCALE)
         cur = self.resting[f.side]
@@ -339,6 +433,7 @@ class MarketLoop:
             self.resting[o.side] = (
                 o if o.status is OrderStatus.RESTING and o.remaining_count > 0 else None
             )
+            self._update_risk()
 
     async def _on_settlement(self, s: Settlement) -> None:
         await self.cancel_all("settlement")

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cfa.agents.reasoners.base import Reasoner
-from cfa.core.types import QTY_SCALE, MarketInfo, TradingState
+from cfa.agents.tools import ToolApplier, ToolOutcome
+from cfa.core.types import QTY_SCALE, MarketInfo, Side, TradingState
 from cfa.exchange.base import Exchange, ExchangeError
 from cfa.risk.gate import RiskGate
 from cfa.risk.policy import Policy
+from cfa.risk.portfolio import Portfolio
 from cfa.risk.states import TradingStates
+from cfa.runtime.governance import GovernancePoller
 from cfa.runtime.loop import LoopState, MarketLoop
 from cfa.runtime.params import ParameterStore
 from cfa.runtime.recorder import Recorder, RowSink
@@ -99,6 +104,13 @@ class Session:
         self.params = ParameterStore(policy, record=self.recorder.param_change)
         self.gate = RiskGate(policy)
         self.states = TradingStates(on_change=self._on_state_change)
+        self.portfolio = Portfolio()
+        self.applier = ToolApplier(self.params, self.states)
+        """The one apply path for tool calls (agents) and governance actions (people)."""
+        self.governance: GovernancePoller | None = None
+        self._peak_pnl = 0.0
+        self._feed_halted = False
+        self._last_event_clock = 0.0
         self.loops: dict[str, MarketLoop] = {}
         for m in markets:
             self.params.add_market(m.ticker)
@@ -111,6 +123,7 @@ class Session:
                 self.recorder,
                 self.states,
                 f"cfa-{run_id[:8]}-{len(self.loops)}",
+                self.portfolio,
             )
         self.flush_every = flush_every
         self.now = 0.0
@@ -140,12 +153,32 @@ class Session:
         self.agents = AgentRuntime(self, reasoner, **options)
         return self.agents
 
-    async def run(self) -> list[MarketSummary]:
-        """Consume the stream; always clean up. Returns one summary per market."""
+    async def run(self, govern: bool = True) -> list[MarketSummary]:
+        """Consume the stream; always clean up. Returns one summary per market.
+
+        With ``govern`` (and a sink that is a file), governance requests from other processes
+        are polled and applied every 0.25 s of wall time; a feed watchdog runs alongside.
+        """
         stream = self.exchange.stream(list(self.loops))
+        background = [asyncio.create_task(self._watchdog())]
+        db = getattr(self.sink, "path", None)
+        if govern and db is not None:
+            self.governance = GovernancePoller(
+                Path(db),
+                self.applier,
+                self.recorder,
+                lambda: self.now,
+                self._after_governance,
+                self._flush,
+            )
+            background.append(asyncio.create_task(self._poll_governance()))
         try:
             await self._consume(stream)
         finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
@@ -158,8 +191,15 @@ class Session:
         flush_every = self.flush_every
         agents = self.agents
         n = 0
+        next_check = -math.inf
         async for ev in stream:
             self.now = ev.ts
+            self._last_event_clock = self.exchange.clock.now()
+            if self._feed_halted:
+                self._feed_resumed()
+            if ev.ts >= next_check:
+                next_check = ev.ts + 1.0
+                self._portfolio_tick(ev.ts)
             loop = loops.get(ev.ticker)
             if loop is not None and loop.state is not LoopState.FAILED:
                 try:
@@ -180,6 +220,81 @@ class Session:
             if self.stop.is_set():
                 break
         self.events = n
+
+    # -- portfolio breakers, the feed watchdog, governance from other processes ---------------
+
+    def _portfolio_tick(self, t: float) -> None:
+        """Once a second: daily loss and drawdown limits over every market's marked PnL."""
+        total = sum(float(lp.account.marked(lp.mid)) for lp in self.loops.values())
+        self._peak_pnl = max(self._peak_pnl, total)
+        loss = self.policy.loss
+        if self.states.global_state is TradingState.HALTED:
+            return
+        if total < -loss.daily_loss:
+            self.states.set(
+                None,
+                TradingState.HALTED,
+                source="breaker:daily_loss",
+                reason=f"portfolio marked PnL {total:.2f} below -{loss.daily_loss:g}",
+            )
+        elif self._peak_pnl - total > loss.max_drawdown:
+            self.states.set(
+                None,
+                TradingState.HALTED,
+                source="breaker:drawdown",
+                reason=f"portfolio marked PnL {total:.2f} is {self._peak_pnl - total:.2f} "
+                f"below its peak {self._peak_pnl:.2f}",
+            )
+
+    async def _watchdog(self) -> None:
+        """A dead feed (no event at all for ``feed.stale_after_s``) cancels every resting order.
+
+        A quiet market is not a dead feed: the watchdog looks at events from every market, on
+        the exchange's clock. Quoting resumes, from fresh books, when events flow again.
+        """
+        stale = self.policy.feed.stale_after_s
+        while True:
+            await asyncio.sleep(min(1.0, stale / 4))
+            if self._last_event_clock and not self._feed_halted:
+                silent = self.exchange.clock.now() - self._last_event_clock
+                if silent > stale and self.states.global_state is not TradingState.HALTED:
+                    self._feed_halted = True
+                    self.states.set(
+                        None,
+                        TradingState.HALTED,
+                        source="feed_watchdog",
+                        reason=f"no event for {silent:.1f}s",
+                    )
+                    await self._cancel_halted()
+                    self._flush()
+
+    def _feed_resumed(self) -> None:
+        self._feed_halted = False
+        if self.states.global_state is TradingState.HALTED:
+            self.states.set(
+                None, TradingState.ACTIVE, source="feed_watchdog", reason="events flow again"
+            )
+
+    async def _poll_governance(self) -> None:
+        assert self.governance is not None
+        while True:
+            await asyncio.sleep(0.25)
+            await self.governance.poll()
+
+    async def _after_governance(self, outcome: ToolOutcome) -> None:
+        await self._cancel_halted()
+
+    async def _cancel_halted(self) -> None:
+        for ticker, loop in self.loops.items():
+            if self.states.effective(ticker) is TradingState.HALTED and (
+                loop.resting[Side.BID] is not None or loop.resting[Side.ASK] is not None
+            ):
+                with contextlib.suppress(Exception):
+                    await loop.cancel_all("halted")
+
+    def _flush(self) -> None:
+        self.recorder.flush_events()
+        self.sink.flush()
 
     async def shutdown(self) -> None:
         """Cancel everything, confirm with the exchange, flush the audit store."""

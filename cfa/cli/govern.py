@@ -1,0 +1,273 @@
+"""``cfa govern``: freeze, override, halt and resume a running session from another terminal.
+
+Each action is checked here first (the market must be one the latest run trades, values must lie
+inside that run's policy bounds, a reason is required) and then written as a request to the
+audit store the running ``cfa run`` writes (``--db``, the same file). The session applies it
+within about a second, through the same apply path the governance agent uses, and records the
+outcome. ``cfa govern status`` shows the latest run's markets, parameters, states and requests.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cfa.agents.tools import GOVERNANCE_TOOLS, ToolOutcome, parse_call
+from cfa.audit import AuditError, AuditStore
+from cfa.cli.options import fail, parse_duration
+from cfa.risk.policy import Policy
+from cfa.runtime.governance import operator_name, request_row
+
+govern_app = typer.Typer(
+    help="Govern a running session: freeze, override, halt, resume.", no_args_is_help=True
+)
+
+DbOpt = Annotated[Path, typer.Option(help="The audit store the running `cfa run` writes.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (required; recorded).")]
+OperatorOpt = Annotated[str | None, typer.Option(help="Who acts (default: your login name).")]
+ParamOpt = Annotated[str, typer.Option("--param", help="gamma, sigma or all.")]
+
+
+def _latest_run(db: Path) -> tuple[str, dict[str, Any], list[str]]:
+    """``(run_id, config, markets)`` of the latest run in ``db``; exits with one line if none."""
+    if not db.exists():
+        raise fail(f"{db}: no audit store here (start `cfa run --db {db}` first)")
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            row = c.execute(
+                "select run_id, payload, seq from runs where kind = 'start'"
+                " order by seq desc limit 1"
+            ).fetchone()
+            if row is None:
+                raise fail(f"{db}: no run recorded yet")
+            markets = [
+                m
+                for (m,) in c.execute(
+                    "select distinct market from param_changes where run_id = ? and market != ''"
+                    " union select distinct market from market_events"
+                    " where seq > ? and market != ''",
+                    (row[0], row[2]),
+                )
+            ]
+    except sqlite3.Error as exc:
+        raise fail(f"{db}: cannot read the audit store ({exc})") from None
+    return row[0], json.loads(row[1] or "{}"), sorted(set(markets))
+
+
+def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None) -> None:
+    run_id, config, markets = _latest_run(db)
+    market = arguments.get("market")
+    if market is not None and market not in markets:
+        known = ", ".join(markets) or "none yet"
+        raise fail(f"unknown market {market!r} in run {run_id}; markets: {known}")
+    parsed = parse_call(tool, arguments, GOVERNANCE_TOOLS)
+    if isinstance(parsed, ToolOutcome):
+        raise fail(f"{tool}: {parsed.message}")
+    if tool == "override":
+        try:
+            policy = Policy.model_validate(config.get("policy", {}))
+        except Exception as exc:  # a run recorded without a readable policy
+            raise fail(f"run {run_id}: cannot read its policy to check bounds ({exc})") from None
+        for p in ("gamma", "sigma"):
+            v = arguments.get(p)
+            b = getattr(policy.params, p)
+            if v is not None and not b.contains(v):
+                raise fail(f"--{p} {v:g} is outside the policy bounds [{b.min:g}, {b.max:g}]")
+    who = operator_name(operator)
+    try:
+        with AuditStore.open(db) as store:
+            store.append("governance_actions", request_row(tool, arguments, who))
+    except AuditError as exc:
+        raise fail(str(exc)) from None
+    target = market or "all markets"
+    typer.echo(f"requested {tool} on {target} by {who}; the running session applies it within ~1 s")
+
+
+@govern_app.command()
+def freeze(
+    market: str,
+    reason: ReasonOpt,
+    param: ParamOpt = "all",
+    db: DbOpt = Path("cfa.db"),
+    operator: OperatorOpt = None,
+) -> None:
+    """Stop agents from changing a parameter of MARKET."""
+    _submit(db, "freeze", {"market": market, "param": param, "reason": reason}, operator)
+
+
+@govern_app.command()
+def unfreeze(
+    market: str,
+    reason: ReasonOpt,
+    param: ParamOpt = "all",
+    db: DbOpt = Path("cfa.db"),
+    operator: OperatorOpt = None,
+) -> None:
+    """Let agents change a frozen parameter of MARKET again."""
+    _submit(db, "unfreeze", {"market": market, "param": param, "reason": reason}, operator)
+
+
+@govern_app.command()
+def override(
+    market: str,
+    reason: ReasonOpt,
+    gamma: Annotated[float | None, typer.Option(help="Forced γ (1/dollar).")] = None,
+    sigma: Annotated[float | None, typer.Option(help="Forced σ (logit per √s).")] = None,
+    ttl: Annotated[str, typer.Option(help="How long: 90s, 10m, 1h.")] = "10m",
+    db: DbOpt = Path("cfa.db"),
+    operator: OperatorOpt = None,
+) -> None:
+    """Force γ and/or σ of MARKET for --ttl, inside the policy bounds; then they revert."""
+    if gamma is None and sigma is None:
+        raise fail("override: give --gamma and/or --sigma")
+    args = {
+        "market": market,
+        "gamma": gamma,
+        "sigma": sigma,
+        "ttl_s": parse_duration(ttl, "--ttl"),
+        "reason": reason,
+    }
+    _submit(db, "override", args, operator)
+
+
+def _state_command(tool: str, doc: str) -> None:
+    def command(
+        reason: ReasonOpt,
+        market: Annotated[str | None, typer.Argument(help="A market; omit with --all.")] = None,
+        all_markets: Annotated[bool, typer.Option("--all", help="Every market.")] = False,
+        db: DbOpt = Path("cfa.db"),
+        operator: OperatorOpt = None,
+    ) -> None:
+        if (market is None) == (not all_markets):
+            raise fail(f"{tool.replace('_', '-')}: give a MARKET or --all (not both)")
+        _submit(db, tool, {"market": market, "reason": reason}, operator)
+
+    command.__doc__ = doc
+    govern_app.command(name=tool.replace("_", "-"))(command)
+
+
+_state_command("halt", "Halt MARKET (or --all): cancel its orders, place none.")
+_state_command("resume", "Return MARKET (or --all) to ACTIVE.")
+_state_command("reduce_only", "Allow only orders that reduce the position of MARKET (or --all).")
+
+
+@govern_app.command()
+def status(
+    db: DbOpt = Path("cfa.db"), json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Markets of the latest run: parameters, trading state, frozen flags, recent requests."""
+    run_id, _, markets = _latest_run(db)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        params: dict[str, dict[str, float]] = {}
+        for market, param, new in c.execute(
+            "select market, param, new from param_changes where run_id = ? order by seq", (run_id,)
+        ):
+            params.setdefault(market, {})[param] = new
+        states: dict[str, str] = {}
+        for market, state in c.execute(
+            "select market, state from risk_events"
+            " where run_id = ? and kind = 'trading_state' order by seq",
+            (run_id,),
+        ):
+            states[market or "*"] = state
+        actions = []
+        for seq, market, action, actor, payload in c.execute(
+            "select seq, market, action, actor, payload from governance_actions"
+            " order by seq desc limit 200"
+        ):
+            p = json.loads(payload or "{}")
+            actions.append(
+                {
+                    "seq": seq,
+                    "market": market,
+                    "action": action,
+                    "actor": actor,
+                    "status": p.get("status"),
+                }
+            )
+    frozen = _applied_freezes(db, run_id)
+    rows = [
+        {
+            "market": m,
+            "state": states.get(m, states.get("*", "ACTIVE")),
+            "gamma": params.get(m, {}).get("gamma"),
+            "sigma": params.get(m, {}).get("sigma"),
+            "frozen": sorted(frozen.get(m, set())),
+        }
+        for m in markets
+    ]
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "global_state": states.get("*", "ACTIVE"),
+                    "markets": rows,
+                    "requests": actions[:20],
+                }
+            )
+        )
+        return
+    t = Table(title=f"run {run_id} · global state {states.get('*', 'ACTIVE')}")
+    for col in ("market", "state", "γ", "σ", "frozen"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["market"], r["state"], _fmt(r["gamma"]), _fmt(r["sigma"]), ", ".join(r["frozen"])
+        )
+    console = Console()
+    console.print(t)
+    recent = Table(title="recent governance actions")
+    for col in ("seq", "action", "market", "actor", "status"):
+        recent.add_column(col)
+    for a in actions[:10]:
+        recent.add_row(str(a["seq"]), a["action"], a["market"] or "*", a["actor"], str(a["status"]))
+    console.print(recent)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _applied_freezes(db: Path, run_id: str) -> dict[str, set[str]]:
+    """Frozen parameters per market from applied freeze/unfreeze results, in order."""
+    out: dict[str, set[str]] = {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        for market, action, payload in c.execute(
+            "select market, action, payload from governance_actions where run_id = ? order by seq",
+            (run_id,),
+        ):
+            p = json.loads(payload or "{}")
+            if p.get("status") != "applied" or action not in ("freeze", "unfreeze"):
+                continue
+            args = p.get("outcome", {}).get("arguments", {})
+            names = {"gamma", "sigma"} if args.get("param") == "all" else {args.get("param")}
+            cur = out.setdefault(market, set())
+            if action == "freeze":
+                cur |= names
+            else:
+                cur -= names
+    return out
+
+
+def wait_applied(db: Path, after_seq: int, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The first result row after ``after_seq`` (for scripts and tests), or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            row = c.execute(
+                "select seq, payload from governance_actions where seq > ?"
+                " and json_extract(payload, '$.status') != 'requested' order by seq limit 1",
+                (after_seq,),
+            ).fetchone()
+        if row is not None:
+            return {"seq": row[0], **json.loads(row[1])}
+        time.sleep(0.05)
+    return None

@@ -1,0 +1,182 @@
+"""`cfa govern` against a running `cfa run` in another process, through the shared audit store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cfa.cli import app
+
+runner = CliRunner()
+
+
+def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as c:
+        return c.execute(sql, args).fetchall()
+
+
+def _wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = pred()
+        except sqlite3.Error:
+            got = None
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _govern(db: Path, *args: str) -> tuple[int, str]:
+    r = runner.invoke(app, ["govern", *args, "--db", str(db)])
+    return r.exit_code, r.output
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Any:
+    db = tmp_path / "live.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cfa.cli",
+            "run",
+            "--speed",
+            "20x",
+            "--duration",
+            "2h",
+            "--db",
+            str(db),
+            "--quiet",
+            "-n",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait(
+            lambda: (
+                db.exists()
+                and _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0
+            ),
+            60,
+            "orders",
+        )
+        yield db, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_halt_resume_override_freeze_from_another_process(running: Any) -> None:
+    db, proc = running
+    markets = [
+        m for (m,) in _rows(db, "select distinct market from param_changes where market != ''")
+    ]
+    assert markets
+    m = markets[0]
+    # Halt everything: applied within a second, resting orders cancelled, nothing new placed.
+    seq = _rows(db, "select max(seq) from governance_actions")[0][0] or 0
+    code, out = _govern(db, "halt", "--all", "--reason", "test halt", "--operator", "alice")
+    assert code == 0, out
+    result = _wait(
+        lambda: _rows(
+            db,
+            "select seq, payload from governance_actions where seq > ?"
+            " and json_extract(payload,'$.status') = 'applied'",
+            seq,
+        ),
+        5,
+        "the halt to be applied",
+    )
+    payload = json.loads(result[0][1])
+    latency = payload["applied_wall"] - payload["requested_wall"]
+    print(f"kill switch: request to applied and orders cancelled in {latency * 1000:.0f} ms")
+    assert latency < 1.0
+    halt_seq = result[0][0]
+    time.sleep(1.0)
+    after = _rows(
+        db, "select action from orders where seq > ? and action in ('place', 'amend')", halt_seq
+    )
+    assert after == [], "no order may be placed while halted"
+    cancels = _rows(db, "select count(*) from orders where seq > ? and action = 'cancel'", seq)[0][
+        0
+    ]
+    placed = _rows(db, "select count(*) from orders where action = 'place'")[0][0]
+    assert placed > 0 and cancels >= 0
+    states = _rows(
+        db, "select state from risk_events where kind = 'trading_state' and seq > ?", seq
+    )
+    assert ("HALTED",) in states
+    # Resume: quoting starts again.
+    code, out = _govern(db, "resume", "--all", "--reason", "go", "--operator", "alice")
+    assert code == 0, out
+    _wait(
+        lambda: _rows(db, "select 1 from orders where seq > ? and action = 'place'", halt_seq),
+        10,
+        "new orders",
+    )
+    # Override and freeze are applied and recorded with who did them.
+    code, out = _govern(db, "override", m, "--gamma", "5", "--ttl", "10m", "--reason", "wider")
+    assert code == 0, out
+    _wait(
+        lambda: _rows(
+            db, "select 1 from param_changes where market = ? and param = 'gamma' and new = 5.0", m
+        ),
+        5,
+        "the override",
+    )
+    code, out = _govern(
+        db, "freeze", m, "--param", "sigma", "--reason", "news", "--operator", "bob"
+    )
+    assert code == 0, out
+    _wait(
+        lambda: _rows(
+            db,
+            "select 1 from governance_actions where actor = 'person:bob'"
+            " and json_extract(payload,'$.status') = 'applied'",
+        ),
+        5,
+        "the freeze",
+    )
+    code, out = _govern(db, "status", "--json")
+    status = json.loads(out)
+    assert "sigma" in next(r for r in status["markets"] if r["market"] == m)["frozen"]
+    # SIGTERM ends the run cleanly: orders cancelled, summary printed.
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Run summary" in out and "left resting" not in out
+
+
+def test_bad_governance_input_is_refused(running: Any) -> None:
+    db, _ = running
+    m = _rows(db, "select market from param_changes where market != '' limit 1")[0][0]
+    cases = [
+        (["halt", "NOPE", "--reason", "x"], "unknown market 'NOPE'"),
+        (["override", m, "--gamma", "1e6", "--reason", "x"], "outside the policy bounds"),
+        (["override", m, "--reason", "x"], "give --gamma and/or --sigma"),
+        (["freeze", m], "Missing option '--reason'"),
+        (["halt", "--reason", "x"], "give a MARKET or --all"),
+    ]
+    for args, message in cases:
+        code, out = _govern(db, *args)
+        assert code != 0 and message in out, (args, out)
+
+
+def test_govern_without_a_db_says_so(tmp_path: Path) -> None:
+    code, out = _govern(tmp_path / "none.db", "status")
+    assert code != 0 and "no audit store here" in out
