@@ -4,6 +4,9 @@ Subcommands:
 
 * ``quote``: median µs per :func:`cfa.core.quoting.quote` call (target ≤ 20 µs on 2 cores).
 * ``regime``: median and p99 ms per VAR regime refresh, 300-sample window (target ≤ 5 ms).
+* ``sim``, ``agents``, ``killswitch``: runtime figures (see ``tools/bench_runtime.py``).
+* ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
+  ≤ 10 s).
 
 Adding one (``sim``, ``agents``, ``verify``, …): write ``configure_<name>(parser)`` to add its
 options and ``cmd_<name>(args) -> int`` to run it, then add a :class:`Subcommand` to
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 if __package__ in (None, ""):  # run as a script from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_runtime
 
 # -- shared helpers -----------------------------------------------------------------------------
 
@@ -404,6 +408,149 @@ def cmd_regime(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- verify ---------------------------------------------------------------------------------------
+
+VERIFY_TARGET_S = 10.0
+"""Target: ``cfa audit verify`` of a 1,000,000-row audit file in ≤ 10 s."""
+
+
+def configure_verify(parser: argparse.ArgumentParser) -> None:
+    """Options of ``bench.py verify``."""
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the file (1e6)")
+    parser.add_argument(
+        "--db", type=Path, default=None, help="file to build and keep (default: a temp file)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --db: verify the existing file, do not build"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="verify processes (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed verifications (3)")
+    parser.add_argument(
+        "--writer", choices=("inline", "process"), default="process", help="store writer"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def _build_verify_file(path: Path, rows: int, writer: str) -> tuple[float, int]:
+    """Append ``rows`` rows (one run row, then compact one-event ``market_events`` batches, the
+    shape the recorder writes) through :meth:`AuditStore.append` in 20,000-row flushes.
+    Returns (seconds, file bytes)."""
+    from cfa.audit import AuditStore
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    store = AuditStore.open(
+        path, batch_rows=20_000, writer="process" if writer == "process" else "inline"
+    )
+    try:
+        store.start_run({"bench": "verify", "rows": rows}, ts_ms=1_795_791_600_000)
+        append = store.append
+        market = "KXBTCD-25DEC3117-T101999.99"
+        base = 1_795_791_600.0
+        for i in range(rows - 1):
+            ts = base + i * 0.003
+            append(
+                "market_events",
+                {
+                    "market": market,
+                    "ts_ms": round(ts * 1000),
+                    "kind": "events",
+                    "exch_seq": i + 1,
+                    "payload": {
+                        "n": 1,
+                        "events": [["d", i + 1, ts, "yes", 5600 + i % 40, -300 + i % 7, None]],
+                    },
+                },
+            )
+        store.sync()
+    finally:
+        store.close()
+    size = sum(
+        Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists()
+    )
+    return time.perf_counter() - t0, size
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Seconds for :func:`cfa.audit.verify` (what ``cfa audit verify`` runs) over a file of
+    ``--rows`` rows, best and median of ``--repeat`` runs; the file is built first."""
+    import tempfile
+
+    from cfa.audit import verify
+
+    if args.rows < 2 or args.repeat < 1:
+        print("bench verify: need --rows >= 2 and --repeat >= 1", file=sys.stderr)
+        return 2
+    tmp = None
+    path: Path = args.db
+    if path is None:
+        if args.reuse:
+            print("bench verify: --reuse needs --db", file=sys.stderr)
+            return 2
+        tmp = tempfile.TemporaryDirectory(prefix="cfa-bench-verify-")
+        path = Path(tmp.name) / "verify.db"
+    try:
+        build_s: float | None = None
+        if args.reuse:
+            if not path.is_file():
+                print(f"bench verify: {path} does not exist", file=sys.stderr)
+                return 2
+            size = path.stat().st_size
+        else:
+            build_s, size = _build_verify_file(path, args.rows, args.writer)
+        times: list[float] = []
+        rows = 0
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            res = verify(path, workers=args.workers)
+            times.append(time.perf_counter() - t0)
+            if not res.ok:
+                print(f"bench verify: the file does not verify: {res.reason}", file=sys.stderr)
+                return 1
+            rows = res.rows
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    best, median = min(times), statistics.median(times)
+    info = machine_info()
+    workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
+    per_million = median / rows * 1e6
+    result = {
+        "rows": rows,
+        "file_bytes": size,
+        "build_seconds": build_s,
+        "verify_seconds_best": best,
+        "verify_seconds_median": median,
+        "verify_rows_per_s": rows / median,
+        "seconds_per_million_rows": per_million,
+        "workers": workers,
+        "meets_target": per_million <= VERIFY_TARGET_S,
+    }
+    if args.json:
+        payload = {
+            "bench": "verify",
+            "target_s_per_million_rows": VERIFY_TARGET_S,
+            "machine": info,
+            "results": result,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    _print_machine(info)
+    built = f", built in {build_s:.1f} s" if build_s is not None else ""
+    print(
+        f"audit file: {rows:,} rows (compact one-event market_events batches), "
+        f"{size / 1e6:.0f} MB{built}"
+    )
+    verdict = "ok" if result["meets_target"] else "OVER TARGET"
+    print(
+        f"  verify(): median {median:.2f} s, best {best:.2f} s of {args.repeat} "
+        f"({rows / median:,.0f} rows/s, {workers} workers) = {per_million:.2f} s per 1M rows   "
+        f"target ≤ {VERIFY_TARGET_S:g} s: {verdict}"
+    )
+    return 0
+
+
 # -- registry and dispatch ------------------------------------------------------------------------
 
 
@@ -420,6 +567,26 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "quote": Subcommand("median µs per cfa.core.quoting.quote() call", configure_quote, cmd_quote),
     "regime": Subcommand(
         "ms per cfa.core.regime.RegimeMonitor.refresh() (VAR refit)", configure_regime, cmd_regime
+    ),
+    "verify": Subcommand(
+        "seconds for cfa.audit.verify() over a 1,000,000-row audit file",
+        configure_verify,
+        cmd_verify,
+    ),
+    "sim": Subcommand(
+        "events/s end to end (simulator + loop + audit) for 1, 100 and 1,000 markets",
+        bench_runtime.configure_sim,
+        bench_runtime.cmd_sim,
+    ),
+    "agents": Subcommand(
+        "fast-path latency with agents on a 2 s reasoner in the background",
+        bench_runtime.configure_agents,
+        bench_runtime.cmd_agents,
+    ),
+    "killswitch": Subcommand(
+        "ms from `cfa govern halt --all` to applied with orders cancelled, across processes",
+        bench_runtime.configure_killswitch,
+        bench_runtime.cmd_killswitch,
     ),
 }
 """Subcommand name -> :class:`Subcommand`. Add ``sim``, ``agents``, ``verify``, … here."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import typer
 
+from cfa.cli.audit_cmds import audit_app
 from cfa.cli.govern import govern_app
+from cfa.cli.report import report
 from cfa.cli.run import run
+from cfa.cli.traces import traces_app
 
 app = typer.Typer(
     name="cfa",
@@ -20,6 +23,9 @@ app = typer.Typer(
 )
 app.command(help="Run the agent loop per market (embedded simulator by default).")(run)
 app.add_typer(govern_app, name="govern")
+app.add_typer(traces_app, name="traces")
+app.add_typer(audit_app, name="audit")
+app.command(help="Write a self-contained HTML report of a run.")(report)
 
 
 @app.callback()
