@@ -194,6 +194,75 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _killswitch_once(tmp: Path) -> float:
+    """One `cfa run` at 20x, one `cfa govern halt --all`; ms from request to applied."""
+    import sqlite3
+
+    db = tmp / "k.db"
+    cfa = [sys.executable, "-m", "cfa.cli"]
+    proc = subprocess.Popen(
+        [*cfa, "run", "--speed", "20x", "--duration", "2h", "--db", str(db), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                    if c.execute("select count(*) from orders where action = 'place'").fetchone()[
+                        0
+                    ]:
+                        break
+            except sqlite3.Error:
+                continue
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            seq = c.execute("select coalesce(max(seq), 0) from governance_actions").fetchone()[0]
+        subprocess.run(
+            [*cfa, "govern", "halt", "--all", "--reason", "bench", "--db", str(db)],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
+        while time.monotonic() < deadline:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                row = c.execute(
+                    "select payload from governance_actions where seq > ?"
+                    " and json_extract(payload, '$.status') = 'applied'",
+                    (seq,),
+                ).fetchone()
+            if row:
+                p = json.loads(row[0])
+                return (p["applied_wall"] - p["requested_wall"]) * 1000
+            time.sleep(0.02)
+        raise RuntimeError("the halt was not applied within a minute")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def configure_killswitch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeat", type=int, default=5)
+
+
+def cmd_killswitch(args: argparse.Namespace) -> int:
+    from bench import machine_info  # type: ignore[import-not-found]  # tools/ is on sys.path
+
+    lat = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as d:
+            lat.append(_killswitch_once(Path(d)))
+    m = machine_info()
+    print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}")
+    print(
+        f"kill switch (cfa govern halt --all -> applied, orders cancelled), {len(lat)} runs: "
+        f"median {statistics.median(lat):.0f} ms, max {max(lat):.0f} ms (target < 1000 ms)"
+    )
+    return 0
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_one":
     sys.path.insert(0, str(ROOT))
     res = asyncio.run(_one(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from langgraph.types import Command
+from langgraph.types import Command, Overwrite
 
 from cfa.agents.context import DecisionView, build_context, portfolio_context, r4
 from cfa.agents.graphs import AgentDeps, build_governance_graph, build_market_graph
@@ -42,6 +42,21 @@ def load_prompt(name: str) -> tuple[str, str]:
     """``(text, sha256 hex prefix)`` of a packaged prompt template (``market_agent``, ...)."""
     text = resources.files("cfa.prompts").joinpath(f"{name}.md").read_text(encoding="utf-8")
     return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _fresh(market: str, role: str, decision_id: str) -> dict[str, Any]:
+    """The input of one decision: the thread is per market, the state is per decision."""
+    return {
+        "market": market,
+        "role": role,
+        "decision_id": decision_id,
+        "responses": Overwrite([]),
+        "outcomes": Overwrite([]),
+        "pending": None,
+        "approval": None,
+        "feedback": None,
+        "verdict": "abstain",
+    }
 
 
 @dataclass(slots=True)
@@ -310,11 +325,7 @@ class AgentRuntime:
         self._fills_at_decision[t] = loop.account.fills
         self._decisions += 1
         await self.market_graph.ainvoke(
-            {
-                "market": t,
-                "role": "market",
-                "decision_id": f"{self.session.run_id[:8]}-{self._decisions}",
-            },
+            _fresh(t, "market", f"{self.session.run_id[:8]}-{self._decisions}"),
             self._config(t),
             context=self._deps(False),
             version="v2",
@@ -325,11 +336,7 @@ class AgentRuntime:
         self._decisions += 1
         self._gov_escalations, self.escalations = self.escalations, []
         await self.gov_graph.ainvoke(
-            {
-                "market": "*",
-                "role": "governance",
-                "decision_id": f"{self.session.run_id[:8]}-{self._decisions}",
-            },
+            _fresh("*", "governance", f"{self.session.run_id[:8]}-{self._decisions}"),
             self._config("governance"),
             context=self._deps(True),
             version="v2",

@@ -459,6 +459,7 @@ class MarketLoop:
         )
         await self.cancel_all("resync")
         snap = await self.exchange.get_orderbook(self.ticker)
+        self.rec.market_event(snap)
         self.book.apply_snapshot(snap)
         self._last_key = None
 
