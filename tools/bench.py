@@ -4,7 +4,7 @@ Subcommands:
 
 * ``quote``: median µs per :func:`cfa.core.quoting.quote` call (target ≤ 20 µs on 2 cores).
 * ``regime``: median and p99 ms per VAR regime refresh, 300-sample window (target ≤ 5 ms).
-* ``sim``, ``agents``, ``killswitch``: runtime figures (see ``tools/bench_runtime.py``).
+* ``sim``, ``agents``, ``context``, ``killswitch``: runtime figures (``tools/bench_runtime.py``).
 * ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
   ≤ 10 s).
 
@@ -582,6 +582,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "fast-path latency with agents on a 2 s reasoner in the background",
         bench_runtime.configure_agents,
         bench_runtime.cmd_agents,
+    ),
+    "context": Subcommand(
+        "size of the market agents' context JSON over a demo run",
+        bench_runtime.configure_context,
+        bench_runtime.cmd_context,
     ),
     "killswitch": Subcommand(
         "ms from `cfa govern halt --all` to applied with orders cancelled, across processes",

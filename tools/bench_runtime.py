@@ -263,6 +263,48 @@ def cmd_killswitch(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _contexts(seconds: float) -> list[int]:
+    from cfa.agents.reasoners.heuristic import HeuristicReasoner
+    from cfa.audit import AuditStore
+    from cfa.audit.queries import AuditReader
+    from cfa.exchange.sim import SimExchange
+    from cfa.risk.policy import load_policy
+    from cfa.runtime.session import Session
+
+    names = ["calm", "regime-shift", "informed-flow"]
+    ex = SimExchange.from_scenarios(names, seed=7, duration=seconds)
+    await ex.start()
+    with tempfile.TemporaryDirectory() as d:
+        db = Path(d) / "c.db"
+        store = AuditStore.open(db)
+        session = Session(
+            ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
+        )
+        session.attach_agents(HeuristicReasoner())
+        await session.run()
+        store.close()
+        with AuditReader.open(db) as reader:
+            return [
+                len(json.dumps(r["payload"]["context"], separators=(",", ":"), ensure_ascii=False))
+                for r in reader.rows("decisions")
+                if r["agent"] == "market"
+            ]
+
+
+def configure_context(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=3600.0, help="simulated seconds (3 markets)")
+
+
+def cmd_context(args: argparse.Namespace) -> int:
+    sizes = sorted(asyncio.run(_contexts(args.seconds)))
+    print(
+        f"market-agent context JSON over {len(sizes)} decisions (the demo's 3 markets, "
+        f"{args.seconds:g} simulated s): median {statistics.median(sizes):.0f} chars, "
+        f"max {sizes[-1]} chars (limit 2,000)"
+    )
+    return 0
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_one":
     sys.path.insert(0, str(ROOT))
     res = asyncio.run(_one(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))
