@@ -31,11 +31,14 @@ from cfa.audit.store import to_ms
 from cfa.core.types import (
     BookDelta,
     BookSnapshot,
+    FeeSchedule,
     Fill,
+    MarketInfo,
     Order,
     OrderRequest,
     OrderStatus,
     Outcome,
+    PriceRange,
     Settlement,
     Side,
     Trade,
@@ -235,3 +238,55 @@ def order_row(
         "reason": reason,
         "payload": payload,
     }
+
+
+def market_to_dict(m: MarketInfo) -> dict[str, Any]:
+    """A market's metadata as JSON (recorded in the run's config, so replays need no venue)."""
+    return {
+        "ticker": m.ticker,
+        "event_ticker": m.event_ticker,
+        "series_ticker": m.series_ticker,
+        "title": m.title,
+        "price_ranges": [[r.start, r.end, r.step] for r in m.price_ranges],
+        "close_ts": m.close_ts,
+        "open_ts": m.open_ts,
+        "price_level_structure": m.price_level_structure,
+        "fee": {
+            "fee_type": m.fee.fee_type,
+            "multiplier": str(m.fee.multiplier),
+            "taker_coeff": str(m.fee.taker_coeff),
+            "maker_coeff": str(m.fee.maker_coeff),
+            "rounding": str(m.fee.rounding),
+        },
+        "subtitle": m.subtitle,
+        "rules": m.rules,
+        "status": m.status,
+    }
+
+
+def market_from_dict(d: dict[str, Any]) -> MarketInfo:
+    """Inverse of :func:`market_to_dict`; raises :class:`AuditError` naming a missing field."""
+    try:
+        fee = d["fee"]
+        return MarketInfo(
+            ticker=d["ticker"],
+            event_ticker=d["event_ticker"],
+            series_ticker=d["series_ticker"],
+            title=d["title"],
+            price_ranges=tuple(PriceRange(int(a), int(b), int(c)) for a, b, c in d["price_ranges"]),
+            close_ts=float(d["close_ts"]),
+            open_ts=float(d["open_ts"]),
+            price_level_structure=d["price_level_structure"],
+            fee=FeeSchedule(
+                fee_type=fee["fee_type"],
+                multiplier=Decimal(fee["multiplier"]),
+                taker_coeff=Decimal(fee["taker_coeff"]),
+                maker_coeff=Decimal(fee["maker_coeff"]),
+                rounding=Decimal(fee["rounding"]),
+            ),
+            subtitle=d.get("subtitle", ""),
+            rules=d.get("rules", ""),
+            status=d.get("status", "active"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"recorded market metadata is incomplete: {exc}") from exc

@@ -10,6 +10,7 @@ import typer
 
 from cfa.cli.audit_cmds import audit_app
 from cfa.cli.govern import govern_app
+from cfa.cli.replay import replay
 from cfa.cli.report import report
 from cfa.cli.run import run
 from cfa.cli.traces import traces_app
@@ -26,6 +27,7 @@ app.add_typer(govern_app, name="govern")
 app.add_typer(traces_app, name="traces")
 app.add_typer(audit_app, name="audit")
 app.command(help="Write a self-contained HTML report of a run.")(report)
+app.command(help="Replay a recorded run offline: exact, decisions or counterfactual.")(replay)
 
 
 @app.callback()

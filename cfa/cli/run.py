@@ -17,6 +17,7 @@ from rich.live import Live
 from cfa.agents.reasoners import make_reasoner
 from cfa.agents.reasoners.base import Reasoner
 from cfa.audit import AuditError, AuditStore
+from cfa.audit.records import market_to_dict
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
@@ -144,6 +145,7 @@ async def _run(
 ) -> tuple[list[MarketSummary], Session]:
     await exchange.start()
     markets = await exchange.get_markets()
+    config = {**config, "markets": [market_to_dict(m) for m in markets]}
     run_id = store.start_run(config, ts_ms=round(exchange.clock.now() * 1000))
     session = Session(exchange, markets, pol, store, run_id)
     if agent is not None:

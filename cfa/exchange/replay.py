@@ -1,0 +1,276 @@
+"""Replay a recorded run from its audit store, as an :class:`~cfa.exchange.base.Exchange`.
+
+The stream yields every event the run's loops consumed (``market_events`` batches), merged
+across markets by time, with the clock at each event's time. Decisions that changed the quoting
+inputs are *controls* replayed at the moment they took effect: parameter changes by agents,
+governance and override expiry (not warm-up: the loop recomputes it), and trading-state changes
+made by people or agents (automatic ones — breakers, taper — the replayed risk gate recomputes).
+A control with time ``t`` for a market is applied after that market's events at ``t``.
+
+Orders never reach a venue: each call is answered as the venue answered the recorded run's
+call at that point in that market — the same order id for a placement (so the recorded fills
+find their orders), the same failure where the venue refused (a reject, a failed cancel).
+Comparing the orders the replay asks for with the recorded ones is the replay runner's job
+(:mod:`cfa.runtime.replay`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cfa.audit.queries import AuditReader
+from cfa.audit.records import MarketEvent, decode_event
+from cfa.core.types import (
+    BookSnapshot,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Position,
+    Price,
+    Qty,
+    Trade,
+)
+from cfa.exchange.base import ExchangeError, MarketNotFound, OrderNotFound
+
+AUTOMATIC_SOURCES = ("warmup", "breaker:", "close_taper", "feed_watchdog")
+EXCHANGE_CALLS = ("place", "amend", "cancel", "reject", "cancel_failed")
+"""``orders`` actions that were answers of the venue to one of our calls, in call order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A recorded change replayed at time ``ts``: a parameter (``kind="param"``) or a state."""
+
+    ts: float
+    market: str
+    kind: str
+    name: str
+    value: Any
+    source: str
+    reason: str
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+
+def _automatic(source: str) -> bool:
+    return any(source.startswith(s) for s in AUTOMATIC_SOURCES)
+
+
+class AuditReplayExchange:
+    """The recorded run ``run_id`` of the audit store at ``db``, replayed offline."""
+
+    def __init__(self, db: str | Path, run_id: str, markets: Sequence[MarketInfo]) -> None:
+        self.clock = _Clock()
+        self.db = Path(db)
+        self.run_id = run_id
+        self._markets = {m.ticker: m for m in markets}
+        self.on_control: Callable[[Control], None] | None = None
+        self._timeline: list[tuple[float, int, int, MarketEvent | Control]] = []
+        self._calls: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self._resting: dict[str, Order] = {}
+        self._fills: list[Fill] = []
+        self._next = 0
+        self._load()
+
+    def _load(self) -> None:
+        """Per market, events and controls in recorded (seq) order; markets merged by time.
+
+        A control row is written right after its market's batch of events is closed, so the
+        per-market seq order places it after exactly the events that preceded it.
+        """
+        per_market: dict[str, list[tuple[float, MarketEvent | Control]]] = defaultdict(list)
+        with AuditReader.open(self.db) as reader:
+            tables = ("market_events", "param_changes", "risk_events", "orders")
+            for table, row in reader.timeline(tables, run_id=self.run_id):
+                market = row["market"]
+                if table == "market_events":
+                    for item in row["payload"]["events"]:
+                        ev = decode_event(market, item)
+                        per_market[market].append((ev.ts, ev))
+                elif table == "param_changes" and not _automatic(row["source"]):
+                    ts = float((row.get("payload") or {}).get("ts", row["ts_ms"] / 1000))
+                    per_market[market].append(
+                        (
+                            ts,
+                            Control(
+                                ts,
+                                market,
+                                "param",
+                                row["param"],
+                                row["new"],
+                                row["source"],
+                                row["reason"] or "",
+                            ),
+                        )
+                    )
+                elif table == "risk_events" and row["kind"] == "trading_state":
+                    detail = row.get("detail") or {}
+                    source = str(detail.get("source", ""))
+                    if not _automatic(source):
+                        ts = float(detail.get("ts", row["ts_ms"] / 1000))
+                        c = Control(
+                            ts,
+                            market,
+                            "state",
+                            "state",
+                            row["state"],
+                            source,
+                            str(detail.get("reason", "")),
+                        )
+                        per_market[market].append((ts, c))
+                elif table == "orders" and row["action"] in EXCHANGE_CALLS:
+                    self._calls[market].append(row)
+        streams = [
+            [(ts, m, i, item) for i, (ts, item) in enumerate(items)]
+            for m, items in sorted(per_market.items())
+        ]
+        self._timeline = [
+            (ts, 0, i, item) for ts, _, i, item in heapq.merge(*streams, key=lambda x: (x[0], x[1]))
+        ]
+
+    # -- Exchange ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def get_markets(self, tickers: Sequence[str] | None = None) -> list[MarketInfo]:
+        return [m for t, m in self._markets.items() if tickers is None or t in tickers]
+
+    async def get_market(self, ticker: str) -> MarketInfo:
+        try:
+            return self._markets[ticker]
+        except KeyError:
+            raise MarketNotFound(f"unknown market {ticker!r}") from None
+
+    async def get_orderbook(self, ticker: str) -> BookSnapshot:
+        raise ExchangeError(
+            "a replay cannot fetch a fresh book; the recorded stream carries resyncs"
+        )
+
+    async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
+        return []
+
+    async def stream(self, tickers: Sequence[str]) -> AsyncIterator[Any]:
+        wanted = set(tickers)
+        for ts, _, _, item in self._timeline:
+            if isinstance(item, Control):
+                self.clock.t = ts
+                if self.on_control is not None and (item.market in wanted or item.market == ""):
+                    self.on_control(item)
+                continue
+            if item.ticker not in wanted:
+                continue
+            self.clock.t = ts
+            if isinstance(item, Fill):
+                self._on_recorded_fill(item)
+            elif (
+                isinstance(item, Order)
+                and item.order_id in self._resting
+                and item.status is not OrderStatus.RESTING
+            ):
+                self._resting.pop(item.order_id, None)
+            yield item
+
+    def _on_recorded_fill(self, f: Fill) -> None:
+        self._fills.append(f)
+        o = self._resting.get(f.order_id)
+        if o is None:
+            return
+        left = o.remaining_count - f.count
+        if left <= 0:
+            self._resting.pop(o.order_id)
+        else:
+            self._resting[o.order_id] = replace(
+                o, remaining_count=left, fill_count=o.fill_count + f.count
+            )
+
+    def _answer(self, market: str, failure: str) -> dict[str, Any] | None:
+        """The recorded answer to our next call in ``market``; raise it if it was a failure."""
+        calls = self._calls[market]
+        row = calls.popleft() if calls else None
+        if row is not None and row["action"] == failure:
+            reason = str(row.get("reason") or "")
+            raise ExchangeError(f"recorded failure: {reason}", code=reason.split(":", 1)[0] or None)
+        return row
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        row = self._answer(request.ticker, "reject")
+        if row is not None and row["action"] == "place" and row["order_id"]:
+            oid = str(row["order_id"])
+        else:
+            self._next += 1
+            oid = f"replay-{self._next}"
+        o = Order(
+            oid,
+            request.client_order_id,
+            request.ticker,
+            request.side,
+            request.price,
+            request.count,
+            request.count,
+            0,
+            OrderStatus.RESTING,
+            self.clock.t,
+        )
+        self._resting[oid] = o
+        return o
+
+    async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
+        o = self._resting.get(order_id)
+        self._answer(o.ticker if o is not None else "", "reject")
+        if o is None:
+            raise OrderNotFound(f"no resting order {order_id}")
+        new = replace(
+            o,
+            price=price,
+            initial_count=count,
+            remaining_count=count - o.fill_count,
+            ts=self.clock.t,
+        )
+        self._resting[order_id] = new
+        return new
+
+    async def cancel_order(self, order_id: str) -> Order:
+        o = self._resting.get(order_id)
+        if o is not None:
+            self._answer(o.ticker, "cancel_failed")
+        o = self._resting.pop(order_id, None)
+        if o is None:
+            raise OrderNotFound(f"no resting order {order_id}")
+        return replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t)
+
+    async def cancel_all(self, ticker: str | None = None) -> list[Order]:
+        out = []
+        for oid in [k for k, o in self._resting.items() if ticker is None or o.ticker == ticker]:
+            o = self._resting.pop(oid)
+            out.append(replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t))
+        return out
+
+    async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
+        return [o for o in self._resting.values() if ticker is None or o.ticker == ticker]
+
+    async def get_fills(self, ticker: str | None = None) -> list[Fill]:
+        return [f for f in self._fills if ticker is None or f.ticker == ticker]
+
+    async def get_positions(self) -> list[Position]:
+        return []
+
+    async def get_balance(self) -> Decimal:
+        return Decimal(0)

@@ -1,0 +1,251 @@
+"""Offline replays of a recorded run: exact, decisions, counterfactual.
+
+Never touches an exchange; never calls a live LLM unless one is named.
+
+* :func:`replay_exact` re-runs the recorded market events through the same market loops, quoting
+  core and risk gate, with the recorded decisions applied when they took effect
+  (:class:`cfa.exchange.replay.AuditReplayExchange`), and compares every order action the replay
+  takes with the recorded ones, market by market.
+* :func:`replay_decisions` re-feeds each recorded market-agent context to another reasoner (or
+  prompt) and diffs the tool calls.
+* :func:`replay_counterfactual` re-runs a simulated session from its seed with another reasoner
+  and compares the outcomes side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfa.agents.reasoners.base import Reasoner, ReasonRequest
+from cfa.agents.tools import MARKET_TOOLS
+from cfa.audit import AuditError, AuditStore
+from cfa.audit.queries import AuditReader
+from cfa.audit.records import market_from_dict
+from cfa.core.types import TradingState
+from cfa.exchange.replay import AuditReplayExchange, Control
+from cfa.risk.policy import Policy
+from cfa.runtime.agents import load_prompt
+from cfa.runtime.session import MarketSummary, Session
+
+ORDER_ACTIONS = ("place", "amend", "cancel", "deny", "reject", "cancel_failed")
+
+
+class MemorySink:
+    """An in-memory row sink (for replays that must not write to the audit store)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    def append(self, table: str, row: Mapping[str, Any]) -> None:
+        self.rows.append((table, dict(row)))
+
+    def maybe_flush(self) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+def _run_config(db: Path, run_id: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    with AuditReader.open(db) as reader:
+        runs = reader.runs()
+        matches = [r for r in runs if r.run_id == run_id or r.run_id.startswith(run_id)]
+        if not matches:
+            raise AuditError(f"no run {run_id!r} in {db}")
+        if len(matches) > 1:
+            raise AuditError(f"run id prefix {run_id!r} is ambiguous in {db}")
+        r = matches[0]
+        return r.run_id, r.config, r.summary
+
+
+def _order_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["action"],
+        row["side"],
+        row["price"],
+        row["count"],
+        row.get("reason") if row["action"] == "deny" else None,
+    )
+
+
+@dataclass
+class ExactReport:
+    """How the replay's order actions compare with the recorded ones."""
+
+    run_id: str
+    compared: int = 0
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    per_market: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """market -> (recorded actions, replayed actions)."""
+    summaries: list[MarketSummary] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and all(a == b for a, b in self.per_market.values())
+
+
+async def replay_exact(db: Path, run_id: str) -> ExactReport:
+    """Re-run ``run_id`` from its recorded events and decisions; compare the order actions."""
+    run_id, config, _ = _run_config(db, run_id)
+    if "markets" not in config or "policy" not in config:
+        raise AuditError(
+            f"run {run_id} did not record its markets and policy; it cannot be replayed"
+        )
+    markets = [market_from_dict(m) for m in config["markets"]]
+    policy = Policy.model_validate(config["policy"])
+    ex = AuditReplayExchange(db, run_id, markets)
+    sink = MemorySink()
+    session = Session(ex, markets, policy, sink, f"replay-{run_id}")
+
+    def control(c: Control) -> None:
+        if c.kind == "param":
+            session.params.set(
+                c.market,
+                c.name,
+                float(c.value),
+                source=f"replay:{c.source}",
+                reason=c.reason,
+                now=c.ts,
+            )
+        else:
+            session.states.set(
+                c.market or None,
+                TradingState(c.value),
+                source=f"replay:{c.source}",
+                reason=c.reason,
+            )
+
+    ex.on_control = control
+    summaries = await session.run(govern=False)
+    recorded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    with AuditReader.open(db) as reader:
+        for row in reader.rows("orders", run_id=run_id):
+            if row["action"] in ORDER_ACTIONS:
+                recorded[row["market"]].append(_order_key(row))
+    replayed: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for table, row in sink.rows:
+        if table == "orders" and row["action"] in ORDER_ACTIONS:
+            replayed[row["market"]].append(_order_key(row))
+    report = ExactReport(run_id, summaries=summaries)
+    for market in sorted(set(recorded) | set(replayed)):
+        a, b = recorded[market], replayed[market]
+        report.per_market[market] = (len(a), len(b))
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            report.compared += 1
+            if x != y:
+                report.mismatches.append(
+                    {"market": market, "index": i, "recorded": list(x), "replayed": list(y)}
+                )
+                break
+    return report
+
+
+@dataclass(frozen=True)
+class DecisionDiff:
+    decision_id: str
+    market: str
+    ts_ms: int
+    recorded: list[dict[str, Any]]
+    replayed: list[dict[str, Any]]
+    error: str | None
+
+    @property
+    def same(self) -> bool:
+        return self.recorded == self.replayed
+
+
+def _calls(calls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for c in calls:
+        try:
+            args = json.loads(c["arguments"]) if isinstance(c["arguments"], str) else c["arguments"]
+        except json.JSONDecodeError:
+            args = {"_raw": c["arguments"]}
+        if isinstance(args, dict):
+            args = {k: v for k, v in args.items() if k not in ("rationale", "reason")}
+        out.append({"name": c["name"], "arguments": args})
+    return out
+
+
+async def replay_decisions(
+    db: Path, run_id: str, reasoner: Reasoner, prompt: str | None = None
+) -> list[DecisionDiff]:
+    """Re-feed every recorded market-agent context (first attempt) to ``reasoner``.
+
+    Tool calls are compared by name and arguments, rationale text aside.
+    """
+    run_id, _, _ = _run_config(db, run_id)
+    text = prompt if prompt is not None else load_prompt("market_agent")[0]
+    out: list[DecisionDiff] = []
+    with AuditReader.open(db) as reader:
+        rows = [r for r in reader.rows("decisions", run_id=run_id) if r["agent"] == "market"]
+    for row in rows:
+        p = row["payload"]
+        if p.get("phase", "decision") != "decision" or not p.get("context"):
+            continue
+        responses = p.get("responses") or []
+        recorded = _calls(responses[0]["calls"]) if responses else []
+        resp = await reasoner.reason(
+            ReasonRequest(
+                role="market",
+                market=row["market"],
+                system_prompt=text,
+                context=p["context"],
+                tools=MARKET_TOOLS,
+            )
+        )
+        replayed = _calls([{"name": c.name, "arguments": c.arguments} for c in resp.calls])
+        out.append(
+            DecisionDiff(
+                p["decision_id"], row["market"], row["ts_ms"], recorded, replayed, resp.error
+            )
+        )
+    return out
+
+
+async def replay_counterfactual(
+    db: Path, run_id: str, reasoner: Reasoner, out_db: Path | None = None
+) -> dict[str, Any]:
+    """Re-run the simulated session of ``run_id`` from its seed with ``reasoner``.
+
+    Returns ``{"original": [...], "counterfactual": [...], "run_id": new_run_id}`` with one
+    summary dict per market each. Only simulator runs can be re-run from a seed.
+    """
+    from cfa.exchange.sim import SimExchange
+
+    run_id, config, summary = _run_config(db, run_id)
+    if config.get("exchange") != "sim":
+        raise AuditError(
+            f"run {run_id} was not on the simulator; replay it with --mode exact or decisions"
+        )
+    policy = Policy.model_validate(config["policy"])
+    ex = SimExchange.from_scenarios(
+        config["scenarios"], seed=int(config["seed"]), duration=float(config["duration_s"])
+    )
+    await ex.start()
+    target = out_db or Path(tempfile.mkdtemp()) / "counterfactual.db"
+    store = AuditStore.open(target)
+    new_run = store.start_run(
+        {
+            **config,
+            "counterfactual_of": run_id,
+            "reasoner": {"name": reasoner.name, "model": reasoner.model},
+        }
+    )
+    session = Session(ex, await ex.get_markets(), policy, store, new_run)
+    session.attach_agents(reasoner, interval_s=float(config.get("agent_interval_s", 60.0)))
+    rows = await session.run(govern=False)
+    store.end_run(new_run, {"markets": [r.as_dict() for r in rows]})
+    store.close()
+    return {
+        "run_id": new_run,
+        "db": str(target),
+        "original": (summary or {}).get("markets", []),
+        "counterfactual": [r.as_dict() for r in rows],
+    }
