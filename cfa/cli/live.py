@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,7 +27,7 @@ def _money(d: Decimal) -> str:
 
 def live_table(session: Session, wide: bool = True) -> Table:
     """One row per market: mid, our quotes, inventory, PnL, γ, σ, state (+ last decision)."""
-    t = Table(header_style="bold", pad_edge=False)
+    t = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, collapse_padding=not wide)
     for col, justify, width in [
         ("market", "left", 12),
         ("state", "left", 7),
@@ -40,7 +41,9 @@ def live_table(session: Session, wide: bool = True) -> Table:
         ("γ", "right", 5),
         ("σ", "right", 7),
         ("last decision", "left", 0),
-    ][: None if wide else -1]:
+    ]:
+        if not wide and col in ("real $", "last decision"):
+            continue
         last = col == "last decision"
         t.add_column(
             col,
@@ -48,7 +51,7 @@ def live_table(session: Session, wide: bool = True) -> Table:
             no_wrap=True,
             overflow="ellipsis",
             min_width=width or None,
-            max_width=48 if last else (28 if col == "market" else None),
+            max_width=48 if last else ((28 if wide else 20) if col == "market" else None),
         )
     for ticker, loop in session.loops.items():
         mp = session.params.get(ticker)
@@ -69,7 +72,7 @@ def live_table(session: Session, wide: bool = True) -> Table:
             f"{mp.sigma:.3g}",
             _short("" if session.agents is None else session.agents.last_rationale.get(ticker, "")),
         ]
-        t.add_row(*(cells if wide else cells[:-1]))
+        t.add_row(*(cells if wide else cells[:7] + cells[8:-1]))
     return t
 
 
@@ -81,6 +84,7 @@ class LiveView:
     ) -> None:
         self.session = session
         self.wide = width >= 140
+        self.width = width
         self.start_ts = start_ts
         self.duration = duration
         self.progress = Progress(
@@ -96,7 +100,16 @@ class LiveView:
         s = self.session
         done = min(max(s.now - self.start_ts, 0.0), self.duration) if s.now else 0.0
         self.progress.update(self.task, completed=done, events=f"{s.events:,}")
-        return Group(live_table(s, self.wide), self.progress)
+        parts: list[RenderableType] = [live_table(s, self.wide)]
+        if not self.wide and s.agents is not None and s.agents.last_rationale:
+            notes = Table.grid(padding=(0, 1))
+            notes.add_column(no_wrap=True, style="bold")
+            notes.add_column(no_wrap=True, overflow="ellipsis", max_width=self.width - 20)
+            for ticker, text in s.agents.last_rationale.items():
+                notes.add_row(ticker[:18], text)
+            parts.append(notes)
+        parts.append(self.progress)
+        return Group(*parts)
 
 
 def summary_table(rows: list[MarketSummary]) -> Table:
