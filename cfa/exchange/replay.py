@@ -40,7 +40,7 @@ from cfa.core.types import (
 )
 from cfa.exchange.base import ExchangeError, MarketNotFound, OrderNotFound
 
-AUTOMATIC_SOURCES = ("warmup", "breaker:", "close_taper", "feed_watchdog")
+AUTOMATIC_SOURCES = ("warmup", "calibration", "breaker:", "close_taper", "feed_watchdog")
 EXCHANGE_CALLS = ("place", "amend", "cancel", "reject", "cancel_failed")
 """``orders`` actions that were answers of the venue to one of our calls, in call order."""
 
@@ -56,6 +56,23 @@ class Control:
     value: Any
     source: str
     reason: str
+
+
+def _as_answered(o: Order, row: dict[str, Any] | None) -> Order:
+    """``o`` as the venue described it in the recorded answer (remaining count and status).
+
+    The venue may know of fills the stream has not delivered yet; echoing its recorded answer
+    keeps the replayed loop's view identical to the original's.
+    """
+    if row is None or row.get("count") is None or row.get("status") is None:
+        return o
+    remaining = int(row["count"])
+    return replace(
+        o,
+        remaining_count=remaining,
+        fill_count=o.initial_count - remaining,
+        status=OrderStatus(row["status"]),
+    )
 
 
 class _Clock:
@@ -212,8 +229,9 @@ class AuditReplayExchange:
 
     async def place_order(self, request: OrderRequest) -> Order:
         row = self._answer(request.ticker, "reject")
-        if row is not None and row["action"] == "place" and row["order_id"]:
-            oid = str(row["order_id"])
+        recorded = row is not None and row["action"] == "place" and row["order_id"]
+        if recorded:
+            oid = str(row["order_id"])  # type: ignore[index]
         else:
             self._next += 1
             oid = f"replay-{self._next}"
@@ -229,12 +247,14 @@ class AuditReplayExchange:
             OrderStatus.RESTING,
             self.clock.t,
         )
-        self._resting[oid] = o
+        o = _as_answered(o, row if recorded else None)
+        if o.status is OrderStatus.RESTING:
+            self._resting[oid] = o
         return o
 
     async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
         o = self._resting.get(order_id)
-        self._answer(o.ticker if o is not None else "", "reject")
+        row = self._answer(o.ticker if o is not None else "", "reject")
         if o is None:
             raise OrderNotFound(f"no resting order {order_id}")
         new = replace(
@@ -244,7 +264,11 @@ class AuditReplayExchange:
             remaining_count=count - o.fill_count,
             ts=self.clock.t,
         )
-        self._resting[order_id] = new
+        new = _as_answered(new, row if row is not None and row["action"] == "amend" else None)
+        if new.status is OrderStatus.RESTING:
+            self._resting[order_id] = new
+        else:
+            self._resting.pop(order_id, None)
         return new
 
     async def cancel_order(self, order_id: str) -> Order:

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from cfa.runtime.recorder import Recorder
 
 
+CALIBRATE_S = 60.0
+"""How often k is re-fitted from public trades, seconds."""
 TICK_S = 0.1
 """Estimators and the requote check run on a change of the touch (ours excluded), inventory,
 parameters or trading state, and otherwise at most every ``TICK_S`` seconds."""
@@ -90,7 +92,9 @@ class MarketLoop:
         self.vol = LogitVolatility(min_samples=policy.warmup.min_samples)
         self.fill_rates = FillRates()
         self.markouts = Markouts()
-        self.intensity = TradingIntensity()
+        self.intensity = TradingIntensity(
+            step=min(r.step for r in market.price_ranges) / PRICE_SCALE
+        )
         self.regime = RegimeMonitor()
         self._flow = 0.0
         self.account = Book()
@@ -114,6 +118,7 @@ class MarketLoop:
         self._order_times: deque[float] = deque()
         self._error_times: deque[float] = deque()
         self._next_risk_check = -math.inf
+        self._next_calibration = -math.inf
         self._placed_at: dict[Side, float] = {Side.BID: -math.inf, Side.ASK: -math.inf}
 
     # -- events --------------------------------------------------------------------------------
@@ -193,6 +198,9 @@ class MarketLoop:
         if t >= self._next_risk_check:
             self._next_risk_check = t + 1.0
             self._risk_tick(t)
+            if t >= self._next_calibration:
+                self._next_calibration = t + CALIBRATE_S
+                self._calibrate(t)
         tstate = self.states.effective(self.ticker)
         if tstate is TradingState.HALTED:
             if self.resting[Side.BID] is not None or self.resting[Side.ASK] is not None:
@@ -346,6 +354,25 @@ class MarketLoop:
             0.0 if ask is None else collateral(Side.ASK, ask.price, ask.remaining_count),
         )
         self.portfolio.update(self.ticker, self.market.event_ticker, risk)
+
+    def _calibrate(self, t: float) -> None:
+        """Re-fit the intensity decay k from public trades (within the policy's k bounds).
+
+        k is not an agent parameter: it is measured. A change smaller than 10 % is ignored so
+        the quote does not jitter with estimation noise.
+        """
+        fit = self.intensity.fit(t)
+        if fit is None:
+            return
+        A, k = fit
+        b = self.policy.params.k
+        k = min(max(k, b.min), b.max)
+        current = self.params.get(self.ticker).k
+        if abs(k / current - 1.0) > 0.1:
+            reason = f"fit of λ(δ)=A·exp(−kδ) to public trades: A={A:.3g}/s, k={k:.4g}/$"
+            self.params.set(
+                self.ticker, "k", float(f"{k:.4g}"), source="calibration", reason=reason, now=t
+            )
 
     def _on_error(self, t: float, exc: ExchangeError) -> None:
         self._error_times.append(t)
