@@ -1,0 +1,1037 @@
+"""``KalshiFeedExchange``: replay a recorded Kalshi WebSocket feed as an :class:`Exchange`.
+
+Input: a JSON Lines file of Kalshi's own WebSocket frames, one per line, each with the time the
+recorder received it: ``{"type", "sid", "seq", "msg", "recv_ts"}`` (``recv_ts`` in epoch
+seconds), as :func:`cfa.exchange.captures.write_ws_frames` writes them. ``orderbook_snapshot``,
+``orderbook_delta``, ``trade`` and ``ticker`` frames are market data (parsed with
+:mod:`cfa.exchange.kalshi.frames`); every other frame (``subscribed``, ``ok``, ...) is control
+traffic and is skipped. Nothing here touches a network.
+
+**Stream.** :meth:`KalshiFeedExchange.stream` yields the file's snapshots, deltas and trades in
+file order (``ticker`` frames are not cfa events: they are read, kept as
+:meth:`~KalshiFeedExchange.last_ticker`, and used by the fill model, but not yielded), with our
+own order updates and fills interleaved at the moment they happen. One replay per exchange: the
+file is read once, by one stream at a time.
+
+**Clock and timestamps.** The clock is the frame's *receive* time (``recv_ts``), held monotone
+(a frame received "earlier" than the one before it, which the recorder's clock occasionally
+reports right after a subscription, does not move the clock back). Every yielded event is
+re-stamped with that clock (``ev.ts == clock.now()``), Kalshi's ``ts_ms`` is not used, because
+(1) snapshots carry no exchange time at all, so the receive time is the only clock every frame
+shares; (2) a mix of two clocks (Kalshi's runs about 0.3 s ahead of the recorder's) would make
+event times go backwards; and (3) the receive time is when a live loop would have seen the
+frame and acted on it, which is what the replay should reproduce.
+
+**Sequence numbers and gaps.** The exchange keeps its own copy of each recorded book
+(:class:`cfa.core.book.OrderBook`, on Kalshi's ``seq``) and, for the stream, numbers book events
+per market itself: its book deltas (recorded ones and those of our own orders) count up by one
+from the last snapshot's ``seq``, so a consumer's book never sees a gap. When the *recording*
+has a gap (a Kalshi ``seq`` that is not the previous one plus one) or an inconsistent delta (a
+level that would go negative), the delta is applied to the exchange's own book anyway (a level
+that would go negative is removed), the book re-bases on the delta's ``seq``, and instead of
+the delta the stream yields a fresh :class:`BookSnapshot` of that book (with our resting orders)
+— what a venue sends on a resync. :attr:`KalshiFeedExchange.gaps` counts them per market.
+Deltas that come before a market's first snapshot are skipped (there is no book to apply them
+to). A snapshot in the file (a reconnection, or Kalshi's post-close snapshot) replaces the book.
+
+**Our orders** never reach a venue; they rest locally. The recorded book does not contain them
+and the recording does not react to them. Book deltas carrying our ``client_order_id`` show
+them in the streamed book (as :class:`cfa.exchange.sim.SimExchange` does), so a consumer's book
+is "recorded book + our orders" and :meth:`get_orderbook` returns the same. Prices must be on
+the market's grid (``invalid_price``); a post-only order that would cross the recorded book or
+our own opposite order is rejected (``post_only_cross``); ``reduce_only`` cuts the size to the
+position; orders after the market's close are rejected (``market_closed``) and resting ones are
+cancelled when the clock passes the close. Placing again with a known client order id returns
+that order as it is now. Order ids are ``feed-o00000001``…, fill ids ``feed-f00000001``….
+
+**The fill assumption** (queue position is unknown in a recording, and nobody in the recording
+traded with us). A resting order fills, fully, at its own price, as a maker (the series' maker
+fee: zero for ``quadratic`` series such as KXBTC15M), only when the recording shows that a
+counterparty would have reached it *through* its price:
+
+* *book trade-through*: our bid at ``p`` fills when the recorded best ask falls strictly below
+  ``p`` (our ask at ``p``: when the recorded best bid rises strictly above ``p``) — someone is
+  then willing to sell below our bid, so they would have hit us first;
+* *trade-through*: a recorded ``trade`` at a price strictly below our bid (above our ask) fills
+  ``min(remaining, trade count)``: whoever sold there would have sold to our better bid first;
+* *ticker trade-through* (``ticker_trades=True``, the default; the captures have no ``trade``
+  channel): when a ``ticker`` update shows the traded volume grew by ``dv`` since the market's
+  previous ``ticker`` and its last trade price is strictly through our price, the order fills
+  ``min(remaining, dv)`` — but only if it has rested at that price since before that previous
+  ``ticker`` (the trade may have happened anywhere in between).
+
+Touching is not enough: a trade or a best price *at* our price leaves us behind an unknown
+queue, so we assume we did not fill (pessimistic for fill counts, and so for rebates and
+spread capture; optimistic in that nothing that trades through ever misses us and fills have
+no adverse price beyond ``p``). ``fill_model="touch"`` turns every "strictly" above into "at or
+through" (front-of-queue, an optimistic bound). Liquidity we take or fill against is not removed
+from the recorded book. A non-post-only order that crosses takes the recorded liquidity it
+crosses at the recorded prices (taker fee) and rests the rest.
+
+**Accounting** follows :class:`cfa.exchange.sim.account.Account` (Kalshi collateral rules,
+average-cost realised PnL, fees apart). At the end of the file every resting order is cancelled;
+a market whose result is known (``results=``, or the metadata file) is settled and a
+:class:`Settlement` is yielded; otherwise positions are marked to the last two-sided recorded
+mid (:meth:`KalshiFeedExchange.pnl`).
+
+**Market metadata** (:class:`MarketInfo`), first that applies: ``markets=``; the metadata file
+beside the frames (:func:`metadata_path`: ``<name>.markets.json``, written by
+:func:`write_feed` from the capture's ``watch_market`` events); the ticker itself (Kalshi's
+``SERIES-YYMMMDDHHMM-…`` names the close in US Eastern time); else a close one day after the
+file's last frame. Unless the metadata file says otherwise: price structure
+``tapered_deci_cent`` (what the KXBTC15M captures show: a $0.001 grid below $0.10 and above
+$0.90, $0.01 between) and fee type ``quadratic`` with multiplier 1 (takers pay, makers do not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import re
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.grid import PriceGrid
+from cfa.core.types import (
+    ONE_DOLLAR,
+    BookDelta,
+    BookSnapshot,
+    CfaValueError,
+    FeeSchedule,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Outcome,
+    Position,
+    Price,
+    Qty,
+    Settlement,
+    Side,
+    Trade,
+)
+from cfa.exchange.base import (
+    Clock,
+    Event,
+    ExchangeError,
+    MarketNotFound,
+    OrderNotFound,
+    OrderRejected,
+)
+from cfa.exchange.kalshi import frames
+from cfa.exchange.kalshi.frames import Ticker
+from cfa.exchange.sim.account import Account
+from cfa.exchange.sim.clock import SimClock
+
+try:  # orjson parses the ~100k lines of a capture window about 3x faster than json
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_CASH",
+    "FILL_MODELS",
+    "FeedPnL",
+    "KalshiFeedExchange",
+    "close_ts_from_ticker",
+    "market_info_for",
+    "metadata_path",
+    "read_metadata",
+    "write_feed",
+]
+
+FILL_MODELS = ("through", "touch")
+"""``through``: fill only when the recording trades through our price (default); ``touch``:
+also when it reaches our price (front of the queue)."""
+
+DEFAULT_CASH = Decimal(10_000)
+"""Starting balance in dollars."""
+
+YIELD_EVERY = 256
+"""The stream awaits ``asyncio.sleep(0)`` at least this often, so other tasks run."""
+
+DEFAULT_STRUCTURE = "tapered_deci_cent"
+DEFAULT_FEE = FeeSchedule(fee_type="quadratic", multiplier=Decimal(1))
+
+_ET = ZoneInfo("America/New_York")
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+    )
+}
+_TICKER_TIME = re.compile(r"^[A-Z0-9]+-(\d{2})([A-Z]{3})(\d{2})(\d{2})(\d{2})(?:-|$)")
+
+
+# -- market metadata -----------------------------------------------------------------------------
+
+
+def close_ts_from_ticker(ticker: str) -> float | None:
+    """The close time Kalshi encodes in a ticker (``KXBTC15M-26MAY140045-45`` → 2026-05-14
+    00:45 US Eastern = 04:45 UTC), epoch seconds; ``None`` when the ticker has no such part."""
+    m = _TICKER_TIME.match(ticker)
+    if m is None or m.group(2) not in _MONTHS:
+        return None
+    yy, mon, dd, hh, mm = m.groups()
+    try:
+        dt = datetime(2000 + int(yy), _MONTHS[mon], int(dd), int(hh), int(mm), tzinfo=_ET)
+    except ValueError:
+        return None
+    return dt.timestamp()
+
+
+def market_info_for(
+    ticker: str,
+    *,
+    close_ts: float,
+    strike: float | None = None,
+    open_ts: float = 0.0,
+    structure: str = DEFAULT_STRUCTURE,
+    fee: FeeSchedule = DEFAULT_FEE,
+) -> MarketInfo:
+    """A :class:`MarketInfo` for a recorded market (series and event from the ticker)."""
+    parts = ticker.split("-")
+    series = parts[0]
+    event = "-".join(parts[:2]) if len(parts) > 2 else ticker
+    title = f"{series} above {strike:,.2f}" if strike is not None else ticker
+    return MarketInfo(
+        ticker=ticker,
+        event_ticker=event,
+        series_ticker=series,
+        title=title,
+        price_ranges=PriceGrid.from_structure(structure).ranges,
+        close_ts=close_ts,
+        open_ts=open_ts,
+        price_level_structure=structure,
+        fee=fee,
+        subtitle="" if strike is None else f"strike {strike}",
+    )
+
+
+def metadata_path(frames_path: Path | str) -> Path:
+    """Where the metadata of a frames file lives: ``x.jsonl`` → ``x.markets.json``."""
+    p = Path(frames_path)
+    return p.with_name(p.name.split(".", 1)[0] + ".markets.json")
+
+
+def read_metadata(path: Path | str) -> tuple[list[MarketInfo], dict[str, Outcome]]:
+    """Read a metadata file: ``{"markets": [{"ticker", "close_time" | "close_ts", "strike"?,
+    "result"?, "price_level_structure"?, "fee_type"?, "fee_multiplier"?}]}``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    infos: list[MarketInfo] = []
+    results: dict[str, Outcome] = {}
+    for i, m in enumerate(data.get("markets", [])):
+        ticker = m.get("ticker")
+        if not isinstance(ticker, str) or not ticker:
+            raise CfaValueError(f"{path}: markets[{i}].ticker missing")
+        if m.get("close_ts") is not None:
+            close = float(m["close_ts"])
+        elif m.get("close_time"):
+            close = frames.parse_rfc3339(m["close_time"], f"markets[{i}].close_time")
+        else:
+            guess = close_ts_from_ticker(ticker)
+            if guess is None:
+                raise CfaValueError(f"{path}: markets[{i}]: no close_time")
+            close = guess
+        fee = FeeSchedule(
+            fee_type=str(m.get("fee_type") or DEFAULT_FEE.fee_type),
+            multiplier=Decimal(str(m.get("fee_multiplier", DEFAULT_FEE.multiplier))),
+        )
+        infos.append(
+            market_info_for(
+                ticker,
+                close_ts=close,
+                strike=float(m["strike"]) if m.get("strike") is not None else None,
+                structure=str(m.get("price_level_structure") or DEFAULT_STRUCTURE),
+                fee=fee,
+            )
+        )
+        if m.get("result") in ("yes", "no"):
+            results[ticker] = Outcome(m["result"])
+    return infos, results
+
+
+def _dataset_markets(dataset: Path) -> list[dict[str, Any]]:
+    """``watch_market`` payloads of a capture dataset (ticker, close_time, strike), in order."""
+    seen: dict[str, dict[str, Any]] = {}
+    root = dataset / "raw_events"
+    for path in sorted(root.glob("type=watch_market/**/*.ndjson*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                p = obj.get("payload_json") or {}
+                t = p.get("market_ticker") or obj.get("market_ticker")
+                if not t:
+                    continue
+                entry = seen.setdefault(t, {"ticker": t})
+                if p.get("close_time"):
+                    entry["close_time"] = p["close_time"]
+                if isinstance(p.get("strike"), int | float):
+                    entry["strike"] = p["strike"]
+    return list(seen.values())
+
+
+def _known_results(captures_dir: Path) -> dict[str, str]:
+    """Market results from the ``kxbtc15m_market_result_cache_*.json`` files beside the data."""
+    out: dict[str, str] = {}
+    for p in sorted(captures_dir.glob("*market_result_cache*.json")):
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            for t, v in data.items():
+                if isinstance(v, dict) and v.get("result") in ("yes", "no"):
+                    out[t] = v["result"]
+    return out
+
+
+def write_feed(dataset: Path | str, out: Path | str) -> tuple[int, Path]:
+    """Convert one capture dataset to a frames file ``out`` plus its metadata file.
+
+    Frames come from :func:`cfa.exchange.captures.write_ws_frames`; the metadata file
+    (:func:`metadata_path`) lists each recorded market with the ``close_time`` and ``strike`` of
+    its ``watch_market`` event, the series' terms (``tapered_deci_cent``, ``quadratic`` fees), and
+    its ``result`` when a result cache beside the datasets knows it. Returns (frames written,
+    metadata path). Both files hold or describe licensed data: write them outside the repo.
+    """
+    from cfa.exchange.captures import write_ws_frames
+
+    ds = Path(dataset)
+    n = write_ws_frames(ds, out)
+    results = _known_results(ds.parent)
+    markets = _dataset_markets(ds)
+    for m in markets:
+        m["price_level_structure"] = DEFAULT_STRUCTURE
+        m["fee_type"] = DEFAULT_FEE.fee_type
+        m["fee_multiplier"] = str(DEFAULT_FEE.multiplier)
+        if m["ticker"] in results:
+            m["result"] = results[m["ticker"]]
+    meta = metadata_path(out)
+    meta.write_text(
+        json.dumps({"dataset": ds.name, "markets": markets}, indent=1) + "\n", encoding="utf-8"
+    )
+    return n, meta
+
+
+# -- accounting summary --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPnL:
+    """Our result in one market. Money in dollars, sizes in contracts.
+
+    ``marked_pnl`` = realised − fees + the open position valued at ``mark`` (the settlement
+    value when settled, else the last two-sided recorded mid; at cost when there is none).
+    """
+
+    ticker: str
+    fills: int
+    volume: float
+    fees: Decimal
+    realized_pnl: Decimal
+    marked_pnl: Decimal
+    position: float
+    max_abs_position: float
+    mark: float | None
+    settled: Outcome | None
+
+
+# -- the exchange --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Own:
+    order_id: str
+    client_order_id: str
+    ticker: str
+    side: Side
+    price: Price
+    initial: Qty
+    remaining: Qty
+    filled: Qty
+    status: OrderStatus
+    ts: float
+    post_only: bool
+    since: float
+    """When the order started resting at its current price (for the ticker fill rule)."""
+
+    def record(self) -> Order:
+        return Order(
+            self.order_id,
+            self.client_order_id,
+            self.ticker,
+            self.side,
+            self.price,
+            self.initial,
+            self.remaining,
+            self.filled,
+            self.status,
+            self.ts,
+        )
+
+
+@dataclass(slots=True)
+class _Market:
+    info: MarketInfo
+    grid: PriceGrid
+    book: OrderBook
+    out_seq: int = 0
+    started: bool = False
+    gaps: int = 0
+    last_ticker: Ticker | None = None
+    prev_ticker_t: float | None = None
+    last_mid: float | None = None
+    trades: deque[Trade] = field(default_factory=lambda: deque(maxlen=200))
+    max_abs_pos: Qty = 0
+    settled: Outcome | None = None
+    ticker_checks: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+
+class KalshiFeedExchange:
+    """Replays a JSONL of Kalshi WebSocket frames; implements :class:`cfa.exchange.base.Exchange`.
+
+    ``path``: the frames file (see the module doc). ``markets``: :class:`MarketInfo` of the
+    markets to expose (default: every market with a snapshot in the file, described by the
+    metadata file, the ticker, or a fallback; see the module doc). ``fill_model``: ``"through"``
+    (default) or ``"touch"`` (:data:`FILL_MODELS`). ``ticker_trades``: also infer trades from the
+    ``ticker`` channel's volume. ``results``: known outcomes (``{"TICKER": "yes"}``), settled at
+    the end of the file. ``cash``: starting balance in dollars.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        markets: Sequence[MarketInfo] | None = None,
+        fill_model: str = "through",
+        ticker_trades: bool = True,
+        results: Mapping[str, Outcome | str] | None = None,
+        cash: Decimal | int | str = DEFAULT_CASH,
+    ) -> None:
+        if fill_model not in FILL_MODELS:
+            raise ValueError(f"fill_model must be one of {FILL_MODELS}, got {fill_model!r}")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no frames file {self.path}")
+        self.fill_model = fill_model
+        self.ticker_trades = ticker_trades
+        self._touch = fill_model == "touch"
+        tickers, first_ts, last_ts = self._prescan()
+        self._clock = SimClock(first_ts)
+        self.clock: Clock = self._clock
+        """Receive time of the last frame read (before the stream: of the first frame)."""
+        self.account = Account(Decimal(cash))
+        meta_results: dict[str, Outcome] = {}
+        infos: dict[str, MarketInfo] = {}
+        if markets is not None:
+            infos = {m.ticker: m for m in markets}
+        else:
+            meta = metadata_path(self.path)
+            if meta.is_file():
+                listed, meta_results = read_metadata(meta)
+                infos = {m.ticker: m for m in listed}
+            for t in tickers:
+                if t not in infos:
+                    close = close_ts_from_ticker(t)
+                    infos[t] = market_info_for(
+                        t, close_ts=close if close is not None else last_ts + 86_400.0
+                    )
+        self._results: dict[str, Outcome] = dict(meta_results)
+        for t, r in (results or {}).items():
+            self._results[t] = Outcome(r)
+        self._markets: dict[str, _Market] = {
+            t: _Market(info, PriceGrid(info.price_ranges), OrderBook(t))
+            for t, info in infos.items()
+        }
+        self._orders: dict[str, _Own] = {}
+        self._resting: dict[str, _Own] = {}
+        self._by_coid: dict[str, _Own] = {}
+        self._next_order = 1
+        self._next_fill = 1
+        self._pending: deque[Event] = deque()
+        self._streaming = False
+        self._replayed = False
+        self.frames_read = 0
+        """Frames read from the file so far (control frames included)."""
+        self.events_emitted = 0
+        """Events the stream has yielded so far."""
+
+    # -- feed-only helpers ----------------------------------------------------------------------
+
+    @property
+    def tickers(self) -> list[str]:
+        """The markets this exchange exposes."""
+        return list(self._markets)
+
+    @property
+    def gaps(self) -> dict[str, int]:
+        """Resyncs per market: recorded sequence gaps or inconsistent deltas (see module doc)."""
+        return {t: m.gaps for t, m in self._markets.items()}
+
+    @property
+    def finished(self) -> bool:
+        """True once the whole file has been replayed."""
+        return self._replayed
+
+    def ticker_agreement(self, ticker: str) -> tuple[int, int, int]:
+        """How the replayed book agreed with Kalshi's ``ticker`` updates, checked as each
+        arrived (both two-sided): (updates checked, best bid and ask equal, both within $0.01)."""
+        n, exact, near = self._market(ticker).ticker_checks
+        return n, exact, near
+
+    def last_ticker(self, ticker: str) -> Ticker | None:
+        """The last ``ticker`` update read for a market (Kalshi's own top of book)."""
+        return self._market(ticker).last_ticker
+
+    def recorded_book(self, ticker: str) -> OrderBook:
+        """The recorded book as replayed so far (without our orders). Do not modify."""
+        return self._market(ticker).book
+
+    def result(self, ticker: str) -> Outcome | None:
+        """The market's known outcome (settled at the end of the file), else None."""
+        return self._results.get(ticker)
+
+    def mark(self, ticker: str) -> float | None:
+        """The last two-sided recorded mid, in dollars (None before the book is two-sided)."""
+        return self._market(ticker).last_mid
+
+    def pnl(self, ticker: str) -> FeedPnL:
+        """Our fills, volume, fees and PnL in one market (see :class:`FeedPnL`)."""
+        m = self._market(ticker)
+        fills = [f for f in self.account.fills if f.ticker == ticker]
+        p = self.account.positions.get(ticker)
+        pos = p.position if p is not None else 0
+        realized = p.realized if p is not None else Decimal(0)
+        fees = p.fees if p is not None else Decimal(0)
+        if m.settled is not None:
+            mark: float | None = 1.0 if m.settled is Outcome.YES else 0.0
+        else:
+            mark = m.last_mid
+        unreal = Decimal(0)
+        if p is not None and pos:
+            value = p.basis if mark is None else Decimal(repr(mark)) * pos / 100
+            unreal = value - p.basis
+        return FeedPnL(
+            ticker=ticker,
+            fills=len(fills),
+            volume=sum(f.count for f in fills) / 100,
+            fees=fees,
+            realized_pnl=realized,
+            marked_pnl=(realized + unreal - fees).quantize(Decimal("0.0001")),
+            position=pos / 100,
+            max_abs_position=m.max_abs_pos / 100,
+            mark=mark,
+            settled=m.settled,
+        )
+
+    # -- the Exchange interface -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Nothing to open; idempotent."""
+
+    async def close(self) -> None:
+        """Nothing to release; idempotent. Resting orders stay (the runtime cancels first)."""
+
+    async def get_markets(self, tickers: Sequence[str] | None = None) -> list[MarketInfo]:
+        if tickers is None:
+            return [m.info for m in self._markets.values()]
+        return [self._market(t).info for t in tickers]
+
+    async def get_market(self, ticker: str) -> MarketInfo:
+        return self._market(ticker).info
+
+    async def get_orderbook(self, ticker: str) -> BookSnapshot:
+        """Recorded book plus our resting orders, with the stream's current ``seq``."""
+        m = self._market(ticker)
+        return self._merged(m, m.out_seq)
+
+    async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
+        trades = self._market(ticker).trades
+        return list(trades)[-limit:] if limit > 0 else []
+
+    async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
+        """Replay the file once (see the module doc); events of ``tickers`` only."""
+        want = {self._market(t).info.ticker for t in tickers}
+        if self._streaming or self._replayed:
+            raise ExchangeError("the feed is replayed once, by one stream", code="stream_busy")
+        self._streaming = True
+        pending = self._pending
+        n = 0
+        try:
+            with self.path.open("rb") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    self._frame(line)
+                    while pending:
+                        ev = pending.popleft()
+                        if ev.ticker in want:
+                            self.events_emitted += 1
+                            yield ev
+                        n += 1
+                        if n >= YIELD_EVERY:
+                            n = 0
+                            await asyncio.sleep(0)
+            self._finish()
+            while pending:
+                ev = pending.popleft()
+                if ev.ticker in want:
+                    self.events_emitted += 1
+                    yield ev
+        finally:
+            self._streaming = False
+            self._replayed = True
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        known = self._by_coid.get(request.client_order_id)
+        if known is not None:
+            return known.record()
+        m = self._open_market(request.ticker)
+        self._check_price(m, request.price)
+        side = Side(request.side)
+        count = request.count
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise OrderRejected(
+                f"count must be a positive integer, got {count!r}", code="invalid_order_size"
+            )
+        if request.reduce_only:
+            pos = self.account.position(m.info.ticker)
+            allowed = max(-pos, 0) if side is Side.BID else max(pos, 0)
+            if allowed == 0:
+                raise OrderRejected(
+                    f"{request.ticker}: reduce-only {side} with position {pos}", code="reduce_only"
+                )
+            count = min(count, allowed)
+        crosses = self._crosses(m, side, request.price)
+        if request.post_only and crosses:
+            raise OrderRejected(
+                f"{request.ticker}: post-only {side} at {request.price} would cross",
+                code="post_only_cross",
+            )
+        cost = self.account.opening_cost(request.ticker, side, request.price, count)
+        if cost > self.account.cash:
+            raise OrderRejected(
+                f"needs ${cost}, balance is ${self.account.cash}", code="insufficient_balance"
+            )
+        t = self._clock.now()
+        oid = f"feed-o{self._next_order:08d}"
+        self._next_order += 1
+        o = _Own(
+            oid,
+            request.client_order_id,
+            request.ticker,
+            side,
+            request.price,
+            count,
+            count,
+            0,
+            OrderStatus.RESTING,
+            t,
+            request.post_only,
+            t,
+        )
+        self._orders[oid] = o
+        self._by_coid[o.client_order_id] = o
+        if crosses:
+            self._take(m, o)
+        if o.remaining > 0:
+            self._rest(m, o)
+        self._pending.append(o.record())
+        return o.record()
+
+    async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
+        """New price and/or total ``count`` (filled + resting); a post-only order may not cross."""
+        o = self._resting_order(order_id)
+        m = self._open_market(o.ticker)
+        self._check_price(m, price)
+        if isinstance(count, bool) or not isinstance(count, int) or count <= o.filled:
+            raise OrderRejected(
+                f"count {count!r} must exceed the filled {o.filled}", code="invalid_order_size"
+            )
+        if price != o.price and o.post_only and self._crosses(m, o.side, price, exclude=o):
+            raise OrderRejected(
+                f"{o.ticker}: post-only {o.side} at {price} would cross", code="post_only_cross"
+            )
+        t = self._clock.now()
+        self._own_delta(m, o, -o.remaining)
+        if price != o.price:
+            o.since = t
+        o.price = price
+        o.initial = count
+        o.remaining = count - o.filled
+        o.ts = t
+        self._own_delta(m, o, o.remaining)
+        if not o.post_only and self._crosses(m, o.side, price, exclude=o):
+            self._own_delta(m, o, -o.remaining)
+            self._take(m, o)
+            if o.remaining:
+                self._own_delta(m, o, o.remaining)
+            else:
+                self._resting.pop(o.order_id, None)
+        self._pending.append(o.record())
+        return o.record()
+
+    async def cancel_order(self, order_id: str) -> Order:
+        o = self._resting_order(order_id)
+        self._cancel(self._market(o.ticker), o)
+        return o.record()
+
+    async def cancel_all(self, ticker: str | None = None) -> list[Order]:
+        if ticker is not None:
+            self._market(ticker)
+        out: list[Order] = []
+        for o in [o for o in self._resting.values() if ticker is None or o.ticker == ticker]:
+            self._cancel(self._market(o.ticker), o)
+            out.append(o.record())
+        return out
+
+    async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
+        if ticker is not None:
+            self._market(ticker)
+        src = self._resting if resting_only else self._orders
+        return [o.record() for o in src.values() if ticker is None or o.ticker == ticker]
+
+    async def get_fills(self, ticker: str | None = None) -> list[Fill]:
+        if ticker is None:
+            return list(self.account.fills)
+        self._market(ticker)
+        return [f for f in self.account.fills if f.ticker == ticker]
+
+    async def get_positions(self) -> list[Position]:
+        return [self.account.snapshot(t) for t in self._markets if t in self.account.positions]
+
+    async def get_balance(self) -> Decimal:
+        return self.account.cash
+
+    # -- reading the file -----------------------------------------------------------------------
+
+    def _prescan(self) -> tuple[list[str], float, float]:
+        """Markets with a snapshot (in order of appearance), first and last receive times."""
+        tickers: dict[str, None] = {}
+        first = last = None
+        with self.path.open("rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                is_snap = b"orderbook_snapshot" in line
+                if first is None or is_snap:
+                    frame = _loads(line)
+                    if not isinstance(frame, dict):
+                        raise CfaValueError(f"{self.path}: a line is not a JSON object")
+                    if first is None and isinstance(frame.get("recv_ts"), int | float):
+                        first = float(frame["recv_ts"])
+                    if frame.get("type") == "orderbook_snapshot":
+                        msg = frame.get("msg") or {}
+                        t = msg.get("market_ticker") or msg.get("ticker")
+                        if isinstance(t, str):
+                            tickers.setdefault(t)
+                last_line = line
+        if first is None:
+            raise CfaValueError(f"{self.path}: no frames with recv_ts")
+        end = _loads(last_line).get("recv_ts")
+        last = float(end) if isinstance(end, int | float) else first
+        return list(tickers), first, max(first, last)
+
+    def _frame(self, line: bytes) -> None:
+        """Read one frame: move the clock, update the book, run the fill model, queue events."""
+        frame = _loads(line)
+        self.frames_read += 1
+        if not isinstance(frame, dict):
+            raise CfaValueError(f"{self.path}: a line is not a JSON object")
+        ftype = frame.get("type")
+        if ftype not in frames.MARKET_DATA_TYPES:
+            return
+        recv = frame.get("recv_ts")
+        if not isinstance(recv, int | float) or isinstance(recv, bool):
+            raise CfaValueError(f"{self.path}: {ftype} frame without recv_ts")
+        self._clock.advance_to(float(recv))
+        now = self._clock.now()
+        rec = frames.parse_frame(frame, recv_ts=now)
+        if rec is None:  # pragma: no cover - MARKET_DATA_TYPES always parse
+            return
+        m = self._markets.get(rec.ticker)
+        if m is None:
+            return
+        self._close_if_due(m, now)
+        if isinstance(rec, BookDelta):
+            self._on_delta(m, rec, now)
+        elif isinstance(rec, BookSnapshot):
+            m.book.apply_snapshot(rec)
+            m.started = True
+            m.out_seq += 1
+            self._pending.append(self._merged(m, m.out_seq, now))
+            self._after_book(m, now)
+        elif isinstance(rec, Trade):
+            tr = replace(rec, ts=now)
+            m.trades.append(tr)
+            self._pending.append(tr)
+            self._trade_through(m, tr.price, tr.count, now, None)
+        elif isinstance(rec, Ticker):
+            self._on_ticker(m, rec, now)
+
+    def _on_delta(self, m: _Market, d: BookDelta, now: float) -> None:
+        if not m.started:
+            return  # no snapshot yet: nothing to apply it to
+        try:
+            m.book.apply_delta(d)
+        except BookSequenceError:
+            self._lenient(m, d, now)
+            m.gaps += 1
+            m.out_seq += 1
+            self._pending.append(self._merged(m, m.out_seq, now))
+            self._after_book(m, now)
+            return
+        # fills first: the counterparty that moved the book would have reached us first
+        self._after_book(m, now)
+        m.out_seq += 1
+        self._pending.append(BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None))
+
+    @staticmethod
+    def _lenient(m: _Market, d: BookDelta, now: float) -> None:
+        """Apply ``d`` whatever its ``seq``; a level that would go negative is removed."""
+        b = m.book
+        yes, no = dict(b.yes), dict(b.no)
+        ladder = yes if d.outcome is Outcome.YES else no
+        size = ladder.get(d.price, 0) + d.delta
+        if size > 0:
+            ladder[d.price] = size
+        else:
+            ladder.pop(d.price, None)
+        b.apply_snapshot(
+            BookSnapshot(
+                b.ticker, d.seq, now, tuple(sorted(yes.items())), tuple(sorted(no.items()))
+            )
+        )
+
+    def _on_ticker(self, m: _Market, tk: Ticker, now: float) -> None:
+        b = m.book
+        bb, ba = b.best_bid(), b.best_ask()
+        if None not in (tk.yes_bid, tk.yes_ask, bb, ba):
+            off = max(abs(bb - tk.yes_bid), abs(ba - tk.yes_ask))  # type: ignore[operator]
+            c = m.ticker_checks
+            c[0] += 1
+            c[1] += off == 0
+            c[2] += off <= ONE_DOLLAR // 100
+        prev = m.last_ticker
+        prev_t = m.prev_ticker_t
+        m.last_ticker = tk
+        m.prev_ticker_t = now
+        if not self.ticker_trades or prev is None or prev_t is None:
+            return
+        if tk.volume is None or prev.volume is None or tk.last_price is None:
+            return
+        dv = tk.volume - prev.volume
+        if dv > 0:
+            self._trade_through(m, tk.last_price, dv, now, prev_t)
+
+    def _after_book(self, m: _Market, now: float) -> None:
+        """Track the mark; fill our orders the recorded book now trades through."""
+        b = m.book
+        bb, ba = b.best_bid(), b.best_ask()
+        if bb is not None and ba is not None and bb < ba:
+            m.last_mid = (bb + ba) / (2 * ONE_DOLLAR)
+        if not self._resting:
+            return
+        touch = self._touch
+        for o in [o for o in self._resting.values() if o.ticker == m.info.ticker]:
+            if o.side is Side.BID:
+                hit = ba is not None and (ba < o.price or (touch and ba == o.price))
+            else:
+                hit = bb is not None and (bb > o.price or (touch and bb == o.price))
+            if hit:
+                self._maker_fill(m, o, o.remaining, now)
+
+    def _trade_through(
+        self, m: _Market, price: Price, count: Qty, now: float, rested_before: float | None
+    ) -> None:
+        """A print at ``price`` of ``count``: fill our orders it trades through (module doc)."""
+        if not self._resting:
+            return
+        touch = self._touch
+        for o in [o for o in self._resting.values() if o.ticker == m.info.ticker]:
+            if rested_before is not None and o.since > rested_before:
+                continue
+            if o.side is Side.BID:
+                hit = price < o.price or (touch and price == o.price)
+            else:
+                hit = price > o.price or (touch and price == o.price)
+            if hit and count > 0:
+                n = min(o.remaining, count)
+                count -= n
+                self._maker_fill(m, o, n, now)
+
+    def _close_if_due(self, m: _Market, now: float) -> None:
+        if now >= m.info.close_ts and self._resting:
+            for o in [o for o in self._resting.values() if o.ticker == m.info.ticker]:
+                self._cancel(m, o)
+
+    def _finish(self) -> None:
+        """End of file: cancel what rests, settle markets whose result is known."""
+        now = self._clock.now()
+        for o in list(self._resting.values()):
+            self._cancel(self._markets[o.ticker], o)
+        for t, m in self._markets.items():
+            r = self._results.get(t)
+            if r is None or m.settled is not None:
+                continue
+            self.account.settle(t, r is Outcome.YES)
+            m.settled = r
+            self._pending.append(Settlement(t, r, now))
+
+    # -- our orders -----------------------------------------------------------------------------
+
+    def _market(self, ticker: str) -> _Market:
+        m = self._markets.get(ticker)
+        if m is None:
+            raise MarketNotFound(
+                f"no market {ticker!r} in {self.path.name}", code="market_not_found"
+            )
+        return m
+
+    def _open_market(self, ticker: str) -> _Market:
+        m = self._market(ticker)
+        if self._clock.now() >= m.info.close_ts or self._replayed:
+            raise OrderRejected(f"{ticker}: market is closed", code="market_closed")
+        return m
+
+    @staticmethod
+    def _check_price(m: _Market, price: Price) -> None:
+        if isinstance(price, bool) or not isinstance(price, int) or not m.grid.is_valid(price):
+            raise OrderRejected(
+                f"{m.info.ticker}: {price!r} is not a tradable price on "
+                f"{m.info.price_level_structure}",
+                code="invalid_price",
+            )
+
+    def _crosses(self, m: _Market, side: Side, price: Price, exclude: _Own | None = None) -> bool:
+        """Would an order at ``price`` trade on arrival (recorded book or our own orders)?"""
+        b = m.book
+        if side is Side.BID:
+            ba = b.best_ask()
+            if ba is not None and price >= ba:
+                return True
+        else:
+            bb = b.best_bid()
+            if bb is not None and price <= bb:
+                return True
+        for o in self._resting.values():
+            if o is exclude or o.ticker != m.info.ticker or o.side is side:
+                continue
+            if (side is Side.BID and price >= o.price) or (side is Side.ASK and price <= o.price):
+                return True
+        return False
+
+    def _take(self, m: _Market, o: _Own) -> None:
+        """A crossing non-post-only order takes recorded liquidity up to its price (taker)."""
+        b = m.book
+        if o.side is Side.BID:
+            levels = [(p, q) for p, q in b.asks(len(b.no)) if p <= o.price]
+        else:
+            levels = [(p, q) for p, q in b.bids(len(b.yes)) if p >= o.price]
+        now = self._clock.now()
+        for p, q in levels:
+            if o.remaining <= 0:
+                break
+            n = min(o.remaining, q)
+            self._book_fill(m, o, n, p, True, now)
+        if o.remaining == 0:
+            o.status = OrderStatus.EXECUTED
+
+    def _rest(self, m: _Market, o: _Own) -> None:
+        self._resting[o.order_id] = o
+        self._own_delta(m, o, o.remaining)
+
+    def _cancel(self, m: _Market, o: _Own) -> None:
+        self._own_delta(m, o, -o.remaining)
+        o.remaining = 0
+        o.status = OrderStatus.CANCELED
+        o.ts = self._clock.now()
+        self._resting.pop(o.order_id, None)
+        self._pending.append(o.record())
+
+    def _own_delta(self, m: _Market, o: _Own, delta: Qty) -> None:
+        if not delta or not m.started:
+            return
+        m.out_seq += 1
+        if o.side is Side.BID:
+            outcome, price = Outcome.YES, o.price
+        else:
+            outcome, price = Outcome.NO, ONE_DOLLAR - o.price
+        self._pending.append(
+            BookDelta(
+                o.ticker, m.out_seq, self._clock.now(), outcome, price, delta, o.client_order_id
+            )
+        )
+
+    def _maker_fill(self, m: _Market, o: _Own, count: Qty, now: float) -> None:
+        if count <= 0:
+            return
+        self._own_delta(m, o, -count)
+        self._book_fill(m, o, count, o.price, False, now)
+        if o.remaining == 0:
+            o.status = OrderStatus.EXECUTED
+            self._resting.pop(o.order_id, None)
+        self._pending.append(o.record())
+
+    def _book_fill(
+        self, m: _Market, o: _Own, count: Qty, price: Price, is_taker: bool, now: float
+    ) -> None:
+        o.remaining -= count
+        o.filled += count
+        o.ts = now
+        f = self.account.fill(
+            ticker=o.ticker,
+            order_id=o.order_id,
+            client_order_id=o.client_order_id,
+            side=o.side,
+            price=price,
+            count=count,
+            is_taker=is_taker,
+            fee_schedule=m.info.fee,
+            ts=now,
+        )
+        f = replace(f, fill_id=f"feed-f{self._next_fill:08d}")
+        self._next_fill += 1
+        self.account.fills[-1] = f
+        m.max_abs_pos = max(m.max_abs_pos, abs(f.post_position))
+        self._pending.append(f)
+
+    def _resting_order(self, order_id: str) -> _Own:
+        o = self._orders.get(order_id)
+        if o is None:
+            raise OrderNotFound(f"no order {order_id!r}", code="not_found")
+        if o.status is not OrderStatus.RESTING:
+            raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
+        return o
+
+    def _merged(self, m: _Market, seq: int, ts: float | None = None) -> BookSnapshot:
+        """The recorded book plus our resting orders, as a snapshot with ``seq``."""
+        yes, no = dict(m.book.yes), dict(m.book.no)
+        for o in self._resting.values():
+            if o.ticker != m.info.ticker or o.remaining <= 0:
+                continue
+            if o.side is Side.BID:
+                yes[o.price] = yes.get(o.price, 0) + o.remaining
+            else:
+                p = ONE_DOLLAR - o.price
+                no[p] = no.get(p, 0) + o.remaining
+        return BookSnapshot(
+            m.info.ticker,
+            seq,
+            self._clock.now() if ts is None else ts,
+            tuple(sorted(yes.items())),
+            tuple(sorted(no.items())),
+        )
