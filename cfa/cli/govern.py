@@ -193,7 +193,7 @@ def status(
                 }
             )
     frozen = _applied_freezes(db, run_id)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "market": m,
             "state": states.get(m, states.get("*", "ACTIVE")),
