@@ -21,6 +21,7 @@ from cfa.audit.records import market_to_dict
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
+from cfa.exchange.base import Exchange, ExchangeError
 from cfa.exchange.sim import DEFAULT_START_TS as SIM_EPOCH
 from cfa.exchange.sim import SimExchange, known_scenarios
 from cfa.risk.policy import Policy, PolicyError, load_policy
@@ -67,8 +68,20 @@ def run(
     no_agents: Annotated[
         bool, typer.Option("--no-agents", help="Quote with the policy defaults only.")
     ] = False,
+    exchange_name: Annotated[
+        str,
+        typer.Option("--exchange", help="sim (embedded simulator) or kalshi (CFA_KALSHI_* keys)."),
+    ] = "sim",
+    market: Annotated[
+        list[str] | None, typer.Option("--market", "-m", help="Kalshi ticker to trade (repeat).")
+    ] = None,
+    env_file: Annotated[
+        Path | None, typer.Option(help="KEY=value file with the CFA_KALSHI_* settings.")
+    ] = None,
 ) -> None:
-    """Run the simulator with one quoting loop per market, then print the summary."""
+    """Run one quoting loop per market (simulator by default, or Kalshi), then the summary."""
+    if exchange_name not in ("sim", "kalshi"):
+        raise fail(f"--exchange: use sim or kalshi, not {exchange_name!r}")
     seconds = parse_duration(duration)
     factor = parse_speed(speed)
     names = list(scenario) if scenario else list(DEFAULT_SCENARIOS)
@@ -87,20 +100,34 @@ def run(
             agent = make_reasoner(reasoner, model=model, base_url=base_url)
         except (ValueError, OSError) as exc:
             raise fail(str(exc)) from None
-    try:
-        exchange = SimExchange.from_scenarios(
-            chosen, seed=seed, start_ts=SIM_EPOCH, duration=seconds, speed=factor
-        )
-    except (CfaValueError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    exchange: Exchange
+    if exchange_name == "kalshi":
+        if not market:
+            raise fail("--exchange kalshi needs at least one --market TICKER (see `cfa markets`)")
+        from cfa.exchange.kalshi.adapter import KalshiExchange
+        from cfa.exchange.kalshi.settings import KalshiSettings, load_settings
+
+        try:
+            settings = load_settings(env_file) if env_file else KalshiSettings()
+            exchange = KalshiExchange.from_settings(settings)
+        except (ExchangeError, ValueError, OSError) as exc:
+            raise fail(str(exc)) from None
+        chosen = list(market)
+    else:
+        try:
+            exchange = SimExchange.from_scenarios(
+                chosen, seed=seed, start_ts=SIM_EPOCH, duration=seconds, speed=factor
+            )
+        except (CfaValueError, ValueError) as exc:
+            raise fail(str(exc)) from None
     try:
         store = AuditStore.open(db)
     except AuditError as exc:
         raise fail(str(exc)) from None
     console = Console(stderr=False)
     config = {
-        "exchange": "sim",
-        "scenarios": chosen,
+        "exchange": exchange_name,
+        "scenarios" if exchange_name == "sim" else "tickers": chosen,
         "seed": seed,
         "duration_s": seconds,
         "speed": speed,
@@ -113,6 +140,8 @@ def run(
         rows, session = asyncio.run(
             _run(exchange, store, pol, config, seconds, quiet, console, agent, interval)
         )
+    except ExchangeError as exc:
+        raise fail(f"exchange: {exc}") from None
     finally:
         store.close()
     console.print()
@@ -133,7 +162,7 @@ def run(
 
 
 async def _run(
-    exchange: SimExchange,
+    exchange: Exchange,
     store: AuditStore,
     pol: Policy,
     config: dict[str, object],
@@ -144,7 +173,9 @@ async def _run(
     interval: float,
 ) -> tuple[list[MarketSummary], Session]:
     await exchange.start()
-    markets = await exchange.get_markets()
+    tickers = config.get("tickers")
+    markets = await exchange.get_markets(tickers if isinstance(tickers, list) else None)
+    start_ts = exchange.clock.now()
     config = {**config, "markets": [market_to_dict(m) for m in markets]}
     run_id = store.start_run(config, ts_ms=round(exchange.clock.now() * 1000))
     session = Session(exchange, markets, pol, store, run_id)
@@ -154,12 +185,14 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, session.stop.set)
+    if config.get("exchange") != "sim":
+        loop.call_later(seconds, session.stop.set)  # a live feed never ends by itself
     wall0 = time.perf_counter()
     try:
         if quiet:
             rows = await session.run()
         else:
-            view = LiveView(session, SIM_EPOCH, seconds, console.width)
+            view = LiveView(session, start_ts, seconds, console.width)
             with Live(view.render(), console=console, auto_refresh=False, transient=False) as live:
                 task = asyncio.create_task(session.run())
                 while not task.done():

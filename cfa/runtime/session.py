@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -129,7 +129,6 @@ class Session:
         self.now = 0.0
         self.events = 0
         self.stop = asyncio.Event()
-        self.on_event: Callable[[Session], None] | None = None
         self.agents: AgentRuntime | None = None
         """The slow path; attach with :meth:`attach_agents` before :meth:`run`."""
         self.leftover_orders: int = 0
@@ -173,7 +172,16 @@ class Session:
             )
             background.append(asyncio.create_task(self._poll_governance()))
         try:
-            await self._consume(stream)
+            consume = asyncio.create_task(self._consume(stream))
+            stopped = asyncio.create_task(self.stop.wait())
+            await asyncio.wait({consume, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not consume.done():  # stopped while waiting for the next event
+                consume.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consume
+            else:
+                consume.result()
         finally:
             for task in background:
                 task.cancel()
@@ -190,7 +198,6 @@ class Session:
         loops = self.loops
         flush_every = self.flush_every
         agents = self.agents
-        n = 0
         next_check = -math.inf
         async for ev in stream:
             self.now = ev.ts
@@ -210,16 +217,12 @@ class Session:
                     loop.fail(exc)
                     with contextlib.suppress(Exception):
                         await loop.cancel_all("loop_failed")
-            n += 1
-            if n % flush_every == 0:
-                self.events = n
+            self.events += 1
+            if self.events % flush_every == 0:
                 self.recorder.flush_events()
                 self.sink.maybe_flush()
-                if self.on_event is not None:
-                    self.on_event(self)
             if self.stop.is_set():
                 break
-        self.events = n
 
     # -- portfolio breakers, the feed watchdog, governance from other processes ---------------
 

@@ -1,0 +1,750 @@
+"""``KalshiExchange``: Kalshi behind cfa's :class:`~cfa.exchange.base.Exchange` interface.
+
+REST (:mod:`~cfa.exchange.kalshi.rest`) for metadata, books, orders and the portfolio;
+WebSocket (:mod:`~cfa.exchange.kalshi.ws`) for :meth:`KalshiExchange.stream`. Units are cfa's
+(prices in $0.0001 units on the YES leg, counts in 0.01 contract, money in Decimal dollars,
+time in epoch seconds); orders go out through the V2 endpoints as ``bid``/``ask`` on the YES
+leg with dollar-string prices.
+
+Contracts beyond the interface:
+
+* **Sequence numbers.** Kalshi numbers frames per subscription; the stream renumbers book
+  events per market: a snapshot, then deltas at +1 each. A gap or a reconnect never reaches the
+  consumer as a gapped delta: the feed drops deltas until Kalshi's fresh snapshot arrives, and
+  that snapshot is emitted as a new :class:`BookSnapshot` (which the loop applies directly).
+  :meth:`get_orderbook` of a streamed market returns the book exactly as the consumer has
+  seen it (same ``seq``), so a consumer-side resync lines up with the next delta.
+* **Idempotent creates.** A create is retried only with its ``client_order_id``; when Kalshi
+  answers 409 (the first attempt had landed) or every attempt failed, the order is looked up by
+  its client order id — placing twice never makes two orders.
+* **Exchange-side kill switch.** With ``order_group_limit`` set (contracts per rolling 15 s),
+  :meth:`start` creates an order group and every order joins it; every order is also sent with
+  ``cancel_order_on_pause`` so Kalshi pulls it if the exchange pauses. :meth:`kill` deletes
+  the group (Kalshi cancels all its orders) and confirms with :meth:`cancel_all`.
+* **Start-up reconciliation.** :meth:`start` lists resting orders and positions into
+  :attr:`reconciliation`. Orders whose client order id starts with ``order_prefix`` are cfa's
+  leftovers from an earlier process: they are cancelled (``cancel_stale``). Any other resting
+  order is reported in ``reconciliation.unknown`` and left alone — :meth:`cancel_all` skips
+  it too — unless ``cancel_unknown``.
+* **cancel_all confirms.** It batch-cancels, lists resting orders again and repeats until none
+  of the targeted orders is left (or raises :class:`~errors.KalshiError`).
+* **Reconnects.** After a WebSocket reconnect the stream fetches fills and order states over
+  REST and emits the fills it had not seen (by fill id), so no fill is lost to a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.types import (
+    BookDelta,
+    BookSnapshot,
+    CfaValueError,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Outcome,
+    Position,
+    Price,
+    Qty,
+    Settlement,
+    Side,
+    Trade,
+    format_price,
+    format_qty,
+    parse_price,
+    parse_qty,
+)
+from cfa.exchange.base import Clock, Event, MarketNotFound, OrderNotFound
+from cfa.exchange.kalshi import frames
+from cfa.exchange.kalshi.auth import Signer, load_signer
+from cfa.exchange.kalshi.errors import (
+    KalshiError,
+    KalshiInvalidOrder,
+    KalshiNotFound,
+    KalshiServerError,
+)
+from cfa.exchange.kalshi.ratelimit import Budget, RateLimiter
+from cfa.exchange.kalshi.rest import KalshiRest
+from cfa.exchange.kalshi.settings import KalshiSettings
+from cfa.exchange.kalshi.ws import KalshiFeed
+
+log = logging.getLogger(__name__)
+
+_STATUS = {"resting": OrderStatus.RESTING, "canceled": OrderStatus.CANCELED}
+
+
+class WallClock:
+    """Wall time, epoch seconds."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+# -- Kalshi JSON → cfa records (orders, fills, positions) -----------------------------------------
+
+
+def _side(obj: Mapping[str, Any], what: str) -> Side:
+    """YES-leg side from ``book_side`` (current) or legacy ``side``/``action``."""
+    book = obj.get("book_side")
+    if book in ("bid", "ask"):
+        return Side(book)
+    side, action = obj.get("side"), obj.get("action")
+    if side in ("yes", "no") and action in ("buy", "sell"):
+        return Side.BID if (side == "yes") == (action == "buy") else Side.ASK
+    raise CfaValueError(f"{what}: no book_side (or side/action)")
+
+
+def _qty(obj: Mapping[str, Any], *keys: str, default: Qty | None = None) -> Qty:
+    for k in keys:
+        v = obj.get(k)
+        if v is not None:
+            return parse_qty(str(v), k)
+    if default is not None:
+        return default
+    raise CfaValueError(f"missing {' / '.join(keys)}")
+
+
+def _ts_of(obj: Mapping[str, Any], default: float) -> float:
+    for key in ("last_updated_ts_ms", "ts_ms", "created_ts_ms"):
+        if isinstance(obj.get(key), int):
+            return int(obj[key]) / 1000.0
+    for key in ("last_update_time", "created_time"):
+        if obj.get(key):
+            return float(frames.parse_rfc3339(obj[key], key))
+    if isinstance(obj.get("ts"), int):
+        return float(obj["ts"])
+    return default
+
+
+def parse_order(obj: Mapping[str, Any], *, now: float = 0.0) -> Order:
+    """A REST Order object or a ``user_order`` WS message → :class:`Order`."""
+    status = str(obj.get("status", "resting"))
+    ticker = obj.get("ticker") or obj.get("market_ticker")
+    if not isinstance(ticker, str):
+        raise CfaValueError("order: missing ticker")
+    remaining = _qty(obj, "remaining_count_fp", "remaining_count")
+    filled = _qty(obj, "fill_count_fp", "fill_count", default=0)
+    initial = _qty(obj, "initial_count_fp", "initial_count", default=remaining + filled)
+    price_key = "yes_price_dollars" if obj.get("yes_price_dollars") is not None else None
+    if price_key is None:
+        price = 10_000 - parse_price(str(obj["no_price_dollars"]), "no_price_dollars")
+    else:
+        price = parse_price(str(obj[price_key]), price_key)
+    return Order(
+        order_id=str(obj["order_id"]),
+        client_order_id=str(obj.get("client_order_id") or ""),
+        ticker=ticker,
+        side=_side(obj, "order"),
+        price=price,
+        initial_count=initial,
+        remaining_count=remaining,
+        fill_count=filled,
+        status=_STATUS.get(status, OrderStatus.EXECUTED),
+        ts=_ts_of(obj, now),
+    )
+
+
+def parse_fill(
+    obj: Mapping[str, Any], *, client_order_id: str = "", post_position: Qty | None = None
+) -> Fill:
+    """A ``fill`` WS message or a REST Fill → :class:`Fill` (fee from ``fee_cost`` dollars).
+
+    REST fills carry neither ``client_order_id`` (removed 2026-03) nor ``post_position_fp``:
+    pass them in when known."""
+    fid = obj.get("trade_id") or obj.get("fill_id")
+    if "yes_price_dollars" in obj:
+        price = parse_price(str(obj["yes_price_dollars"]), "yes_price_dollars")
+    else:
+        price = 10_000 - parse_price(str(obj["no_price_dollars"]), "no_price_dollars")
+    post = obj.get("post_position_fp")
+    return Fill(
+        fill_id=str(fid),
+        order_id=str(obj["order_id"]),
+        client_order_id=str(obj.get("client_order_id") or client_order_id),
+        ticker=str(obj.get("market_ticker") or obj.get("ticker")),
+        side=_side(obj, "fill"),
+        price=price,
+        count=_qty(obj, "count_fp", "count"),
+        fee=Decimal(str(obj.get("fee_cost") or "0")),
+        is_taker=bool(obj.get("is_taker")),
+        ts=_ts_of(obj, 0.0),
+        post_position=parse_qty(str(post)) if post is not None else (post_position or 0),
+    )
+
+
+@dataclass
+class Reconciliation:
+    """What :meth:`KalshiExchange.start` found on the account."""
+
+    resting: list[Order] = field(default_factory=list)
+    unknown: list[Order] = field(default_factory=list)
+    """Resting orders cfa did not place (left alone unless ``cancel_unknown``)."""
+    stale_canceled: list[Order] = field(default_factory=list)
+    """cfa's own leftovers from an earlier process, cancelled at start."""
+    positions: list[Position] = field(default_factory=list)
+    exchange_status: dict[str, Any] = field(default_factory=dict)
+
+
+class _StreamState:
+    """One open stream: its feed, per-market local seq, the consumer-side book mirrors."""
+
+    def __init__(self, feed: KalshiFeed, tickers: Sequence[str]) -> None:
+        self.feed = feed
+        self.tickers = set(tickers)
+        self.seq: dict[str, int] = dict.fromkeys(tickers, 0)
+        self.books: dict[str, OrderBook] = {t: OrderBook(t) for t in tickers}
+        self.served: dict[str, int] = {}
+        """Per market: seq of a snapshot served by get_orderbook; older deltas are skipped."""
+
+
+class KalshiExchange:
+    """Kalshi via REST v2 + WebSocket. Implements :class:`cfa.exchange.base.Exchange`.
+
+    Build with :meth:`from_settings` (environment) or pass URLs and a :class:`Signer`.
+    ``order_prefix``: client order ids cfa generates start with it (the session's ``cfa-``).
+    ``order_group_limit``: contracts per 15 s for the exchange-side kill switch (None: no group).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        ws_url: str,
+        signer: Signer,
+        *,
+        budget: Budget | None = None,
+        timeout: float = 5.0,
+        retries: int = 3,
+        order_prefix: str = "cfa-",
+        order_group_limit: int | None = 1000,
+        cancel_on_pause: bool = True,
+        cancel_stale: bool = True,
+        cancel_unknown: bool = False,
+        ws_backoff: float = 0.05,
+        ws_max_backoff: float = 5.0,
+        on_frame: Callable[[dict[str, Any], float], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.clock: Clock = clock or WallClock()
+        self.signer = signer
+        self.ws_url = ws_url
+        self.limiter = RateLimiter(budget)
+        self.rest = KalshiRest(
+            base_url, signer, limiter=self.limiter, timeout=timeout, retries=retries
+        )
+        self.order_prefix = order_prefix
+        self.order_group_limit = order_group_limit
+        self.cancel_on_pause = cancel_on_pause
+        self.cancel_stale = cancel_stale
+        self.cancel_unknown = cancel_unknown
+        self.ws_backoff = ws_backoff
+        self.ws_max_backoff = ws_max_backoff
+        self.on_frame = on_frame
+        self.order_group_id: str | None = None
+        self.reconciliation = Reconciliation()
+        self._started = False
+        self._orders: dict[str, Order] = {}
+        self._by_coid: dict[str, str] = {}
+        self._fills: dict[str, Fill] = {}
+        self._protected: set[str] = set()
+        self._fees: dict[str, tuple[str, Any]] = {}
+        self._streams: list[_StreamState] = []
+
+    def __repr__(self) -> str:
+        return f"KalshiExchange(base_url={self.rest.base_url!r}, signer={self.signer!r})"
+
+    @classmethod
+    def from_settings(cls, settings: KalshiSettings | None = None, **kw: Any) -> KalshiExchange:
+        """From ``CFA_KALSHI_*`` settings; :class:`~errors.KalshiAuthError` names what is
+        missing."""
+        s = settings or KalshiSettings()
+        return cls(s.rest_url, s.websocket_url, load_signer(s), **kw)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the exchange, reconcile orders and positions, create the order group.
+        Idempotent."""
+        if self._started:
+            return
+        rec = Reconciliation()
+        rec.exchange_status = await self.rest.get_exchange_status()
+        for o in await self.get_orders(None, resting_only=True):
+            rec.resting.append(o)
+            if o.client_order_id.startswith(self.order_prefix):
+                if self.cancel_stale:
+                    rec.stale_canceled.append(o)
+            else:
+                rec.unknown.append(o)
+        for o in rec.unknown:
+            log.warning(
+                "kalshi: resting order %s (%s %s %s @ %s) was not placed by cfa; %s",
+                o.order_id,
+                o.ticker,
+                o.side.value,
+                format_qty(o.remaining_count),
+                format_price(o.price),
+                "cancelling it" if self.cancel_unknown else "leaving it alone",
+            )
+            if not self.cancel_unknown:
+                self._protected.add(o.order_id)
+        doomed = [o.order_id for o in rec.stale_canceled]
+        if self.cancel_unknown:
+            doomed += [o.order_id for o in rec.unknown]
+        if doomed:
+            await self._cancel_ids(doomed)
+        rec.positions = await self.get_positions()
+        if self.order_group_limit is not None:
+            self.order_group_id = await self.rest.create_order_group(self.order_group_limit)
+        self.reconciliation = rec
+        self._started = True
+
+    async def close(self) -> None:
+        """Close feeds and the HTTP pool. Does not cancel orders (the runtime does first)."""
+        for st in list(self._streams):
+            await st.feed.close()
+        await self.rest.aclose()
+
+    async def kill(self) -> list[Order]:
+        """Exchange-side kill: delete the order group (Kalshi cancels its orders), then
+        :meth:`cancel_all` to confirm nothing is left."""
+        if self.order_group_id is not None:
+            with contextlib.suppress(KalshiNotFound):
+                await self.rest.delete_order_group(self.order_group_id)
+            self.order_group_id = None
+        return await self.cancel_all()
+
+    # -- markets -------------------------------------------------------------------------------
+
+    async def _fee_terms(self, series: str) -> tuple[str, Any]:
+        terms = self._fees.get(series)
+        if terms is None:
+            try:
+                data = await self.rest.request("GET", f"/series/{series}", auth=False)
+                s = data.get("series", data)
+                terms = (str(s.get("fee_type") or "quadratic"), s.get("fee_multiplier"))
+            except KalshiError:
+                terms = ("quadratic", None)
+            self._fees[series] = terms
+        return terms
+
+    async def _info(self, m: Mapping[str, Any]) -> MarketInfo:
+        series = str(m.get("series_ticker") or str(m["event_ticker"]).split("-", 1)[0])
+        fee_type, mult = await self._fee_terms(series)
+        return frames.parse_market(m, series_ticker=series, fee_type=fee_type, fee_multiplier=mult)
+
+    async def get_markets(self, tickers: Sequence[str] | None = None) -> list[MarketInfo]:
+        if tickers is None:
+            return [await self._info(m) for m in await self.rest.get_markets(status="open")]
+        wanted = list(dict.fromkeys(tickers))
+        found: dict[str, Mapping[str, Any]] = {}
+        for i in range(0, len(wanted), 100):
+            for m in await self.rest.get_markets(tickers=wanted[i : i + 100]):
+                found[m["ticker"]] = m
+        missing = [t for t in wanted if t not in found]
+        if missing:
+            raise MarketNotFound(f"no market {missing[0]!r}", code="market_not_found")
+        return [await self._info(found[t]) for t in wanted]
+
+    async def get_market(self, ticker: str) -> MarketInfo:
+        return await self._info(await self.rest.get_market(ticker))
+
+    async def get_orderbook(self, ticker: str) -> BookSnapshot:
+        """The full book. For a market an open stream carries: the book as its consumer has
+        seen it (same ``seq``), older buffered deltas then skipped. Otherwise REST (``seq`` 0)."""
+        for st in reversed(self._streams):
+            book = st.books.get(ticker)
+            if book is not None and book.synced:
+                st.served[ticker] = book.seq
+                return book.snapshot()
+        data = await self.rest.get_orderbook(ticker)
+        now = self.clock.now()
+        return frames.orderbook_snapshot({"market_ticker": ticker, **data}, seq=0, recv_ts=now)
+
+    async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
+        now = self.clock.now()
+        out = [
+            frames.trade(t, recv_ts=now) for t in await self.rest.get_trades(ticker, limit=limit)
+        ]
+        return sorted(out, key=lambda t: t.ts)
+
+    # -- orders --------------------------------------------------------------------------------
+
+    def _remember(self, o: Order) -> Order:
+        self._orders[o.order_id] = o
+        if o.client_order_id:
+            self._by_coid[o.client_order_id] = o.order_id
+        return o
+
+    async def _find_by_coid(self, ticker: str, coid: str) -> Order | None:
+        for o in await self.get_orders(ticker, resting_only=False):
+            if o.client_order_id == coid:
+                return o
+        return None
+
+    async def place_order(self, request: OrderRequest) -> Order:
+        """V2 create; idempotent on ``client_order_id`` (see the module docstring)."""
+        known = self._by_coid.get(request.client_order_id)
+        if known is not None:
+            return self._orders[known]
+        body: dict[str, Any] = {
+            "ticker": request.ticker,
+            "client_order_id": request.client_order_id,
+            "side": Side(request.side).value,
+            "count": format_qty(request.count),
+            "price": format_price(request.price),
+            "time_in_force": "good_till_canceled",
+            "self_trade_prevention_type": "taker_at_cross",
+            "post_only": bool(request.post_only),
+            "reduce_only": bool(request.reduce_only),
+            "cancel_order_on_pause": self.cancel_on_pause,
+        }
+        if self.order_group_id is not None:
+            body["order_group_id"] = self.order_group_id
+        try:
+            resp = await self.rest.create_order(body)
+        except KalshiInvalidOrder as exc:
+            if exc.status != 409:
+                raise
+            found = await self._find_by_coid(request.ticker, request.client_order_id)
+            if found is None:
+                raise
+            return self._remember(found)
+        except KalshiServerError:
+            # every attempt failed in transit: one of them may still have landed
+            found = await self._find_by_coid(request.ticker, request.client_order_id)
+            if found is None:
+                raise
+            return self._remember(found)
+        filled = _qty(resp, "fill_count_fp", "fill_count", default=0)
+        remaining = _qty(resp, "remaining_count_fp", "remaining_count", default=0)
+        if remaining > 0:
+            status = OrderStatus.RESTING
+        elif filled >= request.count:
+            status = OrderStatus.EXECUTED
+        else:
+            status = OrderStatus.CANCELED
+        ts = resp["ts_ms"] / 1000.0 if isinstance(resp.get("ts_ms"), int) else self.clock.now()
+        return self._remember(
+            Order(
+                order_id=str(resp["order_id"]),
+                client_order_id=request.client_order_id,
+                ticker=request.ticker,
+                side=Side(request.side),
+                price=request.price,
+                initial_count=request.count,
+                remaining_count=remaining,
+                fill_count=filled,
+                status=status,
+                ts=ts,
+            )
+        )
+
+    async def _known(self, order_id: str) -> Order:
+        o = self._orders.get(order_id)
+        if o is None:
+            o = self._remember(parse_order(await self.rest.get_order(order_id)))
+        return o
+
+    async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
+        """V2 amend: new price and new total ``count`` (filled + resting)."""
+        o = await self._known(order_id)
+        if o.status is not OrderStatus.RESTING:
+            raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
+        resp = await self.rest.amend_order(
+            order_id,
+            {
+                "ticker": o.ticker,
+                "side": o.side.value,
+                "price": format_price(price),
+                "count": format_qty(count),
+                "client_order_id": o.client_order_id,
+            },
+        )
+        filled = _qty(resp, "fill_count_fp", "fill_count", default=o.fill_count)
+        remaining = _qty(resp, "remaining_count_fp", "remaining_count", default=count - filled)
+        ts = resp["ts_ms"] / 1000.0 if isinstance(resp.get("ts_ms"), int) else self.clock.now()
+        return self._remember(
+            Order(
+                order_id=str(resp.get("order_id") or order_id),
+                client_order_id=o.client_order_id,
+                ticker=o.ticker,
+                side=o.side,
+                price=price,
+                initial_count=count,
+                remaining_count=remaining,
+                fill_count=filled,
+                status=OrderStatus.RESTING if remaining > 0 else OrderStatus.EXECUTED,
+                ts=ts,
+            )
+        )
+
+    def _canceled(self, o: Order, ts: float | None = None) -> Order:
+        return self._remember(
+            Order(
+                o.order_id,
+                o.client_order_id,
+                o.ticker,
+                o.side,
+                o.price,
+                o.initial_count,
+                0,
+                o.fill_count,
+                OrderStatus.CANCELED,
+                self.clock.now() if ts is None else ts,
+            )
+        )
+
+    async def cancel_order(self, order_id: str) -> Order:
+        """V2 cancel; :class:`OrderNotFound` for unknown or no longer resting orders."""
+        o = self._orders.get(order_id)
+        if o is not None and o.status is not OrderStatus.RESTING:
+            raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
+        try:
+            resp = await self.rest.cancel_order(order_id)
+        except KalshiNotFound:
+            if o is None:
+                raise
+            # our view said resting: a retried cancel whose first attempt landed, or Kalshi
+            # pulled it (pause, group trigger). Report the truth.
+            now = parse_order(await self.rest.get_order(order_id))
+            self._remember(now)
+            if now.status is OrderStatus.CANCELED:
+                return now
+            raise
+        if o is None:
+            o = await self._known(order_id)
+        ts = resp["ts_ms"] / 1000.0 if isinstance(resp.get("ts_ms"), int) else None
+        return self._canceled(o, ts)
+
+    async def _cancel_ids(self, ids: Sequence[str]) -> None:
+        for i in range(0, len(ids), 20):
+            await self.rest.batch_cancel(list(ids[i : i + 20]))
+
+    async def cancel_all(self, ticker: str | None = None, rounds: int = 4) -> list[Order]:
+        """Cancel every resting order (of ``ticker``) except protected unknown ones, and
+        confirm with Kalshi that none is left; returns the cancelled orders."""
+        if ticker is not None and ticker not in {o.ticker for o in self._orders.values()}:
+            await self.get_market(ticker)  # MarketNotFound for an unknown market
+        done: dict[str, Order] = {}
+        for _ in range(rounds):
+            targets = [
+                o
+                for o in await self.get_orders(ticker, resting_only=True)
+                if o.order_id not in self._protected
+            ]
+            if not targets:
+                return list(done.values())
+            await self._cancel_ids([o.order_id for o in targets])
+            for o in targets:
+                done[o.order_id] = self._canceled(o)
+        left = [
+            o
+            for o in await self.get_orders(ticker, resting_only=True)
+            if o.order_id not in self._protected
+        ]
+        if left:
+            raise KalshiError(
+                f"cancel_all: {len(left)} orders still resting after {rounds} rounds",
+                code="cancel_all_incomplete",
+            )
+        return list(done.values())
+
+    # -- portfolio -----------------------------------------------------------------------------
+
+    async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
+        raw = await self.rest.get_orders(ticker=ticker, status="resting" if resting_only else None)
+        now = self.clock.now()
+        out = [parse_order(o, now=now) for o in raw]
+        for o in out:
+            self._remember(o)
+        return sorted(out, key=lambda o: (o.ts, o.order_id))
+
+    async def get_fills(self, ticker: str | None = None) -> list[Fill]:
+        """Our fills, oldest first. Fills seen on the stream are returned as they were
+        (with their ``post_position``); others get it from the positions, counting back."""
+        raw = await self.rest.get_fills(ticker=ticker)
+        raw.sort(key=lambda f: _ts_of(f, 0.0))
+        positions = {p.ticker: p.position for p in await self.get_positions()}
+        running = dict(positions)
+        parsed: list[Fill] = []
+        for obj in reversed(raw):
+            t = str(obj.get("market_ticker") or obj.get("ticker"))
+            coid = self._coid_of(str(obj["order_id"]))
+            f = parse_fill(obj, client_order_id=coid, post_position=running.get(t, 0))
+            running[t] = running.get(t, 0) - f.side.sign * f.count
+            parsed.append(self._fills.get(f.fill_id, f))
+        parsed.reverse()
+        return parsed
+
+    def _coid_of(self, order_id: str) -> str:
+        o = self._orders.get(order_id)
+        return o.client_order_id if o is not None else ""
+
+    async def get_positions(self) -> list[Position]:
+        out = []
+        for p in await self.rest.get_positions():
+            out.append(
+                Position(
+                    ticker=str(p["ticker"]),
+                    position=_qty(p, "position_fp", "position"),
+                    realized_pnl=Decimal(str(p.get("realized_pnl_dollars") or "0")),
+                    fees_paid=Decimal(str(p.get("fees_paid_dollars") or "0")),
+                )
+            )
+        return out
+
+    async def get_balance(self) -> Decimal:
+        data = await self.rest.get_balance()
+        if data.get("balance_dollars") is not None:
+            return Decimal(str(data["balance_dollars"]))
+        return Decimal(int(data["balance"])) / 100
+
+    # -- stream --------------------------------------------------------------------------------
+
+    async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
+        """Snapshot first per market, then its events; resyncs and reconnects as described in
+        the module docstring. Ends when the caller closes it (or on :meth:`close`)."""
+        wanted = list(dict.fromkeys(tickers))
+        if not wanted:
+            return
+        feed = KalshiFeed(
+            self.ws_url,
+            self.signer,
+            wanted,
+            backoff=self.ws_backoff,
+            max_backoff=self.ws_max_backoff,
+            on_frame=self.on_frame,
+        )
+        st = _StreamState(feed, wanted)
+        self._streams.append(st)
+        held: dict[str, list[Event]] = {t: [] for t in wanted}
+        settled: set[str] = set()
+        await feed.start()
+        try:
+            await asyncio.wait_for(feed.ready.wait(), 30)
+            while True:
+                frame = await feed.get()
+                if frame is None:
+                    return
+                for ev in await self._events(st, frame, settled):
+                    t = ev.ticker
+                    book = st.books[t]
+                    if isinstance(ev, BookSnapshot):
+                        book.apply_snapshot(ev)
+                        st.served.pop(t, None)
+                        yield ev
+                        for h in held.pop(t, []):
+                            yield h
+                        continue
+                    if t in held:  # nothing before the market's first snapshot
+                        held[t].append(ev)
+                        continue
+                    if isinstance(ev, BookDelta):
+                        served = st.served.get(t)
+                        if served is not None and ev.seq <= served:
+                            continue  # already inside a snapshot get_orderbook handed out
+                        try:
+                            book.apply_delta(ev)
+                        except BookSequenceError as exc:
+                            log.warning("kalshi stream: %s; resyncing", exc)
+                            feed.resync(t)
+                            continue
+                    yield ev
+        finally:
+            self._streams.remove(st)
+            await feed.close()
+
+    async def _events(
+        self, st: _StreamState, frame: dict[str, Any], settled: set[str]
+    ) -> list[Event]:
+        ftype = frame.get("type")
+        now = self.clock.now()
+        try:
+            if ftype == "orderbook_snapshot":
+                snap = frames.orderbook_snapshot(frame, seq=0, recv_ts=now)
+                if snap.ticker not in st.tickers:
+                    return []
+                st.seq[snap.ticker] += 1
+                return [BookSnapshot(snap.ticker, st.seq[snap.ticker], snap.ts, snap.yes, snap.no)]
+            if ftype == "orderbook_delta":
+                d = frames.orderbook_delta(frame, seq=0, recv_ts=now)
+                if d.ticker not in st.tickers or d.ticker not in st.feed.synced:
+                    return []
+                st.seq[d.ticker] += 1
+                return [
+                    BookDelta(
+                        d.ticker,
+                        st.seq[d.ticker],
+                        d.ts,
+                        d.outcome,
+                        d.price,
+                        d.delta,
+                        d.client_order_id,
+                    )
+                ]
+            if ftype == "trade":
+                tr = frames.trade(frame, recv_ts=now)
+                return [tr] if tr.ticker in st.tickers else []
+            msg = frame.get("msg") or {}
+            if ftype == "fill":
+                coid = self._coid_of(str(msg.get("order_id")))
+                f = parse_fill(msg, client_order_id=coid)
+                if f.fill_id in self._fills:
+                    return []
+                self._fills[f.fill_id] = f
+                return [f] if f.ticker in st.tickers else []
+            if ftype == "user_order":
+                o = self._remember(parse_order(msg, now=now))
+                return [o] if o.ticker in st.tickers else []
+            if ftype == "market_lifecycle_v2":
+                t = msg.get("market_ticker")
+                result = msg.get("result")
+                if (
+                    msg.get("event_type") in ("determined", "settled")
+                    and result in ("yes", "no")
+                    and t in st.tickers
+                    and t not in settled
+                ):
+                    settled.add(t)
+                    ts = float(msg.get("determination_ts") or msg.get("settled_ts") or now)
+                    return [Settlement(t, Outcome(result), ts)]
+                return []
+            if ftype == "cfa_reconnected":
+                return await self._catch_up(st)
+        except (CfaValueError, KeyError, TypeError, ValueError) as exc:
+            log.warning("kalshi stream: malformed %s frame skipped: %s", ftype, exc)
+        return []
+
+    async def _catch_up(self, st: _StreamState) -> list[Event]:
+        """After a reconnect: the fills and order changes the dropped connection missed."""
+        out: list[Event] = []
+        try:
+            for f in await self.get_fills(None):
+                if f.fill_id not in self._fills and f.ticker in st.tickers:
+                    self._fills[f.fill_id] = f
+                    out.append(f)
+            before = {k: v for k, v in self._orders.items() if v.status is OrderStatus.RESTING}
+            now_resting = {o.order_id for o in await self.get_orders(None, resting_only=True)}
+            for oid, o in before.items():
+                if oid not in now_resting and o.ticker in st.tickers:
+                    out.append(self._remember(parse_order(await self.rest.get_order(oid))))
+        except KalshiError as exc:
+            log.warning("kalshi stream: catch-up after reconnect failed: %s", exc)
+        return out
+
+    # -- health --------------------------------------------------------------------------------
+
+    def feed_stats(self) -> list[Any]:
+        """Counters of the open feeds (gaps, resyncs, reconnects, dropped deltas)."""
+        return [st.feed.stats for st in self._streams]

@@ -1,0 +1,142 @@
+"""Client-side token buckets mirroring Kalshi's read and write budgets (reference §6).
+
+Kalshi bills every request in tokens (10 by default; a V2 cancel 2 per order, batched or not;
+a batch create 10 per order) against a **read** and a **write** bucket refilled at the tier's
+per-second budget. Spending client-side first keeps cfa from ever seeing the 429s.
+
+Cancels come first: a cancel waits only for its own tokens, while any other write must leave
+``cancel_reserve`` tokens in the write bucket and also waits while a cancel is queued. So when
+tokens are short, pulling quotes is never starved by placing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_COST = 10
+"""Tokens per request unless listed below."""
+CANCEL_COST = 2
+"""Tokens per cancelled order (V2 single or batch cancel)."""
+
+TIERS: dict[str, tuple[int, int]] = {
+    "basic": (200, 100),
+    "advanced": (300, 300),
+    "expert": (600, 600),
+    "premier": (1000, 1000),
+    "paragon": (2000, 2000),
+    "prime": (4000, 4000),
+    "prestige": (10000, 8000),
+}
+"""Per-second (read, write) token budgets per tier."""
+
+Kind = Literal["read", "write", "cancel"]
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``capacity``; ``clock`` is monotonic seconds."""
+
+    def __init__(
+        self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError("rate and capacity must be positive")
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self._clock = clock
+        self.tokens = float(capacity)
+        self._t = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._t) * self.rate)
+        self._t = now
+
+    def try_take(self, cost: float, reserve: float = 0.0) -> float:
+        """Take ``cost`` tokens if ``cost + reserve`` are there: return 0.0; else the seconds
+        to wait before trying again (nothing taken). A cost above capacity is capped to it."""
+        self._refill()
+        need = min(cost + reserve, self.capacity)
+        if self.tokens >= need:
+            self.tokens -= min(cost, self.capacity)
+            return 0.0
+        return (need - self.tokens) / self.rate
+
+    def drain(self) -> None:
+        """Empty the bucket (after a 429: the server's view is emptier than ours)."""
+        self._refill()
+        self.tokens = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Tier budgets: tokens per second and bucket capacity in seconds of budget."""
+
+    read_rate: float = 200.0
+    write_rate: float = 100.0
+    read_burst_s: float = 2.0
+    write_burst_s: float = 1.0
+
+    @classmethod
+    def tier(cls, name: str) -> Budget:
+        """Kalshi's published budget of a tier (``basic`` … ``prestige``)."""
+        read, write = TIERS[name.lower()]
+        low = name.lower() in ("basic", "advanced")
+        return cls(read, write, 2.0 if low else 1.0, 1.0 if name.lower() == "basic" else 2.0)
+
+
+class RateLimiter:
+    """Read and write buckets with cancel priority. ``acquire`` awaits until tokens are spent."""
+
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        *,
+        cancel_reserve: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        b = budget or Budget()
+        self.read = TokenBucket(b.read_rate, b.read_rate * b.read_burst_s, clock)
+        self.write = TokenBucket(b.write_rate, b.write_rate * b.write_burst_s, clock)
+        self.cancel_reserve = (
+            cancel_reserve if cancel_reserve is not None else 0.2 * self.write.capacity
+        )
+        self._cancels_waiting = 0
+        self.waited_s = 0.0
+        """Total seconds callers spent waiting for tokens (a health figure)."""
+
+    async def acquire(self, kind: Kind, cost: float = DEFAULT_COST) -> None:
+        """Spend ``cost`` tokens of the bucket for ``kind``; cancels are served first."""
+        if kind == "read":
+            await self._wait(lambda: self.read.try_take(cost))
+            return
+        if kind == "cancel":
+            self._cancels_waiting += 1
+            try:
+                await self._wait(lambda: self.write.try_take(cost))
+            finally:
+                self._cancels_waiting -= 1
+            return
+
+        def other() -> float:
+            if self._cancels_waiting:
+                return 0.005
+            return self.write.try_take(cost, self.cancel_reserve)
+
+        await self._wait(other)
+
+    async def _wait(self, attempt: Callable[[], float]) -> None:
+        while True:
+            wait = attempt()
+            if wait <= 0:
+                return
+            wait = min(max(wait, 0.001), 1.0)
+            self.waited_s += wait
+            await asyncio.sleep(wait)
+
+    def throttled(self, kind: Kind) -> None:
+        """Kalshi answered 429: empty that bucket so callers back off."""
+        (self.read if kind == "read" else self.write).drain()

@@ -1,0 +1,416 @@
+"""Async REST client for Kalshi Trade API v2 (current 2026 shapes), on :class:`httpx.AsyncClient`.
+
+Returns Kalshi's JSON objects as dicts (the adapter turns them into cfa records); raises the
+typed errors of :mod:`cfa.exchange.kalshi.errors`. Paths below are relative to the base URL
+(``…/trade-api/v2``); the signed path is the full URL path without the query.
+
+Reliability contract:
+
+* every call spends tokens first (:class:`~cfa.exchange.kalshi.ratelimit.RateLimiter`):
+  reads from the read bucket, writes from the write bucket, cancels with priority;
+* idempotent calls (every GET; cancels; amend, which sets an absolute price and total count;
+  ``decrease`` with ``reduce_to``) are retried on 5xx, 429, timeouts and dropped connections
+  with exponential backoff, up to ``retries`` extra attempts;
+* ``create_order`` is retried only because it always carries a ``client_order_id``: a retry
+  whose first attempt had landed is answered 409 by Kalshi and raised as
+  :class:`~errors.KalshiInvalidOrder` with ``status == 409`` (the adapter then looks the order
+  up by its client order id — never a second order);
+* batch creates are not retried (the caller re-sends the failed items with their ids).
+
+Nothing here logs headers or bodies of authenticated requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cfa.exchange.kalshi.auth import Signer
+from cfa.exchange.kalshi.errors import (
+    KalshiAuthError,
+    KalshiError,
+    KalshiRateLimited,
+    KalshiServerError,
+    error_from_response,
+)
+from cfa.exchange.kalshi.ratelimit import CANCEL_COST, DEFAULT_COST, Kind, RateLimiter
+
+log = logging.getLogger(__name__)
+
+ORDERS_V2 = "/portfolio/events/orders"
+"""The V2 order endpoints (create, amend, decrease, cancel, batched)."""
+
+
+def _clean(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+
+
+class KalshiRest:
+    """One REST session. ``signer`` None allows only public endpoints.
+
+    ``timeout``: seconds per attempt. ``retries``: extra attempts for idempotent calls.
+    ``backoff``: first retry delay in seconds (doubles, with jitter, capped at 2 s).
+    ``transport``: an httpx transport for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        signer: Signer | None,
+        *,
+        limiter: RateLimiter | None = None,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.05,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._root = urlsplit(self.base_url).path.rstrip("/")
+        self.signer = signer
+        self.limiter = limiter or RateLimiter()
+        self.retries = retries
+        self.backoff = backoff
+        self.requests = 0
+        """Requests sent (attempts, retries included)."""
+        self.retried = 0
+        """Attempts that were retries."""
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport
+        )
+
+    def __repr__(self) -> str:
+        return f"KalshiRest(base_url={self.base_url!r}, signer={self.signer!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Idempotent."""
+        await self._client.aclose()
+
+    # -- core ----------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        auth: bool = True,
+        kind: Kind = "read",
+        cost: float = DEFAULT_COST,
+        retry: bool | None = None,
+        market: bool = False,
+    ) -> dict[str, Any]:
+        """Send one call (with retries when ``retry``; default: GET only) and return its JSON.
+
+        ``kind``/``cost``: which bucket pays and how much. ``market``: a 404 means an unknown
+        market (:class:`~errors.KalshiMarketNotFound`) rather than an unknown order.
+        """
+        method = method.upper()
+        if retry is None:
+            retry = method == "GET"
+        what = f"{method} {path}"
+        attempts = 1 + (self.retries if retry else 0)
+        delay = self.backoff
+        last: KalshiError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                self.retried += 1
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+            await self.limiter.acquire(kind, cost)
+            try:
+                return await self._once(method, path, params, json, auth, what, market)
+            except KalshiRateLimited as exc:
+                self.limiter.throttled(kind)
+                last = exc
+            except KalshiServerError as exc:
+                last = exc
+            log.info("kalshi %s failed (attempt %d/%d): %s", what, attempt + 1, attempts, last)
+        assert last is not None
+        raise last
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        auth: bool,
+        what: str,
+        market: bool,
+    ) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        if auth:
+            if self.signer is None:
+                raise KalshiAuthError(
+                    f"{what}: needs Kalshi credentials (CFA_KALSHI_KEY_ID, "
+                    "CFA_KALSHI_PRIVATE_KEY_PATH)",
+                    code="no_credentials",
+                )
+            headers = self.signer.headers(method, self._root + path)
+        self.requests += 1
+        try:
+            resp = await self._client.request(
+                method, self.base_url + path, params=_clean(params), json=body, headers=headers
+            )
+        except httpx.TimeoutException:
+            raise KalshiServerError(f"{what}: timed out", code="timeout") from None
+        except httpx.TransportError as exc:
+            raise KalshiServerError(
+                f"{what}: connection failed: {type(exc).__name__}", code="connection_error"
+            ) from None
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = resp.text
+        log.debug("kalshi %s -> %d", what, resp.status_code)
+        if resp.status_code >= 400:
+            raise error_from_response(resp.status_code, data, what=what, market=market)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            # Kalshi has answered deprecations with a 2xx and an error body
+            raise error_from_response(400, data, what=what, market=market)
+        if not isinstance(data, dict):
+            raise KalshiServerError(f"{what}: expected a JSON object", code="bad_response")
+        return data
+
+    async def _pages(
+        self,
+        path: str,
+        key: str,
+        params: Mapping[str, Any],
+        *,
+        max_items: int | None = None,
+        max_pages: int = 1000,
+        auth: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Follow ``cursor`` until it comes back empty; concatenate ``key`` lists."""
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(max_pages):
+            page = await self.request("GET", path, params={**params, "cursor": cursor}, auth=auth)
+            out.extend(page.get(key) or [])
+            cursor = page.get("cursor") or None
+            if cursor is None or (max_items is not None and len(out) >= max_items):
+                break
+        return out if max_items is None else out[:max_items]
+
+    # -- markets, books, trades, exchange ------------------------------------------------------
+
+    async def get_markets(
+        self,
+        *,
+        status: str | None = None,
+        series_ticker: str | None = None,
+        event_ticker: str | None = None,
+        tickers: Sequence[str] | None = None,
+        limit: int = 1000,
+        max_items: int | None = None,
+        **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """``GET /markets``, every page (or up to ``max_items``). ``status`` is a filter value
+        (``unopened|open|paused|closed|settled``); ``filters`` pass through
+        (``min_close_ts``, ``mve_filter``, ...)."""
+        params = {
+            "status": status,
+            "series_ticker": series_ticker,
+            "event_ticker": event_ticker,
+            "tickers": ",".join(tickers) if tickers else None,
+            "limit": limit,
+            **filters,
+        }
+        return await self._pages("/markets", "markets", params, max_items=max_items, auth=False)
+
+    async def get_market(self, ticker: str) -> dict[str, Any]:
+        """``GET /markets/{ticker}`` → the Market object."""
+        data = await self.request("GET", f"/markets/{ticker}", auth=False, market=True)
+        return dict(data["market"])
+
+    async def get_orderbook(self, ticker: str, depth: int = 0) -> dict[str, Any]:
+        """``GET /markets/{ticker}/orderbook`` → ``{"yes_dollars": [...], "no_dollars": [...]}``.
+
+        Reads ``orderbook_fp`` (current) or the legacy ``orderbook`` (cents or dollars, ``null``
+        sides); always returns both keys, ``[]`` for an empty side, levels ``[price, count]``
+        ascending as Kalshi sends them (only bids; asks are derived by the caller).
+        """
+        data = await self.request(
+            "GET",
+            f"/markets/{ticker}/orderbook",
+            params={"depth": depth or None},
+            market=True,
+            auth=self.signer is not None,
+        )
+        book = data.get("orderbook_fp") or data.get("orderbook") or {}
+        out: dict[str, Any] = {}
+        for leg in ("yes", "no"):
+            for key in (f"{leg}_dollars", f"{leg}_dollars_fp", leg):
+                if book.get(key) is not None:
+                    out[key if key != f"{leg}_dollars_fp" else f"{leg}_dollars"] = book[key]
+                    break
+            else:
+                out[f"{leg}_dollars"] = []
+        return out
+
+    async def get_trades(
+        self, ticker: str | None = None, *, limit: int = 100, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """``GET /markets/trades``: one page of up to ``limit`` trades (newest first)."""
+        data = await self.request(
+            "GET",
+            "/markets/trades",
+            params={"ticker": ticker, "limit": limit, **filters},
+            auth=False,
+        )
+        return list(data.get("trades") or [])
+
+    async def get_exchange_status(self) -> dict[str, Any]:
+        """``GET /exchange/status``: ``exchange_active``, ``trading_active``, resume time."""
+        return await self.request("GET", "/exchange/status", auth=False)
+
+    async def get_exchange_schedule(self) -> dict[str, Any]:
+        """``GET /exchange/schedule`` → the ``schedule`` object (times are ET)."""
+        data = await self.request("GET", "/exchange/schedule", auth=False)
+        return dict(data.get("schedule", data))
+
+    # -- V2 orders -----------------------------------------------------------------------------
+
+    async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /portfolio/events/orders`` (CreateOrderV2Request) → 201 body.
+
+        ``order`` must carry a ``client_order_id`` (that is what makes the retry safe).
+        """
+        if not order.get("client_order_id"):
+            raise ValueError("create_order needs a client_order_id (retries rely on it)")
+        return await self.request("POST", ORDERS_V2, json=dict(order), kind="write", retry=True)
+
+    async def amend_order(self, order_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST …/{order_id}/amend`` with ``ticker, side, price, count`` (new total)."""
+        return await self.request(
+            "POST", f"{ORDERS_V2}/{order_id}/amend", json=dict(body), kind="write", retry=True
+        )
+
+    async def decrease_order(
+        self,
+        order_id: str,
+        *,
+        reduce_by: str | None = None,
+        reduce_to: str | None = None,
+        market_ticker: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST …/{order_id}/decrease`` with exactly one of ``reduce_by``/``reduce_to``
+        (fixed-point count strings). Retried only for ``reduce_to`` (absolute)."""
+        if (reduce_by is None) == (reduce_to is None):
+            raise ValueError("give exactly one of reduce_by, reduce_to")
+        body = _clean(
+            {"reduce_by": reduce_by, "reduce_to": reduce_to, "market_ticker": market_ticker}
+        )
+        return await self.request(
+            "POST",
+            f"{ORDERS_V2}/{order_id}/decrease",
+            json=body,
+            kind="write",
+            retry=reduce_to is not None,
+        )
+
+    async def cancel_order(self, order_id: str, market_ticker: str | None = None) -> dict[str, Any]:
+        """``DELETE …/{order_id}`` → ``{order_id, client_order_id, reduced_by, ts_ms}``."""
+        return await self.request(
+            "DELETE",
+            f"{ORDERS_V2}/{order_id}",
+            params={"market_ticker": market_ticker},
+            kind="cancel",
+            cost=CANCEL_COST,
+            retry=True,
+        )
+
+    async def batch_create(self, orders: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``POST …/batched``: per-item results (``error`` set on the items that failed)."""
+        data = await self.request(
+            "POST",
+            f"{ORDERS_V2}/batched",
+            json={"orders": [dict(o) for o in orders]},
+            kind="write",
+            cost=DEFAULT_COST * max(len(orders), 1),
+            retry=False,
+        )
+        return list(data.get("orders") or [])
+
+    async def batch_cancel(self, order_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``DELETE …/batched`` (JSON body): per-item results; retried (cancels are safe)."""
+        data = await self.request(
+            "DELETE",
+            f"{ORDERS_V2}/batched",
+            json={"orders": [{"order_id": oid} for oid in order_ids]},
+            kind="cancel",
+            cost=CANCEL_COST * max(len(order_ids), 1),
+            retry=True,
+        )
+        return list(data.get("orders") or [])
+
+    # -- portfolio reads -----------------------------------------------------------------------
+
+    async def get_orders(
+        self, *, ticker: str | None = None, status: str | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """``GET /portfolio/orders``, every page. ``status``: ``resting|canceled|executed``."""
+        params = {"ticker": ticker, "status": status, "limit": 1000, **filters}
+        return await self._pages("/portfolio/orders", "orders", params)
+
+    async def get_order(self, order_id: str) -> dict[str, Any]:
+        """``GET /portfolio/orders/{order_id}`` → the Order object."""
+        data = await self.request("GET", f"/portfolio/orders/{order_id}")
+        return dict(data["order"])
+
+    async def get_fills(
+        self, *, ticker: str | None = None, order_id: str | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """``GET /portfolio/fills``, every page (Kalshi returns newest first)."""
+        params = {"ticker": ticker, "order_id": order_id, "limit": 1000, **filters}
+        return await self._pages("/portfolio/fills", "fills", params)
+
+    async def get_positions(self, *, ticker: str | None = None) -> list[dict[str, Any]]:
+        """``GET /portfolio/positions`` → ``market_positions``, every page."""
+        params = {"ticker": ticker, "limit": 1000, "count_filter": "position,total_traded"}
+        return await self._pages("/portfolio/positions", "market_positions", params)
+
+    async def get_balance(self) -> dict[str, Any]:
+        """``GET /portfolio/balance``: ``balance`` (int cents), ``balance_dollars``, ..."""
+        return await self.request("GET", "/portfolio/balance")
+
+    # -- order groups (exchange-side kill switch) ----------------------------------------------
+
+    async def create_order_group(self, contracts_limit: int) -> str:
+        """``POST /portfolio/order_groups/create`` → the new ``order_group_id``.
+
+        If fills on the group's orders exceed ``contracts_limit`` (whole contracts) within 15 s,
+        Kalshi cancels every order of the group and refuses new ones until reset.
+        """
+        data = await self.request(
+            "POST",
+            "/portfolio/order_groups/create",
+            json={"contracts_limit": int(contracts_limit)},
+            kind="write",
+        )
+        return str(data["order_group_id"])
+
+    async def get_order_groups(self) -> list[dict[str, Any]]:
+        """``GET /portfolio/order_groups``."""
+        data = await self.request("GET", "/portfolio/order_groups")
+        return list(data.get("order_groups") or [])
+
+    async def reset_order_group(self, group_id: str) -> None:
+        """``PUT /portfolio/order_groups/{id}/reset``: allow orders again after a trigger."""
+        await self.request(
+            "PUT", f"/portfolio/order_groups/{group_id}/reset", json={}, kind="write", retry=True
+        )
+
+    async def delete_order_group(self, group_id: str) -> None:
+        """``DELETE /portfolio/order_groups/{id}``: cancels every order in it, then removes it."""
+        await self.request(
+            "DELETE", f"/portfolio/order_groups/{group_id}", kind="write", retry=True
+        )

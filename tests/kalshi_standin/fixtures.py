@@ -1,0 +1,76 @@
+"""Helpers shared by the Kalshi test modules: a running stand-in and adapters wired to it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from cfa.exchange.kalshi.adapter import KalshiExchange
+from cfa.exchange.kalshi.auth import Signer
+
+from . import StandIn, World, test_key
+
+KEY_ID = "0f6e1c2a-5b7d-4c1e-9a3b-standin00001"
+MARKETS = ("KXSTANDIN-26DEC31-T50", "KXDECI-26DEC31-B40")
+
+
+def make_world(seed: int = 5) -> World:
+    w = World(seed=seed)
+    w.add_market(MARKETS[0])
+    w.add_market(
+        MARKETS[1],
+        structure="deci_cent",
+        yes_band=(3000, 3900),
+        no_band=(5000, 5900),
+    )
+    return w
+
+
+def signer() -> Signer:
+    return Signer(KEY_ID, test_key())
+
+
+@asynccontextmanager
+async def running_standin(**kw: Any) -> AsyncIterator[StandIn]:
+    s = StandIn(test_key().public_key(), KEY_ID, world=kw.pop("world", None) or make_world(), **kw)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def adapter(s: StandIn, **kw: Any) -> KalshiExchange:
+    kw.setdefault("timeout", 1.0)
+    kw.setdefault("ws_backoff", 0.02)
+    return KalshiExchange(s.base_url, s.ws_url, signer(), **kw)
+
+
+@contextmanager
+def standin_thread(**kw: Any) -> Iterator[StandIn]:
+    """A stand-in served from its own event loop in a daemon thread (for sync callers)."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        box["loop"] = loop
+        s = StandIn(test_key().public_key(), KEY_ID, world=make_world(), **kw)
+        loop.run_until_complete(s.start())
+        box["standin"] = s
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(s.stop())
+        loop.close()
+
+    th = threading.Thread(target=main, daemon=True)
+    th.start()
+    ready.wait(10)
+    try:
+        yield box["standin"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["loop"].stop)
+        th.join(10)

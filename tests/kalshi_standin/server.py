@@ -1,0 +1,557 @@
+"""The stand-in's network side: a small HTTP/1.1 server and a WebSocket server on 127.0.0.1.
+
+* REST under ``/trade-api/v2`` (Kalshi's paths and current shapes, V2 order endpoints);
+  ``/portfolio/*`` requires a valid ``KALSHI-ACCESS-*`` signature (verified with the test key's
+  public half, timestamp within ±30 s); the order book accepts signed and unsigned requests.
+* WebSocket at ``/trade-api/ws/v2`` (its upgrade must be signed over ``GET/trade-api/ws/v2``):
+  ``subscribe`` (one sid per channel), ``unsubscribe``, ``update_subscription`` with
+  ``get_snapshot``; ``seq`` per sid on orderbook and trade frames and on replies to a sid.
+
+Faults (see :class:`Faults`): HTTP 429 with Kalshi's flat body, 5xx, a response held past the
+client's timeout (before or after the request took effect), a dropped WebSocket, a sequence gap
+(one orderbook delta lost), a paused exchange (:meth:`World.pause`), and — naturally — rejected
+post-only crosses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from cfa.exchange.kalshi.auth import (
+    KEY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WS_SIGN_PATH,
+    verify,
+)
+
+from .world import ApiError, World
+
+ROOT = "/trade-api/v2"
+_quiet = logging.getLogger("kalshi_standin.ws")
+_quiet.setLevel(logging.INFO)
+AUTH_FAILED = {
+    "error": {
+        "code": "authentication_error",
+        "message": "authentication_error",
+        "details": "rpc error: code = Unauthenticated desc = INCORRECT_API_KEY_SIGNATURE",
+    }
+}
+REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+
+
+@dataclass
+class Fault:
+    """One injected HTTP fault for requests matching ``method`` and ``path`` (a regex searched in
+    the path after ``/trade-api/v2``). ``kind``: ``"429"``, ``"500"``, ``"503"``,
+    ``"timeout"`` (hold the answer ``delay`` s, request not applied) or ``"timeout_after"``
+    (apply the request, then hold the answer). Fires ``times`` times."""
+
+    method: str
+    path: str
+    kind: str
+    times: int = 1
+    delay: float = 2.0
+
+
+@dataclass
+class Faults:
+    http: list[Fault] = field(default_factory=list)
+    gap_next: set[str] = field(default_factory=set)
+    """Tickers whose next orderbook delta is lost (its seq is consumed, the frame not sent)."""
+    fired: list[str] = field(default_factory=list)
+
+    def take(self, method: str, path: str) -> Fault | None:
+        for f in self.http:
+            if f.method == method and re.search(f.path, path) and f.times > 0:
+                f.times -= 1
+                self.fired.append(f"{f.kind} {method} {path}")
+                return f
+        return None
+
+
+class _WsClient:
+    """One WebSocket connection: its subscriptions and an ordered outbox."""
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self.subs: dict[int, tuple[str, set[str] | None]] = {}
+        self.seq: dict[int, int] = {}
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.next_sid = 1
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.outbox.put_nowait(frame)
+
+    def next_seq(self, sid: int) -> int:
+        self.seq[sid] = self.seq.get(sid, 0) + 1
+        return self.seq[sid]
+
+
+SEQ_CHANNELS = {"orderbook_delta", "trade"}
+
+
+class StandIn:
+    """A Kalshi stand-in on 127.0.0.1: ``await start()``, use ``base_url``/``ws_url``,
+    ``await stop()``. ``public_key`` verifies signatures; ``key_id`` is the expected key id.
+    ``churn_interval``: seconds between background book refreshes (None: no churn), each of
+    ``churn_batch`` changes."""
+
+    def __init__(
+        self,
+        public_key: rsa.RSAPublicKey,
+        key_id: str,
+        *,
+        world: World | None = None,
+        churn_interval: float | None = 0.004,
+        churn_batch: int = 1,
+    ) -> None:
+        self.public_key = public_key
+        self.key_id = key_id
+        self.world = world or World()
+        self.world.listeners.append(self._on_world)
+        self.faults = Faults()
+        self.churn_interval = churn_interval
+        self.churn_batch = churn_batch
+        self.requests: list[tuple[str, str]] = []
+        self.auth_failures = 0
+        self.ws_connections = 0
+        self._http: asyncio.Server | None = None
+        self._ws: Server | None = None
+        self._clients: set[_WsClient] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.http_port = 0
+        self.ws_port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}{ROOT}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/trade-api/ws/v2"
+
+    async def start(self) -> None:
+        self._http = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
+        self.http_port = self._http.sockets[0].getsockname()[1]
+        self._ws = await serve(
+            self._serve_ws,
+            "127.0.0.1",
+            0,
+            process_request=self._ws_auth,
+            ping_interval=None,
+            compression=None,
+            logger=_quiet,
+        )
+        self.ws_port = next(iter(self._ws.sockets)).getsockname()[1]
+        if self.churn_interval is not None:
+            self._tasks.append(asyncio.create_task(self._churn()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self.world.listeners.remove(self._on_world)
+        if self._ws is not None:
+            self._ws.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.wait_closed(), 2)
+        if self._http is not None:
+            self._http.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.wait_closed(), 2)
+
+    async def _churn(self) -> None:
+        while True:
+            await asyncio.sleep(self.churn_interval or 0.01)
+            for _ in range(self.churn_batch):
+                self.world.churn()
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def _signed(self, headers: Any, method: str, path: str) -> bool | None:
+        """True (valid), False (invalid), None (no auth headers at all)."""
+        key = headers.get(KEY_HEADER) or headers.get(KEY_HEADER.lower())
+        ts = headers.get(TIMESTAMP_HEADER) or headers.get(TIMESTAMP_HEADER.lower())
+        sig = headers.get(SIGNATURE_HEADER) or headers.get(SIGNATURE_HEADER.lower())
+        if key is None and ts is None and sig is None:
+            return None
+        if key != self.key_id or not ts or not sig or not ts.isdigit():
+            return False
+        if abs(int(ts) / 1000 - time.time()) > 30:
+            return False
+        return verify(self.public_key, sig, ts, method, path)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(n) if n else b""
+                status, payload = await self._handle(method.upper(), target, headers, body)
+                data = json.dumps(payload).encode()
+                head = (
+                    f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                )
+                writer.write(head.encode() + data)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        except asyncio.CancelledError:  # server shutdown: end quietly
+            return
+        finally:
+            writer.close()
+
+    async def _handle(
+        self, method: str, target: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, Any]:
+        url = urlsplit(target)
+        full = url.path
+        if not full.startswith(ROOT):
+            return 404, {"error": {"code": "not_found", "message": "not found"}}
+        path = full[len(ROOT) :]
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        self.requests.append((method, path))
+        ok = self._signed(headers, method, full)
+        private = path.startswith("/portfolio")
+        if ok is False or (private and ok is None):
+            self.auth_failures += 1
+            return 401, AUTH_FAILED
+        fault = self.faults.take(method, path)
+        after: Fault | None = None
+        if fault is not None:
+            if fault.kind == "429":
+                return 429, {"error": "too many requests"}
+            if fault.kind in ("500", "503"):
+                return int(fault.kind), {
+                    "error": {"code": "internal_error", "message": "internal server error"}
+                }
+            if fault.kind == "timeout":
+                await asyncio.sleep(fault.delay)
+                return 504, {"error": {"code": "gateway_timeout", "message": "timeout"}}
+            after = fault
+        try:
+            body = json.loads(raw) if raw else {}
+            result = self._route(method, path, query, body)
+        except ApiError as exc:
+            result = (exc.status, exc.body)
+        if after is not None:
+            await asyncio.sleep(after.delay)
+        return result
+
+    def _route(
+        self, method: str, path: str, q: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        w = self.world
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and path == "/exchange/status":
+            return 200, {
+                "exchange_active": w.exchange_active,
+                "trading_active": w.trading_active,
+                "exchange_estimated_resume_time": None,
+            }
+        if method == "GET" and path == "/exchange/schedule":
+            day = [{"open_time": "00:00", "close_time": "00:00"}]
+            return 200, {
+                "schedule": {
+                    "standard_hours": [
+                        {"start_time": "2026-01-01T00:00:00Z", "end_time": "2027-01-01T00:00:00Z"}
+                        | {
+                            d: day
+                            for d in (
+                                "monday",
+                                "tuesday",
+                                "wednesday",
+                                "thursday",
+                                "friday",
+                                "saturday",
+                                "sunday",
+                            )
+                        }
+                    ],
+                    "maintenance_windows": [],
+                }
+            }
+        if method == "GET" and path == "/markets":
+            return 200, self._markets(q)
+        if method == "GET" and path == "/markets/trades":
+            trades = [t for t in w.trades if not q.get("ticker") or t["ticker"] == q["ticker"]]
+            limit = int(q.get("limit", 100))
+            return 200, {"trades": list(reversed(trades))[:limit], "cursor": ""}
+        if method == "GET" and len(parts) == 2 and parts[0] == "series":
+            return 200, {
+                "series": {"ticker": parts[1], "fee_type": "quadratic", "fee_multiplier": 1}
+            }
+        if method == "GET" and len(parts) >= 2 and parts[0] == "markets":
+            m = w.markets.get(parts[1])
+            if m is None:
+                raise ApiError(404, "not_found", f"market {parts[1]} not found")
+            if len(parts) == 2:
+                return 200, {"market": w.market_json(m)}
+            if parts[2] == "orderbook":
+                yes, no = w.book_levels(m)
+                return 200, {"orderbook_fp": {"yes_dollars": yes, "no_dollars": no}}
+        if path == "/portfolio/events/orders" and method == "POST":
+            return 201, w.create(body)
+        if path == "/portfolio/events/orders/batched":
+            if method == "POST":
+                return 201, {"orders": w.batch_create(list(body.get("orders") or []))}
+            if method == "DELETE":
+                return 200, {"orders": w.batch_cancel(list(body.get("orders") or []))}
+        if parts[:3] == ["portfolio", "events", "orders"] and len(parts) >= 4:
+            oid = parts[3]
+            if method == "DELETE" and len(parts) == 4:
+                return 200, w.cancel(oid)
+            if method == "POST" and len(parts) == 5 and parts[4] == "amend":
+                return 200, w.amend(oid, body)
+            if method == "POST" and len(parts) == 5 and parts[4] == "decrease":
+                return 200, w.decrease(oid, body)
+        if method == "GET" and path == "/portfolio/orders":
+            return 200, self._orders(q)
+        if method == "GET" and parts[:2] == ["portfolio", "orders"] and len(parts) == 3:
+            o = w.orders.get(parts[2])
+            if o is None:
+                raise ApiError(404, "not_found", f"order {parts[2]} not found")
+            return 200, {"order": w.order_json(o)}
+        if method == "GET" and path == "/portfolio/fills":
+            fills = [
+                f
+                for f in w.fills
+                if (not q.get("ticker") or f["ticker"] == q["ticker"])
+                and (not q.get("order_id") or f["order_id"] == q["order_id"])
+            ]
+            return 200, self._page(list(reversed(fills)), "fills", q)
+        if method == "GET" and path == "/portfolio/positions":
+            pos = [
+                p for p in w.positions_json() if not q.get("ticker") or p["ticker"] == q["ticker"]
+            ]
+            return 200, {**self._page(pos, "market_positions", q), "event_positions": []}
+        if method == "GET" and path == "/portfolio/balance":
+            return 200, w.balance_json()
+        if path == "/portfolio/order_groups/create" and method == "POST":
+            return 201, w.create_group(body)
+        if method == "GET" and path == "/portfolio/order_groups":
+            return 200, {
+                "order_groups": [
+                    {"id": g.group_id, "is_auto_cancel_enabled": not g.triggered}
+                    for g in w.groups.values()
+                ]
+            }
+        if parts[:2] == ["portfolio", "order_groups"] and len(parts) >= 3:
+            if method == "PUT" and parts[-1] == "reset":
+                return 200, w.reset_group(parts[2])
+            if method == "DELETE" and len(parts) == 3:
+                return 200, w.delete_group(parts[2])
+        raise ApiError(404, "not_found", f"no route {method} {path}")
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], key: str, q: dict[str, str]) -> dict[str, Any]:
+        """Cursor pagination: the cursor is the next start offset, as an opaque string."""
+        start = int(q.get("cursor") or 0)
+        limit = max(1, min(int(q.get("limit", 100)), 1000))
+        page = items[start : start + limit]
+        nxt = start + limit
+        return {key: page, "cursor": str(nxt) if nxt < len(items) else ""}
+
+    def _markets(self, q: dict[str, str]) -> dict[str, Any]:
+        w = self.world
+        ms = list(w.markets.values())
+        status_map = {"open": {"active"}, "paused": {"inactive"}, "settled": {"finalized"}}
+        if q.get("status"):
+            ms = [m for m in ms if m.status in status_map.get(q["status"], {q["status"]})]
+        if q.get("tickers"):
+            wanted = set(q["tickers"].split(","))
+            ms = [m for m in ms if m.ticker in wanted]
+        if q.get("event_ticker"):
+            ms = [m for m in ms if m.event_ticker == q["event_ticker"]]
+        if q.get("series_ticker"):
+            ms = [m for m in ms if m.series == q["series_ticker"]]
+        return self._page([w.market_json(m) for m in ms], "markets", q)
+
+    def _orders(self, q: dict[str, str]) -> dict[str, Any]:
+        w = self.world
+        os_ = [
+            o
+            for o in w.orders.values()
+            if (not q.get("ticker") or o.ticker == q["ticker"])
+            and (not q.get("status") or o.status == q["status"])
+        ]
+        return self._page([w.order_json(o) for o in reversed(os_)], "orders", q)
+
+    # -- WebSocket -----------------------------------------------------------------------------
+
+    def _ws_auth(self, conn: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != WS_SIGN_PATH:
+            return conn.respond(404, "not found\n")
+        if self._signed(request.headers, "GET", WS_SIGN_PATH) is not True:
+            self.auth_failures += 1
+            resp = conn.respond(401, json.dumps(AUTH_FAILED))
+            resp.headers = Headers({"Content-Type": "application/json", **dict(resp.headers)})
+            return resp
+        return None
+
+    async def _serve_ws(self, conn: ServerConnection) -> None:
+        client = _WsClient(conn)
+        self._clients.add(client)
+        self.ws_connections += 1
+        writer = asyncio.create_task(self._ws_writer(client))
+        try:
+            async for raw in conn:
+                try:
+                    cmd = json.loads(raw)
+                except ValueError:
+                    client.send({"type": "error", "msg": {"code": 1, "msg": "Unable to process"}})
+                    continue
+                self._command(client, cmd)
+        except Exception:
+            pass
+        finally:
+            self._clients.discard(client)
+            client.outbox.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await writer
+
+    async def _ws_writer(self, client: _WsClient) -> None:
+        while True:
+            frame = await client.outbox.get()
+            if frame is None:
+                return
+            try:
+                await client.conn.send(json.dumps(frame))
+            except Exception:
+                return
+
+    def _command(self, c: _WsClient, cmd: dict[str, Any]) -> None:
+        cid = cmd.get("id")
+        params = cmd.get("params") or {}
+        name = cmd.get("cmd")
+        if name == "subscribe":
+            channels = params.get("channels") or []
+            if not channels:
+                c.send({"id": cid, "type": "error", "msg": {"code": 3, "msg": "Channels required"}})
+                return
+            tickers = params.get("market_tickers") or (
+                [params["market_ticker"]] if params.get("market_ticker") else None
+            )
+            for ch in channels:
+                sid = c.next_sid
+                c.next_sid += 1
+                c.subs[sid] = (ch, set(tickers) if tickers else None)
+                c.send({"id": cid, "type": "subscribed", "msg": {"channel": ch, "sid": sid}})
+                if ch == "orderbook_delta":
+                    for t in tickers or list(self.world.markets):
+                        self._snapshot(c, sid, t)
+            return
+        if name == "unsubscribe":
+            for sid in params.get("sids") or []:
+                if c.subs.pop(sid, None) is not None:
+                    c.send({"id": cid, "sid": sid, "seq": c.next_seq(sid), "type": "unsubscribed"})
+            return
+        if name == "update_subscription":
+            sids = params.get("sids") or ([params["sid"]] if "sid" in params else [])
+            if len(sids) != 1 or sids[0] not in c.subs:
+                c.send({"id": cid, "type": "error", "msg": {"code": 12, "msg": "One sid"}})
+                return
+            sid = sids[0]
+            ch, tickers = c.subs[sid]
+            if params.get("action") == "get_snapshot" and ch == "orderbook_delta":
+                wanted = params.get("market_tickers") or sorted(tickers or self.world.markets)
+                c.send(
+                    {
+                        "id": cid,
+                        "sid": sid,
+                        "seq": c.next_seq(sid),
+                        "type": "ok",
+                        "msg": {"market_tickers": wanted},
+                    }
+                )
+                for t in wanted:
+                    self._snapshot(c, sid, t)
+                return
+            c.send(
+                {
+                    "id": cid,
+                    "sid": sid,
+                    "seq": c.next_seq(sid),
+                    "type": "error",
+                    "msg": {"code": 13, "msg": "Unsupported action"},
+                }
+            )
+            return
+        c.send({"id": cid, "type": "error", "msg": {"code": 5, "msg": "Unknown command"}})
+
+    def _snapshot(self, c: _WsClient, sid: int, ticker: str) -> None:
+        m = self.world.markets.get(ticker)
+        if m is None:
+            return
+        yes, no = self.world.book_levels(m)
+        msg: dict[str, Any] = {"market_ticker": ticker, "market_id": f"id-{ticker}"}
+        if yes:
+            msg["yes_dollars_fp"] = yes
+        if no:
+            msg["no_dollars_fp"] = no
+        c.send({"type": "orderbook_snapshot", "sid": sid, "seq": c.next_seq(sid), "msg": msg})
+
+    def _on_world(self, channel: str, ftype: str, ticker: str, msg: dict[str, Any]) -> None:
+        for c in list(self._clients):
+            for sid, (ch, tickers) in c.subs.items():
+                if ch != channel or (tickers is not None and ticker not in tickers):
+                    continue
+                frame: dict[str, Any] = {"type": ftype, "sid": sid, "msg": msg}
+                if channel in SEQ_CHANNELS:
+                    frame["seq"] = c.next_seq(sid)
+                    if channel == "orderbook_delta" and ticker in self.faults.gap_next:
+                        self.faults.gap_next.discard(ticker)
+                        self.faults.fired.append(f"gap {ticker} sid {sid} seq {frame['seq']}")
+                        continue  # lost: the seq is consumed, the frame never sent
+                c.send(frame)
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def inject(self, method: str, path: str, kind: str, times: int = 1, delay: float = 2.0) -> None:
+        """Queue an HTTP fault (see :class:`Fault`)."""
+        self.faults.http.append(Fault(method, path, kind, times, delay))
+
+    def gap(self, ticker: str) -> None:
+        """Lose the next orderbook delta of ``ticker`` (a sequence gap on every connection)."""
+        self.faults.gap_next.add(ticker)
+
+    async def drop_websockets(self) -> int:
+        """Abruptly close every WebSocket connection; returns how many were dropped."""
+        n = 0
+        for c in list(self._clients):
+            n += 1
+            c.conn.transport.abort()
+        await asyncio.sleep(0)
+        return n
+
+
+Handler = Callable[[], Awaitable[None]]
