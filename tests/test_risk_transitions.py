@@ -65,7 +65,15 @@ async def test_market_loss_limit_halts_the_market(tmp_path: Path) -> None:
     assert halted and all(src == "breaker:market_loss" for _, src in halted)
     for m, _ in halted:
         assert s.states.market_state(m) is TradingState.HALTED
-        assert float(s.loops[m].account.marked(s.loops[m].mid)) < 0.05 or True
+    with sqlite3.connect(tmp_path / "r.db") as c:
+        reasons = [
+            r
+            for (r,) in c.execute(
+                "select json_extract(detail, '$.reason') from risk_events"
+                " where kind = 'trading_state' and state = 'HALTED'"
+            )
+        ]
+    assert reasons and all("below -0.05" in r for r in reasons)
 
 
 async def test_drawdown_halts_everything(tmp_path: Path) -> None:

@@ -109,9 +109,8 @@ class FillRates:
         self._quoting[Side.BID] = bid_quoted
         self._quoting[Side.ASK] = ask_quoted
 
-    def on_fill(self, t: float, side: Side, contracts: float = 1.0) -> None:
-        """Count one fill (of any size; ``contracts`` is accepted for future volume rates)."""
-        del contracts
+    def on_fill(self, t: float, side: Side) -> None:
+        """Count one fill (of any size)."""
         self._fills[side] += 1.0
         self.last_fill_t[side] = t
 

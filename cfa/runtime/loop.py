@@ -445,7 +445,7 @@ class MarketLoop:
         self.rec.fill(f)
         self.account.on_fill(f)
         self._update_risk()
-        self.fill_rates.on_fill(f.ts, f.side, f.count)
+        self.fill_rates.on_fill(f.ts, f.side)
         self.markouts.on_fill(f.ts, f.side, f.price / PRICE_SCALE)
         cur = self.resting[f.side]
         if cur is not None and cur.order_id == f.order_id:
