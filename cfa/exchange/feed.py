@@ -438,6 +438,8 @@ class KalshiFeedExchange:
         infos: dict[str, MarketInfo] = {}
         if markets is not None:
             infos = {m.ticker: m for m in markets}
+        elif (recorded := self._recorded_markets()) is not None:
+            infos = {m.ticker: m for m in recorded}
         else:
             meta = metadata_path(self.path)
             if meta.is_file():
@@ -718,6 +720,26 @@ class KalshiFeedExchange:
 
     # -- reading the file -----------------------------------------------------------------------
 
+    def _recorded_markets(self) -> list[MarketInfo] | None:
+        """The Market objects a ``cfa record`` header carries, or None for other files."""
+        with self.path.open("rb") as fh:
+            head = _loads(fh.readline() or b"{}")
+        if not isinstance(head, dict) or head.get("kind") != "cfa-kalshi-recording":
+            return None
+        return [frames.parse_market(m) for m in head.get("markets", [])]
+
+    @staticmethod
+    def _as_frame(obj: Any) -> Any:
+        """A ``cfa record`` line ``{"recv_ts", "frame"}`` as a plain frame with ``recv_ts``;
+        its header line (``kind: cfa-kalshi-recording``) as a control frame that is skipped."""
+        if isinstance(obj, dict):
+            if obj.get("kind") == "cfa-kalshi-recording":
+                return {"type": "cfa_recording_header"}
+            inner = obj.get("frame")
+            if isinstance(inner, dict) and "recv_ts" in obj:
+                return {**inner, "recv_ts": obj["recv_ts"]}
+        return obj
+
     def _prescan(self) -> tuple[list[str], float, float]:
         """Markets with a snapshot (in order of appearance), first and last receive times."""
         tickers: dict[str, None] = {}
@@ -728,7 +750,7 @@ class KalshiFeedExchange:
                     continue
                 is_snap = b"orderbook_snapshot" in line
                 if first is None or is_snap:
-                    frame = _loads(line)
+                    frame = self._as_frame(_loads(line))
                     if not isinstance(frame, dict):
                         raise CfaValueError(f"{self.path}: a line is not a JSON object")
                     if first is None and isinstance(frame.get("recv_ts"), int | float):
@@ -741,13 +763,13 @@ class KalshiFeedExchange:
                 last_line = line
         if first is None:
             raise CfaValueError(f"{self.path}: no frames with recv_ts")
-        end = _loads(last_line).get("recv_ts")
+        end = self._as_frame(_loads(last_line)).get("recv_ts")
         last = float(end) if isinstance(end, int | float) else first
         return list(tickers), first, max(first, last)
 
     def _frame(self, line: bytes) -> None:
         """Read one frame: move the clock, update the book, run the fill model, queue events."""
-        frame = _loads(line)
+        frame = self._as_frame(_loads(line))
         self.frames_read += 1
         if not isinstance(frame, dict):
             raise CfaValueError(f"{self.path}: a line is not a JSON object")
