@@ -10,37 +10,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sim_run import record_sim_run
 from typer.testing import CliRunner
 
-from cfa.agents.reasoners.heuristic import HeuristicReasoner
-from cfa.audit import TABLES, AuditStore
+from cfa.audit import TABLES
 from cfa.cli.audit_cmds import audit_app
-from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
-from cfa.risk.policy import load_policy
-from cfa.runtime.session import Session
 
 runner = CliRunner()
-
-
-async def _session(db: Path, scenarios: list[str], seconds: float) -> str:
-    ex = SimExchange.from_scenarios(scenarios, seed=7, start_ts=DEFAULT_START_TS, duration=seconds)
-    await ex.start()
-    markets = await ex.get_markets()
-    store = AuditStore.open(db)
-    run_id = store.start_run({"test": "cli_audit"}, ts_ms=round(DEFAULT_START_TS * 1000))
-    session = Session(ex, markets, load_policy("default"), store, run_id)
-    session.attach_agents(HeuristicReasoner(), interval_s=60.0)
-    rows = await session.run()
-    await ex.close()
-    store.end_run(run_id, {"markets": [r.as_dict() for r in rows]})
-    store.close()
-    return run_id
 
 
 @pytest.fixture(scope="module")
 def fresh_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("audit") / "run.db"
-    asyncio.run(_session(db, ["calm", "informed-flow"], 420.0))
+    asyncio.run(record_sim_run(db, ["calm", "informed-flow"], 420.0, "cli_audit"))
     with sqlite3.connect(db) as c:
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return db

@@ -13,16 +13,13 @@ from typing import Any
 
 import pytest
 import typer
+from sim_run import record_sim_run
 from typer.testing import CliRunner
 
-from cfa.agents.reasoners.heuristic import HeuristicReasoner
-from cfa.audit import AuditReader, AuditStore
+from cfa.audit import AuditReader
 from cfa.cli.report import report
-from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
 from cfa.reports.history import walk
 from cfa.reports.svg import downsample
-from cfa.risk.policy import load_policy
-from cfa.runtime.session import Session
 
 runner = CliRunner()
 app = typer.Typer()
@@ -31,25 +28,10 @@ app.command()(report)
 PLOTS = ("quotes", "inventory", "pnl", "gamma", "sigma", "fills")
 
 
-async def _session(db: Path, scenarios: list[str], seconds: float) -> str:
-    ex = SimExchange.from_scenarios(scenarios, seed=7, start_ts=DEFAULT_START_TS, duration=seconds)
-    await ex.start()
-    markets = await ex.get_markets()
-    store = AuditStore.open(db)
-    run_id = store.start_run({"test": "report"}, ts_ms=round(DEFAULT_START_TS * 1000))
-    session = Session(ex, markets, load_policy("default"), store, run_id)
-    session.attach_agents(HeuristicReasoner(), interval_s=60.0)
-    rows = await session.run()
-    await ex.close()
-    store.end_run(run_id, {"markets": [r.as_dict() for r in rows]})
-    store.close()
-    return run_id
-
-
 @pytest.fixture(scope="module")
 def run_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     db = tmp_path_factory.mktemp("report") / "run.db"
-    run_id = asyncio.run(_session(db, ["calm", "informed-flow"], 420.0))
+    run_id = asyncio.run(record_sim_run(db, ["calm", "informed-flow"], 420.0, "report"))
     return db, run_id
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,28 +89,22 @@ def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None
     typer.echo(f"requested {tool} on {target} by {who}; the running session applies it within ~1 s")
 
 
-@govern_app.command()
-def freeze(
-    market: str,
-    reason: ReasonOpt,
-    param: ParamOpt = "all",
-    db: DbOpt = Path("cfa.db"),
-    operator: OperatorOpt = None,
-) -> None:
-    """Stop agents from changing a parameter of MARKET."""
-    _submit(db, "freeze", {"market": market, "param": param, "reason": reason}, operator)
+def _freeze_command(tool: str, doc: str) -> None:
+    def command(
+        market: str,
+        reason: ReasonOpt,
+        param: ParamOpt = "all",
+        db: DbOpt = Path("cfa.db"),
+        operator: OperatorOpt = None,
+    ) -> None:
+        _submit(db, tool, {"market": market, "param": param, "reason": reason}, operator)
+
+    command.__doc__ = doc
+    govern_app.command(name=tool)(command)
 
 
-@govern_app.command()
-def unfreeze(
-    market: str,
-    reason: ReasonOpt,
-    param: ParamOpt = "all",
-    db: DbOpt = Path("cfa.db"),
-    operator: OperatorOpt = None,
-) -> None:
-    """Let agents change a frozen parameter of MARKET again."""
-    _submit(db, "unfreeze", {"market": market, "param": param, "reason": reason}, operator)
+_freeze_command("freeze", "Stop agents from changing a parameter of MARKET.")
+_freeze_command("unfreeze", "Let agents change a frozen parameter of MARKET again.")
 
 
 @govern_app.command()
@@ -255,19 +248,3 @@ def _applied_freezes(db: Path, run_id: str) -> dict[str, set[str]]:
             else:
                 cur -= names
     return out
-
-
-def wait_applied(db: Path, after_seq: int, timeout: float = 5.0) -> dict[str, Any] | None:
-    """The first result row after ``after_seq`` (for scripts and tests), or None on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            row = c.execute(
-                "select seq, payload from governance_actions where seq > ?"
-                " and json_extract(payload, '$.status') != 'requested' order by seq limit 1",
-                (after_seq,),
-            ).fetchone()
-        if row is not None:
-            return {"seq": row[0], **json.loads(row[1])}
-        time.sleep(0.05)
-    return None

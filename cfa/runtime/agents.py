@@ -30,9 +30,9 @@ from cfa.agents.context import DecisionView, build_context, portfolio_context, r
 from cfa.agents.graphs import AgentDeps, build_governance_graph, build_market_graph
 from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.tools import ToolOutcome, Verdict
+from cfa.audit.store import to_ms as ms
 from cfa.core.types import QTY_SCALE
 from cfa.runtime.loop import LoopState, MarketLoop
-from cfa.runtime.recorder import ms
 
 if TYPE_CHECKING:
     from cfa.runtime.session import Session

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from cfa.agents.tools import GOVERNANCE_TOOLS, ToolApplier, ToolOutcome, Verdict, parse_call
-from cfa.runtime.recorder import Recorder, ms
+from cfa.audit.store import to_ms as ms
+from cfa.runtime.recorder import Recorder
 
 REQUESTED = "requested"
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from cfa.audit.records import MAX_BATCH, MarketEvent, encode_event, events_row, fill_row, order_row
+from cfa.audit.store import to_ms as ms
 from cfa.core.types import Fill, Order, OrderRequest
 from cfa.runtime.params import ParamChange
 
@@ -21,11 +22,6 @@ class RowSink(Protocol):
     """Where rows go: :class:`cfa.audit.AuditStore` satisfies it."""
 
     def append(self, table: str, row: Mapping[str, Any]) -> None: ...
-
-
-def ms(ts: float) -> int:
-    """Epoch seconds to UTC epoch milliseconds."""
-    return round(ts * 1000.0)
 
 
 class Recorder:
