@@ -14,6 +14,12 @@ Reply builders: :func:`tool_call`, :func:`malformed_arguments`, :func:`unknown_t
 :func:`out_of_range`, :func:`prose`, :func:`refusal`, :func:`empty_choices`, :func:`http_error`,
 :func:`rate_limited`, :func:`raw_body` and :func:`delayed` (wraps a reply with a sleep).
 
+Instead of (or after) a script, a *responder* can answer: ``server.respond_with(fn)`` makes
+every request that finds the script empty get ``fn(request)`` — a deterministic function of the
+request makes the server a deterministic endpoint, for reproducibility tests; ``delay_s`` holds
+each such answer back that long (wall time). ``server.chat_requests`` counts the chat requests
+received (whatever answered them).
+
 Use it through the ``llm_server`` fixture: import :func:`llm_server_fixture` into the test
 module (tests/ is on ``sys.path`` under pytest's default import mode); the fixture is registered
 under the name ``llm_server``, so test arguments do not shadow the import::
@@ -27,11 +33,12 @@ under the name ``llm_server``, so test arguments do not shadow the import::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -183,6 +190,65 @@ def delayed(seconds: float, reply: Reply | None = None) -> Reply:
     return replace(base, delay_s=seconds)
 
 
+POLICY_USAGE = {"prompt_tokens": 120, "completion_tokens": 8, "total_tokens": 128}
+
+
+def context_of(request: Recorded) -> dict[str, Any] | None:
+    """The context JSON a cfa reasoner put between its data markers, or None."""
+    for m in request.messages:
+        text = m.get("content")
+        if m.get("role") == "user" and isinstance(text, str) and "<<<CONTEXT_JSON\n" in text:
+            data = text.split("<<<CONTEXT_JSON\n", 1)[1].rsplit("\nCONTEXT_JSON>>>", 1)[0]
+            ctx = json.loads(data)
+            return ctx if isinstance(ctx, dict) else None
+    return None
+
+
+def policy_responder(usage: Mapping[str, int] | None = POLICY_USAGE) -> Any:
+    """A deterministic agent: the answer is a function of the request body only.
+
+    Market agent: after a rejection (a ``tool`` message in the history) ``keep``; else, when
+    γ's ``cooldown_left_s`` is under 30 s (so some calls hit the cooldown when validated later),
+    ``set_gamma`` to γ × 1.1 if the L1 imbalance is ≥ 0, else γ / 1.1; otherwise ``keep``.
+    Governance: approve the first pending change, else a no-op ``unfreeze`` of the first market.
+    Ids derive from a hash of the body, so two identical requests get identical answers.
+    """
+
+    def answer(request: Recorded) -> Reply:
+        body = json.dumps(request.body, sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+        ctx = context_of(request) or {}
+        retry = any(m.get("role") == "tool" for m in request.messages)
+        tools = {t["function"]["name"] for t in request.body.get("tools", [])}
+        if "approve_change" in tools:
+            pending = ctx.get("pending_approvals") or []
+            if pending:
+                name = "approve_change"
+                args: dict[str, Any] = {
+                    "request_id": pending[0]["request_id"],
+                    "approved": True,
+                    "reason": "within limits",
+                }
+            else:
+                first = (ctx.get("markets") or [{"ticker": "none"}])[0]["ticker"]
+                name = "unfreeze"
+                args = {"market": first, "param": "all", "reason": "routine review"}
+        else:
+            gamma = ctx.get("gamma") or {}
+            imbalance = (ctx.get("book") or {}).get("imbalance_l1") or 0.0
+            if retry or gamma.get("cooldown_left_s", 0.0) >= 30.0 or "value" not in gamma:
+                name, args = "keep", {"rationale": "cooling down"}
+            else:
+                factor = 1.1 if imbalance >= 0 else 1 / 1.1
+                value = round(float(gamma["value"]) * factor, 4)
+                name, args = "set_gamma", {"value": value, "rationale": f"imbalance {imbalance}"}
+        reply = tool_call(name, args, call_id=f"call_{digest}", usage=usage)
+        assert reply.body is not None
+        return replace(reply, body={**reply.body, "id": f"chatcmpl-{digest}", "created": 0})
+
+    return answer
+
+
 def _err(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -224,8 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode("utf-8", "replace")
         owner = self.server.owner
         headers = {k.lower(): v for k, v in self.headers.items()}
+        seen = Recorded("POST", self.path, headers, body)
         with owner.lock:
-            owner.requests.append(Recorded("POST", self.path, headers, body))
+            owner.requests.append(seen)
         if self.path.rstrip("/") != CHAT_PATH:
             self._send(Reply(status=404, body=_err(f"no route {self.path}", "invalid_request")))
             return
@@ -235,6 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with owner.lock:
             reply = owner.script.popleft() if owner.script else None
+            responder, delay = owner.responder, owner.responder_delay_s
+        if reply is None and responder is not None:
+            reply = responder(seen)
+            if delay > 0 and reply.delay_s == 0:
+                reply = replace(reply, delay_s=delay)
         if reply is None:
             reply = Reply(status=500, body=_err("test server: no scripted reply", "server_error"))
         if reply.delay_s > 0 and owner.stopping.wait(reply.delay_s):
@@ -272,6 +344,8 @@ class FakeLLMServer:
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.responder: Callable[[Recorded], Reply] | None = None
+        self.responder_delay_s = 0.0
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self.port = int(self._httpd.server_address[1])
@@ -295,6 +369,25 @@ class FakeLLMServer:
         with self.lock:
             self.script.extend(replies)
         return self
+
+    def respond_with(
+        self, responder: Callable[[Recorded], Reply] | None, *, delay_s: float = 0.0
+    ) -> FakeLLMServer:
+        """Answer requests that find the script empty with ``responder(request)``.
+
+        ``delay_s`` (wall seconds) delays each responder answer that sets no delay itself.
+        ``None`` restores the default (HTTP 500 when the script is empty).
+        """
+        with self.lock:
+            self.responder = responder
+            self.responder_delay_s = delay_s
+        return self
+
+    @property
+    def chat_requests(self) -> int:
+        """How many requests reached ``/v1/chat/completions`` so far."""
+        with self.lock:
+            return sum(1 for r in self.requests if r.path.rstrip("/") == CHAT_PATH)
 
     @property
     def last(self) -> Recorded:

@@ -7,35 +7,80 @@ import math
 import numpy as np
 import pytest
 
-from cfa.core.estimators import FillRates, LogitVolatility, Markouts, TradingIntensity
+from cfa.core.estimators import (
+    FillRates,
+    HoldingTime,
+    LogitVolatility,
+    Markouts,
+    TradingIntensity,
+)
 from cfa.core.types import Side
+
+
+def _expit(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 def test_logit_volatility_recovers_sigma() -> None:
     rng = np.random.default_rng(1)
     sigma = 0.004  # logit units per sqrt(second)
-    est = LogitVolatility(interval=1.0, half_life=600.0, min_samples=30)
+    est = LogitVolatility(interval=5.0, horizon=60.0, half_life=1e6, min_samples=30)
     x, t = 0.3, 0.0
-    for _ in range(3000):
-        # several events per second: only the last in each interval counts
+    for _ in range(12000):
+        # several events per second: only the first at least `interval` after a sample counts
         for _ in range(4):
             t += 0.25
             x += sigma * math.sqrt(0.25) * rng.standard_normal()
-            est.update(t, 1.0 / (1.0 + math.exp(-x)))
+            est.update(t, _expit(x))
     assert est.warm
     assert est.sigma == pytest.approx(sigma, rel=0.15)
 
 
-def test_logit_volatility_warmup_and_bad_mids() -> None:
-    est = LogitVolatility(min_samples=3)
-    for i, mid in enumerate([0.5, float("nan"), 0.51, 1.0, 0.52, 0.5]):
+def test_logit_volatility_cancels_bid_ask_bounce() -> None:
+    """Grid noise (the observed mid bouncing around the true one) inflates a one-scale
+    estimate many times over; the two-scale estimate cancels it."""
+    rng = np.random.default_rng(2)
+    sigma = 0.002
+    two_scale = LogitVolatility(interval=5.0, horizon=60.0, half_life=1e6)
+    x, t = -0.3, 0.0
+    observed = []
+    for _ in range(40000):
+        t += 1.0
+        x += sigma * rng.standard_normal()
+        noisy = x + 0.02 * rng.standard_normal()  # about half a cent of bounce at p = 0.43
+        two_scale.update(t, _expit(noisy))
+        observed.append(noisy)
+    assert two_scale.sigma == pytest.approx(sigma, rel=0.2)
+    one_second = math.sqrt(float(np.mean(np.diff(observed) ** 2)))  # squared 1 s returns
+    assert one_second > 5 * sigma
+
+
+def test_logit_volatility_first_return_does_not_dominate() -> None:
+    # one large move in the first minute, then quiet: the estimate forgets it at the rate of
+    # its half-life instead of keeping it as its starting point
+    est = LogitVolatility(interval=5.0, horizon=60.0, half_life=300.0, min_samples=1)
+    rng = np.random.default_rng(3)
+    x, t = 0.0, 0.0
+    for i in range(2000):
+        t += 1.0
+        x += (0.2 if i == 30 else 0.0) + 0.001 * rng.standard_normal()
+        est.update(t, _expit(x))
+    assert est.sigma < 0.002
+
+
+def test_logit_volatility_prior_and_bad_mids() -> None:
+    est = LogitVolatility(interval=1.0, horizon=3.0, min_samples=2, prior=0.01, prior_weight=5)
+    assert est.sigma == pytest.approx(0.01)  # no data yet: the prior
+    for i, mid in enumerate([0.5, float("nan"), 0.51, 1.0, 0.52, 0.5, 0.51, 0.5, 0.5]):
         est.update(float(i) * 2.0, mid)
-    assert est.samples == 3 and est.warm
+    assert est.samples >= 2 and est.warm
     assert math.isfinite(est.sigma)
+    with pytest.raises(ValueError):
+        LogitVolatility(interval=5.0, horizon=5.0)
 
 
-def test_fill_rates_per_quoted_minute() -> None:
-    fr = FillRates(half_life=1e9)
+def test_fill_rates_per_quoted_minute_and_ageing() -> None:
+    fr = FillRates(half_life=1e9, min_quoted=10.0)
     fr.mark(0.0, True, False)
     for t in (10.0, 20.0, 30.0):
         fr.on_fill(t, Side.BID)
@@ -43,19 +88,47 @@ def test_fill_rates_per_quoted_minute() -> None:
     assert fr.per_minute(Side.BID) == pytest.approx(3.0)
     assert fr.per_minute(Side.ASK) is None  # never quoted
     assert fr.last_fill_t[Side.BID] == 30.0
+    # with a real half-life, a side that stops being quoted ages out instead of freezing
+    fr = FillRates(half_life=60.0, min_quoted=30.0)
+    fr.mark(0.0, True, True)
+    fr.on_fill(50.0, Side.BID)
+    fr.mark(120.0, False, False)
+    assert fr.per_minute(Side.BID) is not None
+    fr.mark(600.0, False, False)
+    assert fr.per_minute(Side.BID) is None
+    assert fr.fills(Side.BID) < 0.01
 
 
-def test_markouts_sign_and_horizons() -> None:
-    m = Markouts(horizons=(5.0, 60.0))
-    m.on_fill(0.0, Side.BID, 0.50)
-    m.on_fill(0.0, Side.ASK, 0.55)
+def test_markouts_sign_horizons_and_ageing() -> None:
+    m = Markouts(horizons=(5.0, 60.0), half_life=600.0, min_n=1.0)
+    m.on_fill(0.0, Side.BID, 0.50, 1.0)
+    m.on_fill(0.0, Side.ASK, 0.55, 3.0)
     m.on_mid(4.0, 0.60)
     assert m.average(5.0) is None
     m.on_mid(5.0, 0.52)
-    # bid: +0.02, ask: -(0.52 - 0.55) = +0.03 -> EW average between them
-    assert m.count[5.0] == 2 and 0.02 <= (m.average(5.0) or 0) <= 0.03
+    # bid: +0.02 (1 contract), ask: -(0.52 - 0.55) = +0.03 (3 contracts): size-weighted 0.0275
+    assert m.count[5.0] == 2 and m.average(5.0) == pytest.approx(0.0275)
     m.on_mid(60.0, 0.60)
     assert m.count[60.0] == 2 and m.average(60.0) is not None
+    # an hour later the evidence has decayed below min_n: no stale number is quoted
+    strict = Markouts(horizons=(5.0,), half_life=600.0, min_n=2.0)
+    strict.on_fill(0.0, Side.BID, 0.5)
+    strict.on_fill(1.0, Side.BID, 0.5)
+    strict.on_mid(10.0, 0.49)
+    assert strict.average(5.0, 10.0) == pytest.approx(-0.01)
+    assert strict.n(5.0, 3610.0) < 2.0 and strict.average(5.0, 3610.0) is None
+
+
+def test_holding_time_by_littles_law() -> None:
+    # buy 10 at t=0, sell them at t=100, repeat: each contract is held 100 s
+    h = HoldingTime(half_life=1e9, min_in=5)
+    t = 0.0
+    for _ in range(5):
+        h.update(t, 10.0)
+        h.update(t + 100.0, 0.0)
+        t += 200.0
+    assert h.seconds(t) == pytest.approx(100.0)
+    assert HoldingTime().seconds(0.0) is None
 
 
 def test_trading_intensity_recovers_k() -> None:

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfa.core.grid import PriceGrid, maker_fee, maker_fee_per_contract, taker_fee
+from cfa.core.grid import (
+    PriceGrid,
+    maker_fee,
+    maker_fee_per_contract,
+    net_fee,
+    taker_fee,
+    trade_fee,
+)
 from cfa.core.types import (
     QTY_SCALE,
     CfaValueError,
@@ -142,9 +149,10 @@ def test_kalshi_fee_table(price: str, n: int, taker: str, maker: str) -> None:
     assert taker_fee(MAKER, p, n * QTY_SCALE) == Decimal(taker)
     assert maker_fee(MAKER, p, n * QTY_SCALE) == Decimal(maker)
     assert maker_fee(GENERAL, p, n * QTY_SCALE) == 0
-    assert maker_fee_per_contract(0.0175, 0.01, float(Decimal(price)), n) == pytest.approx(
-        float(maker) / n
-    )
+    # the fast path's floor is the unrounded fee (the per-order accumulator refunds rounding)
+    x = float(Decimal(price))
+    assert maker_fee_per_contract(0.0175, x) == pytest.approx(0.0175 * x * (1 - x))
+    assert maker_fee_per_contract(0.0175, x) <= float(maker) / n + 1e-12
 
 
 def test_fee_coefficients_are_configurable() -> None:
@@ -152,3 +160,29 @@ def test_fee_coefficients_are_configurable() -> None:
     assert taker_fee(index, 5000, 100 * QTY_SCALE) == Decimal("0.88")  # 0.035*100*0.25 = 0.875
     direct = FeeSchedule(fee_type="quadratic", rounding=Decimal("0.0001"))
     assert taker_fee(direct, 5000, 10 * QTY_SCALE) == Decimal("0.1750")
+
+
+def test_fee_rounding_accumulator_follows_kalshis_worked_example() -> None:
+    # getting_started/fee_rounding: buy 3 @ $0.055 as three 1-lot fills, trade fee $0.0085 each,
+    # balance precision $0.01: net fees 0.0150, 0.0050 (a cent refunded), 0.0150.
+    acc = Decimal(0)
+    nets = []
+    for _ in range(3):
+        net, acc = net_fee(Decimal("-0.055"), Decimal("0.0085"), acc, Decimal("0.01"))
+        nets.append(net)
+    assert nets == [Decimal("0.0150"), Decimal("0.0050"), Decimal("0.0150")]
+    assert acc == Decimal("0.0095")
+
+
+def test_many_small_maker_fills_cost_about_one_big_one() -> None:
+    # 25 one-contract fills of one order at $0.42 cost what one 25-lot fill costs, within a cent
+    one_fill = maker_fee(MAKER, parse_price("0.42"), 25 * QTY_SCALE)
+    acc = Decimal(0)
+    total = Decimal(0)
+    for _ in range(25):
+        fee = trade_fee(MAKER, parse_price("0.42"), QTY_SCALE, is_taker=False)
+        net, acc = net_fee(Decimal("-0.42"), fee, acc, Decimal("0.01"))
+        total += net
+    assert abs(total - one_fill) <= Decimal("0.01")
+    # per fill rounded up to the cent, it would have cost 25 cents
+    assert total < 25 * maker_fee(MAKER, parse_price("0.42"), QTY_SCALE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def test_cfa_run_on_the_kalshi_standin(monkeypatch: pytest.MonkeyPatch, tmp_path
     policy = tmp_path / "fast.yaml"
     text = (Path(__file__).parents[1] / "policies" / "default.yaml").read_text()
     policy.write_text(
-        text.replace("min_samples: 30", "min_samples: 1").replace("max_s: 120", "max_s: 0.5")
+        re.sub(r"min_samples: \d+", "min_samples: 1", re.sub(r"max_s: \d+", "max_s: 0.5", text))
     )
     db = tmp_path / "live.db"
     with standin_thread(churn_interval=0.002) as s:

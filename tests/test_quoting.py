@@ -119,10 +119,13 @@ def test_hand_computed_kalshi_quote() -> None:
     flat = _q(0)
     assert flat.half_spread == pytest.approx((0.0072 + math.log(1 + 2 / 150)) / 2)
     assert (flat.bid, flat.ask) == (4890, 5110)
-    # q = +3: r = 0.5 - 3*0.0072 = 0.4784; bid 0.4681774 -> 0.468, ask 0.4886226 -> 0.489.
+    # q = +3: r = 0.5 - 3*0.0072 = 0.4784; bid 0.4681774 -> 0.468; the model ask 0.4886226
+    # would sell below the mid, so it stops at the mid (plus the fee, 0 here): 0.500.
     long = _q(3)
     assert long.reservation == pytest.approx(0.4784)
-    assert (long.bid, long.ask) == (4680, 4890)
+    assert (long.bid, long.ask) == (4680, 5000)
+    # q = +1: r = 0.4928, ask 0.5030226 -> 0.504 (above the mid: the model's own price)
+    assert _q(1).ask == 5040
 
 
 # -- grid, caps, fees, post-only ------------------------------------------------------------------
@@ -158,10 +161,10 @@ def test_maker_fee_floor_widens_the_spread() -> None:
     no_fee = quote(mid=0.5, inventory=0, time_to_close=60.0, params=tight, market=MARKET)
     with_fee_market = QuoteMarket(GRIDS["deci_cent"], maker_rate=0.0175, fee_rounding=0.01)
     fee = quote(mid=0.5, inventory=0, time_to_close=60.0, params=tight, market=with_fee_market)
-    # 0.0175 * 100 * 0.25 = 0.4375 -> $0.44 per 100 contracts = 0.0044 per contract.
-    assert fee.half_spread == pytest.approx(0.0044)
+    # 0.0175 * 0.25 = 0.004375 per contract (Kalshi's accumulator refunds the rounding)
+    assert fee.half_spread == pytest.approx(0.004375)
     assert fee.ask - fee.bid > no_fee.ask - no_fee.bid
-    assert (fee.ask - fee.bid) / PRICE_SCALE >= 2 * 0.0044 - 1e-12
+    assert (fee.ask - fee.bid) / PRICE_SCALE >= 2 * 0.004375 - 1e-12
 
 
 def test_side_dropped_when_model_price_leaves_the_range() -> None:
@@ -261,7 +264,7 @@ def test_quote_invariants(
     if q.bid is not None and q.ask is not None:
         assert q.bid < q.ask
         if fee:
-            floor = maker_fee_per_contract(0.0175, 0.01, mid, params.size / QTY_SCALE)
+            floor = maker_fee_per_contract(0.0175, mid)
             assert (q.ask - q.bid) / PRICE_SCALE >= 2 * floor - 1e-9
     if q.bid is not None and best_ask is not None:
         assert q.bid < best_ask

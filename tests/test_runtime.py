@@ -114,3 +114,41 @@ async def test_one_failing_market_does_not_stop_the_others(
     assert session.loops[ex.tickers[1]].events > session.loops[ex.tickers[0]].events
     assert not await ex.get_orders(ex.tickers[0], resting_only=True)
     del calls
+
+
+async def test_no_order_of_ours_rests_unknown_to_its_loop(tmp_path: Path) -> None:
+    """A fill can reach the loop after a later amend of the same order (the venue had already
+    filled part of the old size): the loop's arithmetic then writes the order off although it
+    still rests. The venue's next order update must bring it back or get it cancelled, so no
+    order of ours is ever left resting behind the loop's back (seed 4 hit this before)."""
+    ex = SimExchange.from_scenarios(
+        ["calm", "regime-shift", "informed-flow"], seed=4, start_ts=DEFAULT_START_TS, duration=900
+    )
+    await ex.start()
+    markets = await ex.get_markets()
+    store = AuditStore.open(tmp_path / "run.db")
+    session = Session(ex, markets, load_policy("default"), store, store.start_run({"t": 1}))
+    session.attach_agents(HeuristicReasoner(), interval_s=60.0)
+    unknown_since: dict[str, tuple[str, float]] = {}  # order id -> (ticker, first seen)
+    worst = 0.0
+    for loop in session.loops.values():
+        original = loop.on_event
+
+        async def checked(ev: Any, loop: Any = loop, original: Any = original) -> None:
+            nonlocal worst
+            await original(ev)
+            venue = {o.order_id for o in await ex.get_orders(loop.ticker)}
+            known = {o.order_id for o in loop.resting.values() if o is not None}
+            unknown = venue - known
+            for oid, (ticker, _) in list(unknown_since.items()):
+                if ticker == loop.ticker and oid not in unknown:
+                    del unknown_since[oid]
+            for oid in unknown:
+                _, first = unknown_since.setdefault(oid, (loop.ticker, ev.ts))
+                worst = max(worst, ev.ts - first)
+
+        loop.on_event = checked  # type: ignore[method-assign]
+    await session.run(govern=False)
+    store.close()
+    # in flight for an event or two while the fill and its order update arrive, never longer
+    assert worst < 2.0, f"an order rested unknown to its loop for {worst:.1f}s"

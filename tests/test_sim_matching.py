@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from cfa.core.grid import maker_fee, taker_fee
+from cfa.core.grid import maker_fee, net_fee, taker_fee, trade_fee
 from cfa.core.types import (
     BookDelta,
     Fill,
@@ -127,8 +127,16 @@ async def test_maker_fee_charged_only_where_the_series_charges_makers() -> None:
         await ex.background_order(t, Side.ASK, bid, m.bg_bid[m.idx_of[bid]] + 20 * ONE)
         (fill,) = await ex.get_fills()
         assert not fill.is_taker
-        assert fill.fee == maker_fee(m.fee, bid, 20 * ONE)
-        assert (fill.fee > 0) is charges
+        # the first fill of an order pays the trade fee plus the balance's rounding to the cent
+        revenue = -notional(bid, 20 * ONE)
+        expected, _ = net_fee(
+            revenue, trade_fee(m.fee, bid, 20 * ONE, is_taker=False), Decimal(0), Decimal("0.01")
+        )
+        assert fill.fee == expected
+        if charges:
+            assert fill.fee == maker_fee(m.fee, bid, 20 * ONE) > 0
+        else:
+            assert fill.fee < Decimal("0.01")  # no maker fee: at most the rounding
         assert await ex.get_balance() == Decimal(10_000) - notional(bid, 20 * ONE) - fill.fee
 
 
@@ -150,7 +158,19 @@ async def test_crossing_order_takes_liquidity_across_levels_and_pays_taker_fees(
         (ask, first_level, True),
         (limit, want - first_level, True),
     ]
-    assert [f.fee for f in fills] == [taker_fee(m.fee, f.price, f.count) for f in fills]
+    # one order's fills share Kalshi's rounding accumulator
+    acc = Decimal(0)
+    expected = []
+    for f in fills:
+        fee, acc = net_fee(
+            -notional(f.price, f.count),
+            trade_fee(m.fee, f.price, f.count, is_taker=True),
+            acc,
+            Decimal("0.01"),
+        )
+        expected.append(fee)
+    assert [f.fee for f in fills] == expected
+    assert fills[0].fee == taker_fee(m.fee, fills[0].price, fills[0].count)
     assert m.best_ask_price() == limit
     # a bigger crossing order sweeps to its limit and rests the rest at its price
     big = await ex.place_order(req(ex, "x2", Side.BID, limit, 10 * want, post_only=False))

@@ -4,6 +4,8 @@ Subcommands:
 
 * ``quote``: median µs per :func:`cfa.core.quoting.quote` call (target ≤ 20 µs on 2 cores).
 * ``regime``: median and p99 ms per VAR regime refresh, 300-sample window (target ≤ 5 ms).
+* ``signals``: µs per update of the OFI, momentum, VPIN and refill estimators and of
+  ``GarchForecast.update``; median and p99 ms per GARCH(1,1) fit on 360 and 720 returns.
 * ``sim``, ``agents``, ``context``, ``killswitch``: runtime figures (``tools/bench_runtime.py``).
 * ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
   ≤ 10 s).
@@ -551,6 +553,252 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- signals --------------------------------------------------------------------------------------
+
+
+def _signal_stream(n: int, seed: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """``n`` events of one synthetic market, 20 per second: touches (3 in 4) and trades.
+
+    The touch sits on a cent grid around a random-walk price; sizes are 1–40 contracts with our
+    orders already removed. Trades hit the touch with random taker sides; about one in three
+    empties its level, which then comes back at the same price a second later half the time,
+    so :class:`RefillDetector` keeps real candidates open.
+    """
+    import random
+
+    from cfa.core.types import QTY_SCALE, Side
+
+    rng = random.Random(seed)
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    bid, qb, qa = 5000, 2000, 2000
+    t = 1_000.0
+    refill_at: float | None = None
+    while len(out) < n:
+        t += 0.05
+        if rng.random() < 0.25:
+            side = Side.BID if rng.random() < 0.5 else Side.ASK
+            resting = qa if side is Side.BID else qb
+            count = resting if rng.random() < 0.33 else rng.randint(1, 10) * QTY_SCALE
+            price = bid + 100 if side is Side.BID else bid
+            out.append(("trade", (t, price, count, side)))
+            continue
+        if refill_at is not None and t >= refill_at:
+            qb, qa, refill_at = 2000, 2000, None
+        elif rng.random() < 0.05:
+            bid += 100 if rng.random() < 0.5 else -100
+            bid = min(max(bid, 200), 9700)
+            qb, qa = rng.randint(1, 40) * QTY_SCALE, rng.randint(1, 40) * QTY_SCALE
+        else:
+            qb = max(0, qb + rng.randint(-3, 3) * QTY_SCALE)
+            qa = max(0, qa + rng.randint(-3, 3) * QTY_SCALE)
+            if (qb == 0 or qa == 0) and refill_at is None and rng.random() < 0.5:
+                refill_at = t + 1.0
+        out.append(("touch", (t, bid if qb else None, qb, bid + 100 if qa else None, qa)))
+    return out
+
+
+def _garch_returns(n: int, seed: int) -> list[float]:
+    """``n`` GARCH(1,1) logit returns per 10 s (α 0.08, β 0.9, s.d. about 0.01)."""
+    import random
+
+    rng = random.Random(seed)
+    omega, alpha, beta = 0.02e-4, 0.08, 0.90
+    var = omega / (1.0 - alpha - beta)
+    out: list[float] = []
+    for _ in range(n + 100):
+        r = var**0.5 * rng.gauss(0.0, 1.0)
+        out.append(r)
+        var = omega + alpha * r * r + beta * var
+    return out[100:]
+
+
+def configure_signals(parser: argparse.ArgumentParser) -> None:
+    """Options of ``bench.py signals``."""
+    parser.add_argument("--batches", type=int, default=200, help="timed batches (200)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="updates per batch (1000)")
+    parser.add_argument("--fits", type=int, default=50, help="timed GARCH fits per size (50)")
+    parser.add_argument(
+        "--fit-sizes", default="360,720", help="returns per GARCH fit, comma-separated (360,720)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic streams (0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    """µs per update of each :mod:`cfa.core.signals` estimator and ms per GARCH fit.
+
+    Updates: each estimator gets its own stream of ``(5 + batches) × batch_size`` inputs of
+    the kind it consumes (touches for OFI, trades for momentum and VPIN, both for the refill
+    detector, mids for ``GarchForecast.update``), cut from one synthetic market
+    (:func:`_signal_stream`) and fed in order, one batch per timing, interleaved across
+    estimators (:func:`time_batches`); the first 5 batches warm up. The figure includes the
+    Python call and loop overhead a caller pays (reported as ``loop_overhead_us``).
+
+    GARCH: a :class:`GarchForecast` holding ``size`` returns (its ``max_returns``) of a
+    simulated GARCH(1,1) series; each round feeds one new return (untimed) and times the
+    ``forecast(600)`` that refits on the full window.
+    """
+    import math
+
+    from cfa.core.signals import VPIN, OrderFlowImbalance, RefillDetector, TradeMomentum
+    from cfa.core.volforecast import GarchForecast
+
+    try:
+        sizes = [int(s) for s in str(args.fit_sizes).split(",") if s.strip()]
+    except ValueError:
+        print("bench signals: --fit-sizes must be comma-separated integers", file=sys.stderr)
+        return 2
+    if args.batches < 1 or args.batch_size < 1 or args.fits < 2 or not sizes or min(sizes) < 60:
+        print(
+            "bench signals: need --batches, --batch-size >= 1, --fits >= 2, fit sizes >= 60",
+            file=sys.stderr,
+        )
+        return 2
+    warmup = 5
+    per = (warmup + args.batches) * args.batch_size
+    stream = _signal_stream(4 * per + 1000, args.seed)
+    touches = [a for k, a in stream if k == "touch"]
+    trades = [a for k, a in stream if k == "trade"]
+    mids = [(t, (b + a) / 20_000.0) for t, b, _, a, _ in touches if b is not None and a]
+    mixed = stream[:per]
+    if min(len(trades), len(touches), len(mids)) < per:
+        print("bench signals: synthetic stream too short", file=sys.stderr)
+        return 1
+    touches, trades, mids = touches[:per], trades[:per], mids[:per]
+
+    ofi = OrderFlowImbalance()
+    mom = TradeMomentum()
+    vpin = VPIN(bucket_contracts=100.0, buckets=20)
+    ref = RefillDetector()
+    gf = GarchForecast()
+    n = args.batch_size
+
+    def batches_over(rows: list[Any], step: Callable[[Any], None]) -> Callable[[], None]:
+        pos = [0]
+
+        def run() -> None:
+            i = pos[0]
+            for row in rows[i : i + n]:
+                step(row)
+            pos[0] = i + n
+
+        return run
+
+    def ofi_step(a: tuple[Any, ...]) -> None:
+        ofi.update(*a)
+
+    def mom_step(a: tuple[Any, ...]) -> None:
+        mom.on_trade(a[0], a[2], a[3])
+
+    def vpin_step(a: tuple[Any, ...]) -> None:
+        vpin.on_trade(a[0], a[2], a[3])
+
+    def ref_step(ev: tuple[str, tuple[Any, ...]]) -> None:
+        if ev[0] == "touch":
+            ref.on_touch(*ev[1])
+        else:
+            ref.on_trade(*ev[1])
+
+    def garch_step(a: tuple[float, float]) -> None:
+        gf.update(a[0], a[1])
+
+    def empty_step(_a: object) -> None:
+        pass
+
+    contenders: dict[str, Callable[[], None]] = {
+        "loop": batches_over(touches, empty_step),
+        "OrderFlowImbalance.update": batches_over(touches, ofi_step),
+        "TradeMomentum.on_trade": batches_over(trades, mom_step),
+        "VPIN.on_trade": batches_over(trades, vpin_step),
+        "RefillDetector (touch+trade)": batches_over(mixed, ref_step),
+        "GarchForecast.update": batches_over(mids, garch_step),
+    }
+    timings = time_batches(contenders, args.batches, warmup=warmup)
+    overhead = summarise(timings.pop("loop"), n)
+    updates: dict[str, Any] = {name: asdict(summarise(ns, n)) for name, ns in timings.items()}
+    reads = {
+        "ofi": ofi.normalized(mixed[-1][1][0]),
+        "momentum": mom.value(mixed[-1][1][0]),
+        "vpin": vpin.value(),
+        "refills_ask": ref.view(mixed[-1][1][0]).ask.refills,
+    }
+
+    fits: dict[str, Any] = {}
+    for size in sizes:
+        rets = _garch_returns(size + args.fits + 5, args.seed)
+        est = GarchForecast(interval_s=10.0, min_returns=60, max_returns=size)
+        x, t = 0.0, 1.0
+        est.update(t, 0.5)
+        ms: list[float] = []
+        ok = 0
+        clock = time.perf_counter_ns
+        for i, r in enumerate(rets):
+            x += r
+            t += 10.0
+            est.update(t, 1.0 / (1.0 + math.exp(-x)))
+            if i + 1 < size:
+                continue
+            if i + 1 == size:
+                est.forecast(600.0)  # first fit: untimed warm-up (imports, caches)
+                continue
+            t0 = clock()
+            f = est.forecast(600.0)
+            ms.append((clock() - t0) / 1e6)
+            ok += f is not None
+            if len(ms) == args.fits:
+                break
+        ms.sort()
+        last = est.last_fit
+        fits[str(size)] = {
+            "fits": len(ms),
+            "succeeded": ok,
+            "median_ms": statistics.median(ms),
+            "p99_ms": statistics.quantiles(ms, n=100, method="inclusive")[98],
+            "min_ms": ms[0],
+            "max_ms": ms[-1],
+            "persistence": None if last is None else last.persistence,
+        }
+
+    info = machine_info()
+    if args.json:
+        payload = {
+            "bench": "signals",
+            "batches": args.batches,
+            "batch_size": n,
+            "loop_overhead_us": overhead.median_us,
+            "machine": info,
+            "updates": updates,
+            "garch": fits,
+            "final_values": reads,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+
+    _print_machine(info)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    print(f"load average (1 min): {load[0]:.2f}")
+    print(
+        f"signal updates: synthetic market, 20 events/s; {args.batches} batches x {n} updates "
+        "per estimator (median of batch means)"
+    )
+    for name, s in updates.items():
+        print(
+            f"  {name:<30} median {s['median_us']:6.2f} µs/update   p99 {s['p99_us']:6.2f} µs   "
+            f"min {s['min_us']:6.2f} µs   ({s['calls']:,} updates)"
+        )
+    print(f"  (loop overhead included above: {overhead.median_us:.3f} µs/update)")
+    print(f"  values at the end: {reads}")
+    print("GarchForecast.forecast() refit (arch GARCH(1,1), zero mean, normal), 10 s returns:")
+    for size, r in fits.items():
+        print(
+            f"  {size:>4} returns: median {r['median_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   "
+            f"min {r['min_ms']:6.2f} ms   max {r['max_ms']:6.2f} ms   "
+            f"({r['succeeded']}/{r['fits']} fits gave a forecast; persistence "
+            f"{r['persistence'] if r['persistence'] is None else round(r['persistence'], 3)})"
+        )
+    return 0
+
+
 # -- registry and dispatch ------------------------------------------------------------------------
 
 
@@ -572,6 +820,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "seconds for cfa.audit.verify() over a 1,000,000-row audit file",
         configure_verify,
         cmd_verify,
+    ),
+    "signals": Subcommand(
+        "µs per update of the cfa.core.signals estimators; ms per GARCH fit (360, 720 returns)",
+        configure_signals,
+        cmd_signals,
     ),
     "sim": Subcommand(
         "events/s end to end (simulator + loop + audit) for 1, 100 and 1,000 markets",

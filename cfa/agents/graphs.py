@@ -16,6 +16,20 @@ no usable tool call ends the decision as an *abstain*: nothing changes and the a
 audited. A change above the policy's approval threshold pauses the market graph with
 ``interrupt()``; the governance agent or a person resumes it with
 ``Command(resume={"approved": bool, "reason": str, "by": str})``.
+
+Decision record (what :attr:`AgentDeps.record` receives; the audit store's ``decisions``
+payload): the context and ``as_of``, the simulated time (epoch seconds) it describes; ``ts``,
+the simulated time the tool calls were validated and applied; ``context_age_s = ts - as_of``
+(0 inline; the charged latency in lockstep; however late the answer came in the background);
+one entry per reasoner call in ``responses`` with ``usage`` (tokens; None when nothing was
+charged, e.g. a cache hit), ``cache`` (``"hit"``, ``"miss"`` or None without a cache) and
+``request_sha256`` (the LLM cache key of the request, for reasoners with an identity; named so
+because the audit store redacts keys named ``*key*``); and ``reasoner_identity`` (backend,
+model, host, sampling settings; never a secret) for such reasoners.
+
+The input state may carry ``snapshot`` (a context taken earlier) and ``as_of`` (its time): the
+context node then uses the snapshot instead of building a context now (lockstep scheduling,
+:class:`cfa.runtime.agents.AgentRuntime`).
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from cfa.agents.reasoners.base import Feedback, RawCall, Reasoner, ReasonRequest
+from cfa.agents.reasoners.cache import HasIdentity, reasoner_identity, request_key
 from cfa.agents.tools import (
     GOVERNANCE_TOOLS,
     MARKET_TOOLS,
@@ -71,6 +86,10 @@ class DecisionState(TypedDict, total=False):
     decision_id: str
     role: Literal["market", "governance"]
     started: float
+    snapshot: dict[str, Any] | None
+    """Input only: a context taken earlier (lockstep); the context node uses it as is."""
+    as_of: float | None
+    """Simulated time (epoch s) the context describes: the snapshot's time, else when built."""
     context: dict[str, Any]
     params_before: dict[str, float]
     attempts: int
@@ -83,7 +102,8 @@ class DecisionState(TypedDict, total=False):
     approval: dict[str, Any] | None
 
 
-def _params_of(applier: ToolApplier, market: str) -> dict[str, float]:
+def params_of(applier: ToolApplier, market: str) -> dict[str, float]:
+    """γ and σ of ``market`` (``"*"``: every market's, keyed ``TICKER.param``)."""
     if market == "*":
         return {
             f"{t}.{p}": getattr(applier.params.get(t), p)
@@ -100,9 +120,19 @@ def _params_of(applier: ToolApplier, market: str) -> dict[str, float]:
 async def _context(state: DecisionState, runtime: Runtime[AgentDeps]) -> dict[str, Any]:
     deps = runtime.context
     market = state["market"]
+    snap = state.get("snapshot")
+    if snap is not None:
+        context = dict(snap)
+        as_of = state.get("as_of")
+        as_of = deps.now() if as_of is None else as_of
+    else:
+        context = dict(deps.build_context(market))
+        as_of = deps.now()
     return {
-        "context": dict(deps.build_context(market)),
-        "params_before": _params_of(deps.applier, market),
+        "context": context,
+        "snapshot": None,
+        "as_of": as_of,
+        "params_before": params_of(deps.applier, market),
         "attempts": 0,
         "feedback": None,
         "started": time.perf_counter(),
@@ -125,6 +155,11 @@ async def _reason(state: DecisionState, runtime: Runtime[AgentDeps]) -> dict[str
         feedback=feedback,
     )
     resp = await deps.reasoner.reason(req)
+    extra = dict(resp.extra)
+    cache = extra.pop("cache", None)
+    digest = extra.pop("cache_key", None)
+    if digest is None and isinstance(deps.reasoner, HasIdentity):
+        digest = request_key(reasoner_identity(deps.reasoner), req)
     record = {
         "attempt": state.get("attempts", 0) + 1,
         "raw": resp.raw,
@@ -134,7 +169,9 @@ async def _reason(state: DecisionState, runtime: Runtime[AgentDeps]) -> dict[str
         "latency_s": round(resp.latency_s, 6),
         "error": resp.error,
         "calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in resp.calls],
-        "extra": dict(resp.extra),
+        "extra": extra,
+        "cache": cache,
+        "request_sha256": digest,
     }
     return {"responses": [record], "attempts": state.get("attempts", 0) + 1}
 
@@ -204,6 +241,9 @@ def _verdict(outcomes: list[ToolOutcome]) -> str:
 
 def _decision_record(state: DecisionState, deps: AgentDeps, phase: str) -> dict[str, Any]:
     market = state["market"]
+    ts = deps.now()
+    as_of = state.get("as_of")
+    identity = reasoner_identity(deps.reasoner) if isinstance(deps.reasoner, HasIdentity) else None
     return {
         "decision_id": state["decision_id"],
         "market": "" if market == "*" else market,
@@ -217,13 +257,16 @@ def _decision_record(state: DecisionState, deps: AgentDeps, phase: str) -> dict[
         "outcomes": state.get("outcomes", []),
         "verdict": state.get("verdict", "abstain"),
         "params_before": state.get("params_before"),
-        "params_after": _params_of(deps.applier, market),
+        "params_after": params_of(deps.applier, market),
         "attempts": state.get("attempts", 0),
         "latency_s": round(time.perf_counter() - state.get("started", time.perf_counter()), 6),
         "usage": _sum_usage(state.get("responses", [])),
         "pending": state.get("pending"),
         "approval": state.get("approval"),
-        "ts": deps.now(),
+        "ts": ts,
+        "as_of": as_of,
+        "context_age_s": None if as_of is None else round(ts - as_of, 6),
+        "reasoner_identity": identity,
     }
 
 

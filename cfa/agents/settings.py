@@ -9,6 +9,10 @@ Contract for the key: it is a :class:`pydantic.SecretStr`, so it never appears i
 ``str``, ``model_dump_json`` or log lines built from the settings; only
 :class:`~cfa.agents.reasoners.openai_backend.OpenAIReasoner` unwraps it, to hand it to the SDK.
 
+Prices, for the run's token and cost totals (:class:`cfa.runtime.agents.LLMTotals`):
+``price_input`` and ``price_output`` in **dollars per million tokens** (prompt and completion);
+both 0 (the default) means the price is unknown and the cost is reported as unknown.
+
 ``tool_choice`` (see :data:`TOOL_CHOICE_HELP`):
 
 * ``"required"`` (default): the model must call one of the tools. OpenAI, vLLM >= 0.8.3,
@@ -65,6 +69,18 @@ class LLMSettings(BaseSettings):
         description='Role of the prompt message; "system" is the portable choice.',
     )
     seed: int | None = Field(default=None, description="Sent when set (OpenAI, vLLM honour it).")
+    price_input: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Dollars per 1,000,000 prompt tokens (CFA_LLM_PRICE_INPUT); 0 = unknown.",
+    )
+    price_output: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Dollars per 1,000,000 completion tokens (CFA_LLM_PRICE_OUTPUT); 0 = unknown.",
+    )
 
     @field_validator("tool_choice")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from cfa.cli.audit_cmds import audit_app
+from cfa.cli.eval_cmd import eval_suite
 from cfa.cli.govern import govern_app
 from cfa.cli.kalshi_cmds import markets, record
 from cfa.cli.replay import replay
@@ -28,6 +29,9 @@ app.add_typer(govern_app, name="govern")
 app.add_typer(traces_app, name="traces")
 app.add_typer(audit_app, name="audit")
 app.command(help="Write a self-contained HTML report of a run.")(report)
+app.command(name="eval", help="Compare strategies over a suite of simulated runs, by seed.")(
+    eval_suite
+)
 app.command(help="Replay a recorded run offline: exact, decisions or counterfactual.")(replay)
 app.command(help="List Kalshi markets (public data; no key needed).")(markets)
 app.command(help="Record Kalshi's live WebSocket feed to a file for offline replay.")(record)

@@ -17,15 +17,23 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def parse_duration(text: str, option: str = "--duration") -> float:
-    """``"1h"``, ``"15m"``, ``"90s"``, ``"3600"`` -> seconds (positive, finite)."""
-    m = _DURATION.match(text)
+def duration_seconds(text: str) -> float:
+    """``"1h"``, ``"15m"``, ``"90s"``, ``"3600"`` -> seconds; ValueError unless positive, finite."""
+    m = _DURATION.match(str(text))
     if not m:
-        raise fail(f"{option}: cannot read {text!r}; use e.g. 90s, 15m, 1h")
+        raise ValueError(f"cannot read {text!r}; use e.g. 90s, 15m, 1h")
     value = float(m.group(1)) * _UNITS[m.group(2)]
     if not (math.isfinite(value) and value > 0):
-        raise fail(f"{option}: must be positive, got {text!r}")
+        raise ValueError(f"must be positive, got {text!r}")
     return value
+
+
+def parse_duration(text: str, option: str = "--duration") -> float:
+    """:func:`duration_seconds` for an option: a bad value exits with one line naming it."""
+    try:
+        return duration_seconds(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from None
 
 
 def parse_speed(text: str) -> float | None:

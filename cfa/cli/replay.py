@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from cfa.agents.reasoners import make_reasoner
+from cfa.agents.reasoners.base import Reasoner
+from cfa.agents.reasoners.cache import CachedReasoner, SqliteLLMCache
 from cfa.audit import AuditError
 from cfa.cli.options import fail
+from cfa.cli.run import llm_line, parse_latency
 
 Mode = Literal["exact", "decisions", "counterfactual"]
 
@@ -34,6 +38,37 @@ def replay(
         Path | None, typer.Option(help="Counterfactual: where to record the new run.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    recorded: Annotated[
+        bool,
+        typer.Option(
+            "--recorded",
+            help="decisions/counterfactual: answer from the LLM answers recorded in this run "
+            "(no endpoint, no tokens); a request nobody recorded abstains.",
+        ),
+    ] = False,
+    llm_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--llm-cache",
+            help="decisions/counterfactual: an LLM call cache file to answer from and add to "
+            "(with --recorded, the recorded answers are imported into it).",
+        ),
+    ] = None,
+    lockstep: Annotated[
+        bool | None,
+        typer.Option(
+            "--lockstep/--no-lockstep",
+            help="counterfactual: run the agents in lockstep with the simulator "
+            "(default: as the recorded run did).",
+        ),
+    ] = None,
+    llm_latency: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-latency",
+            help="counterfactual, with lockstep: simulated LLM latency (default: as recorded).",
+        ),
+    ] = None,
 ) -> None:
     """Replay a recorded run without touching an exchange (or a live LLM unless one is named)."""
     from cfa.runtime import replay as rp
@@ -79,62 +114,106 @@ def replay(
             if not report.ok:
                 raise typer.Exit(1)
             return
-        agent = make_reasoner(reasoner, model=model, base_url=base_url)
-        if mode == "decisions":
-            text = prompt.read_text(encoding="utf-8") if prompt else None
-            diffs = asyncio.run(rp.replay_decisions(db, run_id, agent, text))
-            changed = [d for d in diffs if not d.same]
-            if json_out:
-                typer.echo(
-                    json.dumps(
-                        [
-                            {
-                                "decision_id": d.decision_id,
-                                "market": d.market,
-                                "same": d.same,
-                                "recorded": d.recorded,
-                                "replayed": d.replayed,
-                                "error": d.error,
-                            }
-                            for d in diffs
-                        ]
-                    )
-                )
-                return
-            t = Table(title=f"{len(diffs)} decisions re-fed to {agent.name}: {len(changed)} differ")
-            for col in ("decision", "market", "recorded", "replayed"):
-                t.add_column(col, overflow="fold")
-            for d in changed[:50]:
-                t.add_row(
-                    d.decision_id,
-                    d.market,
-                    json.dumps(d.recorded),
-                    json.dumps(d.replayed) if not d.error else f"abstain: {d.error}",
-                )
-            console.print(t)
-            return
-        result = asyncio.run(rp.replay_counterfactual(db, run_id, agent, out_db))
-        if json_out:
-            typer.echo(json.dumps(result))
-            return
-        t = Table(
-            title=f"counterfactual with {agent.name} (new run {result['run_id']} in {result['db']})"
-        )
-        for col in ("market", "fills", "", "PnL marked $", " ", "max |inv|", "  "):
-            t.add_column(col)
-        orig = {r["ticker"]: r for r in result["original"]}
-        for r in result["counterfactual"]:
-            o = orig.get(r["ticker"], {})
-            t.add_row(
-                r["ticker"],
-                str(o.get("fills", "-")),
-                str(r["fills"]),
-                str(o.get("marked_pnl", "-")),
-                r["marked_pnl"],
-                str(o.get("max_abs_inventory", "-")),
-                str(r["max_abs_inventory"]),
-            )
-        console.print(t)
-        console.print("columns: original, then counterfactual")
+        opts: dict[str, Any] = {"lockstep": lockstep}
+        if llm_latency is not None:
+            opts["latency_s"] = parse_latency(llm_latency)
+        cache: SqliteLLMCache | None = None
+        if llm_cache is not None:
+            try:
+                cache = SqliteLLMCache(llm_cache)
+            except (sqlite3.Error, OSError) as exc:
+                raise fail(f"--llm-cache {llm_cache}: {exc}") from None
+        try:
+            agent: Reasoner
+            if recorded:
+                agent = rp.recorded_reasoner(db, run_id, cache=cache)
+            else:
+                agent = make_reasoner(reasoner, model=model, base_url=base_url)
+                if cache is not None:
+                    agent = CachedReasoner(agent, cache)
+            _replay_with(agent, mode, run_id, db, prompt, out_db, json_out, console, opts)
+        finally:
+            if cache is not None:
+                cache.close()
     except (AuditError, ValueError, OSError) as exc:
         raise fail(str(exc)) from None
+
+
+def _replay_with(
+    agent: Reasoner,
+    mode: str,
+    run_id: str,
+    db: Path,
+    prompt: Path | None,
+    out_db: Path | None,
+    json_out: bool,
+    console: Console,
+    opts: dict[str, Any],
+) -> None:
+    """The decisions and counterfactual modes with a ready reasoner."""
+    from cfa.runtime import replay as rp
+
+    if mode == "decisions":
+        text = prompt.read_text(encoding="utf-8") if prompt else None
+        diffs = asyncio.run(rp.replay_decisions(db, run_id, agent, text))
+        changed = [d for d in diffs if not d.same]
+        if json_out:
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "decision_id": d.decision_id,
+                            "market": d.market,
+                            "same": d.same,
+                            "recorded": d.recorded,
+                            "replayed": d.replayed,
+                            "error": d.error,
+                            "cache": d.cache,
+                            "usage": d.usage,
+                        }
+                        for d in diffs
+                    ]
+                )
+            )
+            return
+        hits = sum(1 for d in diffs if d.cache == "hit")
+        cached = f" ({hits} answered from recorded answers or the cache)" if hits else ""
+        t = Table(
+            title=f"{len(diffs)} decisions re-fed to {agent.name}{cached}: {len(changed)} differ"
+        )
+        for col in ("decision", "market", "recorded", "replayed"):
+            t.add_column(col, overflow="fold")
+        for d in changed[:50]:
+            t.add_row(
+                d.decision_id,
+                d.market,
+                json.dumps(d.recorded),
+                json.dumps(d.replayed) if not d.error else f"abstain: {d.error}",
+            )
+        console.print(t)
+        return
+    result = asyncio.run(rp.replay_counterfactual(db, run_id, agent, out_db, **opts))
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    t = Table(
+        title=f"counterfactual with {agent.name} (new run {result['run_id']} in {result['db']})"
+    )
+    for col in ("market", "fills", "", "PnL marked $", " ", "max |inv|", "  "):
+        t.add_column(col)
+    orig = {r["ticker"]: r for r in result["original"]}
+    for r in result["counterfactual"]:
+        o = orig.get(r["ticker"], {})
+        t.add_row(
+            r["ticker"],
+            str(o.get("fills", "-")),
+            str(r["fills"]),
+            str(o.get("marked_pnl", "-")),
+            r["marked_pnl"],
+            str(o.get("max_abs_inventory", "-")),
+            str(r["max_abs_inventory"]),
+        )
+    console.print(t)
+    console.print("columns: original, then counterfactual")
+    if result.get("llm"):
+        console.print(llm_line(result["llm"]))

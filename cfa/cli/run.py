@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +17,8 @@ from rich.live import Live
 
 from cfa.agents.reasoners import make_reasoner
 from cfa.agents.reasoners.base import Reasoner
+from cfa.agents.reasoners.cache import CachedReasoner, SqliteLLMCache
 from cfa.audit import AuditError, AuditStore
-from cfa.audit.records import market_to_dict
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
@@ -25,6 +26,7 @@ from cfa.exchange.base import Exchange, ExchangeError
 from cfa.exchange.sim import DEFAULT_START_TS as SIM_EPOCH
 from cfa.exchange.sim import SimExchange, known_scenarios
 from cfa.risk.policy import Policy, PolicyError, load_policy
+from cfa.runtime.runs import close_run, open_run
 from cfa.runtime.session import MarketSummary, Session
 
 DEFAULT_SCENARIOS = ("calm", "regime-shift", "informed-flow")
@@ -78,6 +80,31 @@ def run(
     env_file: Annotated[
         Path | None, typer.Option(help="KEY=value file with the CFA_KALSHI_* settings.")
     ] = None,
+    lockstep: Annotated[
+        bool,
+        typer.Option(
+            "--lockstep",
+            help="Simulator only: the simulated clock waits for each agent decision, so no "
+            "answer is late or lost and a seed reproduces the run (backtests; the eval harness "
+            "turns it on for LLM strategies). Off by default.",
+        ),
+    ] = False,
+    llm_latency: Annotated[
+        str,
+        typer.Option(
+            "--llm-latency",
+            help="With --lockstep: simulated seconds between a decision's context and its "
+            "tool calls taking effect (0, 500ms, 2s).",
+        ),
+    ] = "0s",
+    llm_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--llm-cache",
+            help="SQLite LLM call cache: identical requests are answered from it (no tokens); "
+            "new answers are stored. Safe to share between runs and processes.",
+        ),
+    ] = None,
 ) -> None:
     """Run one quoting loop per market (simulator by default, or Kalshi), then the summary."""
     if exchange_name not in ("sim", "kalshi"):
@@ -94,12 +121,24 @@ def run(
         raise fail(str(exc)) from None
     chosen = [names[i % len(names)] for i in range(markets)]
     interval = parse_duration(agent_interval, "--agent-interval")
-    agent = None
+    latency = parse_latency(llm_latency)
+    if latency and not lockstep:
+        raise fail("--llm-latency needs --lockstep (the background mode has real latency)")
+    if lockstep and exchange_name != "sim":
+        raise fail("--lockstep works on the simulator only: a live exchange does not wait")
+    agent: Reasoner | None = None
+    cache: SqliteLLMCache | None = None
     if not no_agents:
         try:
             agent = make_reasoner(reasoner, model=model, base_url=base_url)
         except (ValueError, OSError) as exc:
             raise fail(str(exc)) from None
+        if llm_cache is not None:
+            try:
+                cache = SqliteLLMCache(llm_cache)
+            except (sqlite3.Error, OSError) as exc:
+                raise fail(f"--llm-cache {llm_cache}: {exc}") from None
+            agent = CachedReasoner(agent, cache)
     exchange: Exchange
     if exchange_name == "kalshi":
         if not market:
@@ -125,7 +164,7 @@ def run(
     except AuditError as exc:
         raise fail(str(exc)) from None
     console = Console(stderr=False)
-    config = {
+    config: dict[str, object] = {
         "exchange": exchange_name,
         "scenarios" if exchange_name == "sim" else "tickers": chosen,
         "seed": seed,
@@ -135,15 +174,21 @@ def run(
         "argv": sys.argv[1:],
         "reasoner": None if agent is None else {"name": agent.name, "model": agent.model},
         "agent_interval_s": interval,
+        "lockstep": lockstep,
+        "llm_latency_s": latency,
+        "llm_cache": None if cache is None else str(llm_cache),
     }
+    agent_options = {"interval_s": interval, "lockstep": lockstep, "latency_s": latency}
     try:
         rows, session = asyncio.run(
-            _run(exchange, store, pol, config, seconds, quiet, console, agent, interval)
+            _run(exchange, store, pol, config, seconds, quiet, console, agent, agent_options)
         )
     except ExchangeError as exc:
         raise fail(f"exchange: {exc}") from None
     finally:
         store.close()
+        if cache is not None:
+            cache.close()
     console.print()
     console.print(summary_table(rows))
     if session.agents is not None:
@@ -151,6 +196,7 @@ def run(
             f"{k} {v}" for k, v in sorted(session.agents.decisions_by_verdict.items())
         )
         console.print(f"agent decisions ({session.agents.reasoner.name}): {verdicts or 'none'}")
+        console.print(llm_line(session.agents.llm_summary()))
     console.print(
         f"run [bold]{session.run_id}[/] · {session.events:,} events · audit store [bold]{db}[/]"
         + (
@@ -158,6 +204,34 @@ def run(
             if session.leftover_orders
             else ""
         )
+    )
+
+
+def parse_latency(text: str) -> float:
+    """``--llm-latency``: ``0`` (or ``0s``, ``0ms``) or a positive duration; seconds."""
+    if text.strip().lower() in ("0", "0s", "0ms", "0.0", "none"):
+        return 0.0
+    return parse_duration(text, "--llm-latency")
+
+
+def llm_line(llm: dict[str, Any]) -> str:
+    """The one summary line of reasoner calls, tokens, cache hits and cost."""
+    cached = ""
+    if llm["cache_hits"] or llm["cache_misses"]:
+        cached = f" ({llm['cache_hits']:,} from the cache)"
+    if llm["cost_usd"] is not None:
+        cost = f"cost ${llm['cost_usd']:.4f}"
+    elif llm["tokens_in"] or llm["tokens_out"]:
+        cost = "cost unknown (set CFA_LLM_PRICE_INPUT / CFA_LLM_PRICE_OUTPUT, $ per 1M tokens)"
+    else:
+        cost = "no tokens charged"
+    mode = f"lockstep, latency {llm['latency_s']:g}s" if llm["lockstep"] else "no lockstep"
+    lost = ""
+    if llm["cancelled"] or llm["expired"]:
+        lost = f" · {llm['cancelled']} lost at the end, {llm['expired']} expired"
+    return (
+        f"LLM ({llm['reasoner']}, {mode}): {llm['calls']:,} calls{cached} · tokens "
+        f"{llm['tokens_in']:,} in / {llm['tokens_out']:,} out · {cost}{lost}"
     )
 
 
@@ -170,17 +244,15 @@ async def _run(
     quiet: bool,
     console: Console,
     agent: Reasoner | None,
-    interval: float,
+    agent_options: dict[str, Any],
 ) -> tuple[list[MarketSummary], Session]:
-    await exchange.start()
     tickers = config.get("tickers")
-    markets = await exchange.get_markets(tickers if isinstance(tickers, list) else None)
+    session = await open_run(
+        exchange, store, pol, config, tickers if isinstance(tickers, list) else None
+    )
     start_ts = exchange.clock.now()
-    config = {**config, "markets": [market_to_dict(m) for m in markets]}
-    run_id = store.start_run(config, ts_ms=round(exchange.clock.now() * 1000))
-    session = Session(exchange, markets, pol, store, run_id)
     if agent is not None:
-        session.attach_agents(agent, interval_s=interval)
+        session.attach_agents(agent, **agent_options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -202,13 +274,5 @@ async def _run(
                 rows = task.result()
     finally:
         await exchange.close()
-    summary = {
-        "markets": [r.as_dict() for r in rows],
-        "events": session.events,
-        "wall_s": round(time.perf_counter() - wall0, 3),
-        "leftover_orders": session.leftover_orders,
-        "stopped_by_signal": session.stop.is_set(),
-        "decisions": {} if session.agents is None else session.agents.decisions_by_verdict,
-    }
-    store.end_run(run_id, summary, ts_ms=round(exchange.clock.now() * 1000))
+    close_run(session, store, rows, wall0)
     return rows, session

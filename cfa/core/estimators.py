@@ -17,65 +17,160 @@ import numpy as np
 from cfa.core.types import Side
 
 
+class DecayedMean:
+    """Exponentially weighted mean over time with the weights normalised (bias-corrected).
+
+    Each observation enters with weight 1 and every weight halves each ``half_life`` seconds,
+    so the first observation never dominates (unlike an EWMA started from its first value).
+    ``weight`` is the sum of the current weights: an effective sample count.
+    """
+
+    __slots__ = ("_decay", "_last_t", "_sum", "weight")
+
+    def __init__(self, half_life: float) -> None:
+        self._decay = math.log(2.0) / half_life
+        self._sum = 0.0
+        self.weight = 0.0
+        self._last_t: float | None = None
+
+    def age(self, t: float) -> None:
+        """Decay the weights to time ``t`` (no-op for earlier times)."""
+        if self._last_t is not None and t > self._last_t:
+            f = math.exp(-self._decay * (t - self._last_t))
+            self._sum *= f
+            self.weight *= f
+        if self._last_t is None or t > self._last_t:
+            self._last_t = t
+
+    def add(self, t: float, value: float, weight: float = 1.0) -> None:
+        self.age(t)
+        self._sum += weight * value
+        self.weight += weight
+
+    @property
+    def mean(self) -> float | None:
+        return None if self.weight <= 0.0 else self._sum / self.weight
+
+
 class LogitVolatility:
-    """EWMA of the variance rate of ``logit(mid)``, sampled on a fixed time grid.
+    """Two-scale realised variance rate of ``logit(mid)``, robust to the price grid.
 
     The mid is sampled at the first event at least ``interval`` seconds after the previous
-    sample, which keeps event-by-event bid-ask bounce out of the estimate. Each sample's squared
-    logit return divided by its elapsed time updates an EWMA with the given ``half_life`` in
-    seconds. The estimate is *warm* once ``min_samples`` samples have been taken.
+    sample. On a price grid the observed mid bounces between neighbouring levels: an iid noise
+    ``η`` adds ``2η²`` to every squared return whatever its length, which at one second
+    inflates the variance many times over. Returns are therefore taken at two scales — from
+    one sample to the next (about ``interval`` seconds) and over ``horizon`` seconds
+    (overlapping) — and the noise is cancelled (Zhang, Mykland & Aït-Sahalia 2005)::
+
+        σ² = (H·L − Δ·S) / (H − Δ)
+
+    where ``S`` and ``L`` are the decayed means of the squared returns per second at the short
+    and long scale and ``Δ``, ``H`` their mean lengths in seconds. The estimate never drops
+    below a quarter of ``L`` (a noise estimate cannot explain away most of the long-scale
+    variance). The means are bias-corrected EWMAs with ``half_life`` seconds
+    (:class:`DecayedMean`), so the first returns carry no more weight than later ones.
+
+    A ``prior`` σ (logit per √s) enters as ``prior_weight`` long returns' worth of evidence,
+    so a short warm-up leans on it and a long run forgets it. ``samples`` counts long-scale
+    returns; the estimate is *warm* with ``min_samples`` of them (the first needs ``horizon``
+    seconds of history). Units: σ_x in logit units per √second.
     """
 
     __slots__ = (
-        "_last_sample_t",
+        "_hist",
+        "_last_t",
         "_last_x",
+        "_long",
+        "_long_dt",
+        "_short",
+        "_short_dt",
         "half_life",
+        "horizon",
         "interval",
         "min_samples",
+        "prior",
+        "prior_weight",
         "samples",
-        "var_rate",
     )
 
     def __init__(
-        self, interval: float = 1.0, half_life: float = 300.0, min_samples: int = 30
+        self,
+        interval: float = 5.0,
+        horizon: float = 60.0,
+        half_life: float = 600.0,
+        min_samples: int = 12,
+        prior: float | None = None,
+        prior_weight: float = 0.0,
     ) -> None:
-        if interval <= 0 or half_life <= 0 or min_samples < 1:
-            raise ValueError("interval and half_life must be positive, min_samples >= 1")
+        if interval <= 0 or half_life <= 0 or min_samples < 1 or horizon <= interval:
+            raise ValueError(
+                "interval and half_life must be positive, horizon > interval, min_samples >= 1"
+            )
+        if prior is not None and not (math.isfinite(prior) and prior > 0):
+            raise ValueError(f"prior must be a positive finite sigma, got {prior!r}")
+        if not (math.isfinite(prior_weight) and prior_weight >= 0):
+            raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
         self.interval = interval
+        self.horizon = horizon
         self.half_life = half_life
         self.min_samples = min_samples
+        self.prior = prior
+        self.prior_weight = prior_weight if prior is not None else 0.0
         self.samples = 0
-        self.var_rate = 0.0
+        self._short = DecayedMean(half_life)
+        self._short_dt = DecayedMean(half_life)
+        self._long = DecayedMean(half_life)
+        self._long_dt = DecayedMean(half_life)
+        self._hist: deque[tuple[float, float]] = deque()
         self._last_x: float | None = None
-        self._last_sample_t = 0.0
+        self._last_t = 0.0
 
     def update(self, t: float, mid: float) -> None:
         """Observe the mid (dollars, strictly inside (0, 1)) at time ``t`` seconds."""
-        if not 0.0 < mid < 1.0:
+        if not (0.0 < mid < 1.0) or not math.isfinite(t):
+            return
+        if self._last_x is not None and t - self._last_t < self.interval:
             return
         x = math.log(mid / (1.0 - mid))
-        if self._last_x is None:
-            self._last_x, self._last_sample_t = x, t
-            return
-        elapsed = t - self._last_sample_t
-        if elapsed < self.interval:
-            return
-        r = x - self._last_x
-        sample_rate = r * r / elapsed
-        w = 1.0 - math.exp(-elapsed * math.log(2.0) / self.half_life)
-        self.var_rate = (
-            sample_rate if self.samples == 0 else self.var_rate + w * (sample_rate - self.var_rate)
-        )
-        self.samples += 1
-        self._last_x, self._last_sample_t = x, t
+        if self._last_x is not None:
+            dt = t - self._last_t
+            r = x - self._last_x
+            self._short.add(t, r * r / dt)
+            self._short_dt.add(t, dt)
+        hist = self._hist
+        hist.append((t, x))
+        while len(hist) > 2 and t - hist[1][0] >= self.horizon:
+            hist.popleft()
+        t0, x0 = hist[0]
+        if len(hist) > 1 and t - t0 >= self.horizon:
+            dt = t - t0
+            r = x - x0
+            self._long.add(t, r * r / dt)
+            self._long_dt.add(t, dt)
+            self.samples += 1
+        self._last_x, self._last_t = x, t
 
     @property
     def warm(self) -> bool:
         return self.samples >= self.min_samples
 
     @property
+    def var_rate(self) -> float:
+        """σ_x² per second (the prior's before any long-scale return; 0 without one)."""
+        long, short = self._long.mean, self._short.mean
+        prior = 0.0 if self.prior is None else self.prior * self.prior
+        if long is None or short is None:
+            return prior
+        H, D = self._long_dt.mean, self._short_dt.mean
+        assert H is not None and D is not None
+        v = (H * long - D * short) / (H - D) if H > D else long
+        v = max(v, 0.25 * long)
+        w = self._long.weight
+        return (w * v + self.prior_weight * prior) / (w + self.prior_weight)
+
+    @property
     def sigma(self) -> float:
-        """σ_x: logit volatility per √second (0 before the first sample)."""
+        """σ_x: logit volatility per √second (the prior, or 0, before the first long return)."""
         return math.sqrt(self.var_rate)
 
 
@@ -83,13 +178,24 @@ class FillRates:
     """Fills per minute of *quoted* time, per side, decayed with a half-life in seconds.
 
     Call :meth:`mark` whenever the set of quoted sides may have changed (on every event is fine);
-    the time between calls counts as quoted for each side that was quoted.
+    the time between calls counts as quoted for each side that was quoted. Both the fills and
+    the quoted time decay, so a rate ages out: once a side has been quoted for less than
+    ``min_quoted`` seconds of (decayed) time its rate is None, not the frozen last value.
     """
 
-    __slots__ = ("_decay", "_fills", "_last_t", "_quoted", "_quoting", "last_fill_t")
+    __slots__ = (
+        "_decay",
+        "_fills",
+        "_last_t",
+        "_quoted",
+        "_quoting",
+        "last_fill_t",
+        "min_quoted",
+    )
 
-    def __init__(self, half_life: float = 600.0) -> None:
+    def __init__(self, half_life: float = 600.0, min_quoted: float = 30.0) -> None:
         self._decay = math.log(2.0) / half_life
+        self.min_quoted = min_quoted
         self._fills = {Side.BID: 0.0, Side.ASK: 0.0}
         self._quoted = {Side.BID: 0.0, Side.ASK: 0.0}
         self._quoting = {Side.BID: False, Side.ASK: False}
@@ -103,7 +209,11 @@ class FillRates:
             f = math.exp(-self._decay * dt)
             for side in (Side.BID, Side.ASK):
                 self._fills[side] *= f
-                self._quoted[side] = self._quoted[side] * f + (dt if self._quoting[side] else 0.0)
+                if self._quoting[side]:
+                    # quoted time accrues while it decays: ∫ e^{-λ(t-s)} ds over the step
+                    self._quoted[side] = self._quoted[side] * f + (1.0 - f) / self._decay
+                else:
+                    self._quoted[side] *= f
         if self._last_t is None or t > self._last_t:
             self._last_t = t
         self._quoting[Side.BID] = bid_quoted
@@ -115,11 +225,15 @@ class FillRates:
         self.last_fill_t[side] = t
 
     def per_minute(self, side: Side) -> float | None:
-        """Decayed fills per quoted minute, or None before ten quoted seconds."""
+        """Decayed fills per quoted minute, or None with under ``min_quoted`` quoted seconds."""
         quoted = self._quoted[side]
-        if quoted < 10.0:
+        if quoted < self.min_quoted:
             return None
         return 60.0 * self._fills[side] / quoted
+
+    def fills(self, side: Side) -> float:
+        """Decayed fill count behind :meth:`per_minute` (an effective sample size)."""
+        return self._fills[side]
 
     def quoted_seconds(self, side: Side) -> float:
         return self._quoted[side]
@@ -130,24 +244,34 @@ class _PendingFill:
     t: float
     sign: int
     price: float
+    count: float
 
 
 class Markouts:
     """Mark-outs of our fills at fixed horizons: ``sign·(mid(t + h) − fill price)`` in dollars.
 
     A bid fill (we bought) has sign +1; positive mark-outs mean the fill was not adversely
-    selected. Averages are exponentially weighted over the last ``span`` fills per horizon.
+    selected. Each horizon keeps a size-weighted mean whose weights halve every ``half_life``
+    seconds, so an old mark-out ages out instead of being cited for half an hour; ``n(h)`` is
+    the decayed fill count behind it and ``average`` is None below ``min_n``.
     """
 
-    def __init__(self, horizons: tuple[float, ...] = (5.0, 60.0), span: int = 50) -> None:
+    def __init__(
+        self,
+        horizons: tuple[float, ...] = (5.0, 60.0),
+        half_life: float = 600.0,
+        min_n: float = 3.0,
+    ) -> None:
         self.horizons = horizons
-        self._alpha = 2.0 / (span + 1.0)
+        self.min_n = min_n
         self._pending: dict[float, deque[_PendingFill]] = {h: deque() for h in horizons}
-        self._avg: dict[float, float | None] = dict.fromkeys(horizons)
+        self._mean = {h: DecayedMean(half_life) for h in horizons}
+        self._n = {h: DecayedMean(half_life) for h in horizons}
         self.count: dict[float, int] = dict.fromkeys(horizons, 0)
+        """Fills resolved at each horizon since the start (not decayed)."""
 
-    def on_fill(self, t: float, side: Side, price_dollars: float) -> None:
-        rec = _PendingFill(t, side.sign, price_dollars)
+    def on_fill(self, t: float, side: Side, price_dollars: float, contracts: float = 1.0) -> None:
+        rec = _PendingFill(t, side.sign, price_dollars, contracts)
         for q in self._pending.values():
             q.append(rec)
 
@@ -156,14 +280,70 @@ class Markouts:
         for h, q in self._pending.items():
             while q and q[0].t + h <= t:
                 rec = q.popleft()
-                m = rec.sign * (mid - rec.price)
-                prev = self._avg[h]
-                self._avg[h] = m if prev is None else prev + self._alpha * (m - prev)
+                self._mean[h].add(t, rec.sign * (mid - rec.price), rec.count)
+                self._n[h].add(t, 1.0)
                 self.count[h] += 1
 
-    def average(self, horizon: float) -> float | None:
-        """Weighted average mark-out in dollars per contract at ``horizon``; None before any."""
-        return self._avg[horizon]
+    def n(self, horizon: float, now: float | None = None) -> float:
+        """Decayed number of fills behind the average at ``horizon`` (as of ``now``)."""
+        d = self._n[horizon]
+        if now is not None:
+            d.age(now)
+            self._mean[horizon].age(now)
+        return d.weight
+
+    def average(self, horizon: float, now: float | None = None) -> float | None:
+        """Weighted mean mark-out, dollars per contract; None below ``min_n`` decayed fills."""
+        if self.n(horizon, now) < self.min_n:
+            return None
+        return self._mean[horizon].mean
+
+
+class HoldingTime:
+    """How long inventory is held, seconds, by Little's law: ``W = ∫|q|dt / contracts in``.
+
+    Both the integral of the absolute position over time and the contracts that *added* to
+    ``|q|`` are decayed with ``half_life`` seconds, so ``W`` follows the recent turnover. This is
+    the horizon over which inventory is at risk: the ``τ`` the Avellaneda–Stoikov penalty should
+    use for a maker that turns its inventory over instead of holding it to the close. None until
+    ``min_in`` contracts (decayed) have entered the inventory.
+    """
+
+    __slots__ = ("_area", "_decay", "_entered", "_last_q", "_last_t", "min_in")
+
+    def __init__(self, half_life: float = 1800.0, min_in: float = 20.0) -> None:
+        self._decay = math.log(2.0) / half_life
+        self._area = 0.0
+        self._entered = 0.0
+        self._last_t: float | None = None
+        self._last_q = 0.0
+        self.min_in = min_in
+
+    def _aged(self, t: float) -> tuple[float, float]:
+        if self._last_t is None or t <= self._last_t:
+            return self._area, self._entered
+        f = math.exp(-self._decay * (t - self._last_t))
+        held = abs(self._last_q) * (1.0 - f) / self._decay  # ∫ |q|·e^{-λ(t-s)} ds
+        return self._area * f + held, self._entered * f
+
+    def update(self, t: float, q: float) -> None:
+        """The position is ``q`` contracts from time ``t`` on (call on every change)."""
+        if not (math.isfinite(t) and math.isfinite(q)):
+            return
+        if self._last_t is not None and t < self._last_t:
+            return
+        self._area, self._entered = self._aged(t)
+        grew = abs(q) - abs(self._last_q)
+        if grew > 0:
+            self._entered += grew
+        self._last_t, self._last_q = t, q
+
+    def seconds(self, now: float) -> float | None:
+        """``W`` in seconds as of ``now``, or None before enough contracts entered."""
+        area, entered = self._aged(now)
+        if entered < self.min_in:
+            return None
+        return area / entered
 
 
 class TradingIntensity:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from cfa.core.types import (
     PRICE_SCALE,
@@ -198,6 +198,7 @@ class PriceGrid:
 # -- fees ---------------------------------------------------------------------------------------
 
 _FEE_PRECISION = Decimal("0.0001")
+_CENT = Decimal("0.01")
 
 
 def _fee(coeff: Decimal, schedule: FeeSchedule, price: Price, count: Qty) -> Decimal:
@@ -230,6 +231,43 @@ def maker_fee(schedule: FeeSchedule, price: Price, count: Qty) -> Decimal:
     return _fee(schedule.maker_coeff, schedule, price, count)
 
 
+def trade_fee(schedule: FeeSchedule, price: Price, count: Qty, *, is_taker: bool) -> Decimal:
+    """The fee model's charge for one fill before balance rounding: the coefficient (taker, or
+    maker where the series charges makers, else 0) times ``C·P·(1−P)``, rounded up to $0.0001."""
+    if count < 0:
+        raise CfaValueError(f"fee: negative count {count}")
+    if not is_taker and not schedule.charges_maker:
+        return Decimal(0)
+    coeff = schedule.taker_coeff if is_taker else schedule.maker_coeff
+    p = price_to_decimal(price)
+    raw = coeff * schedule.multiplier * (Decimal(count) / QTY_SCALE) * p * (1 - p)
+    return ceil_dollars(raw, _FEE_PRECISION)
+
+
+def net_fee(
+    revenue: Decimal, fee: Decimal, accumulated: Decimal, precision: Decimal
+) -> tuple[Decimal, Decimal]:
+    """Kalshi's fee rounding for one fill of an order (``getting_started/fee_rounding``).
+
+    ``revenue`` is the fill's signed cash change before fees (negative for a buyer), ``fee`` its
+    :func:`trade_fee`, ``accumulated`` the order's rounding overpayment so far, ``precision``
+    the member's balance precision ($0.01, or $0.0001 for direct members). The balance moves by
+    ``floor(revenue − fee)`` to the precision; the difference is a rounding fee added to the
+    accumulator, which refunds a whole cent each time it exceeds $0.01, so the fees of many
+    small fills converge to those of one equivalent fill. Returns ``(net fee, accumulator)``;
+    the net fee is never negative.
+    """
+    change = revenue - fee
+    floored = (change / precision).to_integral_value(rounding=ROUND_FLOOR) * precision
+    rounding = change - floored
+    accumulated += rounding
+    rebate = Decimal(0)
+    if accumulated > _CENT:
+        rebate = _CENT
+        accumulated -= _CENT
+    return max(fee + rounding - rebate, Decimal(0)), accumulated
+
+
 def maker_fee_rate(schedule: FeeSchedule) -> float:
     """Per-contract maker coefficient of ``P·(1 − P)`` as a float (0 when makers pay nothing)."""
     if not schedule.charges_maker:
@@ -237,13 +275,13 @@ def maker_fee_rate(schedule: FeeSchedule) -> float:
     return float(schedule.maker_coeff * schedule.multiplier)
 
 
-def maker_fee_per_contract(rate: float, rounding: float, p: float, size: float) -> float:
-    """Maker fee per contract in dollars for an order of ``size`` contracts at ``p`` dollars.
+def maker_fee_per_contract(rate: float, p: float) -> float:
+    """Expected maker fee per contract in dollars at ``p`` dollars: ``rate·p·(1−p)``.
 
-    The float twin of :func:`maker_fee` used on the fast path for the spread floor: the charge
-    ``rate·size·p·(1−p)`` rounded up to ``rounding`` dollars, divided by ``size``.
+    The fast path's spread floor. Kalshi's per-order fee accumulator (:func:`net_fee`) refunds
+    the rounding of each fill, so over an order's fills the charge converges to the unrounded
+    fee; at most one cent per order is left over, which this ignores.
     """
-    if rate <= 0.0 or size <= 0.0:
+    if rate <= 0.0:
         return 0.0
-    raw = rate * size * p * (1.0 - p)
-    return math.ceil(raw / rounding - 1e-9) * rounding / size
+    return rate * p * (1.0 - p)

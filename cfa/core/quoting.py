@@ -28,7 +28,7 @@ from typing import Literal
 from cfa.core.grid import PriceGrid, maker_fee_per_contract, maker_fee_rate
 from cfa.core.types import PRICE_SCALE, QTY_SCALE, CfaValueError, MarketInfo, Price, Qty
 
-Model = Literal["as", "glft"]
+Model = Literal["as", "glft", "naive"]
 
 
 # -- the models, model-pure ---------------------------------------------------------------------
@@ -103,6 +103,8 @@ class QuoteParams:
     """Everything :func:`quote` needs besides market state. Units as in the module docstring.
 
     ``size`` and ``inventory_cap`` are count units (0.01 contract); ``horizon`` seconds.
+    ``model`` ``naive`` is the baseline a market maker must beat: ``mid ± half_spread``
+    (dollars), no inventory skew, no fee floor; it ignores γ, σ, k and A.
     """
 
     gamma: float
@@ -113,6 +115,10 @@ class QuoteParams:
     inventory_cap: Qty = 50 * QTY_SCALE
     horizon: float = 3600.0
     model: Model = "as"
+    half_spread: float = 0.01
+    improve_queue: Qty = 10 * QTY_SCALE
+    """Others' size at their best (count units) from which a side improves on it by a tick
+    rather than joins it (when the edge floor allows either)."""
 
     def __post_init__(self) -> None:
         for name in ("gamma", "k", "A"):
@@ -129,8 +135,14 @@ class QuoteParams:
             raise CfaValueError(f"QuoteParams.size must be positive, got {self.size}")
         if self.inventory_cap < 0:
             raise CfaValueError(f"QuoteParams.inventory_cap must be >= 0, got {self.inventory_cap}")
-        if self.model not in ("as", "glft"):
-            raise CfaValueError(f"QuoteParams.model must be 'as' or 'glft', got {self.model!r}")
+        if self.model not in ("as", "glft", "naive"):
+            raise CfaValueError(
+                f"QuoteParams.model must be 'as', 'glft' or 'naive', got {self.model!r}"
+            )
+        if not (math.isfinite(self.half_spread) and 0.0 < self.half_spread < 0.5):
+            raise CfaValueError(
+                f"QuoteParams.half_spread must be in (0, 0.5) dollars, got {self.half_spread!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +187,19 @@ def quote(
     market: QuoteMarket,
     best_bid: Price | None = None,
     best_ask: Price | None = None,
+    bid_queue: Qty = 0,
+    ask_queue: Qty = 0,
+    min_edge: float = 0.0,
+    holding_s: float | None = None,
 ) -> Quote:
     """Two-sided quote for one Kalshi market.
 
     ``mid`` is the mid in dollars (``0 < mid < 1``), ``inventory`` net YES in count units,
-    ``time_to_close`` seconds, ``best_bid``/``best_ask`` the opposite bests in price units
-    (``None`` when that side of the book is empty).
+    ``time_to_close`` seconds, ``best_bid``/``best_ask`` the best prices of *other* participants
+    in price units (``None`` when that side is empty) and ``bid_queue``/``ask_queue`` their
+    sizes there (count units). ``min_edge`` (dollars per contract, ≥ 0) is the measured adverse
+    selection the quote must clear beyond the fee; ``holding_s`` the measured time inventory is
+    held (seconds): ``τ = min(time_to_close, params.horizon, holding_s)``.
 
     Contract:
 
@@ -188,8 +207,14 @@ def quote(
       a side whose model price has no grid point on its side of the range is dropped;
     * ``bid < ask`` whenever both are quoted;
     * post-only: the bid stays below ``best_ask`` and the ask above ``best_bid``;
-    * each side stands at least the maker fee per contract away from the centre of the quote, so
-      the spread covers a round trip's maker fees where the series charges them;
+    * (models ``as`` and ``glft``) each side stands at least ``fee + min_edge`` from the centre of
+      the quote (the reservation price) and at least ``fee`` from the mid, where ``fee`` is the
+      expected maker fee per contract: no fill is expected to lose money to fees, and an
+      inventory skew never sells below the mid or buys above it;
+    * queue-aware placement (``as``, ``glft``): a side whose model price stands behind the
+      others' best moves up to it when that price still clears the edge floor — *improving* by
+      one tick when the others' queue there is at least ``params.improve_queue`` and the spread
+      leaves room, else *joining* it; otherwise it stays at the model price;
     * a side's size is cut to the room left under ``inventory_cap`` (the bid adds YES inventory,
       the ask removes it) and the side is dropped when no room is left.
     """
@@ -199,28 +224,66 @@ def quote(
     q = inventory / QTY_SCALE
     sig_p = p.sigma * mid * (1.0 - mid)
     tau = time_to_close if time_to_close < p.horizon else p.horizon
+    if holding_s is not None and holding_s < tau:
+        tau = holding_s
     if tau < 0.0:
         tau = 0.0
+    grid = market.grid
+    naive = p.model == "naive"
     if p.model == "glft":
         raw_bid, raw_ask = glft_quotes(mid, q, p.gamma, sig_p, p.A, p.k)
         centre = 0.5 * (raw_bid + raw_ask)
         half = 0.5 * (raw_ask - raw_bid)
+    elif naive:
+        centre, half = mid, p.half_spread
     else:
         centre = mid - q * p.gamma * sig_p * sig_p * tau
         half = 0.5 * (p.gamma * sig_p * sig_p * tau + (2.0 / p.gamma) * math.log1p(p.gamma / p.k))
-    if market.maker_rate > 0.0:
-        fee = maker_fee_per_contract(
-            market.maker_rate, market.fee_rounding, mid, p.size / QTY_SCALE
-        )
-        if half < fee:
-            half = fee
-    grid = market.grid
-    bid = grid.floor_units((centre - half) * PRICE_SCALE)
-    ask = grid.ceil_units((centre + half) * PRICE_SCALE)
+    if naive:
+        bid = grid.floor_units((centre - half) * PRICE_SCALE)
+        ask = grid.ceil_units((centre + half) * PRICE_SCALE)
+    else:
+        fee = maker_fee_per_contract(market.maker_rate, mid) if market.maker_rate > 0.0 else 0.0
+        floor = fee + (min_edge if min_edge > 0.0 else 0.0)
+        if half < floor:
+            half = floor
+        # the most aggressive prices that still clear the edge floor
+        bid_lim = min(centre - floor, mid - fee)
+        ask_lim = max(centre + floor, mid + fee)
+        bid = grid.floor_units(min(centre - half, bid_lim) * PRICE_SCALE)
+        ask = grid.ceil_units(max(centre + half, ask_lim) * PRICE_SCALE)
+        if bid is not None and best_bid is not None and bid < best_bid:
+            lim = grid.floor_units(bid_lim * PRICE_SCALE)
+            up = grid.next_up(best_bid)
+            if (
+                up is not None
+                and lim is not None
+                and up <= lim
+                and bid_queue >= p.improve_queue
+                and (best_ask is None or up < best_ask)
+            ):
+                bid = up
+            elif lim is not None and best_bid <= lim:
+                bid = best_bid
+        if ask is not None and best_ask is not None and ask > best_ask:
+            lim = grid.ceil_units(ask_lim * PRICE_SCALE)
+            down = grid.next_down(best_ask)
+            if (
+                down is not None
+                and lim is not None
+                and down >= lim
+                and ask_queue >= p.improve_queue
+                and (best_bid is None or down > best_bid)
+            ):
+                ask = down
+            elif lim is not None and best_ask >= lim:
+                ask = best_ask
     if bid is not None and best_ask is not None and bid >= best_ask:
         bid = grid.next_down(best_ask)
     if ask is not None and best_bid is not None and ask <= best_bid:
         ask = grid.next_up(best_bid)
+    if bid is not None and ask is not None and bid >= ask:  # a grid too coarse for both sides
+        ask = grid.next_up(bid)
     bid_size = p.size
     room = p.inventory_cap - inventory
     if room < bid_size:

@@ -67,8 +67,10 @@ def _as_answered(o: Order, row: dict[str, Any] | None) -> Order:
     if row is None or row.get("count") is None or row.get("status") is None:
         return o
     remaining = int(row["count"])
+    price = row.get("price")
     return replace(
         o,
+        price=int(price) if isinstance(price, int) else o.price,
         remaining_count=remaining,
         fill_count=o.initial_count - remaining,
         status=OrderStatus(row["status"]),
@@ -99,6 +101,8 @@ class AuditReplayExchange:
         self._timeline: list[tuple[float, int, int, MarketEvent | Control]] = []
         self._calls: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self._resting: dict[str, Order] = {}
+        self._placed: set[str] = set()
+        """Ids of every order placed during the replay."""
         self._fills: list[Fill] = []
         self._next = 0
         self._load()
@@ -197,12 +201,12 @@ class AuditReplayExchange:
             self.clock.t = ts
             if isinstance(item, Fill):
                 self._on_recorded_fill(item)
-            elif (
-                isinstance(item, Order)
-                and item.order_id in self._resting
-                and item.status is not OrderStatus.RESTING
-            ):
-                self._resting.pop(item.order_id, None)
+            elif isinstance(item, Order) and item.order_id in self._placed:
+                # the venue's recorded word on the order is the truth about what rests
+                if item.status is OrderStatus.RESTING and item.remaining_count > 0:
+                    self._resting[item.order_id] = item
+                else:
+                    self._resting.pop(item.order_id, None)
             yield item
 
     def _on_recorded_fill(self, f: Fill) -> None:
@@ -248,6 +252,7 @@ class AuditReplayExchange:
             self.clock.t,
         )
         o = _as_answered(o, row if recorded else None)
+        self._placed.add(oid)
         if o.status is OrderStatus.RESTING:
             self._resting[oid] = o
         return o
@@ -273,12 +278,14 @@ class AuditReplayExchange:
 
     async def cancel_order(self, order_id: str) -> Order:
         o = self._resting.get(order_id)
-        if o is not None:
-            self._answer(o.ticker, "cancel_failed")
+        row = None if o is None else self._answer(o.ticker, "cancel_failed")
         o = self._resting.pop(order_id, None)
         if o is None:
             raise OrderNotFound(f"no resting order {order_id}")
-        return replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t)
+        done = replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t)
+        if row is not None and row.get("action") == "cancel" and isinstance(row.get("price"), int):
+            done = replace(done, price=int(row["price"]))
+        return done
 
     async def cancel_all(self, ticker: str | None = None) -> list[Order]:
         out = []

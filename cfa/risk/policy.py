@@ -10,12 +10,13 @@ a bad policy. Units: contracts for sizes and positions, dollars for money, secon
 from __future__ import annotations
 
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cfa._files import read_named_or_path
 
 
 class PolicyError(ValueError):
@@ -60,12 +61,21 @@ class Params(_Frozen):
 class Quoting(_Frozen):
     """Fixed quoting settings (not agent-controlled)."""
 
-    model: Literal["as", "glft"] = "as"
+    model: Literal["as", "glft", "naive"] = "as"
+    """``naive`` quotes ``mid ± half_spread`` (the evaluation's baseline; agents have no say)."""
+    half_spread: float = Field(default=0.01, gt=0, lt=0.5)
+    """Dollars: the ``naive`` model's fixed half-spread (other models ignore it)."""
     size: float = Field(default=5, gt=0)
     """Contracts per side."""
     A: float = Field(default=1.0, gt=0)
     horizon_s: float = Field(default=3600.0, gt=0)
-    """τ = min(time to close, horizon), seconds."""
+    """Longest τ, seconds: τ = min(time to close, horizon_s, measured holding time)."""
+    horizon_min_s: float = Field(default=30.0, gt=0)
+    """The measured holding time of inventory is used as τ no lower than this, seconds."""
+    improve_queue: float = Field(default=10.0, ge=0)
+    """Contracts: with at least this much of others' size at their best, a side whose model
+    price stands behind it improves on it by a tick (when the edge floor allows) instead of
+    joining the queue."""
     min_requote_s: float = Field(default=1.0, ge=0)
     """Requote at least this often even when the touch is unchanged (τ moves), seconds."""
     min_order_age_s: float = Field(default=1.0, ge=0)
@@ -76,10 +86,25 @@ class Quoting(_Frozen):
 class Warmup(_Frozen):
     """The loop quotes only after warm-up: a bounded wait for the σ estimate."""
 
-    min_samples: int = Field(default=30, ge=1)
-    """One-second σ samples required before READY."""
-    max_s: float = Field(default=120.0, gt=0)
+    min_samples: int = Field(default=12, ge=1)
+    """Long-scale σ returns required before READY (the first needs ``sigma_horizon_s`` of
+    history, then one comes every ``sigma_interval_s``)."""
+    max_s: float = Field(default=300.0, gt=0)
     """After this many seconds the loop goes READY on the policy's default σ if still cold."""
+    sigma_interval_s: float = Field(default=5.0, gt=0)
+    """Seconds between the mid samples of the σ estimator (short scale)."""
+    sigma_horizon_s: float = Field(default=120.0, gt=0)
+    """Seconds of the σ estimator's long-scale returns (cancels the grid's bid-ask bounce)."""
+    sigma_half_life_s: float = Field(default=600.0, gt=0)
+    """Half-life of the σ estimator's averages, seconds."""
+    prior_weight: float = Field(default=0.0, ge=0)
+    """Weight of the policy's default σ in the estimate, in long-scale returns' worth."""
+
+    @model_validator(mode="after")
+    def _scales(self) -> Self:
+        if self.sigma_horizon_s <= self.sigma_interval_s:
+            raise ValueError("sigma_horizon_s must exceed sigma_interval_s")
+        return self
 
 
 class MarketLimits(_Frozen):
@@ -122,6 +147,9 @@ class Breakers(_Frozen):
     """Order actions (place, amend, cancel) per minute; beyond it new orders are denied."""
     max_errors_per_min: int = Field(default=10, gt=0)
     """Exchange errors per minute; beyond it the market is halted."""
+    error_cooldown_s: float = Field(default=60.0, gt=0)
+    """A market halted by the error-rate breaker resumes after this many seconds without a new
+    error (a person's or another breaker's halt stays until lifted)."""
 
 
 class Feed(_Frozen):
@@ -169,22 +197,14 @@ def load_policy(source: str | Path | None = None) -> Policy:
     ``"conservative"``), or None for ``default``. Raises :class:`PolicyError` naming the file and
     the offending key.
     """
-    name = "default" if source is None else str(source)
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        label = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PolicyError(f"{label}: cannot read policy file ({exc.strerror})") from exc
-    else:
-        label = f"policies/{name}.yaml"
-        try:
-            text = (
-                resources.files("cfa.policies").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-            )
-        except (FileNotFoundError, OSError) as exc:
-            raise PolicyError(f"{label}: no packaged policy named {name!r}") from exc
+    try:
+        text, label = read_named_or_path(
+            "default" if source is None else source, "cfa.policies", "policies"
+        )
+    except LookupError as exc:
+        raise PolicyError(str(exc).replace("nothing shipped", "no packaged policy")) from None
+    except OSError as exc:
+        raise PolicyError(str(exc).replace("cannot read file", "cannot read policy file")) from None
     return parse_policy(text, label)
 
 

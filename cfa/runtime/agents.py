@@ -6,11 +6,34 @@ last decision, a change of its VAR regime flags (checked every ``regime_interval
 governance agent runs every ``governance_interval_s`` and whenever an escalation or a pending
 approval waits.
 
-Agents never block quoting. With a deterministic local reasoner (``heuristic``, ``scripted``)
-on the simulator, decisions run *inline* at the event that triggered them, so a run is
-reproducible from its seed. With a remote reasoner (``openai``) each decision is an asyncio task
-(at most one in flight per market): the fast path keeps quoting on the last good parameters
-while the call is out, and a timeout or a bad answer is an audited abstain.
+Three ways to run a decision:
+
+* **inline** (default for deterministic local reasoners, ``heuristic`` and ``scripted``): at the
+  event that made it due, awaited there; on the simulator a run is reproducible from its seed.
+* **background** (default for a remote reasoner, ``openai``): each decision is an asyncio task
+  (at most one in flight per market); the fast path keeps quoting on the last good parameters
+  while the call is out, and a timeout or a bad answer is an audited abstain. At full simulator
+  speed the simulated clock races ahead of the call, so answers land late (their ``ts`` lags
+  their ``as_of``) or are lost when the run ends first (counted in ``LLMTotals.cancelled``).
+* **lockstep** (``lockstep=True``; for backtests, and turned on by the evaluation harness for
+  LLM strategies): the simulated clock waits for the agent. When a decision is due at simulated
+  time ``t`` its context is taken at ``t``; at the first event at or after ``t + latency_s``
+  (``latency_s``: the simulated latency charged to the agent, seconds; 0 = at once) the graph
+  runs inline with that snapshot — the reasoner is awaited while the simulation does not
+  advance (the simulator only steps when the session pulls its next event, and the session
+  awaits :meth:`AgentRuntime.after_event`), and the tool calls are validated (cooldowns, bounds,
+  frozen flags) and applied as of then. Meanwhile the fast path quotes on the old parameters.
+  No answer is lost to speed, and two runs of one seed with a deterministic endpoint make the
+  same decisions at the same times. Governance decisions are deferred the same way. A retry
+  after a rejection is not charged latency again. A decision still waiting when the run ends
+  is recorded as an abstain with ``"expired": true`` in its payload (the reasoner is not
+  called; counted in ``LLMTotals.expired``). On a paced simulator
+  (``speed`` set) the simulated clock still waits, then catches up with wall time. Lockstep is
+  meaningless on a live exchange, which does not wait.
+
+Every decision row records ``as_of`` (when its context was taken) and ``ts`` (when its tool
+calls were applied), both simulated epoch seconds (see :mod:`cfa.agents.graphs`). Reasoner
+calls, tokens, cache hits and cost are summed per run in :class:`LLMTotals`.
 """
 
 from __future__ import annotations
@@ -19,6 +42,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 from collections import deque
 from dataclasses import dataclass
 from importlib import resources
@@ -27,8 +51,14 @@ from typing import TYPE_CHECKING, Any
 from langgraph.types import Command, Overwrite
 
 from cfa.agents.context import DecisionView, build_context, portfolio_context, r4
-from cfa.agents.graphs import AgentDeps, build_governance_graph, build_market_graph
+from cfa.agents.graphs import (
+    AgentDeps,
+    build_governance_graph,
+    build_market_graph,
+    params_of,
+)
 from cfa.agents.reasoners.base import Reasoner
+from cfa.agents.settings import LLMSettings
 from cfa.agents.tools import ToolOutcome, Verdict
 from cfa.audit.store import to_ms as ms
 from cfa.core.types import QTY_SCALE
@@ -44,12 +74,23 @@ def load_prompt(name: str) -> tuple[str, str]:
     return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _fresh(market: str, role: str, decision_id: str) -> dict[str, Any]:
-    """The input of one decision: the thread is per market, the state is per decision."""
+def _fresh(
+    market: str,
+    role: str,
+    decision_id: str,
+    snapshot: dict[str, Any] | None = None,
+    as_of: float | None = None,
+) -> dict[str, Any]:
+    """The input of one decision: the thread is per market, the state is per decision.
+
+    ``snapshot``/``as_of``: a context taken earlier and its simulated time (lockstep).
+    """
     return {
         "market": market,
         "role": role,
         "decision_id": decision_id,
+        "snapshot": snapshot,
+        "as_of": as_of,
         "responses": Overwrite([]),
         "outcomes": Overwrite([]),
         "pending": None,
@@ -57,6 +98,96 @@ def _fresh(market: str, role: str, decision_id: str) -> dict[str, Any]:
         "feedback": None,
         "verdict": "abstain",
     }
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A lockstep decision: its context taken at ``as_of``, to run at ``run_at`` (sim s)."""
+
+    key: str
+    """Ticker, or ``"*"`` for governance."""
+    decision_id: str
+    as_of: float
+    run_at: float
+    context: dict[str, Any]
+    seq: int
+
+
+@dataclass(slots=True)
+class LLMTotals:
+    """Reasoner calls, tokens and cost of one run (one :class:`AgentRuntime`).
+
+    ``calls`` counts reasoner calls (a retry is a second call), ``decisions`` finished decisions
+    (approvals not counted twice). ``tokens_in``/``tokens_out`` are the prompt/completion tokens
+    the endpoint reported (a cache hit charges none). ``cache_hits``/``cache_misses`` count calls
+    answered from / not found in an LLM cache (both 0 without one). ``cost_usd`` is
+    ``tokens × price / 1e6`` with the prices (dollars per million tokens) of the reasoner that
+    made each call; it is meaningful only when ``priced`` (some price is not 0).
+    ``cancelled`` counts background decisions still in flight when the run ended (lost),
+    ``expired`` lockstep decisions whose latency had not elapsed at the end.
+    """
+
+    decisions: int = 0
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cost_usd: float = 0.0
+    priced: bool = False
+    cancelled: int = 0
+    expired: int = 0
+
+    def add(self, responses: list[dict[str, Any]], prices: tuple[float, float]) -> None:
+        """Count one decision's reasoner calls (its ``responses`` records)."""
+        self.decisions += 1
+        pin, pout = prices
+        self.priced = self.priced or pin > 0 or pout > 0
+        for r in responses:
+            self.calls += 1
+            if r.get("cache") == "hit":
+                self.cache_hits += 1
+            elif r.get("cache") == "miss":
+                self.cache_misses += 1
+            usage = r.get("usage") or {}
+            tin = usage.get("prompt_tokens", 0)
+            tout = usage.get("completion_tokens", 0)
+            tin = tin if isinstance(tin, int) else 0
+            tout = tout if isinstance(tout, int) else 0
+            self.tokens_in += tin
+            self.tokens_out += tout
+            self.cost_usd += (tin * pin + tout * pout) / 1_000_000
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able totals; ``cost_usd`` None when no price is known."""
+        return {
+            "decisions": self.decisions,
+            "calls": self.calls,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "cost_usd": round(self.cost_usd, 6) if self.priced else None,
+            "cancelled": self.cancelled,
+            "expired": self.expired,
+        }
+
+
+def reasoner_prices(reasoner: Reasoner) -> tuple[float, float]:
+    """``(input, output)`` dollars per million tokens from the reasoner's :class:`LLMSettings`.
+
+    Wrappers (``.inner``) are looked through; reasoners without settings cost ``(0, 0)``.
+    """
+    r: Any = reasoner
+    for _ in range(8):
+        settings = getattr(r, "settings", None)
+        if isinstance(settings, LLMSettings):
+            return settings.price_input, settings.price_output
+        inner = getattr(r, "inner", None)
+        if inner is None:
+            break
+        r = inner
+    return 0.0, 0.0
 
 
 @dataclass(slots=True)
@@ -85,7 +216,20 @@ class AgentRuntime:
         fill_burst: int = 10,
         regime_interval_s: float = 15.0,
         inline: bool | None = None,
+        lockstep: bool = False,
+        latency_s: float = 0.0,
+        price_input_per_m: float | None = None,
+        price_output_per_m: float | None = None,
     ) -> None:
+        """``lockstep``/``latency_s`` (simulated seconds, ≥ 0): see the module docstring.
+
+        ``inline`` forces inline (True) or background (False) decisions when not in lockstep
+        (default: inline unless the reasoner is ``openai``). ``price_*_per_m``: dollars per
+        million prompt/completion tokens for both agents (default: each reasoner's
+        ``LLMSettings.price_input``/``price_output``, else 0 = unknown).
+        """
+        if not (math.isfinite(latency_s) and latency_s >= 0):
+            raise ValueError(f"latency_s must be a finite number >= 0, got {latency_s!r}")
         self.session = session
         self.reasoner = reasoner
         self.gov_reasoner = governance_reasoner or reasoner
@@ -98,7 +242,18 @@ class AgentRuntime:
         self._next_check: dict[str, float] = {}
         self._fills_seen: dict[str, int] = {}
         self._regime_seen: dict[str, tuple[bool, bool, bool]] = {}
-        self.inline = reasoner.name != "openai" if inline is None else inline
+        self.lockstep = lockstep
+        self.latency_s = float(latency_s)
+        self.inline = lockstep or (reasoner.name != "openai" if inline is None else inline)
+        self._deferred: dict[str, _Deferred] = {}
+        self._next_deferred = math.inf
+        self._deferred_seq = 0
+        self.totals = LLMTotals()
+        """Calls, tokens, cache hits and cost so far (see :meth:`llm_summary`)."""
+        mp, gp = reasoner_prices(reasoner), reasoner_prices(self.gov_reasoner)
+        if price_input_per_m is not None or price_output_per_m is not None:
+            mp = gp = (price_input_per_m or 0.0, price_output_per_m or 0.0)
+        self._prices = {"market": mp, "governance": gp}
         self.applier = session.applier
         self.market_graph = build_market_graph()
         self.gov_graph = build_governance_graph()
@@ -125,7 +280,7 @@ class AgentRuntime:
         fills = loop.account.fills
         if now < self._next_check.get(t, now) and fills == self._fills_seen.get(t, fills):
             return False
-        if loop.state is not LoopState.READY or t in self._inflight:
+        if loop.state is not LoopState.READY or t in self._inflight or t in self._deferred:
             return False
         self._fills_seen[t] = fills
         nxt = self._due.get(t)
@@ -155,20 +310,67 @@ class AgentRuntime:
         return changed
 
     def governance_due(self, now: float) -> bool:
-        if "*" in self._inflight:
+        """True when the governance agent should run now."""
+        if "*" in self._inflight or "*" in self._deferred:
             return False
         if self._gov_due is None:
             self._gov_due = now + self.governance_interval_s
         return now >= self._gov_due or bool(self.escalations) or bool(self.applier.pending)
 
     async def after_event(self, loop: MarketLoop, now: float) -> None:
-        """Run whatever is due (inline) or start it (background)."""
+        """Run whatever is due (inline), start it (background) or defer it (lockstep).
+
+        In lockstep, first every deferred decision whose time has come runs (in the order its
+        context was taken), then new due decisions take their context snapshot; with
+        ``latency_s == 0`` they run at once, at this same event.
+        """
         if now >= self.applier.next_expiry:
             self.applier.expire_overrides(now)
+        if self.lockstep:
+            if now >= self._next_deferred:
+                await self._run_deferred(now)
+            if self.due(loop, now):
+                decision_id = self._schedule_market(loop, now)
+                self._defer(loop.ticker, decision_id, now, self._context(loop.ticker))
+                if now >= self._next_deferred:  # no latency: now, as inline would
+                    await self._run_deferred(now)
+            if self.governance_due(now):
+                decision_id = self._schedule_governance(now)
+                self._defer("*", decision_id, now, self._portfolio("*"))
+                if now >= self._next_deferred:
+                    await self._run_deferred(now)
+            return
         if self.due(loop, now):
             await self._start(loop.ticker, self._run_market(loop, now))
         if self.governance_due(now):
             await self._start("*", self._run_governance(now))
+
+    def _defer(self, key: str, decision_id: str, now: float, context: dict[str, Any]) -> None:
+        self._deferred_seq += 1
+        d = _Deferred(key, decision_id, now, now + self.latency_s, context, self._deferred_seq)
+        self._deferred[key] = d
+        self._next_deferred = min(self._next_deferred, d.run_at)
+
+    async def _run_deferred(self, now: float) -> None:
+        """Run every deferred decision with ``run_at <= now``, oldest snapshot first.
+
+        A decision stays deferred while it runs (so it is not due again meanwhile); one cut
+        off by cancellation (the run stopping) stays deferred and is recorded as expired.
+        """
+        ready = sorted((d for d in self._deferred.values() if d.run_at <= now), key=lambda d: d.seq)
+        try:
+            for d in ready:
+                try:
+                    if d.key == "*":
+                        await self._invoke_governance(d.decision_id, d.context, d.as_of)
+                    else:
+                        await self._invoke_market(d.key, d.decision_id, d.context, d.as_of)
+                except Exception:
+                    del self._deferred[d.key]
+                    raise
+                del self._deferred[d.key]
+        finally:
+            self._next_deferred = min((d.run_at for d in self._deferred.values()), default=math.inf)
 
     async def _start(self, key: str, coro: Any) -> None:
         if self.inline:
@@ -176,13 +378,24 @@ class AgentRuntime:
             return
         task = asyncio.create_task(coro)
         self._inflight[key] = task
-        task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(key, None)
+
+        task.add_done_callback(done)
 
     async def aclose(self) -> None:
+        """End of run: cancel background decisions (counted lost), expire deferred ones."""
         for task in list(self._inflight.values()):
+            if not task.done():
+                self.totals.cancelled += 1
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for d in sorted(self._deferred.values(), key=lambda d: d.seq):
+            self._record_expired(d)
+        self._deferred.clear()
+        self._next_deferred = math.inf
         await self.reasoner.aclose()
         if self.gov_reasoner is not self.reasoner:
             await self.gov_reasoner.aclose()
@@ -216,7 +429,8 @@ class AgentRuntime:
             now,
         )
         self._contexts[ticker] = ctx
-        return json.loads(ctx.to_json())
+        out: dict[str, Any] = json.loads(ctx.to_json())
+        return out
 
     def _portfolio(self, _: str) -> dict[str, Any]:
         contexts = []
@@ -235,6 +449,56 @@ class AgentRuntime:
             for p in self.applier.pending.values()
         ]
         return portfolio_context(contexts, self._gov_escalations, pending)
+
+    def _record_expired(self, d: _Deferred) -> None:
+        """Audit a lockstep decision the run ended before (no reasoner call, nothing applied)."""
+        self.totals.expired += 1
+        now = self.session.now
+        governance = d.key == "*"
+        reasoner = self.gov_reasoner if governance else self.reasoner
+        params = params_of(self.applier, d.key)
+        self._record(
+            {
+                "decision_id": d.decision_id,
+                "market": "" if governance else d.key,
+                "agent": "governance" if governance else "market",
+                "phase": "decision",
+                "reasoner": reasoner.name,
+                "model": reasoner.model,
+                "prompt_hash": self.gov_hash if governance else self.market_hash,
+                "context": d.context,
+                "responses": [],
+                "outcomes": [],
+                "verdict": "abstain",
+                "expired": True,
+                "note": f"expired: the run ended before as_of + latency_s ({d.run_at:.3f})",
+                "params_before": params,
+                "params_after": params,
+                "attempts": 0,
+                "latency_s": 0.0,
+                "usage": None,
+                "pending": None,
+                "approval": None,
+                "ts": now,
+                "as_of": d.as_of,
+                "context_age_s": round(now - d.as_of, 6),
+                "reasoner_identity": None,
+            }
+        )
+
+    def llm_summary(self) -> dict[str, Any]:
+        """The run summary's ``"llm"`` entry: reasoner, mode and :class:`LLMTotals`."""
+        mp, gp = self._prices["market"], self._prices["governance"]
+        return {
+            "reasoner": self.reasoner.name,
+            "model": self.reasoner.model,
+            "lockstep": self.lockstep,
+            "latency_s": self.latency_s,
+            "price_input_per_m": mp[0],
+            "price_output_per_m": mp[1],
+            **({} if gp == mp else {"governance_prices_per_m": list(gp)}),
+            **self.totals.as_dict(),
+        }
 
     def _record(self, rec: dict[str, Any]) -> None:
         s = self.session
@@ -271,6 +535,8 @@ class AgentRuntime:
         self.decisions_by_verdict[rec["verdict"]] = (
             self.decisions_by_verdict.get(rec["verdict"], 0) + 1
         )
+        if rec["phase"] == "decision":  # an approval record repeats the decision's responses
+            self.totals.add(rec["responses"], self._prices[rec["agent"]])
         if rec["agent"] == "market" and rec["phase"] == "decision":
             loop = s.loops[market]
             last = rec["outcomes"][-1] if rec["outcomes"] else None
@@ -293,7 +559,9 @@ class AgentRuntime:
             if last:
                 args = last["arguments"]
                 text = str(args.get("rationale") or args.get("reason") or last["message"])
-            if rec["verdict"] == "abstain":
+            if rec.get("expired"):
+                text = str(rec.get("note", ""))
+            elif rec["verdict"] == "abstain":
                 errors = [r["error"] for r in rec["responses"] if r.get("error")]
                 text = f"abstain: {errors[-1] if errors else 'no usable tool call'}"
             self.last_rationale[market] = f"{rec['verdict']}: {text}"[:160]
@@ -318,29 +586,51 @@ class AgentRuntime:
     def _config(self, key: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": f"{self.session.run_id}:{key}"}}
 
-    async def _run_market(self, loop: MarketLoop, now: float) -> None:
+    def _schedule_market(self, loop: MarketLoop, now: float) -> str:
+        """Book a market decision due at ``now``: next due time, fill mark; its decision id."""
         t = loop.ticker
         self._due[t] = now + self.interval_s
         self._next_check[t] = min(self._due[t], self._regime_check.get(t, self._due[t]))
         self._fills_at_decision[t] = loop.account.fills
         self._decisions += 1
+        return f"{self.session.run_id[:8]}-{self._decisions}"
+
+    def _schedule_governance(self, now: float) -> str:
+        """Book a governance decision due at ``now`` (takes the waiting escalations)."""
+        self._gov_due = now + self.governance_interval_s
+        self._decisions += 1
+        self._gov_escalations, self.escalations = self.escalations, []
+        return f"{self.session.run_id[:8]}-{self._decisions}"
+
+    async def _invoke_market(
+        self,
+        ticker: str,
+        decision_id: str,
+        snapshot: dict[str, Any] | None = None,
+        as_of: float | None = None,
+    ) -> None:
         await self.market_graph.ainvoke(
-            _fresh(t, "market", f"{self.session.run_id[:8]}-{self._decisions}"),
-            self._config(t),
+            _fresh(ticker, "market", decision_id, snapshot, as_of),
+            self._config(ticker),
             context=self._deps(False),
             version="v2",
         )
 
-    async def _run_governance(self, now: float) -> None:
-        self._gov_due = now + self.governance_interval_s
-        self._decisions += 1
-        self._gov_escalations, self.escalations = self.escalations, []
+    async def _invoke_governance(
+        self, decision_id: str, snapshot: dict[str, Any] | None = None, as_of: float | None = None
+    ) -> None:
         await self.gov_graph.ainvoke(
-            _fresh("*", "governance", f"{self.session.run_id[:8]}-{self._decisions}"),
+            _fresh("*", "governance", decision_id, snapshot, as_of),
             self._config("governance"),
             context=self._deps(True),
             version="v2",
         )
+
+    async def _run_market(self, loop: MarketLoop, now: float) -> None:
+        await self._invoke_market(loop.ticker, self._schedule_market(loop, now))
+
+    async def _run_governance(self, now: float) -> None:
+        await self._invoke_governance(self._schedule_governance(now))
 
     async def _resume(self, request_id: str, approved: bool, reason: str) -> ToolOutcome | None:
         """Resume the market graph paused on ``request_id`` with the governance answer."""

@@ -19,7 +19,14 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from cfa.core.book import BookSequenceError, OrderBook
-from cfa.core.estimators import FillRates, LogitVolatility, Markouts, TradingIntensity
+from cfa.core.estimators import (
+    DecayedMean,
+    FillRates,
+    HoldingTime,
+    LogitVolatility,
+    Markouts,
+    TradingIntensity,
+)
 from cfa.core.quoting import Quote, QuoteMarket, quote
 from cfa.core.regime import RegimeFlags, RegimeMonitor
 from cfa.core.types import (
@@ -58,6 +65,10 @@ TICK_S = 0.1
 parameters or trading state, and otherwise at most every ``TICK_S`` seconds."""
 
 
+KEEP_IDS = 1_000
+"""How many written-off order ids a loop remembers until the venue confirms them."""
+
+
 class LoopState(enum.StrEnum):
     WARMING = "WARMING"
     READY = "READY"
@@ -89,9 +100,20 @@ class MarketLoop:
         self.rec = recorder
         self.qm = QuoteMarket.from_market(market)
         self.book = OrderBook(market.ticker)
-        self.vol = LogitVolatility(min_samples=policy.warmup.min_samples)
+        w = policy.warmup
+        self.vol = LogitVolatility(
+            interval=w.sigma_interval_s,
+            horizon=w.sigma_horizon_s,
+            half_life=w.sigma_half_life_s,
+            min_samples=w.min_samples,
+            prior=policy.params.sigma.default,
+            prior_weight=w.prior_weight,
+        )
         self.fill_rates = FillRates()
         self.markouts = Markouts()
+        self.holding = HoldingTime()
+        self.fee_per_contract = DecayedMean(half_life=1800.0)
+        """Fees paid per contract on our fills (dollars), decayed: what rounding really costs."""
         self.intensity = TradingIntensity(
             step=min(r.step for r in market.price_ranges) / PRICE_SCALE
         )
@@ -120,6 +142,19 @@ class MarketLoop:
         self._next_risk_check = -math.inf
         self._next_calibration = -math.inf
         self._placed_at: dict[Side, float] = {Side.BID: -math.inf, Side.ASK: -math.inf}
+        self.touch: tuple[int | None, int | None] = (None, None)
+        """Best bid and ask of everyone else (our own resting orders removed), price units."""
+        self.touch_size: tuple[Qty, Qty] = (0, 0)
+        """Everyone else's size at :attr:`touch` (count units)."""
+        self.band_clipped: dict[Side, bool] = {Side.BID: False, Side.ASK: False}
+        """Sides whose model price lies outside the policy's price band (not quoted)."""
+        self._error_halt_at: float | None = None
+        self._written_off: dict[str, None] = {}
+        """Orders taken out of their slot because our fill arithmetic said they were done; the
+        venue's next word on each confirms it or brings the order back (at most ``KEEP_IDS``)."""
+        self._last_error_t = -math.inf
+        self.offered: Qty = 0
+        """Contracts offered so far (count units): the size of every accepted place or amend."""
 
     # -- events --------------------------------------------------------------------------------
 
@@ -150,7 +185,7 @@ class MarketLoop:
         elif t is Fill:
             self._on_fill(ev)  # type: ignore[arg-type]
         elif t is Order:
-            self._on_order(ev)  # type: ignore[arg-type]
+            await self._on_order(ev)  # type: ignore[arg-type]
             return
         elif t is Settlement:
             await self._on_settlement(ev)  # type: ignore[arg-type]
@@ -171,9 +206,13 @@ class MarketLoop:
             if oa is None
             else book.best_ask_excluding({oa.price: oa.remaining_count})
         )
+        self.touch = (bb, ba)
         if bb is None or ba is None or bb >= ba:
             self.mid = None
             return
+        qb = book.bid_size(bb) - (ob.remaining_count if ob is not None and ob.price == bb else 0)
+        qa = book.ask_size(ba) - (oa.remaining_count if oa is not None and oa.price == ba else 0)
+        self.touch_size = (qb, qa)
         inputs = (bb, ba, self.account.inventory, self.params.version, self.states.version)
         if inputs == self._inputs and t < self._next_tick:
             return  # nothing the quote depends on has changed since the last tick
@@ -182,7 +221,7 @@ class MarketLoop:
         mid = (bb + ba) / (2 * PRICE_SCALE)
         self.mid = mid
         self.vol.update(t, mid)
-        self.regime.observe(t, mid, self.book.imbalance(1), self._flow)
+        self.regime.observe(t, mid, (qb - qa) / (qb + qa) if qb + qa > 0 else None, self._flow)
         self._flow = 0.0
         self.markouts.on_mid(t, mid)
         self.fill_rates.mark(
@@ -198,6 +237,7 @@ class MarketLoop:
         if t >= self._next_risk_check:
             self._next_risk_check = t + 1.0
             self._risk_tick(t)
+            self.holding.update(t, self.account.inventory / QTY_SCALE)
             if t >= self._next_calibration:
                 self._next_calibration = t + CALIBRATE_S
                 self._calibrate(t)
@@ -221,9 +261,66 @@ class MarketLoop:
             market=self.qm,
             best_bid=bb,
             best_ask=ba,
+            bid_queue=qb,
+            ask_queue=qa,
+            min_edge=self.min_edge(t),
+            holding_s=self.holding_s(t),
         )
         self.last_quote = q
-        await self._apply_quote(t, q, tstate)
+        await self._apply_quote(t, self._within_band(t, q), tstate)
+
+    def min_edge(self, t: float) -> float:
+        """Dollars per contract the quote must clear beyond the fee model: the measured adverse
+        selection (the 5 s mark-out of our fills, when negative) plus what fees have really
+        cost per contract above the model (Kalshi's rounding of each order's total)."""
+        m = self.markouts.average(5.0, t)
+        edge = 0.0 if m is None or m >= 0.0 else -m
+        paid = self.fee_per_contract.mean if self.fee_per_contract.weight >= 10.0 else None
+        if paid is not None and self.mid is not None:
+            model = self.qm.maker_rate * self.mid * (1.0 - self.mid)
+            edge += max(0.0, paid - model)
+        return edge
+
+    def holding_s(self, t: float) -> float | None:
+        """τ from how long inventory is held (seconds, within the policy's horizon bounds)."""
+        w = self.holding.seconds(t)
+        return None if w is None else max(w, self.policy.quoting.horizon_min_s)
+
+    def _within_band(self, t: float, q: Quote) -> Quote:
+        """Drop a side whose model price lies outside the policy's price band around the mid.
+
+        The risk gate would deny it; dropping it here keeps the loop aware of why the side is
+        not quoted (recorded once per change, and shown to the agent as ``band_clipped``).
+        """
+        assert self.mid is not None
+        band = self.policy.price_band * PRICE_SCALE
+        m = self.mid * PRICE_SCALE
+        out_bid = q.bid is not None and q.bid < m - band - 1e-9
+        out_ask = q.ask is not None and q.ask > m + band + 1e-9
+        for side, out in ((Side.BID, out_bid), (Side.ASK, out_ask)):
+            if out != self.band_clipped[side]:
+                self.band_clipped[side] = out
+                price = q.bid if side is Side.BID else q.ask
+                self.rec.risk_event(
+                    self.ticker,
+                    t,
+                    "quote",
+                    "outside_band" if out else "inside_band",
+                    self.states.effective(self.ticker).value,
+                    {"side": side.value, "price": price, "mid": round(self.mid, 6)},
+                )
+        if not (out_bid or out_ask):
+            return q
+        return Quote(
+            None if out_bid else q.bid,
+            None if out_ask else q.ask,
+            0 if out_bid else q.bid_size,
+            0 if out_ask else q.ask_size,
+            q.reservation,
+            q.half_spread,
+            q.sigma_p,
+            q.tau,
+        )
 
     def _maybe_ready(self, t: float) -> None:
         assert self._start_t is not None
@@ -273,6 +370,23 @@ class MarketLoop:
         if cur is not None and t - self._placed_at[side] < self.policy.quoting.min_order_age_s:
             return  # too soon to move it again
         other = self.resting[side.opposite]
+        if other is not None and (
+            (side is Side.BID and price >= other.price)
+            or (side is Side.ASK and price <= other.price)
+        ):
+            # our own resting order on the other side has not moved yet (minimum order age):
+            # stay a tick away from it rather than cross ourselves
+            grid = self.qm.grid
+            price_or_none = (
+                grid.next_down(other.price) if side is Side.BID else grid.next_up(other.price)
+            )
+            if price_or_none is None:
+                if cur is not None:
+                    await self._cancel(t, cur, "would_self_cross")
+                return
+            price = price_or_none
+            if cur is not None and cur.price == price:
+                return
         other_coll = (
             0.0 if other is None else collateral(other.side, other.price, other.remaining_count)
         )
@@ -319,10 +433,13 @@ class MarketLoop:
             return
         self.resting[side] = o if o.status is OrderStatus.RESTING else None
         self._placed_at[side] = t
+        self.offered += size
         self._update_risk()
 
     async def _cancel(self, t: float, o: Order, reason: str) -> None:
-        self.resting[o.side] = None
+        slot = self.resting[o.side]
+        if slot is not None and slot.order_id == o.order_id:
+            self.resting[o.side] = None
         self._update_risk()
         self._order_times.append(t)
         try:
@@ -375,18 +492,44 @@ class MarketLoop:
             )
 
     def _on_error(self, t: float, exc: ExchangeError) -> None:
+        """Count an exchange error towards the error-rate breaker.
+
+        A post-only order refused because the book moved across its price is the venue doing
+        what was asked, not a fault: it does not count (the next tick re-quotes).
+        """
+        if exc.code == "post_only_cross":
+            return
         self._error_times.append(t)
+        self._last_error_t = t
         limit = self.policy.breakers.max_errors_per_min
-        if self._recent(self._error_times, t) > limit:
+        if self._recent(self._error_times, t) > limit and self.states.set(
+            self.ticker,
+            TradingState.HALTED,
+            source="breaker:error_rate",
+            reason=f"more than {limit} exchange errors in a minute; last: {exc}",
+        ):
+            self._error_halt_at = t
+
+    def _lift_error_halt(self, t: float) -> None:
+        """Resume a market the error-rate breaker halted, once it has been quiet long enough."""
+        if self._error_halt_at is None:
+            return
+        if self.states.market_state(self.ticker) is not TradingState.HALTED:
+            self._error_halt_at = None  # someone else changed it meanwhile
+            return
+        cool = self.policy.breakers.error_cooldown_s
+        if t - max(self._error_halt_at, self._last_error_t) >= cool:
+            self._error_halt_at = None
             self.states.set(
                 self.ticker,
-                TradingState.HALTED,
+                TradingState.ACTIVE,
                 source="breaker:error_rate",
-                reason=f"more than {limit} exchange errors in a minute; last: {exc}",
+                reason=f"no exchange error for {cool:g}s",
             )
 
     def _risk_tick(self, t: float) -> None:
-        """Once a second: the market loss limit and the close-time taper."""
+        """Once a second: the market loss limit, the close-time taper, the error breaker's end."""
+        self._lift_error_halt(t)
         pol = self.policy
         marked = float(self.account.marked(self.mid))
         current = self.states.market_state(self.ticker)
@@ -446,21 +589,46 @@ class MarketLoop:
         self.account.on_fill(f)
         self._update_risk()
         self.fill_rates.on_fill(f.ts, f.side)
-        self.markouts.on_fill(f.ts, f.side, f.price / PRICE_SCALE)
+        self.markouts.on_fill(f.ts, f.side, f.price / PRICE_SCALE, f.count / QTY_SCALE)
+        self.holding.update(f.ts, self.account.inventory / QTY_SCALE)
+        if not f.is_taker and f.count > 0:
+            n = f.count / QTY_SCALE
+            self.fee_per_contract.add(f.ts, float(f.fee) / n, n)
         cur = self.resting[f.side]
         if cur is not None and cur.order_id == f.order_id:
             remaining = cur.remaining_count - f.count
-            self.resting[f.side] = (
-                None if remaining <= 0 else _with_remaining(cur, remaining, f.count)
-            )
+            if remaining > 0:
+                self.resting[f.side] = _with_remaining(cur, remaining, f.count)
+            else:
+                self.resting[f.side] = None
+                self._written_off[cur.order_id] = None
+                if len(self._written_off) > KEEP_IDS:
+                    del self._written_off[next(iter(self._written_off))]
 
-    def _on_order(self, o: Order) -> None:
+    async def _on_order(self, o: Order) -> None:
+        """The venue's word on one of our orders (after a fill, an amend, a cancel).
+
+        It is the truth about what rests: a fill can reach us after a later amend of the same
+        order, so arithmetic on our side may have written off an order that still rests. Such
+        an order is adopted back into its empty slot, or cancelled if the slot holds a newer
+        one: no order of ours is left resting unknown to the loop.
+        """
         cur = self.resting[o.side]
         if cur is not None and cur.order_id == o.order_id:
             self.resting[o.side] = (
                 o if o.status is OrderStatus.RESTING and o.remaining_count > 0 else None
             )
             self._update_risk()
+            return
+        if o.order_id not in self._written_off:
+            return  # an order we cancelled or replaced ourselves: a late word changes nothing
+        del self._written_off[o.order_id]
+        if o.status is OrderStatus.RESTING and o.remaining_count > 0:
+            if cur is None:
+                self.resting[o.side] = o
+                self._update_risk()
+            else:
+                await self._cancel(self.now, o, "untracked")
 
     async def _on_settlement(self, s: Settlement) -> None:
         await self.cancel_all("settlement")

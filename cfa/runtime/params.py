@@ -64,6 +64,8 @@ def _quote_params(policy: Policy, gamma: float, sigma: float, k: float) -> Quote
         inventory_cap=contracts(policy.market.max_position),
         horizon=q.horizon_s,
         model=q.model,
+        half_spread=q.half_spread,
+        improve_queue=contracts(q.improve_queue),
     )
 
 

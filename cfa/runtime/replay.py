@@ -7,15 +7,21 @@ Never touches an exchange; never calls a live LLM unless one is named.
   (:class:`cfa.exchange.replay.AuditReplayExchange`), and compares every order action the replay
   takes with the recorded ones, market by market.
 * :func:`replay_decisions` re-feeds each recorded market-agent context to another reasoner (or
-  prompt) and diffs the tool calls.
+  prompt) and diffs the tool calls. With :func:`recorded_reasoner` the answers come from the
+  run's own recorded LLM answers (keyed like the LLM call cache,
+  :mod:`cfa.agents.reasoners.cache`): no endpoint is called, no token is spent, and every
+  decision whose request is unchanged (same prompt, context, tools, model and sampling
+  settings) is reproduced; a changed one abstains.
 * :func:`replay_counterfactual` re-runs a simulated session from its seed with another reasoner
-  and compares the outcomes side by side.
+  and compares the outcomes side by side; it runs the agents in lockstep (and with the
+  simulated LLM latency) when the recorded run did, unless told otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from cfa.agents.reasoners.base import Reasoner, ReasonRequest
+from cfa.agents.reasoners.cache import (
+    CachedReasoner,
+    LLMCache,
+    MemoryLLMCache,
+    OfflineReasoner,
+    import_from_audit,
+    recorded_identity,
+)
 from cfa.agents.tools import MARKET_TOOLS
 from cfa.audit import AuditError, AuditStore
 from cfa.audit.queries import AuditReader
@@ -31,6 +45,7 @@ from cfa.core.types import TradingState
 from cfa.exchange.replay import AuditReplayExchange, Control
 from cfa.risk.policy import Policy
 from cfa.runtime.agents import load_prompt
+from cfa.runtime.runs import close_run, open_run
 from cfa.runtime.session import MarketSummary, Session
 
 ORDER_ACTIONS = ("place", "amend", "cancel", "deny", "reject", "cancel_failed")
@@ -148,12 +163,20 @@ async def replay_exact(db: Path, run_id: str) -> ExactReport:
 
 @dataclass(frozen=True)
 class DecisionDiff:
+    """One recorded decision re-fed: recorded vs replayed tool calls (rationale text aside).
+
+    ``cache`` is ``"hit"``/``"miss"`` when the replay reasoner has an LLM cache (None without);
+    ``usage`` the tokens the replay call was charged (None for a hit or a local reasoner).
+    """
+
     decision_id: str
     market: str
     ts_ms: int
     recorded: list[dict[str, Any]]
     replayed: list[dict[str, Any]]
     error: str | None
+    cache: str | None = None
+    usage: dict[str, int] | None = None
 
     @property
     def same(self) -> bool:
@@ -201,21 +224,76 @@ async def replay_decisions(
             )
         )
         replayed = _calls([{"name": c.name, "arguments": c.arguments} for c in resp.calls])
+        cache = resp.extra.get("cache")
         out.append(
             DecisionDiff(
-                p["decision_id"], row["market"], row["ts_ms"], recorded, replayed, resp.error
+                p["decision_id"],
+                row["market"],
+                row["ts_ms"],
+                recorded,
+                replayed,
+                resp.error,
+                cache=None if cache is None else str(cache),
+                usage=dict(resp.usage) if resp.usage else None,
             )
         )
     return out
 
 
+def recorded_reasoner(
+    db: Path, run_id: str, inner: Reasoner | None = None, cache: LLMCache | None = None
+) -> CachedReasoner:
+    """A reasoner answering from the LLM answers recorded in ``run_id``'s decisions.
+
+    The answers are loaded into ``cache`` (a new in-memory cache by default). ``inner`` answers
+    the requests nobody recorded; by default an :class:`OfflineReasoner` with the recorded
+    reasoner identity, which abstains, so nothing goes over the network. Raises
+    :class:`AuditError` when the run recorded no LLM answers (e.g. a heuristic run).
+    """
+    run_id, _, _ = _run_config(db, run_id)
+    identity = recorded_identity(db, run_id)
+    if identity is None:
+        raise AuditError(
+            f"run {run_id} recorded no LLM answers (its reasoner has no cache identity); "
+            "replay it with the reasoner it used"
+        )
+    target: LLMCache = cache if cache is not None else MemoryLLMCache()
+    import_from_audit(target, db, run_id)
+    return CachedReasoner(inner if inner is not None else OfflineReasoner(identity), target)
+
+
+_AGENT_OPTIONS = {"near_cap": float, "fill_burst": int, "regime_interval_s": float}
+
+
+def _agent_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorded ``agent_options`` that :func:`replay_counterfactual` passes on (typed)."""
+    raw = config.get("agent_options") or {}
+    if not isinstance(raw, Mapping):
+        return {}
+    return {k: conv(raw[k]) for k, conv in _AGENT_OPTIONS.items() if raw.get(k) is not None}
+
+
 async def replay_counterfactual(
-    db: Path, run_id: str, reasoner: Reasoner, out_db: Path | None = None
+    db: Path,
+    run_id: str,
+    reasoner: Reasoner,
+    out_db: Path | None = None,
+    *,
+    lockstep: bool | None = None,
+    latency_s: float | None = None,
 ) -> dict[str, Any]:
     """Re-run the simulated session of ``run_id`` from its seed with ``reasoner``.
 
-    Returns ``{"original": [...], "counterfactual": [...], "run_id": new_run_id}`` with one
-    summary dict per market each. Only simulator runs can be re-run from a seed.
+    ``lockstep``/``latency_s`` (simulated seconds) default to what the recorded run used
+    (config ``lockstep``, ``llm_latency_s``; off and 0 for runs that did not say). The agents
+    are scheduled as the run's config says: ``agent_interval_s`` (default 60),
+    ``governance_interval_s`` (default 300) and ``agent_options`` (any other
+    :class:`~cfa.runtime.agents.AgentRuntime` scheduling keywords: ``near_cap``,
+    ``fill_burst``, ``regime_interval_s``). With the same reasoner answers (e.g.
+    :func:`recorded_reasoner`) and lockstep, the re-run is the recorded run again.
+    Returns ``{"original": [...], "counterfactual": [...], "run_id": new_run_id, "db": path,
+    "llm": {...}}`` with one summary dict per market each and the new run's LLM totals.
+    Only simulator runs can be re-run from a seed.
     """
     from cfa.exchange.sim import SimExchange
 
@@ -228,24 +306,44 @@ async def replay_counterfactual(
     ex = SimExchange.from_scenarios(
         config["scenarios"], seed=int(config["seed"]), duration=float(config["duration_s"])
     )
-    await ex.start()
+    lock = bool(config.get("lockstep", False)) if lockstep is None else lockstep
+    latency = float(config.get("llm_latency_s") or 0.0) if latency_s is None else latency_s
     target = out_db or Path(tempfile.mkdtemp()) / "counterfactual.db"
     store = AuditStore.open(target)
-    new_run = store.start_run(
-        {
-            **config,
-            "counterfactual_of": run_id,
-            "reasoner": {"name": reasoner.name, "model": reasoner.model},
-        }
-    )
-    session = Session(ex, await ex.get_markets(), policy, store, new_run)
-    session.attach_agents(reasoner, interval_s=float(config.get("agent_interval_s", 60.0)))
-    rows = await session.run(govern=False)
-    store.end_run(new_run, {"markets": [r.as_dict() for r in rows]})
-    store.close()
+    try:
+        new_config = {k: v for k, v in config.items() if k not in ("markets", "argv", "llm_cache")}
+        session = await open_run(
+            ex,
+            store,
+            policy,
+            {
+                **new_config,
+                "counterfactual_of": run_id,
+                "reasoner": {"name": reasoner.name, "model": reasoner.model},
+                "lockstep": lock,
+                "llm_latency_s": latency if lock else 0.0,
+            },
+        )
+        session.attach_agents(
+            reasoner,
+            interval_s=float(config.get("agent_interval_s", 60.0)),
+            governance_interval_s=float(config.get("governance_interval_s", 300.0)),
+            lockstep=lock,
+            latency_s=latency if lock else 0.0,
+            **_agent_options(config),
+        )
+        wall0 = time.perf_counter()
+        try:
+            rows = await session.run(govern=False)
+        finally:
+            await ex.close()
+        done = close_run(session, store, rows, wall0)
+    finally:
+        store.close()
     return {
-        "run_id": new_run,
+        "run_id": session.run_id,
         "db": str(target),
         "original": (summary or {}).get("markets", []),
         "counterfactual": [r.as_dict() for r in rows],
+        "llm": done.get("llm"),
     }

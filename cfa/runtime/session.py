@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.tools import ToolApplier, ToolOutcome
-from cfa.core.types import QTY_SCALE, MarketInfo, Side, TradingState
+from cfa.core.types import QTY_SCALE, Fill, MarketInfo, Settlement, Side, TradingState
 from cfa.exchange.base import Exchange, ExchangeError
 from cfa.risk.gate import RiskGate
 from cfa.risk.policy import Policy
@@ -32,6 +32,19 @@ from cfa.runtime.recorder import Recorder, RowSink
 
 if TYPE_CHECKING:
     from cfa.runtime.agents import AgentRuntime
+
+
+class Probe(Protocol):
+    """Observes a session without changing it (the evaluation's metrics use one).
+
+    ``tick`` runs once a second of exchange time (at the first event of each second);
+    ``own`` runs for each of our fills and settlements *before* the market's loop applies it,
+    so the loop's mid and inventory are still those the event met.
+    """
+
+    def tick(self, t: float) -> None: ...
+
+    def own(self, loop: MarketLoop, ev: Fill | Settlement) -> None: ...
 
 
 class AuditSink(RowSink, Protocol):
@@ -132,6 +145,8 @@ class Session:
         self.agents: AgentRuntime | None = None
         """The slow path; attach with :meth:`attach_agents` before :meth:`run`."""
         self.leftover_orders: int = 0
+        self.probe: Probe | None = None
+        """Set before :meth:`run` to observe the session (see :class:`Probe`)."""
 
     def _on_state_change(
         self, market: str | None, old: TradingState, new: TradingState, source: str, reason: str
@@ -198,6 +213,7 @@ class Session:
         loops = self.loops
         flush_every = self.flush_every
         agents = self.agents
+        probe = self.probe
         next_check = -math.inf
         async for ev in stream:
             self.now = ev.ts
@@ -207,9 +223,13 @@ class Session:
             if ev.ts >= next_check:
                 next_check = ev.ts + 1.0
                 self._portfolio_tick(ev.ts)
+                if probe is not None:
+                    probe.tick(ev.ts)
             loop = loops.get(ev.ticker)
             if loop is not None and loop.state is not LoopState.FAILED:
                 try:
+                    if probe is not None and (type(ev) is Fill or type(ev) is Settlement):
+                        probe.own(loop, ev)  # type: ignore[arg-type]
                     await loop.on_event(ev)
                     if agents is not None:
                         await agents.after_event(loop, ev.ts)

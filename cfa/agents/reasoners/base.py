@@ -66,7 +66,13 @@ class ReasonResponse:
 
 
 class Reasoner(Protocol):
-    """``name`` is the backend ("heuristic", "openai", "scripted"); ``model`` what it runs."""
+    """``name`` is the backend ("heuristic", "openai", "scripted"); ``model`` what it runs.
+
+    Optional: ``cache_identity() -> Mapping[str, Any]``, what besides the request determines
+    the answer (model, endpoint host, sampling settings; never a secret). Reasoners that have
+    it get an LLM-cache key recorded with every answer
+    (:class:`cfa.agents.reasoners.cache.HasIdentity`).
+    """
 
     name: str
     model: str | None

@@ -17,6 +17,9 @@ Contract (see :mod:`cfa.agents.reasoners.base`):
   ``system_fingerprint`` and ``finish_reason``.
 * The API key is never part of ``raw``, ``error`` or ``text`` (it is scrubbed from both even if a
   server echoes it) and never logged by this module.
+* :meth:`OpenAIReasoner.cache_identity` names what, besides the request, determines an answer
+  (model, endpoint host, sampling settings) for the LLM call cache
+  (:mod:`cfa.agents.reasoners.cache`); it never includes the key.
 * Market text in the context (titles, rules) is untrusted: the context goes into the user message
   as JSON inside a delimited data block, with ``<`` and ``>`` escaped as ``\\u003c``/``\\u003e``
   so the data can never contain the closing marker; the message says the block is data, never
@@ -50,6 +53,7 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -175,6 +179,27 @@ class OpenAIReasoner:
     async def aclose(self) -> None:
         """Close the HTTP client (idempotent)."""
         await self._client.close()
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What besides the request determines the answer, for cache keys (no secret in it).
+
+        Backend, model, the endpoint's host name (not the scheme, port, path or any
+        credentials in the URL) and the sampling settings sent with every request.
+        """
+        host = urlsplit(str(self._client.base_url)).hostname or ""
+        return {
+            "backend": self.name,
+            "model": self.settings.model,
+            "host": host.lower(),
+            "temperature": self.settings.temperature,
+            "seed": self.settings.seed,
+            "tool_choice": self.settings.tool_choice,
+            "system_role": self.settings.system_role,
+        }
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key replaced by ``***`` (for anything stored or shown)."""
+        return self._scrub(text)
 
     def tool_choice_for(self, tools: Mapping[str, Any]) -> Any:
         """The ``tool_choice`` value to send for these tools, or None to omit it."""

@@ -7,8 +7,10 @@ Cash follows Kalshi's collateral rules, with the position kept as net YES contra
   YES with the rest: cash ``− p``;
 * an **ask** fill (sell YES = buy NO at ``1 − p``) first closes YES we hold (cash ``+ p``)
   and opens NO with the rest, paying the collateral ``1 − p``;
-* every fill pays its fee (:func:`cfa.core.grid.maker_fee` / :func:`~cfa.core.grid.taker_fee`,
-  rounded up to the cent per fill: a simplification of Kalshi's per-order rounding refund);
+* every fill pays its fee as Kalshi charges it (:func:`cfa.core.grid.trade_fee`, then
+  :func:`~cfa.core.grid.net_fee`): the balance is floored to the cent, and a per-order
+  accumulator refunds the rounding, so an order's fills cost about what one fill of the same
+  total would;
 * at settlement a YES contract pays ``S`` (1 if the market resolved YES, else 0) and a NO
   contract ``1 − S``.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from cfa.core.grid import maker_fee, taker_fee
+from cfa.core.grid import net_fee, trade_fee
 from cfa.core.types import (
     ONE_DOLLAR,
     FeeSchedule,
@@ -60,6 +62,8 @@ class Account:
     positions: dict[str, _Pos] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
     _next_fill: int = 1
+    _fee_acc: dict[str, Decimal] = field(default_factory=dict)
+    """Per-order rounding overpayment (Kalshi's fee accumulator)."""
 
     def position(self, ticker: str) -> Qty:
         """Net YES position in count units (0 when we never traded the market)."""
@@ -89,21 +93,23 @@ class Account:
         ts: float,
     ) -> Fill:
         """Book one execution of our order and return its :class:`Fill` record."""
-        fee = (
-            taker_fee(fee_schedule, price, count)
-            if is_taker
-            else maker_fee(fee_schedule, price, count)
-        )
         p = self.positions.get(ticker)
         if p is None:
             p = self.positions[ticker] = _Pos()
         pos = p.position
         if side is Side.BID:
             closing = min(count, max(-pos, 0))
-            self.cash += notional(ONE_DOLLAR - price, closing) - notional(price, count - closing)
+            revenue = notional(ONE_DOLLAR - price, closing) - notional(price, count - closing)
         else:
             closing = min(count, max(pos, 0))
-            self.cash += notional(price, closing) - notional(ONE_DOLLAR - price, count - closing)
+            revenue = notional(price, closing) - notional(ONE_DOLLAR - price, count - closing)
+        fee, self._fee_acc[order_id] = net_fee(
+            revenue,
+            trade_fee(fee_schedule, price, count, is_taker=is_taker),
+            self._fee_acc.get(order_id, _ZERO),
+            fee_schedule.rounding,
+        )
+        self.cash += revenue
         self._realise(p, side.sign * count, price)
         self.cash -= fee
         p.fees += fee

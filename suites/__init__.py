@@ -1,0 +1,1 @@
+"""Evaluation suites shipped with cfa (read with importlib.resources)."""
