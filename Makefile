@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench venv clean
+.PHONY: demo test check eval lint typecheck bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+check: lint typecheck  # the inner loop: stop at the first failure, skip the slow tests
+	$(BIN)/python -m pytest -x -m "not slow"
+
+eval: $(STAMP)  # the default evaluation suite (20 held-out seeds x 5 scenarios x 4 strategies)
+	$(BIN)/cfa eval --suite default
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py quote

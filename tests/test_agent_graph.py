@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from langgraph.types import Command
+from tool_policy import TOOL_POLICY
 
 from cfa.agents.graphs import AgentDeps, build_governance_graph, build_market_graph
 from cfa.agents.reasoners.scripted import ScriptedReasoner
 from cfa.agents.tools import ToolApplier
-from cfa.risk.policy import load_policy
 from cfa.risk.states import TradingStates
 from cfa.runtime.params import ParameterStore
 
-POLICY = load_policy("default")  # gamma default 1.0, max_step 0.5, approval_step 0.3
+POLICY = TOOL_POLICY  # gamma default 1.0, max_step 0.5, approval_step 0.3
 
 
 def _script(tmp_path: Path, lines: list[dict[str, Any]]) -> ScriptedReasoner:

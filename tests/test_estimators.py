@@ -119,16 +119,22 @@ def test_markouts_sign_horizons_and_ageing() -> None:
     assert strict.n(5.0, 3610.0) < 2.0 and strict.average(5.0, 3610.0) is None
 
 
-def test_holding_time_by_littles_law() -> None:
-    # buy 10 at t=0, sell them at t=100, repeat: each contract is held 100 s
-    h = HoldingTime(half_life=1e9, min_in=5)
-    t = 0.0
-    for _ in range(5):
-        h.update(t, 10.0)
-        h.update(t + 100.0, 0.0)
-        t += 200.0
-    assert h.seconds(t) == pytest.approx(100.0)
+def test_holding_time_is_the_decay_time_of_the_position() -> None:
+    # an AR(1) position with per-step persistence 0.95 on a 5 s grid decays in
+    # -5/ln(0.95) = 97.5 s, however fast contracts turn over inside it
+    rng = np.random.default_rng(4)
+    h = HoldingTime(interval=5.0, half_life=1e9, min_samples=10)
+    q, t = 0.0, 0.0
+    for _ in range(20000):
+        h.update(t, q)
+        t += 5.0
+        q = 0.95 * q + rng.normal(0.0, 5.0)
+    assert h.seconds(t) == pytest.approx(-5.0 / math.log(0.95), rel=0.1)
     assert HoldingTime().seconds(0.0) is None
+    flat = HoldingTime(interval=1.0, min_samples=1)
+    for i in range(100):
+        flat.update(float(i), 0.0)
+    assert flat.seconds(100.0) is None  # never held a position
 
 
 def test_trading_intensity_recovers_k() -> None:

@@ -28,6 +28,7 @@ from llm_server import (  # llm_server_fixture registers the `llm_server` fixtur
     unknown_tool,
 )
 from pydantic import SecretStr, ValidationError
+from tool_policy import TOOL_POLICY
 
 from cfa.agents.reasoners.base import Feedback, RawCall, ReasonRequest, ReasonResponse
 from cfa.agents.reasoners.openai_backend import (
@@ -38,7 +39,6 @@ from cfa.agents.reasoners.openai_backend import (
 )
 from cfa.agents.settings import LLMSettings
 from cfa.agents.tools import MARKET_TOOLS, Code, ParsedCall, ToolApplier, ToolOutcome, parse_call
-from cfa.risk.policy import load_policy
 from cfa.risk.states import TradingStates
 from cfa.runtime.params import ParameterStore
 
@@ -221,7 +221,7 @@ async def test_value_beyond_policy_bounds_is_rejected_by_the_applier(
     (call,) = resp.calls
     parsed = parse_call(call.name, call.arguments, MARKET_TOOLS)
     assert isinstance(parsed, ParsedCall)  # schema-valid: only the policy knows the bounds
-    params = ParameterStore(load_policy("default"))
+    params = ParameterStore(TOOL_POLICY)
     params.add_market("KXTEST-1")
     outcome = ToolApplier(params, TradingStates()).apply_market(
         parsed, "KXTEST-1", now=1000.0, source="test"
@@ -432,7 +432,7 @@ async def test_injection_obeyed_by_the_model_changes_nothing(llm_server: FakeLLM
     """End to end through the market graph: a model that obeys the injected title is rejected."""
     from cfa.agents.graphs import AgentDeps, build_market_graph
 
-    params = ParameterStore(load_policy("default"))
+    params = ParameterStore(TOOL_POLICY)
     params.add_market("KXTEST-1")
     applier = ToolApplier(params, TradingStates())
     records: list[dict[str, Any]] = []

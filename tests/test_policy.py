@@ -29,7 +29,7 @@ def test_policy_from_a_file(tmp_path: Path) -> None:
         (("max_position: 50", "max_postion: 50"), "market.max_postion: unknown key"),
         (("max_position: 50", "max_position: -1"), "market.max_position"),
         (("max_position: 50", "max_position: .nan"), "market.max_position"),
-        (("default: 1.0,", "default: 99.0,"), "params.gamma"),
+        (("default: 0.1,", "default: 99.0,"), "params.gamma"),
         (("model: as", "model: black_scholes"), "quoting.model"),
     ],
 )

@@ -159,7 +159,7 @@ def test_post_only_never_crosses() -> None:
 def test_maker_fee_floor_widens_the_spread() -> None:
     tight = QuoteParams(gamma=1.0, sigma=0.0, k=5000.0, size=100 * QTY_SCALE)
     no_fee = quote(mid=0.5, inventory=0, time_to_close=60.0, params=tight, market=MARKET)
-    with_fee_market = QuoteMarket(GRIDS["deci_cent"], maker_rate=0.0175, fee_rounding=0.01)
+    with_fee_market = QuoteMarket(GRIDS["deci_cent"], maker_rate=0.0175)
     fee = quote(mid=0.5, inventory=0, time_to_close=60.0, params=tight, market=with_fee_market)
     # 0.0175 * 0.25 = 0.004375 per contract (Kalshi's accumulator refunds the rounding)
     assert fee.half_spread == pytest.approx(0.004375)
@@ -203,6 +203,19 @@ ks = st.floats(min_value=5.0, max_value=2000.0)
 inventories = st.integers(min_value=-60 * QTY_SCALE, max_value=60 * QTY_SCALE)
 taus = st.floats(min_value=0.0, max_value=7200.0)
 models = st.sampled_from(["as", "glft"])
+# The inputs of one quote, shared by the properties below.
+quote_inputs = dict(
+    name=grid_names,
+    mid=mids,
+    gamma=gammas,
+    sigma=sigmas,
+    k=ks,
+    inv=inventories,
+    tau=taus,
+    model=models,
+    fee=st.booleans(),
+    data=st.data(),
+)
 
 
 @st.composite
@@ -220,18 +233,7 @@ def books(draw: st.DrawFn, grid: PriceGrid) -> tuple[int | None, int | None]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    name=grid_names,
-    mid=mids,
-    gamma=gammas,
-    sigma=sigmas,
-    k=ks,
-    inv=inventories,
-    tau=taus,
-    model=models,
-    fee=st.booleans(),
-    data=st.data(),
-)
+@given(**quote_inputs)
 def test_quote_invariants(
     name: str,
     mid: float,
@@ -359,3 +361,69 @@ def test_symmetric_at_zero_inventory(
     hi_gap = q.ask / PRICE_SCALE - mid - q.half_spread
     assert -1e-9 <= lo_gap < grid.tick_below(q.bid + 1) / PRICE_SCALE + 1e-9 or q.bid == grid.hi
     assert -1e-9 <= hi_gap < grid.tick_above(q.ask - 1) / PRICE_SCALE + 1e-9 or q.ask == grid.lo
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    **quote_inputs,
+    min_edge=st.floats(0.0, 0.02),
+    queues=st.tuples(st.integers(0, 5000), st.integers(0, 5000)),
+    holding=st.none() | st.floats(1.0, 10_000.0),
+)
+def test_edge_floor_and_queue_aware_placement(
+    name: str,
+    mid: float,
+    gamma: float,
+    sigma: float,
+    k: float,
+    inv: int,
+    tau: float,
+    model: str,
+    fee: bool,
+    min_edge: float,
+    queues: tuple[int, int],
+    holding: float | None,
+    data: st.DataObject,
+) -> None:
+    """Every quoted side clears the fee plus the required edge against the reservation price
+    and the fee against the mid (joining or improving never gives that up), never crosses the
+    others' best, and moves to the touch only from within a tick of it."""
+    grid = GRIDS[name]
+    rate = 0.0175 if fee else 0.0
+    market = QuoteMarket(grid, maker_rate=rate)
+    params = QuoteParams(gamma=gamma, sigma=sigma, k=k, A=2.0, model=model)  # type: ignore[arg-type]
+    best_bid, best_ask = data.draw(books(grid))
+    q = quote(
+        mid=mid,
+        inventory=inv,
+        time_to_close=tau,
+        params=params,
+        market=market,
+        best_bid=best_bid,
+        best_ask=best_ask,
+        bid_queue=queues[0],
+        ask_queue=queues[1],
+        min_edge=min_edge,
+        holding_s=holding,
+    )
+    f = rate * mid * (1 - mid)
+    floor = f + min_edge
+    eps = 1e-9
+    if q.bid is not None:
+        b = q.bid / PRICE_SCALE
+        assert b <= q.reservation - floor + eps and b <= mid - f + eps
+        if best_ask is not None:
+            assert q.bid < best_ask
+        if best_bid is not None and q.bid > best_bid:
+            # above the others' best only by the model's own price or one improving tick
+            up = grid.next_up(best_bid)
+            model_bid = grid.floor_units((q.reservation - q.half_spread) * PRICE_SCALE)
+            assert q.bid == up or (model_bid is not None and q.bid <= model_bid)
+    if q.ask is not None:
+        a = q.ask / PRICE_SCALE
+        if q.bid is None or q.ask != grid.next_up(q.bid):  # not pushed up by a coarse grid
+            assert a >= q.reservation + floor - eps and a >= mid + f - eps
+        if best_bid is not None:
+            assert q.ask > best_bid
+    if holding is not None:
+        assert q.tau <= holding + eps

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tool_policy import TOOL_POLICY
 
 from cfa.agents.tools import (
     GOVERNANCE_TOOLS,
@@ -22,11 +23,10 @@ from cfa.agents.tools import (
     tool_schemas,
 )
 from cfa.core.types import TradingState
-from cfa.risk.policy import load_policy
 from cfa.risk.states import TradingStates
 from cfa.runtime.params import ParameterStore
 
-POLICY = load_policy("default")
+POLICY = TOOL_POLICY
 
 
 def _applier() -> ToolApplier:

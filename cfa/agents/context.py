@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from cfa.core.types import PRICE_SCALE, QTY_SCALE, Side
+from cfa.core.types import PRICE_SCALE, QTY_SCALE, Order, Side
 
 if TYPE_CHECKING:
     from cfa.core.regime import RegimeFlags
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from cfa.runtime.loop import MarketLoop
     from cfa.runtime.params import MarketParams
 
-MAX_TEXT = 240
+MAX_TEXT = 120
 
 
 def r4(x: float | None) -> float | None:
@@ -59,11 +59,59 @@ class BookView(_M):
 
 
 class FlowView(_M):
+    """Our fills: rates per quoted minute and mark-outs (dollars per contract, + = made money),
+    each with the decayed fill count behind it (``*_n``; half-life 600 s); contracts bought and
+    sold in the last 30 s and how far the mid moved meanwhile (one-sided fills with the price
+    moving against them: being run over)."""
+
     fills_per_min_bid: float | None
     fills_per_min_ask: float | None
+    fills_n: float
+    bought_30s: float
+    sold_30s: float
+    mid_change_30s: float | None
     since_last_fill_s: float | None
     markout_5s: float | None
     markout_60s: float | None
+    markout_n: float
+
+
+class Signal(_M):
+    """One market signal: its value, its window (seconds) and how many samples inform it."""
+
+    v: float | None
+    win_s: float | None
+    n: int
+
+
+class SignalsView(_M):
+    """Signals from others' orders and trades (ours excluded).
+
+    ``ofi``: order-flow imbalance at the touch over the window, in touch queues (−1..1, +
+    buying); ``momentum``: decayed signed taker volume share (−1..1, + buying; ``win_s`` is the
+    half-life); ``vpin``: |buy − sell| share over the last equal-volume buckets (0..1, high =
+    one-sided, likely informed flow; ``n`` buckets); ``refills_bid``/``refills_ask``: levels
+    traded away and refilled at the same price (hidden size) in the window; ``sigma_garch``:
+    GARCH(1,1) σ_logit per √s forecast over the quote's τ (``n`` 10 s returns).
+    """
+
+    ofi: Signal
+    momentum: Signal
+    vpin: Signal
+    refills_bid: int
+    refills_ask: int
+    refills_win_s: float
+    sigma_garch: Signal
+
+
+class QuoteView(_M):
+    """How the fast path quotes now: ``tau_s`` the horizon in the inventory penalty (held
+    inventory's measured holding time), ``min_edge`` the extra edge per contract required beyond
+    the fee (dollars), ``band_clipped`` sides whose model price lies outside the price band."""
+
+    tau_s: float | None
+    min_edge: float
+    band_clipped: list[str]
 
 
 class RiskView(_M):
@@ -77,6 +125,7 @@ class RiskView(_M):
 
 class ParamView(_M):
     value: float
+    default: float
     min: float
     max: float
     max_step: float
@@ -107,10 +156,14 @@ class MarketContext(_M):
 
     market: MarketText
     time_to_close_s: float
+    order_size: float
     book: BookView
     sigma_logit_est: float | None
     sigma_price_est: float | None
+    sigma_n: int
     flow: FlowView
+    signals: SignalsView
+    quote: QuoteView
     risk: RiskView
     regime: RegimeView
     gamma: ParamView
@@ -127,6 +180,7 @@ def _param(name: str, mp: MarketParams, bounds: ParamBounds, now: float) -> Para
     expiry = mp.overrides.get(name)
     return ParamView(
         value=r4(getattr(mp, name)) or 0.0,
+        default=bounds.default,
         min=bounds.min,
         max=bounds.max,
         max_step=bounds.max_step,
@@ -134,6 +188,23 @@ def _param(name: str, mp: MarketParams, bounds: ParamBounds, now: float) -> Para
         overridden=expiry is not None and expiry > now,
         cooldown_left_s=round(left, 1),
     )
+
+
+def _others(levels: list[tuple[int, int]], own: Order | None) -> list[tuple[int, int]]:
+    """Book levels with our resting order's size taken out (levels left empty dropped)."""
+    if own is None:
+        return levels
+    out = []
+    for p, q in levels:
+        if p == own.price:
+            q -= own.remaining_count
+        if q > 0:
+            out.append((p, q))
+    return out
+
+
+def _signal(v: float | None, win_s: float | None, n: int) -> Signal:
+    return Signal(v=r4(v), win_s=None if win_s is None else round(win_s, 1), n=n)
 
 
 def build_context(
@@ -144,17 +215,33 @@ def build_context(
     recent: Sequence[DecisionView],
     now: float,
 ) -> MarketContext:
-    """Summarise ``loop`` at time ``now`` (seconds)."""
+    """Summarise ``loop`` at time ``now`` (seconds); the book and signals exclude our orders."""
     policy = loop.policy
     book = loop.book
-    bb, ba = book.best_bid(), book.best_ask()
     bid, ask = loop.resting[Side.BID], loop.resting[Side.ASK]
+    bb, ba = loop.touch
+    qb, qa = loop.touch_size
+    bids = _others(book.bids(6), bid)[:5]
+    asks = _others(book.asks(6), ask)[:5]
+    top_b, top_a = sum(q for _, q in bids), sum(q for _, q in asks)
+    micro = None
+    if bb is not None and ba is not None and qb + qa > 0:
+        micro = (bb * qa + ba * qb) / ((qa + qb) * PRICE_SCALE)
     mid = loop.mid
     sig = loop.vol.sigma if loop.vol.samples else None
     fr = loop.fill_rates
     last_fills = [t for t in fr.last_fill_t.values() if t is not None]
     limit = policy.market.max_position
     inv = loop.account.inventory / QTY_SCALE
+    sg = loop.signals
+    refills = sg.refills.view(now)
+    bought, sold = loop.recent_fills(now)
+    tau = loop.holding_s(now)
+    q = loop.last_quote
+    if q is not None and q.tau > 0:
+        tau = q.tau
+    garch = sg.garch.forecast(tau or policy.quoting.horizon_s)
+    vpin = sg.vpin
     return MarketContext(
         market=MarketText(
             ticker=loop.ticker,
@@ -162,23 +249,44 @@ def build_context(
             rules=loop.market.rules[:MAX_TEXT],
         ),
         time_to_close_s=round(max(0.0, loop.market.close_ts - now), 1),
+        order_size=mp.quote.size / QTY_SCALE,
         book=BookView(
             mid=r4(mid),
-            microprice=r4(book.microprice()),
+            microprice=r4(micro),
             spread=None if bb is None or ba is None else r4((ba - bb) / PRICE_SCALE),
-            imbalance_l1=r4(book.imbalance(1)),
-            imbalance_top5=r4(book.imbalance(5)),
+            imbalance_l1=None if qb + qa <= 0 else r4((qb - qa) / (qb + qa)),
+            imbalance_top5=None if top_b + top_a <= 0 else r4((top_b - top_a) / (top_b + top_a)),
             our_bid=None if bid is None else bid.price / PRICE_SCALE,
             our_ask=None if ask is None else ask.price / PRICE_SCALE,
         ),
         sigma_logit_est=r4(sig),
         sigma_price_est=None if sig is None or mid is None else r4(mid * (1 - mid) * sig),
+        sigma_n=loop.vol.samples,
         flow=FlowView(
             fills_per_min_bid=r4(fr.per_minute(Side.BID)),
             fills_per_min_ask=r4(fr.per_minute(Side.ASK)),
+            fills_n=round(fr.fills(Side.BID) + fr.fills(Side.ASK), 1),
+            bought_30s=round(bought, 2),
+            sold_30s=round(sold, 2),
+            mid_change_30s=r4(loop.mid_change()),
             since_last_fill_s=round(now - max(last_fills), 1) if last_fills else None,
-            markout_5s=r4(loop.markouts.average(5.0)),
-            markout_60s=r4(loop.markouts.average(60.0)),
+            markout_5s=r4(loop.markouts.average(5.0, now)),
+            markout_60s=r4(loop.markouts.average(60.0, now)),
+            markout_n=round(loop.markouts.n(5.0, now), 1),
+        ),
+        signals=SignalsView(
+            ofi=_signal(sg.ofi.normalized(now), sg.ofi.window_s, sg.ofi.samples),
+            momentum=_signal(sg.momentum.value(now), sg.momentum.window_s, sg.momentum.samples),
+            vpin=_signal(vpin.value(), vpin.window_s, vpin.samples),
+            refills_bid=refills.bid.refills,
+            refills_ask=refills.ask.refills,
+            refills_win_s=sg.refills.window_s,
+            sigma_garch=_signal(garch, sg.garch.window_s, sg.garch.samples),
+        ),
+        quote=QuoteView(
+            tau_s=None if tau is None else round(tau, 1),
+            min_edge=r4(loop.min_edge(now)) or 0.0,
+            band_clipped=[s.value for s, out in loop.band_clipped.items() if out],
         ),
         risk=RiskView(
             inventory=inv,

@@ -167,9 +167,9 @@ def eval_suite(
         return
     console.print(summary_table(summary))
     console.print(targets_table(checks))
-    if markdown:
-        console.print(summary_markdown(summary), markup=False, highlight=False)
-        console.print(targets_markdown(checks), markup=False, highlight=False)
+    if markdown:  # plain text: a console would wrap the table's long lines
+        typer.echo(summary_markdown(summary))
+        typer.echo(targets_markdown(checks))
     for r in errors[:5]:
         console.print(f"[red]error[/] {r.job.key}: {r.error}")
     if len(errors) > 5:

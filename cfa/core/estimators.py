@@ -300,50 +300,69 @@ class Markouts:
 
 
 class HoldingTime:
-    """How long inventory is held, seconds, by Little's law: ``W = ∫|q|dt / contracts in``.
+    """How long a net position persists, seconds: the decay time of the inventory.
 
-    Both the integral of the absolute position over time and the contracts that *added* to
-    ``|q|`` are decayed with ``half_life`` seconds, so ``W`` follows the recent turnover. This is
-    the horizon over which inventory is at risk: the ``τ`` the Avellaneda–Stoikov penalty should
-    use for a maker that turns its inventory over instead of holding it to the close. None until
-    ``min_in`` contracts (decayed) have entered the inventory.
+    The position ``q`` (contracts) is sampled every ``interval`` seconds and its lag-one
+    persistence ``ρ = E[q_t·q_{t−Δ}] / E[q²]`` (uncentred: the risk is the position itself) is
+    tracked with decayed means of ``half_life`` seconds; the decay time is ``τ = −Δ / ln ρ``.
+    This is the horizon over which inventory is at risk, the ``τ`` the Avellaneda–Stoikov
+    penalty should use for a maker that turns its position over instead of holding it to the
+    close. It is not the time a single contract is held (Little's law): a maker can trade
+    both sides every second while its *net* position stays long for minutes, and the net
+    position is what the price moves against.
+
+    None until ``min_samples`` samples with a position were seen or when the position never
+    decays (ρ ≥ 1 within noise: the caller caps τ anyway); ``max_s`` when ρ is so close to 1
+    that ``τ`` would exceed it.
     """
 
-    __slots__ = ("_area", "_decay", "_entered", "_last_q", "_last_t", "min_in")
+    __slots__ = ("_cross", "_last_q", "_next_t", "_square", "interval", "max_s", "min_samples", "n")
 
-    def __init__(self, half_life: float = 1800.0, min_in: float = 20.0) -> None:
-        self._decay = math.log(2.0) / half_life
-        self._area = 0.0
-        self._entered = 0.0
-        self._last_t: float | None = None
-        self._last_q = 0.0
-        self.min_in = min_in
-
-    def _aged(self, t: float) -> tuple[float, float]:
-        if self._last_t is None or t <= self._last_t:
-            return self._area, self._entered
-        f = math.exp(-self._decay * (t - self._last_t))
-        held = abs(self._last_q) * (1.0 - f) / self._decay  # ∫ |q|·e^{-λ(t-s)} ds
-        return self._area * f + held, self._entered * f
+    def __init__(
+        self,
+        interval: float = 5.0,
+        half_life: float = 1800.0,
+        min_samples: int = 24,
+        max_s: float = 86_400.0,
+    ) -> None:
+        if interval <= 0 or half_life <= 0 or min_samples < 1:
+            raise ValueError("interval and half_life must be positive, min_samples >= 1")
+        self.interval = interval
+        self.min_samples = min_samples
+        self.max_s = max_s
+        self._square = DecayedMean(half_life)
+        self._cross = DecayedMean(half_life)
+        self._last_q: float | None = None
+        self._next_t = -math.inf
+        self.n = 0
+        """Samples taken while a position was held (now or at the previous sample)."""
 
     def update(self, t: float, q: float) -> None:
-        """The position is ``q`` contracts from time ``t`` on (call on every change)."""
-        if not (math.isfinite(t) and math.isfinite(q)):
+        """The position is ``q`` contracts at time ``t`` (call often; it samples itself)."""
+        if not (math.isfinite(t) and math.isfinite(q)) or t < self._next_t:
             return
-        if self._last_t is not None and t < self._last_t:
+        self._next_t = t + self.interval
+        last = self._last_q
+        self._last_q = q
+        if last is None or (last == 0.0 and q == 0.0):
             return
-        self._area, self._entered = self._aged(t)
-        grew = abs(q) - abs(self._last_q)
-        if grew > 0:
-            self._entered += grew
-        self._last_t, self._last_q = t, q
+        self._square.add(t, last * last)
+        self._cross.add(t, last * q)
+        self.n += 1
 
     def seconds(self, now: float) -> float | None:
-        """``W`` in seconds as of ``now``, or None before enough contracts entered."""
-        area, entered = self._aged(now)
-        if entered < self.min_in:
+        """``τ`` in seconds, or None before ``min_samples`` samples with a position."""
+        if self.n < self.min_samples:
             return None
-        return area / entered
+        sq, cr = self._square.mean, self._cross.mean
+        if sq is None or cr is None or sq <= 0.0:
+            return None
+        rho = cr / sq
+        if rho <= 0.0:
+            return self.interval  # flips sign from one sample to the next
+        if rho >= 1.0:
+            return self.max_s
+        return min(-self.interval / math.log(rho), self.max_s)
 
 
 class TradingIntensity:

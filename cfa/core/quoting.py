@@ -152,12 +152,11 @@ class QuoteMarket:
     grid: PriceGrid
     maker_rate: float = 0.0
     """Per-contract maker fee coefficient of ``P·(1−P)`` (0 when makers pay nothing)."""
-    fee_rounding: float = 0.01
 
     @classmethod
     def from_market(cls, market: MarketInfo) -> QuoteMarket:
         grid = PriceGrid(market.price_ranges)
-        return cls(grid, maker_fee_rate(market.fee), float(market.fee.rounding))
+        return cls(grid, maker_fee_rate(market.fee))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +210,11 @@ def quote(
       the quote (the reservation price) and at least ``fee`` from the mid, where ``fee`` is the
       expected maker fee per contract: no fill is expected to lose money to fees, and an
       inventory skew never sells below the mid or buys above it;
-    * queue-aware placement (``as``, ``glft``): a side whose model price stands behind the
-      others' best moves up to it when that price still clears the edge floor — *improving* by
-      one tick when the others' queue there is at least ``params.improve_queue`` and the spread
-      leaves room, else *joining* it; otherwise it stays at the model price;
+    * queue-aware placement (``as``, ``glft``): a side whose model price lies within one tick
+      of the others' best (so that rounding would put it at or behind the touch) *improves* on
+      the best by a tick when the others' queue there is at least ``params.improve_queue``, the
+      spread leaves room and that price still clears the edge floor, else *joins* the best if
+      that clears the floor; a model price further behind is the model's choice and stays;
     * a side's size is cut to the room left under ``inventory_cap`` (the bid adds YES inventory,
       the ask removes it) and the side is dropped when no room is left.
     """
@@ -250,34 +250,40 @@ def quote(
         # the most aggressive prices that still clear the edge floor
         bid_lim = min(centre - floor, mid - fee)
         ask_lim = max(centre + floor, mid + fee)
-        bid = grid.floor_units(min(centre - half, bid_lim) * PRICE_SCALE)
-        ask = grid.ceil_units(max(centre + half, ask_lim) * PRICE_SCALE)
-        if bid is not None and best_bid is not None and bid < best_bid:
-            lim = grid.floor_units(bid_lim * PRICE_SCALE)
-            up = grid.next_up(best_bid)
-            if (
-                up is not None
-                and lim is not None
-                and up <= lim
-                and bid_queue >= p.improve_queue
-                and (best_ask is None or up < best_ask)
-            ):
-                bid = up
-            elif lim is not None and best_bid <= lim:
-                bid = best_bid
-        if ask is not None and best_ask is not None and ask > best_ask:
-            lim = grid.ceil_units(ask_lim * PRICE_SCALE)
-            down = grid.next_down(best_ask)
-            if (
-                down is not None
-                and lim is not None
-                and down >= lim
-                and ask_queue >= p.improve_queue
-                and (best_bid is None or down > best_bid)
-            ):
-                ask = down
-            elif lim is not None and best_ask >= lim:
-                ask = best_ask
+        raw_bid = min(centre - half, bid_lim) * PRICE_SCALE
+        raw_ask = max(centre + half, ask_lim) * PRICE_SCALE
+        bid = grid.floor_units(raw_bid)
+        ask = grid.ceil_units(raw_ask)
+        if bid is not None and best_bid is not None and bid <= best_bid:
+            below = grid.next_down(best_bid)
+            if below is None or raw_bid > below:  # within a tick of the touch: grid rounding
+                lim = grid.floor_units(bid_lim * PRICE_SCALE)
+                up = grid.next_up(best_bid)
+                if (
+                    up is not None
+                    and lim is not None
+                    and up <= lim
+                    and bid_queue >= p.improve_queue
+                    and (best_ask is None or up < best_ask)
+                ):
+                    bid = up
+                elif lim is not None and best_bid <= lim:
+                    bid = best_bid
+        if ask is not None and best_ask is not None and ask >= best_ask:
+            above = grid.next_up(best_ask)
+            if above is None or raw_ask < above:
+                lim = grid.ceil_units(ask_lim * PRICE_SCALE)
+                down = grid.next_down(best_ask)
+                if (
+                    down is not None
+                    and lim is not None
+                    and down >= lim
+                    and ask_queue >= p.improve_queue
+                    and (best_bid is None or down > best_bid)
+                ):
+                    ask = down
+                elif lim is not None and best_ask >= lim:
+                    ask = best_ask
     if bid is not None and best_ask is not None and bid >= best_ask:
         bid = grid.next_down(best_ask)
     if ask is not None and best_bid is not None and ask <= best_bid:

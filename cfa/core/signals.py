@@ -39,6 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from cfa.core.types import QTY_SCALE, Price, Qty, Side
+from cfa.core.volforecast import GarchForecast
 
 __all__ = [
     "VPIN",
@@ -694,3 +695,51 @@ class RefillDetector:
     def samples(self) -> int:
         """Touch trades in the window over both sides, as of the latest time seen."""
         return sum(len(st.trades) for st in self._sides.values())
+
+
+class MarketSignals:
+    """The signals of one market, fed from the fast path with our own orders already removed.
+
+    ``on_touch`` takes the others' best bid and ask with their sizes (price and count units),
+    ``on_trade`` each public trade (its taker side), ``on_mid`` the mid (dollars) for the σ
+    forecast. Reading them (:attr:`ofi`, :attr:`momentum`, :attr:`vpin`, :attr:`refills`,
+    :attr:`garch`) is for the slow path; each states its own window and sample count.
+    """
+
+    __slots__ = ("_touch", "garch", "momentum", "ofi", "refills", "vpin")
+
+    def __init__(
+        self,
+        *,
+        ofi_window_s: float = 60.0,
+        momentum_half_life_s: float = 30.0,
+        vpin_bucket_contracts: float = 100.0,
+        vpin_buckets: int = 20,
+        refill_window_s: float = 120.0,
+        garch_interval_s: float = 10.0,
+    ) -> None:
+        self.ofi = OrderFlowImbalance(ofi_window_s)
+        self.momentum = TradeMomentum(momentum_half_life_s)
+        self.vpin = VPIN(vpin_bucket_contracts, vpin_buckets)
+        self.refills = RefillDetector(refill_window_s)
+        self.garch = GarchForecast(garch_interval_s)
+        self._touch: tuple[Price | None, Qty, Price | None, Qty] | None = None
+
+    def on_touch(
+        self, t: float, bid: Price | None, bid_size: Qty, ask: Price | None, ask_size: Qty
+    ) -> None:
+        """The others' touch at ``t``; repeated unchanged touches are skipped (cheap)."""
+        touch = (bid, bid_size, ask, ask_size)
+        if touch == self._touch:
+            return
+        self._touch = touch
+        self.ofi.update(t, bid, bid_size, ask, ask_size)
+        self.refills.on_touch(t, bid, bid_size, ask, ask_size)
+
+    def on_trade(self, t: float, price: Price, count: Qty, taker_side: Side) -> None:
+        self.momentum.on_trade(t, count, taker_side)
+        self.vpin.on_trade(t, count, taker_side)
+        self.refills.on_trade(t, price, count, taker_side)
+
+    def on_mid(self, t: float, mid: float) -> None:
+        self.garch.update(t, mid)

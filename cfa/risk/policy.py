@@ -72,6 +72,9 @@ class Quoting(_Frozen):
     """Longest τ, seconds: τ = min(time to close, horizon_s, measured holding time)."""
     horizon_min_s: float = Field(default=30.0, gt=0)
     """The measured holding time of inventory is used as τ no lower than this, seconds."""
+    edge_buffer: float = Field(default=0.0, ge=0, lt=0.5)
+    """Dollars per contract a quote must earn beyond the expected fee and the measured adverse
+    selection (slippage the models do not see: the book moving between quote and fill)."""
     improve_queue: float = Field(default=10.0, ge=0)
     """Contracts: with at least this much of others' size at their best, a side whose model
     price stands behind it improves on it by a tick (when the edge floor allows) instead of

@@ -2,7 +2,8 @@
 
 Each market agent runs every ``interval_s`` seconds of exchange time and on triggers — its
 inventory reaching ``near_cap`` of the position limit, a burst of ``fill_burst`` fills since its
-last decision, a change of its VAR regime flags (checked every ``regime_interval_s``). The
+last decision, a one-sided burst of fills (three orders' worth on one side in 30 s, at most every
+``SWEEP_GAP_S``), a change of its VAR regime flags (checked every ``regime_interval_s``). The
 governance agent runs every ``governance_interval_s`` and whenever an escalation or a pending
 approval waits.
 
@@ -63,6 +64,9 @@ from cfa.agents.tools import ToolOutcome, Verdict
 from cfa.audit.store import to_ms as ms
 from cfa.core.types import QTY_SCALE
 from cfa.runtime.loop import LoopState, MarketLoop
+
+SWEEP_GAP_S = 5.0
+"""A one-sided burst of fills triggers a market decision at most this often (seconds)."""
 
 if TYPE_CHECKING:
     from cfa.runtime.session import Session
@@ -262,6 +266,7 @@ class AgentRuntime:
         self._due: dict[str, float] = {}
         self._gov_due: float | None = None
         self._fills_at_decision: dict[str, int] = {}
+        self._last_decision: dict[str, float] = {}
         self._near_cap_seen: dict[str, bool] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._recent: dict[str, deque[_Recent]] = {t: deque(maxlen=3) for t in session.loops}
@@ -298,6 +303,8 @@ class AgentRuntime:
             self._near_cap_seen[t] = False
         if fills - self._fills_at_decision.get(t, 0) >= self.fill_burst:
             return True
+        if fills != self._fills_at_decision.get(t, 0) and self._one_sided(loop, now):
+            return True
         changed = False
         if now >= self._regime_check.get(t, now):
             self._regime_check[t] = now + self.regime_interval_s
@@ -308,6 +315,17 @@ class AgentRuntime:
                 self._regime_seen[t] = key
         self._next_check[t] = min(nxt, self._regime_check.get(t, nxt))
         return changed
+
+    def _one_sided(self, loop: MarketLoop, now: float) -> bool:
+        """A one-sided burst of our fills since the last decision: at least three orders'
+        worth on one side in 30 s and at most half an order on the other (the agent decides
+        whether the price moved against them)."""
+        if now - self._last_decision.get(loop.ticker, -math.inf) < SWEEP_GAP_S:
+            return False
+        size = loop.params.get(loop.ticker).quote.size / QTY_SCALE
+        bought, sold = loop.recent_fills(now)
+        hi, lo = max(bought, sold), min(bought, sold)
+        return hi >= 3.0 * size and lo <= 0.5 * size
 
     def governance_due(self, now: float) -> bool:
         """True when the governance agent should run now."""
@@ -592,6 +610,7 @@ class AgentRuntime:
         self._due[t] = now + self.interval_s
         self._next_check[t] = min(self._due[t], self._regime_check.get(t, self._due[t]))
         self._fills_at_decision[t] = loop.account.fills
+        self._last_decision[t] = now
         self._decisions += 1
         return f"{self.session.run_id[:8]}-{self._decisions}"
 

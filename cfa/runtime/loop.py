@@ -29,6 +29,7 @@ from cfa.core.estimators import (
 )
 from cfa.core.quoting import Quote, QuoteMarket, quote
 from cfa.core.regime import RegimeFlags, RegimeMonitor
+from cfa.core.signals import MarketSignals
 from cfa.core.types import (
     PRICE_SCALE,
     QTY_SCALE,
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
 
 CALIBRATE_S = 60.0
 """How often k is re-fitted from public trades, seconds."""
+RECENT_FILLS_S = 30.0
+"""Seconds of our own fills kept for :meth:`MarketLoop.recent_fills`."""
 TICK_S = 0.1
 """Estimators and the requote check run on a change of the touch (ours excluded), inventory,
 parameters or trading state, and otherwise at most every ``TICK_S`` seconds."""
@@ -112,12 +115,17 @@ class MarketLoop:
         self.fill_rates = FillRates()
         self.markouts = Markouts()
         self.holding = HoldingTime()
+        self._recent_fills: deque[tuple[float, Side, float]] = deque()
+        self._mids: deque[tuple[float, float]] = deque()
+        """(time, mid) once a second over the last ``RECENT_FILLS_S`` seconds."""
         self.fee_per_contract = DecayedMean(half_life=1800.0)
         """Fees paid per contract on our fills (dollars), decayed: what rounding really costs."""
         self.intensity = TradingIntensity(
             step=min(r.step for r in market.price_ranges) / PRICE_SCALE
         )
         self.regime = RegimeMonitor()
+        self.signals = MarketSignals()
+        """Order-flow imbalance, momentum, VPIN, refills and a GARCH σ, our orders excluded."""
         self._flow = 0.0
         self.account = Book()
         self.state = LoopState.WARMING
@@ -181,6 +189,7 @@ class MarketLoop:
             if self.mid is not None:
                 self.intensity.on_trade(tr.ts, tr.price / PRICE_SCALE, self.mid)
             self._flow += tr.taker_side.sign * tr.count / QTY_SCALE
+            self.signals.on_trade(tr.ts, tr.price, tr.count, tr.taker_side)
             return
         elif t is Fill:
             self._on_fill(ev)  # type: ignore[arg-type]
@@ -213,6 +222,7 @@ class MarketLoop:
         qb = book.bid_size(bb) - (ob.remaining_count if ob is not None and ob.price == bb else 0)
         qa = book.ask_size(ba) - (oa.remaining_count if oa is not None and oa.price == ba else 0)
         self.touch_size = (qb, qa)
+        self.signals.on_touch(t, bb, qb, ba, qa)
         inputs = (bb, ba, self.account.inventory, self.params.version, self.states.version)
         if inputs == self._inputs and t < self._next_tick:
             return  # nothing the quote depends on has changed since the last tick
@@ -221,6 +231,7 @@ class MarketLoop:
         mid = (bb + ba) / (2 * PRICE_SCALE)
         self.mid = mid
         self.vol.update(t, mid)
+        self.signals.on_mid(t, mid)
         self.regime.observe(t, mid, (qb - qa) / (qb + qa) if qb + qa > 0 else None, self._flow)
         self._flow = 0.0
         self.markouts.on_mid(t, mid)
@@ -238,6 +249,9 @@ class MarketLoop:
             self._next_risk_check = t + 1.0
             self._risk_tick(t)
             self.holding.update(t, self.account.inventory / QTY_SCALE)
+            self._mids.append((t, mid))
+            while self._mids[0][0] < t - RECENT_FILLS_S:
+                self._mids.popleft()
             if t >= self._next_calibration:
                 self._next_calibration = t + CALIBRATE_S
                 self._calibrate(t)
@@ -270,16 +284,37 @@ class MarketLoop:
         await self._apply_quote(t, self._within_band(t, q), tstate)
 
     def min_edge(self, t: float) -> float:
-        """Dollars per contract the quote must clear beyond the fee model: the measured adverse
-        selection (the 5 s mark-out of our fills, when negative) plus what fees have really
-        cost per contract above the model (Kalshi's rounding of each order's total)."""
+        """Dollars per contract the quote must clear beyond the fee model: the policy's edge
+        buffer, the measured adverse selection (the 5 s mark-out of our fills, when negative)
+        and what fees have really cost per contract above the model (Kalshi's rounding)."""
         m = self.markouts.average(5.0, t)
-        edge = 0.0 if m is None or m >= 0.0 else -m
+        edge = self.policy.quoting.edge_buffer + (0.0 if m is None or m >= 0.0 else -m)
         paid = self.fee_per_contract.mean if self.fee_per_contract.weight >= 10.0 else None
         if paid is not None and self.mid is not None:
             model = self.qm.maker_rate * self.mid * (1.0 - self.mid)
             edge += max(0.0, paid - model)
         return edge
+
+    def recent_fills(self, t: float, window: float = RECENT_FILLS_S) -> tuple[float, float]:
+        """Contracts we bought and sold in the last ``window`` seconds (≤ ``RECENT_FILLS_S``):
+        a one-sided burst is the first sign of being run over by informed flow."""
+        q = self._recent_fills
+        while q and q[0][0] <= t - RECENT_FILLS_S:
+            q.popleft()
+        bought = sold = 0.0
+        for ts, side, n in q:
+            if ts > t - window:
+                if side is Side.BID:
+                    bought += n
+                else:
+                    sold += n
+        return bought, sold
+
+    def mid_change(self) -> float | None:
+        """Dollars the mid (others' orders) moved over about the last ``RECENT_FILLS_S``."""
+        if len(self._mids) < 2:
+            return None
+        return self._mids[-1][1] - self._mids[0][1]
 
     def holding_s(self, t: float) -> float | None:
         """τ from how long inventory is held (seconds, within the policy's horizon bounds)."""
@@ -591,6 +626,7 @@ class MarketLoop:
         self.fill_rates.on_fill(f.ts, f.side)
         self.markouts.on_fill(f.ts, f.side, f.price / PRICE_SCALE, f.count / QTY_SCALE)
         self.holding.update(f.ts, self.account.inventory / QTY_SCALE)
+        self._recent_fills.append((f.ts, f.side, f.count / QTY_SCALE))
         if not f.is_taker and f.count > 0:
             n = f.count / QTY_SCALE
             self.fee_per_contract.add(f.ts, float(f.fee) / n, n)
