@@ -49,6 +49,7 @@ from typing import Any, TypeAlias
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.estimators import LogitVolatility
 from cfa.core.grid import STRUCTURES, PriceGrid
 from cfa.core.types import (
     ONE_DOLLAR,
@@ -66,6 +67,7 @@ from cfa.exchange.captures import (
     load_dataset,
 )
 from cfa.exchange.kalshi.frames import Ticker
+from cfa.risk.policy import Warmup
 
 Record: TypeAlias = BookSnapshot | BookDelta | Trade | Ticker
 Stats: TypeAlias = dict[str, Any]
@@ -121,6 +123,18 @@ class Weighted:
 # -- per-market book tracking --------------------------------------------------------------------
 
 
+def _loop_volatility() -> LogitVolatility:
+    """The two-scale σ estimator with the default policy's warm-up settings and no prior, as the
+    quoting loop would run it on this book."""
+    w = Warmup()
+    return LogitVolatility(
+        interval=w.sigma_interval_s,
+        horizon=w.sigma_horizon_s,
+        half_life=w.sigma_half_life_s,
+        min_samples=w.min_samples,
+    )
+
+
 @dataclass
 class _Market:
     """One market's rebuilt book, a sorted price index per leg, and its last state's metrics."""
@@ -135,6 +149,8 @@ class _Market:
     buckets: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     last_volume: int | None = None
     tick_cache: dict[tuple[Price, Price], int] = field(default_factory=dict)
+    vol: LogitVolatility = field(default_factory=_loop_volatility)
+    vol_samples: int = 0
 
 
 class BookStats:
@@ -161,6 +177,7 @@ class BookStats:
             k: Weighted() for k in ("bid1", "ask1", "bid5", "ask5", "bid_levels", "ask_levels")
         }
         self.mid = Weighted()
+        self.sigma = Weighted()  # the warm σ estimate, one value per new long-scale return
         self.n_trades = 0
         self.trade_contracts = 0.0
         self.n_tickers = 0
@@ -239,6 +256,16 @@ class BookStats:
                 else:
                     del idx[bisect.bisect_left(idx, rec.price)]
         m.state = self._state(m)
+        self._observe_mid(m, t)
+
+    def _observe_mid(self, m: _Market, t: float) -> None:
+        if m.state is None or m.state[0] is None or m.state[1] is None:
+            return
+        bid, ask = m.state[0], m.state[1]
+        m.vol.update(t, (bid + ask) / (2 * PRICE_SCALE))
+        if m.vol.warm and m.vol.samples > m.vol_samples:
+            m.vol_samples = m.vol.samples
+            self.sigma.add(m.vol.sigma)
 
     def _state(self, m: _Market) -> tuple[Any, ...]:
         book = m.book
@@ -318,6 +345,9 @@ class BookStats:
             "spread_dollars_mean": self.spread_dollars.mean(),
             "mid_p10": self.mid.quantile(0.1),
             "mid_p90": self.mid.quantile(0.9),
+            "sigma_p10": self.sigma.quantile(0.1),
+            "sigma_p50": self.sigma.quantile(0.5),
+            "sigma_p90": self.sigma.quantile(0.9),
         }
         for k, w in self.depth.items():
             unit = "" if k.endswith("levels") else "_contracts"
@@ -509,6 +539,9 @@ ROWS: Sequence[tuple[str, str, str]] = (
     ("depth_ask_levels_mean", "ask price levels, mean (tw)", "{:.0f}"),
     ("mid_p10", "mid, $, p10 (tw)", "{:.3f}"),
     ("mid_p90", "mid, $, p90 (tw)", "{:.3f}"),
+    ("sigma_p10", "σ (two-scale, logit/√s, warm), p10", "{:.4f}"),
+    ("sigma_p50", "σ (two-scale, logit/√s, warm), p50", "{:.4f}"),
+    ("sigma_p90", "σ (two-scale, logit/√s, warm), p90", "{:.4f}"),
     ("subcent_delta_share", "share of deltas at sub-cent prices", "{:.3f}"),
     ("extreme_price_level_share", "distinct price levels < $0.10 or > $0.90", "{:.2f}"),
     ("implied_structure", "price structure the levels fit", "{}"),

@@ -180,6 +180,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             agents=not args.no_agents,
             window=ds.name,
             close_taper=args.close_taper,
+            policy=args.policy,
         )
         for r in got:
             print(
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, help="captures directory (default: the shared data)")
     ap.add_argument("--fill-model", choices=FILL_MODELS, default="through")
     ap.add_argument("--no-agents", action="store_true", help="quoting loop only, no agents")
+    ap.add_argument("--policy", default="default", help="policy name or YAML file (default)")
     ap.add_argument(
         "--close-taper",
         type=_taper,
