@@ -1,4 +1,5 @@
-"""LangGraph agent flows with the scripted reasoner: apply, retry, abstain, approval."""
+"""LangGraph agent flows with the scripted reasoner: apply, retry, abstain, approval, one call
+per answer, stale answers."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langgraph.types import Command
 from tool_policy import TOOL_POLICY
 
 from cfa.agents.graphs import AgentDeps, build_governance_graph, build_market_graph
 from cfa.agents.reasoners.scripted import ScriptedReasoner
-from cfa.agents.tools import ToolApplier
+from cfa.control.params import ParameterStore
+from cfa.control.plane import ControlPlane
 from cfa.risk.states import TradingStates
-from cfa.runtime.params import ParameterStore
 
 POLICY = TOOL_POLICY  # gamma default 1.0, max_step 0.5, approval_step 0.3
 
@@ -30,13 +30,13 @@ class Harness:
         self.params = ParameterStore(POLICY)
         self.params.add_market("M")
         self.states = TradingStates()
-        self.applier = ToolApplier(self.params, self.states)
+        self.control = ControlPlane(self.params, self.states)
         self.records: list[dict[str, Any]] = []
         self.t = 1000.0
         self.graph = build_market_graph()
         self.deps = AgentDeps(
             reasoner=reasoner,
-            applier=self.applier,
+            control=self.control,
             prompt="market prompt",
             prompt_hash="h",
             now=lambda: self.t,
@@ -44,14 +44,20 @@ class Harness:
                 "market": {"ticker": m},
                 "gamma": {"value": self.params.get(m).gamma},
             },
-            record=self.records.append,
+            record=lambda r: self.records.append(r.payload()),
             source="agent:market:scripted",
         )
         self.config = {"configurable": {"thread_id": "run:M"}}
 
-    async def decide(self, n: int = 1) -> Any:
+    async def decide(self, n: int = 1, as_of: float | None = None) -> Any:
         return await self.graph.ainvoke(
-            {"market": "M", "role": "market", "decision_id": f"d{n}"},
+            {
+                "market": "M",
+                "role": "market",
+                "decision_id": f"d{n}",
+                "as_of": as_of,
+                "snapshot": None if as_of is None else {"market": {"ticker": "M"}},
+            },
             self.config,
             context=self.deps,
             version="v2",
@@ -131,25 +137,108 @@ async def test_failures_abstain_or_reject_and_keep_params(
     assert h.params.get("M").gamma == 1.0
 
 
-async def test_large_change_waits_for_approval_then_applies(tmp_path: Path) -> None:
+async def test_large_change_waits_for_approval_by_request_id(tmp_path: Path) -> None:
     h = Harness(_script(tmp_path, [call("set_gamma", value=1.45, rationale="big move")]))
-    out = await h.decide()
-    assert out.interrupts and out.interrupts[0].value["param"] == "gamma"
-    assert h.params.get("M").gamma == 1.0 and h.records[-1]["verdict"] == "pending_approval"
-    await h.graph.ainvoke(
-        Command(resume={"approved": True, "reason": "looks right", "by": "alice"}),
-        h.config,
-        context=h.deps,
-        version="v2",
+    await h.decide()
+    rec = h.records[-1]
+    assert h.params.get("M").gamma == 1.0 and rec["verdict"] == "pending_approval"
+    rid = rec["pending"]
+    assert rid in h.control.approvals
+    out = h.control.apply(_approve(rid), source="person:alice", now=h.t + 1)
+    assert out.verdict.value == "applied" and h.params.get("M").gamma == 1.45
+
+
+def _approve(rid: str, approved: bool = True) -> Any:
+    from cfa.control.tools import GOVERNANCE_TOOLS, ParsedCall, parse_call
+
+    parsed = parse_call(
+        "approve_change",
+        {"request_id": rid, "approved": approved, "reason": "ok"},
+        GOVERNANCE_TOOLS,
     )
-    assert h.params.get("M").gamma == 1.45
-    assert h.records[-1]["phase"] == "approval" and h.records[-1]["verdict"] == "approved"
+    assert isinstance(parsed, ParsedCall)
+    return parsed
+
+
+async def test_a_later_decision_cannot_take_an_earlier_requests_approval(tmp_path: Path) -> None:
+    # Regression: approvals resumed whichever decision was paused on the thread. Now a request
+    # is decided by its id only, and approving one whose parameter moved on applies nothing.
+    h = Harness(
+        _script(
+            tmp_path,
+            [
+                call("set_sigma", value=0.0056, rationale="first"),
+                call("set_sigma", value=0.0025, rationale="second"),
+            ],
+        )
+    )
+    await h.decide(1)
+    first = h.records[-1]["pending"]
+    h.t += 5
+    await h.decide(2)
+    second = h.records[-1]["pending"]
+    assert first != second and first not in h.control.approvals  # superseded by the second
+    stale = h.control.apply(_approve(first), source="agent:governance:x", now=h.t)
+    assert stale.code is not None and stale.code.value == "unknown_request"
+    ok = h.control.apply(_approve(second), source="agent:governance:x", now=h.t)
+    assert ok.ok and h.params.get("M").sigma == pytest.approx(0.0025)
+
+
+async def test_only_the_first_call_of_an_answer_applies(tmp_path: Path) -> None:
+    two = {
+        "calls": [
+            {"name": "set_gamma", "arguments": {"value": 1.2, "rationale": "a"}},
+            {"name": "set_sigma", "arguments": {"value": 0.0045, "rationale": "b"}},
+        ]
+    }
+    h = Harness(_script(tmp_path, [two]))
+    await h.decide()
+    rec = h.records[-1]
+    assert [o["verdict"] for o in rec["outcomes"]] == ["applied", "rejected"]
+    assert rec["outcomes"][1]["code"] == "extra_call" and rec["attempts"] == 1
+    assert h.params.get("M").gamma == 1.2
+    assert h.params.get("M").sigma == POLICY.params.sigma.default
+
+
+async def test_retry_message_says_what_was_and_was_not_applied(tmp_path: Path) -> None:
+    two = {
+        "calls": [
+            {"name": "set_gamma", "arguments": {"value": 99.0, "rationale": "a"}},
+            {"name": "set_sigma", "arguments": {"value": 0.0045, "rationale": "b"}},
+        ]
+    }
+    reasoner = _script(tmp_path, [two, call("keep", rationale="fine")])
+    seen: list[Any] = []
+    inner = reasoner.reason
+
+    async def spy(req: Any) -> Any:
+        seen.append(req.feedback)
+        return await inner(req)
+
+    reasoner.reason = spy  # type: ignore[method-assign]
+    h = Harness(reasoner)
+    await h.decide()
+    fb = seen[1]
+    assert fb is not None
+    assert "call 1 set_gamma: not applied (out_of_bounds)" in fb.error
+    assert "call 2 set_sigma: not applied (extra_call)" in fb.error
+    assert fb.error.endswith("Nothing was applied.")
+    assert h.records[-1]["verdict"] == "keep"
+
+
+async def test_a_stale_answer_is_not_applied(tmp_path: Path) -> None:
+    h = Harness(_script(tmp_path, [call("set_gamma", value=1.2, rationale="late")]))
+    age = POLICY.agents.max_answer_age_s
+    await h.decide(as_of=h.t - age - 1)
+    rec = h.records[-1]
+    assert rec["verdict"] == "stale" and rec["outcomes"][0]["code"] == "stale"
+    assert h.params.get("M").gamma == 1.0
 
 
 async def test_governance_graph_approves_a_pending_change(tmp_path: Path) -> None:
     market = Harness(_script(tmp_path, [call("set_sigma", value=0.0056, rationale="vol up")]))
     await market.decide()
-    (rid,) = market.applier.pending
+    (rid,) = market.control.approvals.ids()
     gov_script = tmp_path / "gov.jsonl"
     gov_script.write_text(
         json.dumps(
@@ -165,27 +254,16 @@ async def test_governance_graph_approves_a_pending_change(tmp_path: Path) -> Non
         )
         + "\n"
     )
-
-    async def resume(request_id: str, approved: bool, reason: str) -> Any:
-        await market.graph.ainvoke(
-            Command(resume={"approved": approved, "reason": reason, "by": "governance"}),
-            market.config,
-            context=market.deps,
-            version="v2",
-        )
-        return None
-
     gov_records: list[dict[str, Any]] = []
     deps = AgentDeps(
         reasoner=ScriptedReasoner(gov_script),
-        applier=market.applier,
+        control=market.control,
         prompt="gov",
         prompt_hash="g",
         now=lambda: 1000.0,
         build_context=lambda _: {"pending_approvals": [{"request_id": rid}]},
-        record=gov_records.append,
+        record=lambda r: gov_records.append(r.payload()),
         source="agent:governance:scripted",
-        resume_approval=resume,
     )
     gov = build_governance_graph()
     await gov.ainvoke(
@@ -195,5 +273,5 @@ async def test_governance_graph_approves_a_pending_change(tmp_path: Path) -> Non
         version="v2",
     )
     assert market.params.get("M").sigma == pytest.approx(0.0056)
-    assert not market.applier.pending
-    assert gov_records[-1]["agent"] == "governance"
+    assert not market.control.approvals.ids()
+    assert gov_records[-1]["agent"] == "governance" and gov_records[-1]["verdict"] == "applied"

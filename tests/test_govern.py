@@ -181,3 +181,70 @@ def test_bad_governance_input_is_refused(running: Any) -> None:
 def test_govern_without_a_db_says_so(tmp_path: Path) -> None:
     code, out = _govern(tmp_path / "none.db", "status")
     assert code != 0 and "no audit store here" in out
+
+
+async def test_govern_against_a_stopped_session_says_so_and_fails(tmp_path: Path) -> None:
+    # Regression: `cfa govern halt --all` reported success with exit 0 when no session ran.
+    from sim_run import record_sim_run
+
+    db = tmp_path / "done.db"
+    await record_sim_run(db, ["calm"], 120.0, "stopped")
+    before = _rows(db, "select count(*) from governance_actions")[0][0]
+    code, out = _govern(db, "halt", "--all", "--reason", "kill switch")
+    assert code != 0 and "no session is running" in out and "nothing was requested" in out
+    assert _rows(db, "select count(*) from governance_actions")[0][0] == before
+
+
+def test_people_list_approve_and_deny_pending_changes(tmp_path: Path) -> None:
+    # The market agent asks for +40 % on gamma (above the 30 % approval step); the governance
+    # agent's script is empty (it abstains), so a person decides.
+    script = tmp_path / "script.jsonl"
+    script.write_text(
+        json.dumps(
+            {"calls": [{"name": "set_gamma", "arguments": {"value": 0.14, "rationale": "wider"}}]}
+        )
+        + "\n"
+    )
+    db = tmp_path / "live.db"
+    cmd = [sys.executable, "-m", "cfa.cli", "run", "--speed", "20x", "--duration", "2h"]
+    cmd += ["--db", str(db), "--quiet", "-n", "1", "--reasoner", f"scripted:{script}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(
+            lambda: (
+                db.exists()
+                and _rows(
+                    db, "select 1 from governance_actions where action = 'approval_requested'"
+                )
+            ),
+            60,
+            "an approval request",
+        )
+        code, out = _govern(db, "pending", "--json")
+        assert code == 0, out
+        (req,) = json.loads(out)["pending"]
+        assert req["param"] == "gamma" and req["value"] == 0.14 and req["base"] == 0.1
+        code, out = _govern(db, "deny", "no-such-id", "--reason", "x")
+        assert code != 0 and "not pending" in out
+        code, out = _govern(db, "approve", req["request_id"], "--reason", "ok", "--operator", "eve")
+        assert code == 0, out
+        _wait(
+            lambda: _rows(db, "select 1 from param_changes where param = 'gamma' and new = 0.14"),
+            10,
+            "the approved change",
+        )
+        decided = _wait(
+            lambda: _rows(
+                db,
+                "select actor from governance_actions where action = 'approval_decided'"
+                " and json_extract(payload, '$.status') = 'approved'",
+            ),
+            5,
+            "the decision row",
+        )
+        assert decided[0][0] == "person:eve"
+        code, out = _govern(db, "pending")
+        assert code == 0 and "nothing waits for approval" in out
+    finally:
+        proc.kill()
+        proc.wait()

@@ -43,9 +43,9 @@ from cfa.agents.reasoners.cache import (
     request_key,
 )
 from cfa.agents.reasoners.openai_backend import OpenAIReasoner
-from cfa.agents.tools import MARKET_TOOLS
 from cfa.audit.queries import AuditReader
 from cfa.cli import app
+from cfa.control.tools import MARKET_TOOLS
 from cfa.runtime.replay import recorded_reasoner, replay_counterfactual, replay_decisions
 
 LATENCY = 1.0

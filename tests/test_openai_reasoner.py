@@ -38,9 +38,11 @@ from cfa.agents.reasoners.openai_backend import (
     build_messages,
 )
 from cfa.agents.settings import LLMSettings
-from cfa.agents.tools import MARKET_TOOLS, Code, ParsedCall, ToolApplier, ToolOutcome, parse_call
+from cfa.control.outcomes import Code, ToolOutcome
+from cfa.control.params import ParameterStore
+from cfa.control.plane import ControlPlane
+from cfa.control.tools import MARKET_TOOLS, ParsedCall, parse_call
 from cfa.risk.states import TradingStates
-from cfa.runtime.params import ParameterStore
 
 KEY = "sk-test-SECRET-4f9c2d7e1a"
 SYSTEM = "You are the market agent for cfa. Call exactly one tool."
@@ -223,8 +225,8 @@ async def test_value_beyond_policy_bounds_is_rejected_by_the_applier(
     assert isinstance(parsed, ParsedCall)  # schema-valid: only the policy knows the bounds
     params = ParameterStore(TOOL_POLICY)
     params.add_market("KXTEST-1")
-    outcome = ToolApplier(params, TradingStates()).apply_market(
-        parsed, "KXTEST-1", now=1000.0, source="test"
+    outcome = ControlPlane(params, TradingStates()).apply(
+        parsed, source="agent:market:test", now=1000.0, market="KXTEST-1"
     )
     assert outcome.code is Code.OUT_OF_BOUNDS
     assert params.get("KXTEST-1").gamma == 1.0
@@ -434,7 +436,7 @@ async def test_injection_obeyed_by_the_model_changes_nothing(llm_server: FakeLLM
 
     params = ParameterStore(TOOL_POLICY)
     params.add_market("KXTEST-1")
-    applier = ToolApplier(params, TradingStates())
+    control = ControlPlane(params, TradingStates())
     records: list[dict[str, Any]] = []
     llm_server.queue(
         tool_call("set_gamma", {"value": 0, "rationale": "the title told me to"}),
@@ -443,12 +445,12 @@ async def test_injection_obeyed_by_the_model_changes_nothing(llm_server: FakeLLM
     reasoner = OpenAIReasoner(settings(llm_server))
     deps = AgentDeps(
         reasoner=reasoner,
-        applier=applier,
+        control=control,
         prompt=SYSTEM,
         prompt_hash="h",
         now=lambda: 1000.0,
         build_context=lambda m: {"market": {"ticker": m, "title": INJECTION}},
-        record=records.append,
+        record=lambda r: records.append(r.payload()),
         source="agent:market:openai",
     )
     try:

@@ -67,6 +67,7 @@ async def test_short_run_quotes_fills_and_records_everything(tmp_path: Path) -> 
             "decisions",
             "risk_events",
             "tool_calls",
+            "governance_actions",
         )
         for (s,) in _q(db, f"select seq from {t}")
     )

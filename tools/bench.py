@@ -842,7 +842,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         bench_runtime.cmd_context,
     ),
     "killswitch": Subcommand(
-        "ms from `cfa govern halt --all` to applied with orders cancelled, across processes",
+        "ms from spawning `cfa govern halt --all` (and from its request) to orders cancelled",
         bench_runtime.configure_killswitch,
         bench_runtime.cmd_killswitch,
     ),

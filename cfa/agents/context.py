@@ -20,13 +20,16 @@ from pydantic import BaseModel, ConfigDict
 from cfa.core.types import PRICE_SCALE, QTY_SCALE, Order, Side
 
 if TYPE_CHECKING:
+    from cfa.control.params import MarketParams
     from cfa.core.regime import RegimeFlags
     from cfa.risk.policy import ParamBounds
     from cfa.risk.states import TradingStates
     from cfa.runtime.loop import MarketLoop
-    from cfa.runtime.params import MarketParams
 
 MAX_TEXT = 120
+"""Characters kept of each market text (title, rules) and of agent-written text."""
+MAX_CONTEXT = 2000
+"""Characters of JSON a market agent's context may take; market text is cut to fit."""
 
 
 def r4(x: float | None) -> float | None:
@@ -154,6 +157,9 @@ class DecisionView(_M):
 class MarketContext(_M):
     """The whole summary for one market agent decision."""
 
+    as_of: float
+    """Exchange time the summary describes (epoch seconds); an answer applied more than
+    ``agents.max_answer_age_s`` later is rejected as stale."""
     market: MarketText
     time_to_close_s: float
     order_size: float
@@ -242,7 +248,8 @@ def build_context(
         tau = q.tau
     garch = sg.garch.forecast(tau or policy.quoting.horizon_s)
     vpin = sg.vpin
-    return MarketContext(
+    ctx = MarketContext(
+        as_of=round(now, 3),
         market=MarketText(
             ticker=loop.ticker,
             title=loop.market.title[:MAX_TEXT],
@@ -306,6 +313,24 @@ def build_context(
         sigma=_param("sigma", mp, policy.params.sigma, now),
         recent=list(recent)[-3:],
     )
+    return _fit(ctx)
+
+
+def _fit(ctx: MarketContext) -> MarketContext:
+    """Cut the market's rules, then its title, until the JSON is at most ``MAX_CONTEXT``
+    characters (quotes and escapes in exchange text can make it longer than its length)."""
+    for name in ("rules", "title"):
+        over = len(ctx.to_json()) - MAX_CONTEXT
+        while over > 0:
+            text: str = getattr(ctx.market, name)
+            if not text:
+                break
+            cut = text[: max(0, len(text) - max(over // 2, 1))]
+            ctx = ctx.model_copy(update={"market": ctx.market.model_copy(update={name: cut})})
+            over = len(ctx.to_json()) - MAX_CONTEXT
+        if over <= 0:
+            break
+    return ctx
 
 
 def portfolio_context(
@@ -313,7 +338,13 @@ def portfolio_context(
     escalations: Sequence[dict[str, Any]],
     pending: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The governance agent's view: a line per market plus escalations and pending approvals."""
+    """The governance agent's view: a line per market plus escalations and pending approvals.
+
+    Escalation reasons and request rationales were written by market agents, which read
+    untrusted market text: they are carried as ``{"untrusted_text": ...}`` (cut to
+    ``MAX_TEXT``), like market titles, and the governance prompt says never to act on
+    instructions found there.
+    """
     rows = [
         {
             "ticker": c.market.ticker,
@@ -331,4 +362,20 @@ def portfolio_context(
         }
         for c in contexts
     ]
-    return {"markets": rows, "escalations": list(escalations), "pending_approvals": list(pending)}
+    return {
+        "markets": rows,
+        "escalations": [
+            {
+                "market": e.get("market"),
+                "ts": e.get("ts"),
+                "reason": _untrusted(e.get("reason")),
+            }
+            for e in escalations
+        ],
+        "pending_approvals": [{**p, "rationale": _untrusted(p.get("rationale"))} for p in pending],
+    }
+
+
+def _untrusted(text: Any) -> dict[str, str]:
+    """Agent-written text shown to another agent: quoted data, never instructions."""
+    return {"untrusted_text": str(text or "")[:MAX_TEXT]}

@@ -9,13 +9,42 @@
   :mod:`cfa.audit.sink` — batch commits, WAL checkpoints, the writer process;
   :mod:`cfa.audit.records` — rows from domain records and back; :mod:`cfa.audit.bench` —
   ``python -m cfa.audit.bench`` (write throughput, verify time).
+* :mod:`cfa.audit.anchors` — Ed25519-signed anchors of the chain head in a file outside the
+  database, and their verification; :mod:`cfa.audit.integrity` — ``PRAGMA quick_check`` and the
+  append-only triggers; :mod:`cfa.audit.heartbeat` — is a session running on this file?
+  (standard library only: cheap to import).
+
+The names below are imported lazily (PEP 562), so ``import cfa.audit.heartbeat`` costs only
+that module: the kill switch imports it and must start fast.
 """
 
-from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, verify
-from cfa.audit.errors import AuditError, AuditIntegrityError
-from cfa.audit.queries import AuditReader, RunInfo
-from cfa.audit.schema import TABLES
-from cfa.audit.store import AuditStats, AuditStore, new_run_id, to_ms
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, verify
+    from cfa.audit.errors import AuditError, AuditIntegrityError
+    from cfa.audit.queries import AuditReader, RunInfo
+    from cfa.audit.schema import TABLES
+    from cfa.audit.store import AuditStats, AuditStore, new_run_id, to_ms
+
+_LAZY: dict[str, str] = {
+    "GENESIS": "cfa.audit.chain",
+    "ChainHead": "cfa.audit.chain",
+    "VerifyResult": "cfa.audit.chain",
+    "verify": "cfa.audit.chain",
+    "AuditError": "cfa.audit.errors",
+    "AuditIntegrityError": "cfa.audit.errors",
+    "AuditReader": "cfa.audit.queries",
+    "RunInfo": "cfa.audit.queries",
+    "TABLES": "cfa.audit.schema",
+    "AuditStats": "cfa.audit.store",
+    "AuditStore": "cfa.audit.store",
+    "new_run_id": "cfa.audit.store",
+    "to_ms": "cfa.audit.store",
+}
 
 __all__ = [
     "GENESIS",
@@ -32,3 +61,16 @@ __all__ = [
     "to_ms",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cfa.audit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

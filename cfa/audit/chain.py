@@ -23,7 +23,9 @@ duplicate ``seq`` or a broken link) or a reordering are all detected by :func:`v
 **Limits.** The chain is unkeyed: someone who can write the file can rewrite *every* row after
 an edit with fresh hashes, or cut the tail. Keep an **anchor** outside the file — the
 :class:`ChainHead` (seq and hash) returned by :meth:`AuditStore.end_run` or ``cfa audit verify``
-— and pass it to :func:`verify` to detect that.
+— and pass it to :func:`verify` to detect that; or let the store write Ed25519-signed anchors
+as it goes (:mod:`cfa.audit.anchors`, ``cfa audit verify --anchors``). ``docs/audit.md`` has the
+threat model.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class AuditReader:
     def __init__(self, conn: Any, path: Path) -> None:
         self._conn = conn
         self.path = path
-        import sqlite_utils  # lazy: it imports pandas when installed (~1 s)
+        from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
 
         self.db = sqlite_utils.Database(conn, execute_plugins=False)
         """The underlying :class:`sqlite_utils.Database`, for ad-hoc read queries."""

@@ -13,7 +13,9 @@ Every audit table has, in this physical order:
 * ``prev_hash`` and ``hash`` TEXT — the hash chain (see :mod:`cfa.audit.chain`).
 
 Tables are ``STRICT`` (SQLite rejects a value of the wrong type) and append-only: triggers abort
-any ``UPDATE`` or ``DELETE``. Corrections are new rows. Units follow :mod:`cfa.core.types`:
+any ``UPDATE`` or ``DELETE`` (``cfa audit verify`` reports missing ones). Corrections are new rows.
+The one other table, ``cfa_heartbeat`` (:mod:`cfa.audit.heartbeat`), is session liveness, not
+audit data: not chained, updated in place. Units follow :mod:`cfa.core.types`:
 prices are INTEGER price units ($0.0001), counts INTEGER count units (0.01 contract), money is
 exact decimal dollars as TEXT, parameter values are REAL.
 
@@ -28,6 +30,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final
 
+from cfa.audit import heartbeat
 from cfa.audit.encoding import ColType
 from cfa.audit.errors import AuditError, AuditIntegrityError
 
@@ -288,13 +291,14 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )
     }
-    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and existing - set(TABLES)):
+    foreign = existing - set(TABLES) - {heartbeat.TABLE}
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and foreign):
         raise AuditIntegrityError(f"{path} is a SQLite file but not a cfa audit store")
     if version > SCHEMA_VERSION:
         raise AuditIntegrityError(
             f"{path} was written by a newer cfa (schema {version} > {SCHEMA_VERSION})"
         )
-    import sqlite_utils  # lazy: it imports pandas when installed (~1 s)
+    from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
 
     db = sqlite_utils.Database(conn, execute_plugins=False)
     for spec in TABLES.values():
@@ -324,6 +328,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 f"BEFORE {op} ON {quote_ident(spec.name)} "
                 "BEGIN SELECT RAISE(ABORT, 'cfa audit tables are append-only'); END"
             )
+    conn.execute(heartbeat.DDL)
     if app_id != APPLICATION_ID:
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     if version != SCHEMA_VERSION:

@@ -49,6 +49,17 @@ everything should then stop trading. If the writer process dies, the next flush 
 :class:`AuditError` (the batches it had not committed, at most
 :data:`~cfa.audit.sink.MAX_INFLIGHT`, are lost) and the store goes on writing inline.
 
+**Anchors.** With ``anchors=AnchorLog(...)`` (:mod:`cfa.audit.anchors`) the store also writes
+Ed25519-signed anchors of the chain head to a file outside the database: one when it opens
+(after checking that the file's last anchor still matches the database — it refuses a database
+that does not, or whose recorded anchor file is gone), a checkpoint after a flush that advanced
+the chain at most every ``anchors.interval`` seconds, one at :meth:`end_run` and one at
+:meth:`close`. A failed anchor write never loses rows: it is kept in :attr:`stats`
+(``anchor_error``) and raised by :meth:`close`.
+
+**Heartbeat.** :meth:`heartbeat` records that a session is alive (``cfa_heartbeat``, see
+:mod:`cfa.audit.heartbeat`); the session calls it about once a second.
+
 There is no update or delete API; corrections are new rows.
 """
 
@@ -68,6 +79,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from cfa.audit import heartbeat as _hb
+from cfa.audit.anchors import AnchorLog, check_open, first_hash
 from cfa.audit.chain import ChainHead
 from cfa.audit.encoding import (
     ColType,
@@ -122,6 +135,12 @@ class AuditStats:
     redactions: int
     last_flush_seconds: float
     last_error: str | None
+    anchors_written: int = 0
+    """Signed anchors written (see :mod:`cfa.audit.anchors`)."""
+    anchor_seconds: float = 0.0
+    """Wall time spent writing them (signing, write, fsync), total seconds."""
+    anchor_error: str | None = None
+    """The last anchor write that failed (None once one succeeds again)."""
 
 
 class _TableWriter:
@@ -286,6 +305,12 @@ class AuditStore:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._anchors: AnchorLog | None = None
+        self._anchored_seq = -1
+        self._last_anchor = -float("inf")
+        self._first: str | None = None
+        self._last_run_id: str | None = None
+        self._anchor_error: str | None = None
 
     # --- opening and closing -----------------------------------------------------------------
 
@@ -301,6 +326,7 @@ class AuditStore:
         background: bool = False,
         max_pending: int = DEFAULT_MAX_PENDING,
         checkpoint_interval: float | None = DEFAULT_CHECKPOINT_INTERVAL,
+        anchors: AnchorLog | None = None,
     ) -> AuditStore:
         """Open (creating if needed) the audit file at ``path``: schema, WAL, chain head.
 
@@ -310,9 +336,11 @@ class AuditStore:
         a child process (``"process"``: about half the cost per row stays here); ``background``
         starts a flusher thread; ``checkpoint_interval`` (seconds, None to leave it to SQLite)
         runs WAL checkpoints on a thread of their own. See the module doc for the trade-offs.
+        ``anchors`` writes signed anchors of the chain head (module doc, "Anchors").
 
         Raises :class:`AuditError` naming the path when it cannot be opened for writing, and
-        :class:`AuditIntegrityError` when the file is not a cfa audit store.
+        :class:`AuditIntegrityError` when the file is not a cfa audit store, or (with
+        ``anchors``) no longer matches its last signed anchor.
         """
         if batch_rows < 1 or not flush_interval > 0 or max_pending < batch_rows:
             raise AuditError("need batch_rows >= 1, flush_interval > 0, max_pending >= batch_rows")
@@ -326,7 +354,7 @@ class AuditStore:
             raise AuditError(f"cannot open audit store {str(p)!r}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            import sqlite_utils  # lazy: it imports pandas when installed (~1 s)
+            from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
 
             db = sqlite_utils.Database(conn, execute_plugins=False)
             db.enable_wal()
@@ -349,6 +377,11 @@ class AuditStore:
                 clock=clock,
                 max_pending=max_pending,
             )
+            if anchors is not None:
+                check_open(conn, p, anchors, store._sink.head)
+                store._anchors = anchors
+                store._first = first_hash(conn)
+                store._anchor("open")
         except sqlite3.Error as exc:
             conn.close()
             raise AuditError(f"cannot open audit store {str(p)!r}: {exc}") from None
@@ -382,6 +415,7 @@ class AuditStore:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        anchor_error: str | None = None
         try:
             self.sync()
         finally:
@@ -394,7 +428,17 @@ class AuditStore:
                     self._drop_proc()
                 if self._ckpt is not None:
                     self._ckpt.stop()
+                if self._anchors is not None:
+                    try:  # the committed head, even when the last write failed
+                        self._anchor("close")
+                    except AuditError as exc:
+                        anchor_error = str(exc)
+                    except sqlite3.Error as exc:
+                        anchor_error = f"cannot anchor {str(self.path)!r}: {exc}"
+                    self._anchors.close()
                 self._conn.close()
+        if anchor_error is not None:
+            raise AuditError(anchor_error)
 
     def __enter__(self) -> AuditStore:
         return self
@@ -423,11 +467,22 @@ class AuditStore:
         ``run_id`` of appended rows until :meth:`end_run`.
         """
         rid = run_id if run_id is not None else new_run_id()
-        row: dict[str, Any] = {"run_id": rid, "kind": "start", "payload": dict(config)}
+        payload = dict(config)
+        payload.pop("audit_anchors", None)  # a replayed config's would be stale
+        if self._anchors is not None:
+            payload["audit_anchors"] = {
+                "file": str(self._anchors.path.resolve()),
+                # not "key_id"/"public_key": payload keys naming a key are redacted
+                "signer": self._anchors.key_id,
+                "signer_pub": self._anchors.public_key,
+                "interval_s": self._anchors.interval,
+            }
+        row: dict[str, Any] = {"run_id": rid, "kind": "start", "payload": payload}
         if ts_ms is not None:
             row["ts_ms"] = ts_ms
         self.append("runs", row)
         self._run_id = rid
+        self._last_run_id = rid
         self.sync()
         return rid
 
@@ -437,7 +492,7 @@ class AuditStore:
         """Record the end of ``run_id`` with its ``summary`` and sync.
 
         Returns the chain head after the end row: keep it outside the file as an anchor for
-        :func:`cfa.audit.verify`.
+        :func:`cfa.audit.verify` (with ``anchors``, a signed ``end`` anchor of it is written).
         """
         row: dict[str, Any] = {"run_id": run_id, "kind": "end", "payload": dict(summary)}
         if ts_ms is not None:
@@ -445,7 +500,12 @@ class AuditStore:
         self.append("runs", row)
         if self._run_id == run_id:
             self._run_id = None
-        return self.sync()
+        self._last_run_id = run_id
+        head = self.sync()
+        if self._anchors is not None:
+            with self._write_lock:
+                self._try_anchor("end", run_id)
+        return head
 
     # --- appending -----------------------------------------------------------------------------
 
@@ -558,6 +618,8 @@ class AuditStore:
             self._last_error = None
             self._last_flush_seconds = time.perf_counter() - t0
             self._flushes += 1
+            if self._anchors is not None:
+                self._maybe_anchor()
             return len(batch)
 
     def sync(self, timeout: float = PROCESS_WAIT_SECONDS) -> ChainHead:
@@ -575,7 +637,71 @@ class AuditStore:
                     if self._proc.dead:
                         self._drop_proc()
                     raise
+                if self._anchors is not None:
+                    self._maybe_anchor()
         return self.head
+
+    # --- anchors and heartbeat -----------------------------------------------------------------
+
+    @property
+    def anchors(self) -> AnchorLog | None:
+        """The anchor log this store signs to, if any."""
+        return self._anchors
+
+    def _anchor(
+        self, kind: Literal["open", "checkpoint", "end", "close"], run_id: str | None = None
+    ) -> None:
+        """Write one anchor of the current head (caller holds ``_write_lock`` or is opening)."""
+        log = self._anchors
+        assert log is not None
+        head = self.head
+        if self._first is None and head.seq >= 1:
+            self._first = first_hash(self._conn)
+        log.append(
+            kind,
+            head,
+            run_id=run_id or self._run_id or self._last_run_id,
+            first=self._first,
+            db=self.path.name,
+        )
+        self._anchored_seq = head.seq
+        self._last_anchor = time.monotonic()
+        self._anchor_error = None
+
+    def _try_anchor(self, kind: Literal["checkpoint", "end"], run_id: str | None = None) -> None:
+        try:
+            self._anchor(kind, run_id)
+        except (AuditError, sqlite3.Error) as exc:
+            self._anchor_error = str(exc)
+
+    def _maybe_anchor(self) -> None:
+        """A checkpoint anchor if the chain advanced and the last anchor is old enough."""
+        log = self._anchors
+        if (
+            log is not None
+            and self.head.seq > self._anchored_seq
+            and time.monotonic() - self._last_anchor >= log.interval
+        ):
+            self._try_anchor("checkpoint")
+
+    def heartbeat(
+        self, session_id: str, run_id: str, state: str = "running", *, started: float
+    ) -> None:
+        """Record that session ``session_id`` (of run ``run_id``, this process) is ``state``
+        (running / stopped / failed) now, by the wall clock; ``started`` is its wall start
+        (epoch seconds). One small committed upsert into ``cfa_heartbeat`` (not chained).
+        Raises :class:`AuditError` when it cannot be written."""
+        with self._write_lock:
+            if self._closed:
+                raise AuditError(f"audit store {str(self.path)!r} is closed")
+            try:
+                self._conn.execute(
+                    _hb.UPSERT, _hb.beat_row(session_id, run_id, state, started=started)
+                )
+            except sqlite3.Error as exc:
+                raise AuditError(
+                    f"cannot write the heartbeat to audit store {str(self.path)!r}: {exc}"
+                ) from None
 
     def _drop_proc(self) -> None:
         """Stop using the writer process (dead or closed); the chain head is re-read."""
@@ -614,6 +740,9 @@ class AuditStore:
             redactions=self._redactions,
             last_flush_seconds=self._last_flush_seconds,
             last_error=self._last_error or (proc.error if proc is not None else None),
+            anchors_written=self._anchors.written if self._anchors is not None else 0,
+            anchor_seconds=self._anchors.seconds if self._anchors is not None else 0.0,
+            anchor_error=self._anchor_error,
         )
 
     # --- background threads ------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""``cfa govern``: freeze, override, halt and resume a running session from another terminal.
+"""``cfa govern``: freeze, override, halt, resume and approve in a running session.
 
 Each action is checked here first (the market must be one the latest run trades, values must lie
 inside that run's policy bounds, a reason is required) and then written as a request to the
 audit store the running ``cfa run`` writes (``--db``, the same file). The session applies it
 within about a second, through the same apply path the governance agent uses, and records the
-outcome. ``cfa govern status`` shows the latest run's markets, parameters, states and requests.
+outcome. A person outranks every agent and breaker (``docs/control.md``). ``cfa govern status``
+shows the latest run's markets, parameters, states and requests; ``cfa govern pending`` the
+changes waiting for approval, which ``cfa govern approve ID`` and ``cfa govern deny ID`` decide.
 """
 
 from __future__ import annotations
@@ -15,17 +17,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cfa.agents.tools import GOVERNANCE_TOOLS, ToolOutcome, parse_call
-from cfa.audit import AuditError, AuditStore
+from cfa.audit.heartbeat import session_status
 from cfa.cli.options import fail, parse_duration
-from cfa.risk.policy import Policy
-from cfa.runtime.governance import operator_name, request_row
 
 govern_app = typer.Typer(
-    help="Govern a running session: freeze, override, halt, resume.", no_args_is_help=True
+    help="Govern a running session: freeze, override, halt, resume, approve.", no_args_is_help=True
 )
 
 DbOpt = Annotated[Path, typer.Option(help="The audit store the running `cfa run` writes.")]
@@ -61,6 +58,12 @@ def _latest_run(db: Path) -> tuple[str, dict[str, Any], list[str]]:
 
 
 def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None) -> None:
+    # lazy: --help, status and pending start without the tool schemas and the audit writer
+    from cfa.audit import AuditError, AuditStore
+    from cfa.control.outcomes import ToolOutcome
+    from cfa.control.tools import GOVERNANCE_TOOLS, parse_call
+    from cfa.runtime.governance import operator_name, request_row
+
     run_id, config, markets = _latest_run(db)
     market = arguments.get("market")
     if market is not None and market not in markets:
@@ -70,6 +73,8 @@ def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None
     if isinstance(parsed, ToolOutcome):
         raise fail(f"{tool}: {parsed.message}")
     if tool == "override":
+        from cfa.risk.policy import Policy  # lazy: only overrides check bounds (yaml, pydantic)
+
         try:
             policy = Policy.model_validate(config.get("policy", {}))
         except Exception as exc:  # a run recorded without a readable policy
@@ -79,6 +84,9 @@ def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None
             b = getattr(policy.params, p)
             if v is not None and not b.contains(v):
                 raise fail(f"--{p} {v:g} is outside the policy bounds [{b.min:g}, {b.max:g}]")
+    alive, detail = session_status(db)
+    if not alive:
+        raise fail(f"no session is running on {db} ({detail}): nothing was requested")
     who = operator_name(operator)
     try:
         with AuditStore.open(db) as store:
@@ -156,6 +164,9 @@ def status(
     db: DbOpt = Path("cfa.db"), json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Markets of the latest run: parameters, trading state, frozen flags, recent requests."""
+    from rich.console import Console  # lazy: halt, the kill switch, prints one plain line
+    from rich.table import Table
+
     run_id, _, markets = _latest_run(db)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
         params: dict[str, dict[str, float]] = {}
@@ -248,3 +259,74 @@ def _applied_freezes(db: Path, run_id: str) -> dict[str, set[str]]:
             else:
                 cur -= names
     return out
+
+
+def pending_requests(db: Path, run_id: str) -> list[dict[str, Any]]:
+    """Approval requests of ``run_id`` still pending, oldest first (from the audit trail)."""
+    last: dict[str, dict[str, Any]] = {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        for (payload,) in c.execute(
+            "select payload from governance_actions where run_id = ? and action in"
+            " ('approval_requested', 'approval_decided', 'approval_expired',"
+            " 'approval_superseded') order by seq",
+            (run_id,),
+        ):
+            p = json.loads(payload or "{}")
+            rid = p.get("request_id")
+            if isinstance(rid, str):
+                last[rid] = p
+    return [p for p in last.values() if p.get("status") == "pending"]
+
+
+@govern_app.command()
+def pending(
+    db: DbOpt = Path("cfa.db"), json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Parameter changes of the latest run waiting for approval (approve or deny them by ID)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    run_id, _, _ = _latest_run(db)
+    rows = pending_requests(db, run_id)
+    if json_out:
+        typer.echo(json.dumps({"run_id": run_id, "pending": rows}))
+        return
+    if not rows:
+        typer.echo(f"run {run_id}: nothing waits for approval")
+        return
+    t = Table(title=f"run {run_id} · changes waiting for approval")
+    for col in ("id", "market", "param", "from", "to", "asked by", "why", "rationale"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["request_id"],
+            r["market"],
+            r["param"],
+            _fmt(r.get("base")),
+            _fmt(r.get("value")),
+            str(r.get("source")),
+            str(r.get("why", "")),
+            str(r.get("rationale", ""))[:80],
+        )
+    Console().print(t)
+
+
+def _decide_command(tool: str, approved: bool, doc: str) -> None:
+    def command(
+        request_id: Annotated[str, typer.Argument(help="The id `cfa govern pending` lists.")],
+        reason: ReasonOpt,
+        db: DbOpt = Path("cfa.db"),
+        operator: OperatorOpt = None,
+    ) -> None:
+        run_id, _, _ = _latest_run(db)
+        if request_id not in {r["request_id"] for r in pending_requests(db, run_id)}:
+            raise fail(f"{request_id!r} is not pending in run {run_id} (see `cfa govern pending`)")
+        args = {"request_id": request_id, "approved": approved, "reason": reason}
+        _submit(db, "approve_change", args, operator)
+
+    command.__doc__ = doc
+    govern_app.command(name=tool)(command)
+
+
+_decide_command("approve", True, "Approve the pending change REQUEST_ID (applied within ~1 s).")
+_decide_command("deny", False, "Deny the pending change REQUEST_ID.")

@@ -19,6 +19,8 @@ from cfa.agents.reasoners import make_reasoner
 from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.reasoners.cache import CachedReasoner, SqliteLLMCache
 from cfa.audit import AuditError, AuditStore
+from cfa.audit.anchors import AnchorLog, default_anchor_path
+from cfa.audit.integrity import quick_check
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
@@ -50,6 +52,23 @@ def run(
         str, typer.Option(help="max (as fast as the CPU allows) or a factor of real time: 1x, 10x.")
     ] = "max",
     db: Annotated[Path, typer.Option(help="Audit store (SQLite) to append to.")] = Path("cfa.db"),
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append-only file of Ed25519-signed anchors of the audit chain head "
+            "(default: <db>.anchors). Check with `cfa audit verify --anchors`.",
+        ),
+    ] = None,
+    anchor_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ed25519 signing key of the anchors, created (mode 0600) on first use "
+            "(default: $CFA_ANCHOR_KEY or ~/.config/cfa/anchor.key).",
+        ),
+    ] = None,
+    no_anchors: Annotated[
+        bool, typer.Option("--no-anchors", help="Do not write signed anchors.")
+    ] = False,
     policy: Annotated[
         str,
         typer.Option(help="Risk policy: a packaged name (default, conservative) or a YAML path."),
@@ -159,10 +178,7 @@ def run(
             )
         except (CfaValueError, ValueError) as exc:
             raise fail(str(exc)) from None
-    try:
-        store = AuditStore.open(db)
-    except AuditError as exc:
-        raise fail(str(exc)) from None
+    store, anchor_log = _open_store(db, anchors, anchor_key, no_anchors)
     console = Console(stderr=False)
     config: dict[str, object] = {
         "exchange": exchange_name,
@@ -179,16 +195,29 @@ def run(
         "llm_cache": None if cache is None else str(llm_cache),
     }
     agent_options = {"interval_s": interval, "lockstep": lockstep, "latency_s": latency}
+    failure: tuple[str, int] | None = None
     try:
         rows, session = asyncio.run(
             _run(exchange, store, pol, config, seconds, quiet, console, agent, agent_options)
         )
     except ExchangeError as exc:
-        raise fail(f"exchange: {exc}") from None
-    finally:
-        store.close()
+        failure = (f"exchange: {exc}", 2)
+    except AuditError as exc:  # e.g. a full disk: the session stopped and cancelled its orders
+        failure = (f"{exc} (check them: cfa audit verify --db {db})", 1)
+    except BaseException:
+        with contextlib.suppress(AuditError):
+            store.close()
         if cache is not None:
             cache.close()
+        raise
+    try:
+        store.close()
+    except AuditError as exc:
+        failure = failure or (str(exc), 1)
+    if cache is not None:
+        cache.close()
+    if failure is not None:
+        raise fail(*failure)
     console.print()
     console.print(summary_table(rows))
     if session.agents is not None:
@@ -205,6 +234,42 @@ def run(
             else ""
         )
     )
+    head = store.head
+    console.print(
+        f"audit chain head {head.seq}:{head.hash}"
+        + (
+            f" · signed anchors {anchor_log.path} (key {anchor_log.key_id})"
+            if anchor_log is not None
+            else " · no signed anchors"
+        ),
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _open_store(
+    db: Path, anchors: Path | None, anchor_key: Path | None, no_anchors: bool
+) -> tuple[AuditStore, AnchorLog | None]:
+    """Open the audit store for the run: refuse a file failing ``PRAGMA quick_check``; sign
+    anchors unless ``no_anchors``. Every problem is one clear line (``fail``)."""
+    if no_anchors and (anchors is not None or anchor_key is not None):
+        raise fail("--no-anchors excludes --anchors and --anchor-key")
+    if db.is_file():
+        problems = quick_check(db)
+        if problems:
+            raise fail(
+                f"{db} fails PRAGMA quick_check ({problems[0]}): refusing to append to a damaged "
+                "audit store; keep it for inspection and run with another --db"
+            )
+    log: AnchorLog | None = None
+    try:
+        if not no_anchors:
+            log = AnchorLog.open(anchors or default_anchor_path(db), anchor_key)
+        return AuditStore.open(db, anchors=log), log
+    except AuditError as exc:
+        if log is not None:
+            log.close()
+        raise fail(str(exc)) from None
 
 
 def parse_latency(text: str) -> float:

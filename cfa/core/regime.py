@@ -53,6 +53,12 @@ bugs and raise :class:`ValueError`.
 
 Cost: one VAR fit plus one causality test, ~2–3 ms for 300 rows on one busy EPYC core (benchmark:
 ``python tools/bench.py regime``). Pure and deterministic; time is passed in, never read.
+
+statsmodels and scipy (with pandas, ~2 s of CPU to import) are imported on first use, not with
+this module, so commands that only read :class:`RegimeFlags` (``cfa govern``) start fast:
+:data:`VAR`, :data:`chdtrc` and :data:`chdtri` are lazy module attributes, bound by
+:func:`load_statistics`, which :class:`RegimeMonitor` calls when it is created so that a live
+session pays the import before trading rather than inside its first refresh.
 """
 
 from __future__ import annotations
@@ -61,12 +67,14 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import chdtrc, chdtri  # type: ignore[import-untyped]
-from statsmodels.tsa.api import VAR  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    from scipy.special import chdtrc, chdtri  # type: ignore[import-untyped]
+    from statsmodels.tsa.api import VAR  # type: ignore[import-untyped]
 
 SERIES: tuple[str, str, str] = ("logit_return", "imbalance", "signed_flow")
 """Column order of the data window: return (logit units), imbalance ([−1, 1]), flow (contracts)."""
@@ -112,6 +120,33 @@ _BENIGN_WARNINGS: tuple[type[Warning], ...] = (
 """Warnings about library APIs, not about the numbers: they do not invalidate a fit."""
 
 Status = Literal["ok", "insufficient_data"]
+
+_LAZY = ("VAR", "chdtrc", "chdtri")
+
+
+def load_statistics() -> None:
+    """Bind :data:`VAR` (statsmodels) and :data:`chdtrc`, :data:`chdtri` (scipy) on first use.
+
+    Names already bound (by an earlier call, or patched in by a test) are kept.
+    """
+    g = globals()
+    if all(name in g for name in _LAZY):
+        return
+    from scipy.special import chdtrc, chdtri
+    from statsmodels.tsa.api import VAR
+
+    for name, value in (("VAR", VAR), ("chdtrc", chdtrc), ("chdtri", chdtri)):
+        g.setdefault(name, value)
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """``regime.VAR`` and the χ² ufuncs import statsmodels / scipy when first read."""
+        if name in _LAZY:
+            load_statistics()
+            return globals()[name]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +204,7 @@ def _insufficient(reason: str, nobs: int, lags: int, test_size: int) -> RegimeFl
 @lru_cache(maxsize=64)
 def _chi2_quantile(q: float, df: int) -> float:
     """The ``q`` quantile of χ²(df) (the ufunc, not ``scipy.stats.chi2``: 100× cheaper)."""
+    load_statistics()
     return float(chdtri(df, 1.0 - q))
 
 
@@ -242,6 +278,7 @@ def var_flags(
         return insufficient(f"constant series in the reference part: {names}")
     z = (y - mean) / std
 
+    load_statistics()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -380,6 +417,7 @@ class RegimeMonitor:
         self._prev_x: float | None = None
         self._cache: RegimeFlags | None = None
         self._cache_samples = -1
+        load_statistics()  # now, not in the first refresh on the slow path of a live session
 
     def observe(
         self, t: float, mid: float | None, imbalance: float | None, signed_flow: float = 0.0

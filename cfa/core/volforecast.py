@@ -44,6 +44,11 @@ non-finite or out-of-range parameters, or ``α + β > 1`` (explosive) give None.
 and numpy's warnings are suppressed locally with :func:`warnings.catch_warnings` (process-global
 state: fit from one thread at a time). Bad *constructor* arguments raise :class:`ValueError`.
 Pure: no I/O, no clock, no randomness; time is an argument in seconds.
+
+arch (which imports scipy, statsmodels and pandas: ~2 s of CPU) is imported on first use, not
+with this module: :data:`arch_model` is a lazy module attribute bound by :func:`load_arch`, which
+:class:`GarchForecast` calls when it is created (a live session pays the import before trading,
+not inside its first fit).
 """
 
 from __future__ import annotations
@@ -52,11 +57,32 @@ import math
 import warnings
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from arch import arch_model
+
+if TYPE_CHECKING:
+    from arch import arch_model
 
 __all__ = ["GarchFit", "GarchForecast"]
+
+
+def load_arch() -> None:
+    """Bind :data:`arch_model` on first use (kept if already bound, e.g. patched by a test)."""
+    if "arch_model" not in globals():
+        from arch import arch_model
+
+        globals()["arch_model"] = arch_model
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """``volforecast.arch_model`` imports arch when first read."""
+        if name == "arch_model":
+            load_arch()
+            return globals()[name]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +182,7 @@ class GarchForecast:
         self._version = 0  # returns appended so far
         self._fit_version = -1  # _version at the last fit attempt
         self._fit: GarchFit | None = None
+        load_arch()  # now, not in the first fit on the slow path of a live session
 
     def update(self, t: float, mid: float) -> None:
         """Observe the mid (dollars, strictly inside (0, 1)) at ``t`` seconds.
@@ -223,6 +250,7 @@ class GarchForecast:
         if not (math.isfinite(rms) and rms > 0.0):
             return None
         y = r / rms
+        load_arch()
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")

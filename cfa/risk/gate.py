@@ -3,7 +3,14 @@
 Every order request is checked against the policy and the market's trading state and is either
 accepted or denied with a reason code (:class:`Deny`). The gate is pure: it reads the
 :class:`Exposure` it is given and keeps no clock; the caller records denials in the audit store.
-Cancels never pass through the gate: reducing risk is always allowed.
+Cancels never pass through the gate: reducing risk is always allowed (so does a cut of a
+resting order's size at its price, a partial cancel).
+
+The gate fails closed: a NaN or infinite number anywhere in the request or the exposure
+(``Deny.NOT_FINITE``), a price or count that is not an integer number of units, a price outside
+the market's price range (``Deny.PRICE_RANGE``: tradable prices lie strictly inside the range)
+or off its grid (``Deny.OFF_GRID``), and a mid outside ``(0, 1)`` are all denied, so no limit
+is ever skipped because a comparison with NaN came out false.
 
 *Dollars at risk* of a market is its worst-case settlement loss if every resting order filled:
 ``max(long cost + collateral of resting bids, short cost + collateral of resting asks)``, where
@@ -15,10 +22,24 @@ and a resting ask ``1 − p``. Offsetting fills are ignored: the figure is conse
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cfa.core.types import PRICE_SCALE, QTY_SCALE, OrderRequest, Qty, Side, TradingState, contracts
-from cfa.risk.policy import Policy
+from cfa.core.types import (
+    ONE_DOLLAR,
+    PRICE_SCALE,
+    QTY_SCALE,
+    OrderRequest,
+    Qty,
+    Side,
+    TradingState,
+    contracts,
+)
+
+if TYPE_CHECKING:
+    from cfa.core.grid import PriceGrid
+    from cfa.risk.policy import Policy
 
 
 class Deny(enum.StrEnum):
@@ -36,6 +57,14 @@ class Deny(enum.StrEnum):
     GROSS_EXPOSURE = "gross_exposure"
     EVENT_EXPOSURE = "event_exposure"
     ORDER_RATE = "order_rate"
+    NOT_FINITE = "not_finite"
+    """A NaN or infinite number in the request or the exposure (mid, price, size, ...)."""
+    PRICE_RANGE = "price_range"
+    """The price is not strictly inside the market's price range (or not an integer)."""
+    OFF_GRID = "off_grid"
+    """The price is inside the range but not on the market's grid."""
+    INVALID_SIZE = "invalid_size"
+    """The count is not an integer number of count units."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,34 +113,73 @@ class RiskGate:
         self.max_order: Qty = contracts(policy.market.max_order_size)
         self.max_position: Qty = contracts(policy.market.max_position)
 
-    def check(self, req: OrderRequest, exposure: Exposure, state: TradingState) -> Deny | None:
-        """None when ``req`` may go to the exchange, else the reason it may not."""
+    def check(
+        self,
+        req: OrderRequest,
+        exposure: Exposure,
+        state: TradingState,
+        grid: PriceGrid | None = None,
+    ) -> Deny | None:
+        """None when ``req`` may go to the exchange, else the reason it may not.
+
+        ``grid`` is the market's price grid; without one the price must lie strictly inside
+        Kalshi's whole range, ``(0, 1)`` dollars. Pure and total: never raises on float or
+        int inputs, finite or not (numbers so large that their sum overflows count as not
+        finite).
+        """
         pol = self.policy
         if state is TradingState.HALTED:
             return Deny.HALTED
-        if req.count <= 0:
+        price = req.price
+        count = req.count
+        if type(price) is not int or type(count) is not int:
+            return _bad_units(price, count)
+        x = exposure
+        mid = x.mid
+        # one sum catches every NaN and infinity (either makes it NaN or infinite): no call
+        s = (
+            x.position
+            + x.resting_bid
+            + x.resting_ask
+            + x.avg_price
+            + x.bid_collateral
+            + x.ask_collateral
+            + x.others_at_risk
+            + x.event_others_at_risk
+            + x.orders_last_min
+        )
+        if s - s != 0 or (mid is not None and mid - mid != 0):
+            return Deny.NOT_FINITE
+        if grid is None:
+            if price <= 0 or price >= ONE_DOLLAR:
+                return Deny.PRICE_RANGE
+        elif price < grid.lo or price > grid.hi:
+            return Deny.PRICE_RANGE
+        elif not grid.is_valid(price):
+            return Deny.OFF_GRID
+        if count <= 0:
             return Deny.NON_POSITIVE_SIZE
-        if req.count > self.max_order:
+        if count > self.max_order:
             return Deny.ORDER_SIZE
-        if exposure.orders_last_min >= pol.breakers.max_orders_per_min:
+        if x.orders_last_min >= pol.breakers.max_orders_per_min:
             return Deny.ORDER_RATE
         pos = exposure.position
         bid = req.side is Side.BID
         if state is TradingState.REDUCE_ONLY:
             # Only orders that bring the position towards zero, never past it, resting included.
-            if bid and (pos >= 0 or exposure.resting_bid + req.count > -pos):
+            if bid and (pos >= 0 or exposure.resting_bid + count > -pos):
                 return Deny.REDUCE_ONLY
-            if not bid and (pos <= 0 or exposure.resting_ask + req.count > pos):
+            if not bid and (pos <= 0 or exposure.resting_ask + count > pos):
                 return Deny.REDUCE_ONLY
-        elif (bid and pos + exposure.resting_bid + req.count > self.max_position) or (
-            not bid and pos - exposure.resting_ask - req.count < -self.max_position
+        elif (bid and pos + exposure.resting_bid + count > self.max_position) or (
+            not bid and pos - exposure.resting_ask - count < -self.max_position
         ):
             return Deny.POSITION_LIMIT
-        if exposure.mid is None:
+        if mid is None or not 0.0 < mid < 1.0:
             return Deny.NO_MID
-        if abs(req.price / PRICE_SCALE - exposure.mid) > pol.price_band + 1e-12:
+        if abs(price / PRICE_SCALE - mid) > pol.price_band + 1e-12:
             return Deny.PRICE_BAND
-        new = collateral(req.side, req.price, req.count)
+        new = collateral(req.side, price, count)
         if (
             exposure.bid_collateral + exposure.ask_collateral + new
             > pol.market.max_resting_exposure + 1e-9
@@ -128,3 +196,11 @@ class RiskGate:
             if exposure.event_others_at_risk + risk > pol.portfolio.max_event_exposure + 1e-9:
                 return Deny.EVENT_EXPOSURE
         return None
+
+
+def _bad_units(price: object, count: object) -> Deny:
+    """Why a price or count that is not an ``int`` is denied (bools are not counts)."""
+    for v in (price, count):
+        if isinstance(v, float) and not math.isfinite(v):
+            return Deny.NOT_FINITE
+    return Deny.OFF_GRID if type(price) is not int else Deny.INVALID_SIZE

@@ -39,6 +39,12 @@ class ParamBounds(_Frozen):
     """Least time between two agent changes of this parameter, seconds."""
     approval_step: float | None = Field(default=None, gt=0)
     """A relative change larger than this waits for governance approval (None: never)."""
+    window_s: float = Field(default=600.0, gt=0)
+    """The window of the cumulative limit, seconds."""
+    window_factor: float = Field(default=2.0, gt=1)
+    """Within any ``window_s``, agents may move the parameter at most this factor away from
+    any value it had in the window (×2: from 1 no higher than 2 and no lower than 0.5); a
+    change beyond it waits for approval, however small each step."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -176,6 +182,18 @@ class CloseTaper(_Frozen):
         return self
 
 
+class Agents(_Frozen):
+    """How agent answers and approval requests are handled."""
+
+    max_answer_age_s: float = Field(default=120.0, gt=0)
+    """An answer applied more than this many seconds after its context was taken is rejected
+    as stale (exchange time)."""
+    approval_ttl_s: float = Field(default=300.0, gt=0)
+    """A change waiting for approval expires after this many seconds (audited)."""
+    max_calls_per_answer: int = Field(default=1, ge=1, le=5)
+    """Tool calls applied from one answer; the rest are rejected as ``extra_call``."""
+
+
 class Policy(_Frozen):
     """A whole risk policy. Load with :func:`load_policy`."""
 
@@ -191,6 +209,7 @@ class Policy(_Frozen):
     breakers: Breakers = Breakers()
     feed: Feed = Feed()
     close: CloseTaper = CloseTaper()
+    agents: Agents = Agents()
 
 
 def load_policy(source: str | Path | None = None) -> Policy:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from langgraph.types import Command, Overwrite
+from langgraph.types import Overwrite
 
 from cfa.agents.context import DecisionView, build_context, portfolio_context, r4
 from cfa.agents.graphs import (
@@ -59,8 +59,8 @@ from cfa.agents.graphs import (
     params_of,
 )
 from cfa.agents.reasoners.base import Reasoner
+from cfa.agents.records import DecisionRecord
 from cfa.agents.settings import LLMSettings
-from cfa.agents.tools import ToolOutcome, Verdict
 from cfa.audit.store import to_ms as ms
 from cfa.core.types import QTY_SCALE
 from cfa.runtime.loop import LoopState, MarketLoop
@@ -248,7 +248,8 @@ class AgentRuntime:
         self._regime_seen: dict[str, tuple[bool, bool, bool]] = {}
         self.lockstep = lockstep
         self.latency_s = float(latency_s)
-        self.inline = lockstep or (reasoner.name != "openai" if inline is None else inline)
+        background = bool(getattr(reasoner, "background", False))
+        self.inline = lockstep or (not background if inline is None else inline)
         self._deferred: dict[str, _Deferred] = {}
         self._next_deferred = math.inf
         self._deferred_seq = 0
@@ -258,7 +259,8 @@ class AgentRuntime:
         if price_input_per_m is not None or price_output_per_m is not None:
             mp = gp = (price_input_per_m or 0.0, price_output_per_m or 0.0)
         self._prices = {"market": mp, "governance": gp}
-        self.applier = session.applier
+        self.control = session.control
+        self._pending_seen: frozenset[str] = frozenset()
         self.market_graph = build_market_graph()
         self.gov_graph = build_governance_graph()
         self.market_prompt, self.market_hash = load_prompt("market_agent")
@@ -333,7 +335,11 @@ class AgentRuntime:
             return False
         if self._gov_due is None:
             self._gov_due = now + self.governance_interval_s
-        return now >= self._gov_due or bool(self.escalations) or bool(self.applier.pending)
+        return (
+            now >= self._gov_due
+            or bool(self.escalations)
+            or not self.control.approvals.ids() <= self._pending_seen
+        )
 
     async def after_event(self, loop: MarketLoop, now: float) -> None:
         """Run whatever is due (inline), start it (background) or defer it (lockstep).
@@ -342,8 +348,8 @@ class AgentRuntime:
         context was taken), then new due decisions take their context snapshot; with
         ``latency_s == 0`` they run at once, at this same event.
         """
-        if now >= self.applier.next_expiry:
-            self.applier.expire_overrides(now)
+        if now >= self.control.next_expiry:
+            self.control.expire(now)
         if self.lockstep:
             if now >= self._next_deferred:
                 await self._run_deferred(now)
@@ -461,12 +467,18 @@ class AgentRuntime:
                 "request_id": p.request_id,
                 "market": p.market,
                 "param": p.param,
-                "value": p.value,
+                "from": p.base,
+                "to": p.value,
+                "asked_by": p.source,
+                "expires_in_s": round(p.expires - self.session.now, 1),
                 "rationale": p.rationale,
             }
-            for p in self.applier.pending.values()
+            for p in self.control.approvals
         ]
-        return portfolio_context(contexts, self._gov_escalations, pending)
+        return {
+            "as_of": round(self.session.now, 3),
+            **portfolio_context(contexts, self._gov_escalations, pending),
+        }
 
     def _record_expired(self, d: _Deferred) -> None:
         """Audit a lockstep decision the run ended before (no reasoner call, nothing applied)."""
@@ -474,34 +486,32 @@ class AgentRuntime:
         now = self.session.now
         governance = d.key == "*"
         reasoner = self.gov_reasoner if governance else self.reasoner
-        params = params_of(self.applier, d.key)
+        params = params_of(self.control, d.key)
         self._record(
-            {
-                "decision_id": d.decision_id,
-                "market": "" if governance else d.key,
-                "agent": "governance" if governance else "market",
-                "phase": "decision",
-                "reasoner": reasoner.name,
-                "model": reasoner.model,
-                "prompt_hash": self.gov_hash if governance else self.market_hash,
-                "context": d.context,
-                "responses": [],
-                "outcomes": [],
-                "verdict": "abstain",
-                "expired": True,
-                "note": f"expired: the run ended before as_of + latency_s ({d.run_at:.3f})",
-                "params_before": params,
-                "params_after": params,
-                "attempts": 0,
-                "latency_s": 0.0,
-                "usage": None,
-                "pending": None,
-                "approval": None,
-                "ts": now,
-                "as_of": d.as_of,
-                "context_age_s": round(now - d.as_of, 6),
-                "reasoner_identity": None,
-            }
+            DecisionRecord(
+                decision_id=d.decision_id,
+                market="" if governance else d.key,
+                agent="governance" if governance else "market",
+                reasoner=reasoner.name,
+                model=reasoner.model,
+                prompt_hash=self.gov_hash if governance else self.market_hash,
+                context=d.context,
+                responses=[],
+                outcomes=[],
+                verdict="abstain",
+                expired=True,
+                note=f"expired: the run ended before as_of + latency_s ({d.run_at:.3f})",
+                params_before=params,
+                params_after=params,
+                attempts=0,
+                latency_s=0.0,
+                usage=None,
+                pending=None,
+                ts=now,
+                as_of=d.as_of,
+                context_age_s=round(now - d.as_of, 6),
+                reasoner_identity=None,
+            )
         )
 
     def llm_summary(self) -> dict[str, Any]:
@@ -518,46 +528,64 @@ class AgentRuntime:
             **self.totals.as_dict(),
         }
 
-    def _record(self, rec: dict[str, Any]) -> None:
+    def _record(self, rec: DecisionRecord) -> None:
         s = self.session
-        market = rec["market"]
-        ts = rec["ts"]
+        market = rec.market
+        ts = rec.ts
         s.recorder.row(
             "decisions",
             {
                 "run_id": s.run_id,
                 "market": market,
                 "ts_ms": ms(ts),
-                "agent": rec["agent"],
-                "reasoner": rec["reasoner"],
-                "decision_id": rec["decision_id"],
-                "outcome": rec["verdict"],
-                "payload": rec,
+                "agent": rec.agent,
+                "reasoner": rec.reasoner,
+                "decision_id": rec.decision_id,
+                "outcome": rec.verdict,
+                "payload": rec.payload(),
             },
         )
-        for o in rec["outcomes"]:
+        for o in rec.outcomes:
             s.recorder.row(
                 "tool_calls",
                 {
                     "run_id": s.run_id,
                     "market": market,
                     "ts_ms": ms(ts),
-                    "decision_id": rec["decision_id"],
-                    "agent": rec["agent"],
+                    "decision_id": rec.decision_id,
+                    "agent": rec.agent,
                     "tool": o["tool"],
                     "arguments": o["arguments"],
                     "status": o["verdict"],
                     "result": {"code": o["code"], "message": o["message"], "changes": o["changes"]},
                 },
             )
-        self.decisions_by_verdict[rec["verdict"]] = (
-            self.decisions_by_verdict.get(rec["verdict"], 0) + 1
-        )
-        if rec["phase"] == "decision":  # an approval record repeats the decision's responses
-            self.totals.add(rec["responses"], self._prices[rec["agent"]])
-        if rec["agent"] == "market" and rec["phase"] == "decision":
+        if rec.agent == "governance":
+            for o in rec.outcomes:
+                if o["tool"] == "no_action":
+                    continue
+                args = o["arguments"]
+                s.recorder.row(
+                    "governance_actions",
+                    {
+                        "market": args.get("market") or "",
+                        "ts_ms": ms(ts),
+                        "action": o["tool"],
+                        "actor": self._deps(True).source,
+                        "param": args.get("param"),
+                        "reason": args.get("reason"),
+                        "payload": {
+                            "status": "rejected" if o["verdict"] == "rejected" else "applied",
+                            "decision_id": rec.decision_id,
+                            "outcome": o,
+                        },
+                    },
+                )
+        self.decisions_by_verdict[rec.verdict] = self.decisions_by_verdict.get(rec.verdict, 0) + 1
+        self.totals.add(rec.responses, self._prices[rec.agent])
+        if rec.agent == "market":
             loop = s.loops[market]
-            last = rec["outcomes"][-1] if rec["outcomes"] else None
+            last = rec.outcomes[-1] if rec.outcomes else None
             change = None
             if last and last["changes"]:
                 c = last["changes"][0]
@@ -566,7 +594,7 @@ class AgentRuntime:
                 _Recent(
                     ts,
                     last["tool"] if last else "none",
-                    rec["verdict"],
+                    rec.verdict,
                     change,
                     float(loop.account.marked(loop.mid)),
                     loop.account.inventory / QTY_SCALE,
@@ -577,13 +605,13 @@ class AgentRuntime:
             if last:
                 args = last["arguments"]
                 text = str(args.get("rationale") or args.get("reason") or last["message"])
-            if rec.get("expired"):
-                text = str(rec.get("note", ""))
-            elif rec["verdict"] == "abstain":
-                errors = [r["error"] for r in rec["responses"] if r.get("error")]
+            if rec.expired:
+                text = str(rec.note or "")
+            elif rec.verdict == "abstain":
+                errors = [r["error"] for r in rec.responses if r.get("error")]
                 text = f"abstain: {errors[-1] if errors else 'no usable tool call'}"
-            self.last_rationale[market] = f"{rec['verdict']}: {text}"[:160]
-            if rec["verdict"] == "escalate" and last:
+            self.last_rationale[market] = f"{rec.verdict}: {text}"[:160]
+            if rec.verdict == "escalate" and last:
                 self.escalations.append({"market": market, "reason": last["message"], "ts": ts})
 
     def _deps(self, governance: bool) -> AgentDeps:
@@ -591,14 +619,13 @@ class AgentRuntime:
         role = "governance" if governance else "market"
         return AgentDeps(
             reasoner=reasoner,
-            applier=self.applier,
+            control=self.control,
             prompt=self.gov_prompt if governance else self.market_prompt,
             prompt_hash=self.gov_hash if governance else self.market_hash,
             now=lambda: self.session.now,
             build_context=self._portfolio if governance else self._context,
             record=self._record,
             source=f"agent:{role}:{reasoner.name}",
-            resume_approval=self._resume if governance else None,
         )
 
     def _config(self, key: str) -> dict[str, Any]:
@@ -617,6 +644,7 @@ class AgentRuntime:
     def _schedule_governance(self, now: float) -> str:
         """Book a governance decision due at ``now`` (takes the waiting escalations)."""
         self._gov_due = now + self.governance_interval_s
+        self._pending_seen = self.control.approvals.ids()
         self._decisions += 1
         self._gov_escalations, self.escalations = self.escalations, []
         return f"{self.session.run_id[:8]}-{self._decisions}"
@@ -650,21 +678,3 @@ class AgentRuntime:
 
     async def _run_governance(self, now: float) -> None:
         await self._invoke_governance(self._schedule_governance(now))
-
-    async def _resume(self, request_id: str, approved: bool, reason: str) -> ToolOutcome | None:
-        """Resume the market graph paused on ``request_id`` with the governance answer."""
-        pend = self.applier.pending.get(request_id)
-        if pend is None:
-            return None
-        await self.market_graph.ainvoke(
-            Command(resume={"approved": approved, "reason": reason, "by": "governance"}),
-            self._config(pend.market),
-            context=self._deps(False),
-            version="v2",
-        )
-        return ToolOutcome(
-            "approve_change",
-            {"request_id": request_id, "approved": approved, "reason": reason},
-            verdict=Verdict.APPLIED,
-            message="resumed the paused market agent",
-        )

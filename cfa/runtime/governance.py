@@ -3,8 +3,8 @@
 ``cfa govern ...`` (another process) appends a *request* row to ``governance_actions``
 (``payload.status == "requested"``) in the same SQLite file the running ``cfa run`` writes. The
 session's :class:`GovernancePoller` reads new requests every ``interval`` seconds of wall time,
-applies each one through the one apply path (:class:`cfa.agents.tools.ToolApplier`: the same
-validation as for the governance agent, inside the policy bounds), cancels the resting orders of
+applies each one through the control plane (:class:`cfa.control.plane.ControlPlane`, as a
+person: above every agent and breaker, inside the policy bounds), cancels the resting orders of
 halted markets at once, and appends a *result* row (``status`` applied or rejected, with the
 request's seq). Requests written before the session started are ignored.
 """
@@ -18,11 +18,15 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cfa.agents.tools import GOVERNANCE_TOOLS, ToolApplier, ToolOutcome, Verdict, parse_call
 from cfa.audit.store import to_ms as ms
-from cfa.runtime.recorder import Recorder
+from cfa.control.outcomes import ToolOutcome, Verdict
+from cfa.control.tools import GOVERNANCE_TOOLS, parse_call
+
+if TYPE_CHECKING:  # `cfa govern` imports this module: keep it light
+    from cfa.control.plane import ControlPlane
+    from cfa.runtime.recorder import Recorder
 
 REQUESTED = "requested"
 
@@ -61,14 +65,14 @@ class GovernancePoller:
     def __init__(
         self,
         db: Path,
-        applier: ToolApplier,
+        control: ControlPlane,
         recorder: Recorder,
         now: Callable[[], float],
         on_applied: Callable[[ToolOutcome], Awaitable[None]],
         flush: Callable[[], None],
     ) -> None:
         self.db = db
-        self.applier = applier
+        self.control = control
         self.recorder = recorder
         self.now = now
         self.on_applied = on_applied
@@ -119,7 +123,7 @@ class GovernancePoller:
             if isinstance(parsed, ToolOutcome):
                 outcome = parsed
             else:
-                outcome = self.applier.apply_governance(parsed, now=self.now(), source=actor)
+                outcome = self.control.apply(parsed, source=actor, now=self.now())
             if outcome.verdict is not Verdict.REJECTED:
                 await self.on_applied(outcome)
             self.recorder.row(

@@ -9,6 +9,18 @@ events (and so from the exchange's injected clock), never from the wall.
 States: ``WARMING`` (estimators filling; no quotes) → ``READY`` (quoting) → ``STOPPED``
 (settled, closed, or shut down) or ``FAILED`` (an exception; orders cancelled, other markets go
 on). Warm-up is bounded by the policy's ``warmup.max_s``, so it can never stall.
+
+Risk on every event, whatever the shape of the book: the breakers (:mod:`cfa.risk.breakers`:
+this market's loss limit, error rate and close taper, and through the portfolio the daily loss
+and drawdown) run when due — a float comparison otherwise — and a one-sided book still gets
+its orders cancelled when HALTED or closed and cut to the position when REDUCE_ONLY.
+
+Orders: at most one order of ours per side. An order whose cancel the venue has not confirmed
+may still rest: it keeps its slot (and its dollars at risk) and no other order is placed on
+its side until the venue confirms the cancel or reports the order gone (filled, cancelled,
+unknown); the cancel is sent again with a doubling backoff. REDUCE_ONLY quotes only the side
+that reduces the position, sized to it (never more, never nothing because the position is
+smaller than the quote size; fractional counts included).
 """
 
 from __future__ import annotations
@@ -47,15 +59,16 @@ from cfa.core.types import (
     Trade,
     TradingState,
 )
-from cfa.exchange.base import Event, Exchange, ExchangeError
+from cfa.exchange.base import Event, Exchange, ExchangeError, OrderNotFound
+from cfa.risk.breakers import MarketBreakers, Trip
 from cfa.risk.gate import Exposure, RiskGate, collateral, dollars_at_risk
 from cfa.risk.portfolio import Portfolio
 from cfa.runtime.accounting import Book
 
 if TYPE_CHECKING:
+    from cfa.control.params import ParameterStore
     from cfa.risk.policy import Policy
     from cfa.risk.states import TradingStates
-    from cfa.runtime.params import ParameterStore
     from cfa.runtime.recorder import Recorder
 
 
@@ -70,6 +83,31 @@ parameters or trading state, and otherwise at most every ``TICK_S`` seconds."""
 
 KEEP_IDS = 1_000
 """How many written-off order ids a loop remembers until the venue confirms them."""
+MARK_S = 1.0
+"""The loss breakers re-mark the market (and report it to the portfolio) this often, seconds."""
+CANCEL_RETRY_S = 0.5
+"""A failed cancel is sent again after this many seconds, doubling up to ``CANCEL_RETRY_MAX_S``
+(each failure also counts towards the error-rate breaker, which halts a market that keeps
+failing)."""
+CANCEL_RETRY_MAX_S = 8.0
+CANCEL_ALL_ATTEMPTS = 2
+"""Venue-wide cancel-all calls one :meth:`MarketLoop.cancel_all` makes before giving up."""
+
+_SIDES = (Side.BID, Side.ASK)
+
+
+class _PendingCancel:
+    """An order of ours the venue was asked to cancel and has not confirmed gone."""
+
+    __slots__ = ("backoff", "due", "order", "reason")
+
+    def __init__(self, order: Order, reason: str, due: float, backoff: float) -> None:
+        self.order = order
+        self.reason = reason
+        self.due = due
+        """Event time at which the cancel is sent again, seconds."""
+        self.backoff = backoff
+        """Seconds waited before this retry (doubles on each failure)."""
 
 
 class LoopState(enum.StrEnum):
@@ -146,8 +184,21 @@ class MarketLoop:
         self._last_deny: dict[Side, str | None] = {Side.BID: None, Side.ASK: None}
         self.portfolio = portfolio if portfolio is not None else Portfolio()
         self._order_times: deque[float] = deque()
-        self._error_times: deque[float] = deque()
-        self._next_risk_check = -math.inf
+        self._next_sample = -math.inf
+        self.breakers = MarketBreakers(policy, market.close_ts)
+        """This market's breakers; the portfolio's (daily loss, drawdown) are on the portfolio."""
+        self.portfolio.arm(policy)
+        self._risk_due = -math.inf
+        """Event time from which a breaker may have something to say (checked on every event)."""
+        self._next_mark = -math.inf
+        self._last_mid: float | None = None
+        """The last mid of a two-sided book (dollars): the loss breakers' mark on an empty one."""
+        self._pending: dict[str, _PendingCancel] = {}
+        """Orders whose cancel is not confirmed, by order id. They may still rest: those of a
+        slot keep it, the others (untracked orders) count at risk from here, and either blocks
+        a new order on its side until the venue confirms it gone."""
+        self._pending_due = math.inf
+        self._closed = False
         self._next_calibration = -math.inf
         self._placed_at: dict[Side, float] = {Side.BID: -math.inf, Side.ASK: -math.inf}
         self.touch: tuple[int | None, int | None] = (None, None)
@@ -156,24 +207,28 @@ class MarketLoop:
         """Everyone else's size at :attr:`touch` (count units)."""
         self.band_clipped: dict[Side, bool] = {Side.BID: False, Side.ASK: False}
         """Sides whose model price lies outside the policy's price band (not quoted)."""
-        self._error_halt_at: float | None = None
         self._written_off: dict[str, None] = {}
         """Orders taken out of their slot because our fill arithmetic said they were done; the
         venue's next word on each confirms it or brings the order back (at most ``KEEP_IDS``)."""
-        self._last_error_t = -math.inf
         self.offered: Qty = 0
         """Contracts offered so far (count units): the size of every accepted place or amend."""
 
     # -- events --------------------------------------------------------------------------------
 
     async def on_event(self, ev: Event) -> None:
-        """Consume one event of this market (recorded first, then applied)."""
+        """Consume one event of this market (recorded first, then applied).
+
+        Book events and our fills re-run the fast path (:meth:`_update`); every event, of any
+        kind, also runs the breakers when due and re-sends failed cancels whose backoff passed.
+        """
         self.rec.market_event(ev)
         self.events += 1
-        self.now = ev.ts
+        ts = ev.ts
+        self.now = ts
         if self._start_t is None:
-            self._start_t = ev.ts
+            self._start_t = ts
         t = type(ev)
+        update = True
         if t is BookDelta:
             try:
                 self.book.apply_delta(ev)  # type: ignore[arg-type]
@@ -181,7 +236,7 @@ class MarketLoop:
                 await self._resync(str(exc))
                 return
             if ev.client_order_id is not None:  # type: ignore[union-attr]
-                return  # our own order moved the book: nothing new about the market
+                update = False  # our own order moved the book: nothing new about the market
         elif t is BookSnapshot:
             self.book.apply_snapshot(ev)  # type: ignore[arg-type]
         elif t is Trade:
@@ -190,17 +245,24 @@ class MarketLoop:
                 self.intensity.on_trade(tr.ts, tr.price / PRICE_SCALE, self.mid)
             self._flow += tr.taker_side.sign * tr.count / QTY_SCALE
             self.signals.on_trade(tr.ts, tr.price, tr.count, tr.taker_side)
-            return
+            update = False
         elif t is Fill:
             self._on_fill(ev)  # type: ignore[arg-type]
         elif t is Order:
             await self._on_order(ev)  # type: ignore[arg-type]
-            return
+            update = False
         elif t is Settlement:
             await self._on_settlement(ev)  # type: ignore[arg-type]
             return
-        if self.state is LoopState.WARMING or self.state is LoopState.READY:
-            await self._update(ev.ts)
+        state = self.state
+        if state is not LoopState.WARMING and state is not LoopState.READY:
+            return
+        if self._pending and ts >= self._pending_due:
+            await self._retry_cancels(ts)
+        if update:
+            await self._update(ts)
+        elif ts >= self._risk_due and self._check_breakers(ts) and state is LoopState.READY:
+            await self._enforce(ts)
 
     async def _update(self, t: float) -> None:
         book = self.book
@@ -216,8 +278,14 @@ class MarketLoop:
             else book.best_ask_excluding({oa.price: oa.remaining_count})
         )
         self.touch = (bb, ba)
+        if t >= self._risk_due:
+            self._check_breakers(t)
         if bb is None or ba is None or bb >= ba:
-            self.mid = None
+            if self.mid is not None:
+                self._last_mid = self.mid
+                self.mid = None
+            if self.state is LoopState.READY:
+                await self._enforce(t)
             return
         qb = book.bid_size(bb) - (ob.remaining_count if ob is not None and ob.price == bb else 0)
         qa = book.ask_size(ba) - (oa.remaining_count if oa is not None and oa.price == ba else 0)
@@ -238,16 +306,13 @@ class MarketLoop:
         self.fill_rates.mark(
             t, self.resting[Side.BID] is not None, self.resting[Side.ASK] is not None
         )
-        if self.state is LoopState.WARMING:
-            self._maybe_ready(t)
-            if self.state is not LoopState.READY:
-                return
-        if t >= self.market.close_ts:
-            await self.cancel_all("market_closed")
+        if self.state is LoopState.WARMING and not self._maybe_ready(t):
             return
-        if t >= self._next_risk_check:
-            self._next_risk_check = t + 1.0
-            self._risk_tick(t)
+        if t >= self.market.close_ts:
+            await self._close()
+            return
+        if t >= self._next_sample:
+            self._next_sample = t + 1.0
             self.holding.update(t, self.account.inventory / QTY_SCALE)
             self._mids.append((t, mid))
             while self._mids[0][0] < t - RECENT_FILLS_S:
@@ -257,7 +322,7 @@ class MarketLoop:
                 self._calibrate(t)
         tstate = self.states.effective(self.ticker)
         if tstate is TradingState.HALTED:
-            if self.resting[Side.BID] is not None or self.resting[Side.ASK] is not None:
+            if self._orders_to_cancel():
                 await self.cancel_all("halted")
             self._last_key = None
             return
@@ -357,11 +422,12 @@ class MarketLoop:
             q.tau,
         )
 
-    def _maybe_ready(self, t: float) -> None:
+    def _maybe_ready(self, t: float) -> bool:
+        """Go READY once σ is warm or warm-up timed out; True when READY."""
         assert self._start_t is not None
         warm = self.vol.warm
         if not warm and t - self._start_t < self.policy.warmup.max_s:
-            return
+            return False
         bounds = self.policy.params.sigma
         if warm:
             sigma = min(max(self.vol.sigma, bounds.min), bounds.max)
@@ -379,28 +445,57 @@ class MarketLoop:
             self.states.effective(self.ticker).value,
             {"reason": reason},
         )
+        return True
 
     # -- orders --------------------------------------------------------------------------------
 
     async def _apply_quote(self, t: float, q: Quote, tstate: TradingState) -> None:
+        bid, ask, bid_size, ask_size = q.bid, q.ask, q.bid_size, q.ask_size
+        if tstate is TradingState.REDUCE_ONLY:
+            # Only the side that brings the position towards zero, sized to the position: never
+            # more than it, and never nothing because it is smaller than the quote size.
+            pos = self.account.inventory
+            if pos >= 0:
+                bid, bid_size = None, 0
+            if pos <= 0:
+                ask, ask_size = None, 0
+            if pos > 0 and ask_size > pos:
+                ask_size = pos
+            elif pos < 0 and bid_size > -pos:
+                bid_size = -pos
         old_ask = self.resting[Side.ASK]
         # Move the side that goes away from the other first, so our own quotes never cross.
-        up = q.ask is not None and old_ask is not None and q.ask > old_ask.price
-        order = (Side.ASK, Side.BID) if up else (Side.BID, Side.ASK)
-        for side in order:
-            price = q.bid if side is Side.BID else q.ask
-            size = q.bid_size if side is Side.BID else q.ask_size
-            await self._set_side(t, side, price, size, tstate)
+        up = ask is not None and old_ask is not None and ask > old_ask.price
+        if up:
+            await self._set_side(t, Side.ASK, ask, ask_size, tstate)
+            await self._set_side(t, Side.BID, bid, bid_size, tstate)
+        else:
+            await self._set_side(t, Side.BID, bid, bid_size, tstate)
+            await self._set_side(t, Side.ASK, ask, ask_size, tstate)
 
     async def _set_side(
         self, t: float, side: Side, price: int | None, size: Qty, tstate: TradingState
     ) -> None:
+        """Make our order on ``side`` rest at ``price`` for ``size`` count units (``None`` or a
+        size of 0: no order). At ``price`` already, the order is kept (queue priority; size
+        drift is tolerated) except under REDUCE_ONLY, where its size follows ``size``."""
         cur = self.resting[side]
+        pending = self._pending
+        if pending and (
+            (cur is not None and cur.order_id in pending)
+            or (cur is None and self._pending_on(side))
+        ):
+            return  # an order of ours whose cancel is unconfirmed may rest here: wait for it
         if price is None or size <= 0:
             if cur is not None:
                 await self._cancel(t, cur, "side_not_quoted")
             return
-        if cur is not None and cur.price == price:
+        reduce_only = tstate is TradingState.REDUCE_ONLY
+        if (
+            cur is not None
+            and cur.price == price
+            and (not reduce_only or cur.remaining_count == size or await self._resize(t, cur, size))
+        ):
             return  # keep queue priority; size drift is tolerated
         if cur is not None and t - self._placed_at[side] < self.policy.quoting.min_order_age_s:
             return  # too soon to move it again
@@ -420,7 +515,15 @@ class MarketLoop:
                     await self._cancel(t, cur, "would_self_cross")
                 return
             price = price_or_none
-            if cur is not None and cur.price == price:
+            if (
+                cur is not None
+                and cur.price == price
+                and (
+                    not reduce_only
+                    or cur.remaining_count == size
+                    or await self._resize(t, cur, size)
+                )
+            ):
                 return
         other_coll = (
             0.0 if other is None else collateral(other.side, other.price, other.remaining_count)
@@ -436,7 +539,8 @@ class MarketLoop:
             orders_last_min=self._recent(self._order_times, t),
         )
         req = OrderRequest(self.ticker, self._new_id(), side, price, size)
-        deny = self.gate.check(req, exposure, tstate)
+        # the state as of now: an error breaker may have tripped on the other side's order
+        deny = self.gate.check(req, exposure, self.states.effective(self.ticker), self.qm.grid)
         if deny is not None:
             if self._last_deny[side] != deny.value:
                 self._last_deny[side] = deny.value
@@ -462,30 +566,163 @@ class MarketLoop:
                 o = await self.exchange.amend_order(cur.order_id, price, cur.fill_count + size)
                 self.rec.order(t, "amend", req=req, order=o)
         except ExchangeError as exc:
-            self.rec.order(t, "reject", req=req, reason=f"{exc.code or type(exc).__name__}: {exc}")
-            self.resting[side] = None if cur is None else cur
+            self.rec.order(t, "reject", req=req, reason=_why(exc))
             self._on_error(t, exc)
+            if cur is not None and _order_gone(exc):
+                self._gone(cur, unsure=True)  # the venue has no such order resting any more
             return
         self.resting[side] = o if o.status is OrderStatus.RESTING else None
         self._placed_at[side] = t
         self.offered += size
         self._update_risk()
 
-    async def _cancel(self, t: float, o: Order, reason: str) -> None:
+    async def _resize(self, t: float, cur: Order, size: Qty) -> bool:
+        """REDUCE_ONLY with ``cur`` at the quoted price but not of the quoted ``size``: cut it
+        down at once (:meth:`_shrink`) and return True, or return False to move it to ``size``
+        through the gate when it is old enough to move (True while too young)."""
+        if cur.remaining_count > size:
+            await self._shrink(t, cur, size, "reduce_only")
+            return True
+        return t - self._placed_at[cur.side] < self.policy.quoting.min_order_age_s
+
+    async def _shrink(self, t: float, o: Order, remaining: Qty, reason: str) -> None:
+        """Cut resting order ``o`` to ``remaining`` count units (> 0) at its price.
+
+        A partial cancel: it only reduces risk, so like a cancel it needs no gate and no
+        minimum order age. A venue that refuses it gets a cancel instead; one that no longer
+        has the order frees its slot.
+        """
+        self._order_times.append(t)
+        try:
+            done = await self.exchange.amend_order(o.order_id, o.price, o.fill_count + remaining)
+        except ExchangeError as exc:
+            self.rec.order(t, "reject", order=o, reason=_why(exc))
+            self._on_error(t, exc)
+            if _order_gone(exc):
+                self._gone(o, unsure=True)
+            else:
+                await self._cancel(t, o, reason)
+            return
+        self.rec.order(t, "amend", order=done, reason=reason)
         slot = self.resting[o.side]
         if slot is not None and slot.order_id == o.order_id:
-            self.resting[o.side] = None
+            alive = done.status is OrderStatus.RESTING and done.remaining_count > 0
+            self.resting[o.side] = done if alive else None
         self._update_risk()
+
+    async def _cancel(self, t: float, o: Order, reason: str) -> bool:
+        """Ask the venue to cancel ``o``; True once it is known gone.
+
+        ``o`` keeps its slot — at risk, and no other order on its side — until the venue
+        confirms the cancel or reports the order gone (:func:`_order_gone`: filled, already
+        cancelled, unknown). After any other failure it may still rest: the cancel is pending
+        and sent again after ``CANCEL_RETRY_S`` (doubling up to ``CANCEL_RETRY_MAX_S``) until
+        this answer, the venue's order update, a fill or a cancel-all confirms it gone.
+        """
         self._order_times.append(t)
         try:
             done = await self.exchange.cancel_order(o.order_id)
         except ExchangeError as exc:
-            self.rec.order(
-                t, "cancel_failed", order=o, reason=f"{exc.code or type(exc).__name__}: {exc}"
-            )
+            self.rec.order(t, "cancel_failed", order=o, reason=_why(exc))
             self._on_error(t, exc)
-            return
+            if _order_gone(exc):
+                self._gone(o, unsure=True)
+                return True
+            self._retry_later(t, o, reason)
+            return False
         self.rec.order(t, "cancel", order=done, reason=reason)
+        self._gone(o)
+        return True
+
+    def _gone(self, o: Order, unsure: bool = False) -> None:
+        """``o`` rests no more: free its slot and forget its cancel. ``unsure``: the venue only
+        failed to find it; should it report the order resting after all, :meth:`_on_order`
+        adopts it or cancels it."""
+        oid = o.order_id
+        if self._pending and self._pending.pop(oid, None) is not None:
+            self._last_key = None  # its side is free again: requote at once
+        slot = self.resting[o.side]
+        if slot is not None and slot.order_id == oid:
+            self.resting[o.side] = None
+        if unsure:
+            self._write_off(oid)
+        self._update_risk()
+
+    def _write_off(self, order_id: str) -> None:
+        self._written_off[order_id] = None
+        if len(self._written_off) > KEEP_IDS:
+            del self._written_off[next(iter(self._written_off))]
+
+    def _retry_later(self, t: float, o: Order, reason: str) -> None:
+        """The cancel of ``o`` failed at ``t``: send it again after a doubling backoff."""
+        p = self._pending.get(o.order_id)
+        if p is None:
+            p = _PendingCancel(o, reason, t + CANCEL_RETRY_S, CANCEL_RETRY_S)
+            self._pending[o.order_id] = p
+        else:
+            p.order = o
+            p.backoff = min(2.0 * p.backoff, CANCEL_RETRY_MAX_S)
+            p.due = t + p.backoff
+        if p.due < self._pending_due:
+            self._pending_due = p.due
+        self._update_risk()
+
+    async def _retry_cancels(self, t: float) -> None:
+        """Send again every pending cancel whose backoff has passed at ``t``."""
+        for p in list(self._pending.values()):
+            o = p.order
+            if p.due <= t and self._pending.get(o.order_id) is p:
+                slot = self.resting[o.side]
+                await self._cancel(
+                    t, slot if slot is not None and slot.order_id == o.order_id else o, p.reason
+                )
+        due = math.inf
+        for p in self._pending.values():
+            if p.due < due:
+                due = p.due
+        self._pending_due = due
+
+    def _pending_on(self, side: Side) -> bool:
+        """True when an order of ours not in a slot may still rest on ``side``."""
+        return any(p.order.side is side for p in self._pending.values())
+
+    def _orders_to_cancel(self) -> bool:
+        """True when a slot holds an order whose cancel has not been sent (or has failed and
+        waits for its retry: then False, the retry will send it)."""
+        p = self._pending
+        b, a = self.resting[Side.BID], self.resting[Side.ASK]
+        return (b is not None and b.order_id not in p) or (a is not None and a.order_id not in p)
+
+    async def _close(self) -> None:
+        """Past close: cancel everything once; later, only what came to rest since."""
+        if not self._closed or self._orders_to_cancel():
+            self._closed = True
+            await self.cancel_all("market_closed")
+
+    async def _enforce(self, t: float) -> None:
+        """Bring resting orders in line with the clock and the trading state without quoting:
+        past close or HALTED, cancel them; REDUCE_ONLY, cancel what would add to the position
+        and cut a reducing order down to the position. For a one-sided book (no mid, so no
+        quote) and for a breaker that trips between book updates."""
+        if t >= self.market.close_ts:
+            await self._close()
+            return
+        tstate = self.states.effective(self.ticker)
+        if tstate is TradingState.HALTED:
+            if self._orders_to_cancel():
+                await self.cancel_all("halted")
+            self._last_key = None
+        elif tstate is TradingState.REDUCE_ONLY:
+            pos = self.account.inventory
+            for side in _SIDES:
+                o = self.resting[side]
+                if o is None or o.order_id in self._pending:
+                    continue
+                room = -pos if side is Side.BID else pos
+                if room <= 0:
+                    await self._cancel(t, o, "reduce_only")
+                elif o.remaining_count > room:
+                    await self._shrink(t, o, room, "reduce_only")
 
     # -- risk ----------------------------------------------------------------------------------
 
@@ -497,14 +734,21 @@ class MarketLoop:
         return len(times)
 
     def _update_risk(self) -> None:
-        """Report this market's dollars at risk to the portfolio totals."""
+        """Report this market's dollars at risk to the portfolio totals (orders whose cancel
+        is unconfirmed included)."""
         bid, ask = self.resting[Side.BID], self.resting[Side.ASK]
-        risk = dollars_at_risk(
-            self.account.inventory,
-            float(self.account.avg_price),
-            0.0 if bid is None else collateral(Side.BID, bid.price, bid.remaining_count),
-            0.0 if ask is None else collateral(Side.ASK, ask.price, ask.remaining_count),
-        )
+        bc = 0.0 if bid is None else collateral(Side.BID, bid.price, bid.remaining_count)
+        ac = 0.0 if ask is None else collateral(Side.ASK, ask.price, ask.remaining_count)
+        if self._pending:
+            for p in self._pending.values():
+                o = p.order
+                slot = bid if o.side is Side.BID else ask
+                if slot is None or slot.order_id != o.order_id:
+                    if o.side is Side.BID:
+                        bc += collateral(Side.BID, o.price, o.remaining_count)
+                    else:
+                        ac += collateral(Side.ASK, o.price, o.remaining_count)
+        risk = dollars_at_risk(self.account.inventory, float(self.account.avg_price), bc, ac)
         self.portfolio.update(self.ticker, self.market.event_ticker, risk)
 
     def _calibrate(self, t: float) -> None:
@@ -534,84 +778,99 @@ class MarketLoop:
         """
         if exc.code == "post_only_cross":
             return
-        self._error_times.append(t)
-        self._last_error_t = t
-        limit = self.policy.breakers.max_errors_per_min
-        if self._recent(self._error_times, t) > limit and self.states.set(
-            self.ticker,
-            TradingState.HALTED,
-            source="breaker:error_rate",
-            reason=f"more than {limit} exchange errors in a minute; last: {exc}",
-        ):
-            self._error_halt_at = t
+        eb = self.breakers.error_rate
+        trip = eb.on_error(t, exc)
+        if trip is not None and self._apply(trip):
+            eb.halted(t)
+        if eb.halted_at is not None and eb.lift_due < self._risk_due:
+            self._risk_due = eb.lift_due
 
-    def _lift_error_halt(self, t: float) -> None:
-        """Resume a market the error-rate breaker halted, once it has been quiet long enough."""
-        if self._error_halt_at is None:
-            return
-        if self.states.market_state(self.ticker) is not TradingState.HALTED:
-            self._error_halt_at = None  # someone else changed it meanwhile
-            return
-        cool = self.policy.breakers.error_cooldown_s
-        if t - max(self._error_halt_at, self._last_error_t) >= cool:
-            self._error_halt_at = None
-            self.states.set(
-                self.ticker,
-                TradingState.ACTIVE,
-                source="breaker:error_rate",
-                reason=f"no exchange error for {cool:g}s",
-            )
+    def _apply(self, trip: Trip) -> bool:
+        """Set this market's state as ``trip`` says; True if it changed."""
+        return self.states.set(self.ticker, trip.state, source=trip.source, reason=trip.reason)
 
-    def _risk_tick(self, t: float) -> None:
-        """Once a second: the market loss limit, the close-time taper, the error breaker's end."""
-        self._lift_error_halt(t)
-        pol = self.policy
-        marked = float(self.account.marked(self.mid))
-        current = self.states.market_state(self.ticker)
-        if marked < -pol.loss.market_loss and current is not TradingState.HALTED:
-            self.states.set(
-                self.ticker,
-                TradingState.HALTED,
-                source="breaker:market_loss",
-                reason=f"marked PnL {marked:.2f} below -{pol.loss.market_loss:g}",
-            )
-            return
-        left = self.market.close_ts - t
-        if left <= pol.close.halt_s and current is not TradingState.HALTED:
-            self.states.set(
-                self.ticker,
-                TradingState.HALTED,
-                source="close_taper",
-                reason=f"{left:.0f}s to close <= {pol.close.halt_s:g}s",
-            )
-        elif left <= pol.close.reduce_only_s and current is TradingState.ACTIVE:
-            self.states.set(
-                self.ticker,
-                TradingState.REDUCE_ONLY,
-                source="close_taper",
-                reason=f"{left:.0f}s to close <= {pol.close.reduce_only_s:g}s",
-            )
+    def risk_mark(self) -> float | None:
+        """The price (dollars) the loss breakers mark the position at: the middle of others'
+        touch; on a one-sided book the side that is there (the price the position could trade
+        at); on an empty book the last mid; None (at cost) before any."""
+        bb, ba = self.touch
+        if bb is not None:
+            return bb / PRICE_SCALE if ba is None else (bb + ba) / (2 * PRICE_SCALE)
+        if ba is not None:
+            return ba / PRICE_SCALE
+        return self.mid if self.mid is not None else self._last_mid
+
+    def _check_breakers(self, t: float) -> bool:
+        """Run the breakers at event time ``t``, whatever the book; True if a state changed.
+
+        The error breaker's lift and the close taper are a comparison each; the loss limits
+        (this market's, and through :attr:`portfolio` the daily loss and the drawdown) re-mark
+        the market at :meth:`risk_mark` every ``MARK_S`` seconds. Callers skip the call while
+        ``t < self._risk_due``, the next time any of them may act.
+        """
+        b = self.breakers
+        states = self.states
+        ticker = self.ticker
+        version = states.version
+        trip = b.error_rate.lift(t, states.market_state(ticker))
+        if trip is not None:
+            self._apply(trip)
+        if t >= self._next_mark:
+            self._next_mark = t + MARK_S
+            pnl = float(self.account.marked(self.risk_mark()))
+            trip = b.market_loss.check(pnl, states.market_state(ticker))
+            if trip is not None:
+                self._apply(trip)
+            portfolio = self.portfolio
+            portfolio.report_pnl(ticker, pnl)
+            trip = portfolio.check_loss(states.global_state)
+            if trip is not None:
+                states.set(None, trip.state, source=trip.source, reason=trip.reason)
+        trip = b.taper.check(t, states.market_state(ticker))
+        if trip is not None:
+            self._apply(trip)
+        due = b.next_due(t)
+        self._risk_due = self._next_mark if self._next_mark < due else due
+        return states.version != version
 
     async def cancel_all(self, reason: str) -> None:
-        """Cancel every resting order of this market (also on the exchange's side)."""
-        for side in (Side.BID, Side.ASK):
+        """Cancel every resting order of this market (also on the exchange's side).
+
+        Each order we know of is cancelled (one that fails stays ours and pending, see
+        :meth:`_cancel`), then the venue is asked to cancel whatever of ours rests in the
+        market, up to ``CANCEL_ALL_ATTEMPTS`` times; once it answers, every order we held
+        before asking is known gone.
+        """
+        now = self.now
+        for side in _SIDES:
             o = self.resting[side]
             if o is not None:
-                await self._cancel(self.now, o, reason)
-        try:
-            leftovers = await self.exchange.cancel_all(self.ticker)
-        except ExchangeError as exc:
-            self.rec.risk_event(
-                self.ticker,
-                self.now,
-                "cancel_all_failed",
-                "exchange_error",
-                self.states.effective(self.ticker).value,
-                {"error": str(exc)},
-            )
+                await self._cancel(now, o, reason)
+        for p in list(self._pending.values()):  # untracked ones (those of slots were just sent)
+            o = p.order
+            slot = self.resting[o.side]
+            if (slot is None or slot.order_id != o.order_id) and self._pending.get(o.order_id) is p:
+                await self._cancel(now, o, reason)
+        held = [o for o in (self.resting[Side.BID], self.resting[Side.ASK]) if o is not None]
+        held += [p.order for p in self._pending.values()]
+        for _ in range(CANCEL_ALL_ATTEMPTS):
+            try:
+                leftovers = await self.exchange.cancel_all(self.ticker)
+            except ExchangeError as exc:
+                self.rec.risk_event(
+                    self.ticker,
+                    now,
+                    "cancel_all_failed",
+                    "exchange_error",
+                    self.states.effective(self.ticker).value,
+                    {"error": str(exc)},
+                )
+                continue
+            for o in leftovers:
+                self.rec.order(now, "cancel", order=o, reason=reason)
+            for o in held:
+                self._gone(o)
             return
-        for o in leftovers:
-            self.rec.order(self.now, "cancel", order=o, reason=reason)
 
     def _new_id(self) -> str:
         self._next_id += 1
@@ -637,9 +896,20 @@ class MarketLoop:
                 self.resting[f.side] = _with_remaining(cur, remaining, f.count)
             else:
                 self.resting[f.side] = None
-                self._written_off[cur.order_id] = None
-                if len(self._written_off) > KEEP_IDS:
-                    del self._written_off[next(iter(self._written_off))]
+                self._write_off(cur.order_id)
+                if self._pending and self._pending.pop(cur.order_id, None) is not None:
+                    self._last_key = None
+        elif self._pending:
+            p = self._pending.get(f.order_id)
+            if p is not None:  # an untracked order whose cancel is unconfirmed filled
+                left = p.order.remaining_count - f.count
+                if left > 0:
+                    p.order = _with_remaining(p.order, left, f.count)
+                else:
+                    del self._pending[f.order_id]
+                    self._write_off(f.order_id)
+                    self._last_key = None
+                self._update_risk()
 
     async def _on_order(self, o: Order) -> None:
         """The venue's word on one of our orders (after a fill, an amend, a cancel).
@@ -649,17 +919,27 @@ class MarketLoop:
         an order is adopted back into its empty slot, or cancelled if the slot holds a newer
         one: no order of ours is left resting unknown to the loop.
         """
+        alive = o.status is OrderStatus.RESTING and o.remaining_count > 0
+        pending = self._pending
+        p = pending.get(o.order_id) if pending else None
+        if p is not None:
+            if alive:
+                p.order = o  # still resting: the cancel's retry goes on
+            else:
+                del pending[o.order_id]  # the venue confirms it gone
+                self._last_key = None
         cur = self.resting[o.side]
         if cur is not None and cur.order_id == o.order_id:
-            self.resting[o.side] = (
-                o if o.status is OrderStatus.RESTING and o.remaining_count > 0 else None
-            )
+            self.resting[o.side] = o if alive else None
+            self._update_risk()
+            return
+        if p is not None:
             self._update_risk()
             return
         if o.order_id not in self._written_off:
             return  # an order we cancelled or replaced ourselves: a late word changes nothing
         del self._written_off[o.order_id]
-        if o.status is OrderStatus.RESTING and o.remaining_count > 0:
+        if alive:
             if cur is None:
                 self.resting[o.side] = o
                 self._update_risk()
@@ -669,6 +949,7 @@ class MarketLoop:
     async def _on_settlement(self, s: Settlement) -> None:
         await self.cancel_all("settlement")
         self.account.settle(s.result is Outcome.YES)
+        self.portfolio.report_pnl(self.ticker, float(self.account.marked(None)))
         self.state = LoopState.STOPPED
         self.rec.risk_event(
             self.ticker,
@@ -710,6 +991,20 @@ class MarketLoop:
             self.states.effective(self.ticker).value,
             {"error": self.error},
         )
+
+
+_GONE_CODES = frozenset({"not_found", "order_not_resting", "OrderNotFound", "KalshiNotFound"})
+"""Error codes meaning "no such resting order" (also as a replay re-raises recorded ones)."""
+
+
+def _order_gone(exc: ExchangeError) -> bool:
+    """True when ``exc`` says the order no longer rests (filled, cancelled or unknown)."""
+    return isinstance(exc, OrderNotFound) or exc.code in _GONE_CODES
+
+
+def _why(exc: ExchangeError) -> str:
+    """An exchange error as recorded in the audit store: ``code: message``."""
+    return f"{exc.code or type(exc).__name__}: {exc}"
 
 
 def _with_remaining(o: Order, remaining: Qty, filled: Qty) -> Order:

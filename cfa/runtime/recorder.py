@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from cfa.audit.records import MAX_BATCH, MarketEvent, encode_event, events_row, fill_row, order_row
 from cfa.audit.store import to_ms as ms
+from cfa.control.params import ParamChange
 from cfa.core.types import Fill, Order, OrderRequest
-from cfa.runtime.params import ParamChange
 
 
 class RowSink(Protocol):

@@ -37,10 +37,10 @@ from cfa.agents.reasoners.cache import (
     import_from_audit,
     recorded_identity,
 )
-from cfa.agents.tools import MARKET_TOOLS
 from cfa.audit import AuditError, AuditStore
 from cfa.audit.queries import AuditReader
 from cfa.audit.records import market_from_dict
+from cfa.control.tools import MARKET_TOOLS
 from cfa.core.types import TradingState
 from cfa.exchange.replay import AuditReplayExchange, Control
 from cfa.risk.policy import Policy

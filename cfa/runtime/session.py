@@ -4,6 +4,16 @@ The session routes each event to its market's :class:`MarketLoop`. A market whos
 marked FAILED, its orders are cancelled and the other markets go on. Every ending (the stream
 ends, ``stop`` is set by Ctrl-C or SIGTERM, or an error escapes) cancels all resting orders,
 checks with the exchange that none is left, flushes the audit store and returns the summary.
+
+**Audit durability.** What the session recorded is committed to the audit store at least every
+``flush_interval`` (0.25 s) of *wall* time (``time.monotonic``; the exchange's clock is
+simulated in a simulation, durability is about real time), by a timer task, and also every
+``flush_every`` events; on the hot path the wall clock is read only every 64 events. With a
+store that has :meth:`~cfa.audit.AuditStore.heartbeat`, the session also beats at most once a
+second of wall time and marks itself stopped at the end (:mod:`cfa.audit.heartbeat`). If a
+write to the audit store fails (a full disk, say), the session stops trading: it cancels every
+resting order, and :meth:`Session.run` raises :class:`~cfa.audit.AuditError` with one line
+saying so; rows committed before the failure stay intact.
 """
 
 from __future__ import annotations
@@ -11,14 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cfa.agents.reasoners.base import Reasoner
-from cfa.agents.tools import ToolApplier, ToolOutcome
+from cfa.audit.errors import AuditError
+from cfa.audit.store import to_ms as ms
+from cfa.control.outcomes import ToolOutcome
+from cfa.control.params import ParameterStore
+from cfa.control.plane import ControlPlane
 from cfa.core.types import QTY_SCALE, Fill, MarketInfo, Settlement, Side, TradingState
 from cfa.exchange.base import Exchange, ExchangeError
 from cfa.risk.gate import RiskGate
@@ -27,11 +42,17 @@ from cfa.risk.portfolio import Portfolio
 from cfa.risk.states import TradingStates
 from cfa.runtime.governance import GovernancePoller
 from cfa.runtime.loop import LoopState, MarketLoop
-from cfa.runtime.params import ParameterStore
 from cfa.runtime.recorder import Recorder, RowSink
 
 if TYPE_CHECKING:
     from cfa.runtime.agents import AgentRuntime
+
+FLUSH_INTERVAL_S: Final = 0.25
+"""Recorded rows are committed at least this often, wall seconds."""
+HEARTBEAT_INTERVAL_S: Final = 1.0
+"""The session's heartbeat is written at most this often, wall seconds."""
+_CLOCK_EVERY: Final = 64
+"""The hot path reads the wall clock once per this many events (a power of two)."""
 
 
 class Probe(Protocol):
@@ -48,7 +69,9 @@ class Probe(Protocol):
 
 
 class AuditSink(RowSink, Protocol):
-    """What the session needs from the audit store."""
+    """What the session needs from the audit store. A sink that also has
+    ``heartbeat(session_id, run_id, state, *, started)`` (:meth:`cfa.audit.AuditStore.heartbeat`)
+    gets the session's heartbeats."""
 
     def maybe_flush(self) -> object: ...
 
@@ -108,6 +131,7 @@ class Session:
         sink: AuditSink,
         run_id: str,
         flush_every: int = 2000,
+        flush_interval: float = FLUSH_INTERVAL_S,
     ) -> None:
         self.exchange = exchange
         self.policy = policy
@@ -117,13 +141,10 @@ class Session:
         self.params = ParameterStore(policy, record=self.recorder.param_change)
         self.gate = RiskGate(policy)
         self.states = TradingStates(on_change=self._on_state_change)
-        self.portfolio = Portfolio()
-        self.applier = ToolApplier(self.params, self.states)
-        """The one apply path for tool calls (agents) and governance actions (people)."""
+        self.portfolio = Portfolio(policy)
+        self.control = ControlPlane(self.params, self.states, on_event=self._on_control_event)
+        """The one apply path for people, the governance agent and market agents."""
         self.governance: GovernancePoller | None = None
-        self._peak_pnl = 0.0
-        self._feed_halted = False
-        self._last_event_clock = 0.0
         self.loops: dict[str, MarketLoop] = {}
         for m in markets:
             self.params.add_market(m.ticker)
@@ -139,6 +160,13 @@ class Session:
                 self.portfolio,
             )
         self.flush_every = flush_every
+        self.flush_interval = flush_interval
+        """Wall seconds between time flushes of the audit store (see the module doc)."""
+        self._last_flush_wall = time.monotonic()
+        self._last_beat = -math.inf
+        self._started_wall = time.time()
+        self.audit_error: str | None = None
+        """Why the audit store could not be written, when that stopped the session."""
         self.now = 0.0
         self.events = 0
         self.stop = asyncio.Event()
@@ -160,6 +188,22 @@ class Session:
             {"from": old.value, "source": source, "reason": reason},
         )
 
+    def _on_control_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Approval requests, decisions and expiries, as ``governance_actions`` rows."""
+        self.recorder.row(
+            "governance_actions",
+            {
+                "market": payload.get("market") or "",
+                "ts_ms": ms(self.now),
+                "action": kind,
+                "actor": str(payload.get("by") or payload.get("source") or ""),
+                "param": payload.get("param"),
+                "value": payload.get("value"),
+                "reason": payload.get("why") or payload.get("rationale"),
+                "payload": payload,
+            },
+        )
+
     def attach_agents(self, reasoner: Reasoner, **options: Any) -> AgentRuntime:
         """Run market and governance agents with ``reasoner`` on this session's slow path."""
         from cfa.runtime.agents import AgentRuntime
@@ -174,12 +218,17 @@ class Session:
         are polled and applied every 0.25 s of wall time; a feed watchdog runs alongside.
         """
         stream = self.exchange.stream(list(self.loops))
-        background = [asyncio.create_task(self._watchdog())]
+        self._started_wall = time.time()
+        self._beat("running")
+        background = [
+            asyncio.create_task(self._watchdog()),
+            asyncio.create_task(self._flush_timer()),
+        ]
         db = getattr(self.sink, "path", None)
         if govern and db is not None:
             self.governance = GovernancePoller(
                 Path(db),
-                self.applier,
+                self.control,
                 self.recorder,
                 lambda: self.now,
                 self._after_governance,
@@ -212,19 +261,20 @@ class Session:
     async def _consume(self, stream: Any) -> None:
         loops = self.loops
         flush_every = self.flush_every
+        flush_interval = self.flush_interval
         agents = self.agents
         probe = self.probe
+        feed = self.portfolio.feed
         next_check = -math.inf
         async for ev in stream:
             self.now = ev.ts
-            self._last_event_clock = self.exchange.clock.now()
-            if self._feed_halted:
-                self._feed_resumed()
-            if ev.ts >= next_check:
+            if feed is not None:
+                trip = feed.on_event(self.exchange.clock.now(), self.states.global_state)
+                if trip is not None:
+                    self.states.set(None, trip.state, source=trip.source, reason=trip.reason)
+            if probe is not None and ev.ts >= next_check:
                 next_check = ev.ts + 1.0
-                self._portfolio_tick(ev.ts)
-                if probe is not None:
-                    probe.tick(ev.ts)
+                probe.tick(ev.ts)
             loop = loops.get(ev.ticker)
             if loop is not None and loop.state is not LoopState.FAILED:
                 try:
@@ -238,65 +288,86 @@ class Session:
                     with contextlib.suppress(Exception):
                         await loop.cancel_all("loop_failed")
             self.events += 1
-            if self.events % flush_every == 0:
+            n = self.events
+            if n % flush_every == 0:
                 self.recorder.flush_events()
-                self.sink.maybe_flush()
+                try:
+                    self.sink.maybe_flush()
+                except Exception as exc:
+                    self._audit_failed(exc)
+            elif (
+                not n & (_CLOCK_EVERY - 1)
+                and time.monotonic() - self._last_flush_wall >= flush_interval
+            ):
+                self._time_flush()  # the timer task is starved when the stream never waits
             if self.stop.is_set():
                 break
 
-    # -- portfolio breakers, the feed watchdog, governance from other processes ---------------
+    # -- audit durability: time flushes, heartbeat, write failures ----------------------------
 
-    def _portfolio_tick(self, t: float) -> None:
-        """Once a second: daily loss and drawdown limits over every market's marked PnL."""
-        total = sum(float(lp.account.marked(lp.mid)) for lp in self.loops.values())
-        self._peak_pnl = max(self._peak_pnl, total)
-        loss = self.policy.loss
-        if self.states.global_state is TradingState.HALTED:
+    async def _flush_timer(self) -> None:
+        """Commit what was recorded once ``flush_interval`` wall seconds have passed since the
+        last flush (whoever did it); beat on the way."""
+        interval = self.flush_interval
+        while self.audit_error is None:
+            due = self._last_flush_wall + interval - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+                continue
+            self._time_flush()
+
+    def _time_flush(self) -> None:
+        """Close the open event batches, commit every buffered row, and beat if one is due."""
+        if self.audit_error is not None:
             return
-        if total < -loss.daily_loss:
-            self.states.set(
-                None,
-                TradingState.HALTED,
-                source="breaker:daily_loss",
-                reason=f"portfolio marked PnL {total:.2f} below -{loss.daily_loss:g}",
+        t = time.monotonic()
+        self._last_flush_wall = t
+        try:
+            self.recorder.flush_events()
+            self.sink.flush()
+        except Exception as exc:
+            self._audit_failed(exc)
+            return
+        if t - self._last_beat >= HEARTBEAT_INTERVAL_S:
+            self._last_beat = t
+            self._beat("running")
+
+    def _beat(self, state: str) -> None:
+        """Write the heartbeat (a sink without one: nothing). A failure stops the session
+        while it runs; when marking the end it is ignored (the end is recorded anyway)."""
+        beat = getattr(self.sink, "heartbeat", None)
+        if beat is None:
+            return
+        try:
+            beat(self.run_id, self.run_id, state, started=self._started_wall)
+        except Exception as exc:
+            if state == "running":
+                self._audit_failed(exc)
+
+    def _audit_failed(self, exc: BaseException) -> None:
+        """The audit store cannot be written: remember why and stop the session."""
+        if self.audit_error is None:
+            self.audit_error = (
+                str(exc) if isinstance(exc, AuditError) else f"{type(exc).__name__}: {exc}"
             )
-        elif self._peak_pnl - total > loss.max_drawdown:
-            self.states.set(
-                None,
-                TradingState.HALTED,
-                source="breaker:drawdown",
-                reason=f"portfolio marked PnL {total:.2f} is {self._peak_pnl - total:.2f} "
-                f"below its peak {self._peak_pnl:.2f}",
-            )
+        self.stop.set()
+
+    # -- the feed watchdog, governance from other processes ------------------------------------
 
     async def _watchdog(self) -> None:
-        """A dead feed (no event at all for ``feed.stale_after_s``) cancels every resting order.
-
-        A quiet market is not a dead feed: the watchdog looks at events from every market, on
-        the exchange's clock. Quoting resumes, from fresh books, when events flow again.
-        """
-        stale = self.policy.feed.stale_after_s
+        """A dead feed (no event at all for ``feed.stale_after_s``) halts everything and cancels
+        every resting order (:class:`cfa.risk.breakers.DeadFeed`, on the exchange's clock; a
+        quiet market is not a dead feed). Quoting resumes, from fresh books, when events flow
+        again. Daily loss and drawdown run in the portfolio, fed by every market's loop."""
+        feed = self.portfolio.feed
+        assert feed is not None
         while True:
-            await asyncio.sleep(min(1.0, stale / 4))
-            if self._last_event_clock and not self._feed_halted:
-                silent = self.exchange.clock.now() - self._last_event_clock
-                if silent > stale and self.states.global_state is not TradingState.HALTED:
-                    self._feed_halted = True
-                    self.states.set(
-                        None,
-                        TradingState.HALTED,
-                        source="feed_watchdog",
-                        reason=f"no event for {silent:.1f}s",
-                    )
-                    await self._cancel_halted()
-                    self._flush()
-
-    def _feed_resumed(self) -> None:
-        self._feed_halted = False
-        if self.states.global_state is TradingState.HALTED:
-            self.states.set(
-                None, TradingState.ACTIVE, source="feed_watchdog", reason="events flow again"
-            )
+            await asyncio.sleep(min(1.0, feed.stale_after_s / 4))
+            trip = feed.check(self.exchange.clock.now(), self.states.global_state)
+            if trip is not None:
+                self.states.set(None, trip.state, source=trip.source, reason=trip.reason)
+                await self._cancel_halted()
+                self._flush()
 
     async def _poll_governance(self) -> None:
         assert self.governance is not None
@@ -316,14 +387,25 @@ class Session:
                     await loop.cancel_all("halted")
 
     def _flush(self) -> None:
-        self.recorder.flush_events()
-        self.sink.flush()
+        self._last_flush_wall = time.monotonic()
+        try:
+            self.recorder.flush_events()
+            self.sink.flush()
+        except Exception as exc:
+            self._audit_failed(exc)
 
     async def shutdown(self) -> None:
-        """Cancel everything, confirm with the exchange, flush the audit store."""
+        """Cancel everything, confirm with the exchange, flush the audit store, mark the
+        heartbeat stopped.
+
+        Raises :class:`~cfa.audit.AuditError` (after all of that) when the audit store could not
+        be written during the session or now: the message names the store's error and how many
+        orders were left resting.
+        """
         if self.agents is not None:
             with contextlib.suppress(Exception):
                 await self.agents.aclose()
+        self.control.expire_all_requests("the session ended")
         for loop in self.loops.values():
             with contextlib.suppress(Exception):
                 await loop.cancel_all("shutdown")
@@ -344,5 +426,11 @@ class Session:
                 "HALTED",
                 {"order_id": o.order_id},
             )
-        self.recorder.flush_events()
-        self.sink.flush()
+        self._flush()
+        self._beat("failed" if self.audit_error is not None else "stopped")
+        if self.audit_error is not None:
+            raise AuditError(
+                f"{self.audit_error}; trading stopped and resting orders cancelled "
+                f"({self.leftover_orders} left resting); rows committed before the failure are "
+                "intact"
+            )

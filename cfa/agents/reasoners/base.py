@@ -1,7 +1,7 @@
 """The reasoner interface: one async call from a context summary to raw tool calls.
 
 A reasoner never applies anything: it proposes tool calls; the graph parses and validates them
-(:func:`cfa.agents.tools.parse_call`) and applies them through the one apply path. A reasoner
+(:func:`cfa.control.tools.parse_call`) and applies them through the one apply path. A reasoner
 that cannot produce a usable answer (timeout, HTTP error, prose with no tool call, refusal)
 returns a :class:`ReasonResponse` with ``error`` set: the caller records an *abstain* and the
 parameters stay. Reasoners must not raise for such failures.
@@ -71,7 +71,9 @@ class Reasoner(Protocol):
     Optional: ``cache_identity() -> Mapping[str, Any]``, what besides the request determines
     the answer (model, endpoint host, sampling settings; never a secret). Reasoners that have
     it get an LLM-cache key recorded with every answer
-    (:class:`cfa.agents.reasoners.cache.HasIdentity`).
+    (:class:`cfa.agents.reasoners.cache.HasIdentity`). Optional ``background: bool``: True for a
+    reasoner whose answers take real time (a remote LLM); the agent runtime then runs its
+    decisions as background tasks instead of awaiting them at the event (default False).
     """
 
     name: str

@@ -90,7 +90,7 @@ def _schemas(tools: Mapping[str, type[BaseModel]]) -> list[dict[str, Any]]:
     with _SCHEMAS_LOCK:
         hit = _SCHEMAS.get(sig)
     if hit is None:
-        from cfa.agents.tools import tool_schemas
+        from cfa.control.tools import tool_schemas
 
         hit = tool_schemas(tools)  # type: ignore[arg-type]
         with _SCHEMAS_LOCK:
@@ -409,8 +409,9 @@ class OfflineReasoner:
 class CachedReasoner:
     """``inner`` behind ``cache``; see the module docstring for the contract.
 
-    ``name`` and ``model`` are the inner reasoner's, so the runtime treats the wrapper exactly
-    as it would the inner reasoner (a cached ``openai`` reasoner is still ``openai``).
+    ``name``, ``model`` and ``background`` are the inner reasoner's, so the runtime treats the
+    wrapper exactly as it would the inner reasoner (a cached ``openai`` reasoner is still
+    ``openai``).
     ``aclose`` closes the inner reasoner, not the cache: whoever opened the cache closes it.
     """
 
@@ -419,6 +420,7 @@ class CachedReasoner:
         self.cache = cache
         self.name: str = inner.name
         self.model: str | None = inner.model
+        self.background: bool = bool(getattr(inner, "background", False))
         self.identity = reasoner_identity(inner)
         self.hits = 0
         self.misses = 0

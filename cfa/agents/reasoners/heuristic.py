@@ -22,8 +22,8 @@ One tool call per decision, the first rule that fires; a parameter that is froze
 or cooling down is left alone and the next rule is tried. Steps stay within the policy's
 largest step and below its approval threshold. Every rationale cites the fields it used.
 
-Governance agent: approves pending changes unless the market's limit usage is above
-``INVENTORY_HIGH`` and the change lowers γ; halts nothing on its own (the breakers do that).
+Governance agent: decides the oldest pending change (approves it unless the limit usage is above
+``INVENTORY_HIGH`` and it lowers γ), else ``no_action``; halts nothing (the breakers do that).
 """
 
 from __future__ import annotations
@@ -204,13 +204,13 @@ def market_decision(ctx: Mapping[str, Any]) -> RawCall:
     )
 
 
-def governance_decision(ctx: Mapping[str, Any]) -> list[RawCall]:
-    """The governance rules on :func:`cfa.agents.context.portfolio_context` output."""
+def governance_decision(ctx: Mapping[str, Any]) -> RawCall:
+    """The governance rule on :func:`cfa.agents.context.portfolio_context` output: decide the
+    oldest pending request (deny a lower γ while inventory is high), else ``no_action``."""
     by_ticker = {m["ticker"]: m for m in ctx.get("markets", [])}
-    calls: list[RawCall] = []
     for p in ctx.get("pending_approvals", []):
         m = by_ticker.get(p["market"], {})
-        lowering_gamma = p["param"] == "gamma" and p["value"] < m.get("gamma", p["value"])
+        lowering_gamma = p["param"] == "gamma" and p["to"] < p["from"]
         deny = lowering_gamma and m.get("limit_usage", 0.0) > INVENTORY_HIGH
         reason = (
             f"limit_usage={m.get('limit_usage')} > {INVENTORY_HIGH}: no lower gamma now"
@@ -218,10 +218,8 @@ def governance_decision(ctx: Mapping[str, Any]) -> list[RawCall]:
             else f"within bounds; limit_usage={m.get('limit_usage')}, "
             f"marked_pnl={m.get('marked_pnl')}"
         )
-        calls.append(
-            _call("approve_change", request_id=p["request_id"], approved=not deny, reason=reason)
-        )
-    return calls
+        return _call("approve_change", request_id=p["request_id"], approved=not deny, reason=reason)
+    return _call("no_action", reason="nothing pending")
 
 
 class HeuristicReasoner:
@@ -234,14 +232,7 @@ class HeuristicReasoner:
         t0 = time.perf_counter()
         ctx = request.context
         if request.role == "governance":
-            calls = tuple(governance_decision(ctx))
-            if not calls:
-                return ReasonResponse(
-                    (),
-                    raw="[]",
-                    text="nothing pending",
-                    model=self.model,
-                )
+            calls = (governance_decision(ctx),)
         else:
             calls = (market_decision(ctx),)
         raw = json.dumps([{"name": c.name, "arguments": json.loads(c.arguments)} for c in calls])

@@ -9,7 +9,7 @@ Contract (see :mod:`cfa.agents.reasoners.base`):
   (``asyncio.CancelledError`` still propagates: cancellation is the runtime's business.)
 * Tool calls are returned as :class:`~cfa.agents.reasoners.base.RawCall` with the arguments
   *exactly as received* (text). Nothing is validated here: the caller runs
-  :func:`cfa.agents.tools.parse_call` and the apply path, so malformed JSON and unknown tools are
+  :func:`cfa.control.tools.parse_call` and the apply path, so malformed JSON and unknown tools are
   audited as rejections like any other bad call.
 * ``raw`` always holds what came back (``completion.model_dump_json()``, the error body, or the
   error text), ``latency_s`` the wall time of the call (``time.perf_counter``), ``usage`` the
@@ -60,7 +60,7 @@ from openai import AsyncOpenAI
 
 from cfa.agents.reasoners.base import RawCall, ReasonRequest, ReasonResponse
 from cfa.agents.settings import LLMSettings
-from cfa.agents.tools import tool_schemas
+from cfa.control.tools import tool_schemas
 
 DATA_BEGIN = "<<<CONTEXT_JSON"
 DATA_END = "CONTEXT_JSON>>>"
@@ -149,6 +149,8 @@ class OpenAIReasoner:
     """
 
     name = "openai"
+    background = True
+    """A remote call: the agent runtime runs its decisions in the background by default."""
 
     def __init__(self, settings: LLMSettings | None = None) -> None:
         self.settings = settings if settings is not None else LLMSettings()

@@ -2,9 +2,10 @@
 
 The fast path reads :meth:`ParameterStore.get` on every requote; the value is an immutable
 :class:`MarketParams`, replaced whole on every change, so a reader never sees a half-applied
-change. Writers are the warm-up (initial σ), the tool apply path (agents and governance, see
-``cfa.agents.tools``) and nothing else; every change is appended to the audit store's
-``param_changes`` table by the caller-supplied ``record`` hook.
+change. Writers are the warm-up (initial σ), the k calibration and the control plane
+(:class:`cfa.control.plane.ControlPlane`: people, the governance agent, market agents) and
+nothing else; every change is appended to the audit store's ``param_changes`` table by the
+caller-supplied ``record`` hook.
 """
 
 from __future__ import annotations
@@ -44,11 +45,9 @@ class MarketParams:
     k: float
     quote: QuoteParams
     frozen: frozenset[str] = field(default_factory=frozenset)
-    """Parameters frozen by governance: agents may not change them."""
+    """Frozen parameters: agents may not change them (who froze them: the control plane)."""
     overrides: dict[str, float] = field(default_factory=dict)
-    """Governance overrides in force: parameter -> expiry time (epoch seconds)."""
-    reverts: dict[str, float] = field(default_factory=dict)
-    """Values to restore when each override expires."""
+    """Overrides in force: parameter -> when the last one of its stack expires (epoch s)."""
     changed_at: dict[str, float] = field(default_factory=dict)
     """Last change time per parameter (epoch seconds), for cooldowns."""
 
@@ -97,7 +96,7 @@ class ParameterStore:
         return list(self._by_market)
 
     def replace(self, ticker: str, new: MarketParams) -> None:
-        """Swap in a new value (used for frozen flags and overrides; no quoting change)."""
+        """Swap in a new value (frozen flags and override views; no quoting change)."""
         self._by_market[ticker] = new
         self.version += 1
 
