@@ -298,11 +298,12 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         raise AuditIntegrityError(
             f"{path} was written by a newer cfa (schema {version} > {SCHEMA_VERSION})"
         )
-    from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
-
-    db = sqlite_utils.Database(conn, execute_plugins=False)
     for spec in TABLES.values():
         if spec.name not in existing:
+            # Only a new store pays for sqlite_utils (the kill switch opens an existing one).
+            from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
+
+            db = sqlite_utils.Database(conn, execute_plugins=False)
             columns: dict[str, type] = {"seq": int}
             columns.update({c.name: _PY_TYPE[c.type] for c in spec.columns})
             columns.update({"prev_hash": str, "hash": str})
@@ -319,8 +320,9 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                         f"{quote_ident(c.name)} {_SQL_TYPE[c.type]}"
                     )
         if spec.indexed:
-            db.table(spec.name).create_index(
-                ["run_id", "market"], index_name=f"ix_{spec.name}_run_market", if_not_exists=True
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {quote_ident(f'ix_{spec.name}_run_market')} "
+                f"ON {quote_ident(spec.name)} (run_id, market)"
             )
         for op in ("UPDATE", "DELETE"):
             conn.execute(

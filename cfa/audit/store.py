@@ -354,11 +354,7 @@ class AuditStore:
             raise AuditError(f"cannot open audit store {str(p)!r}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
-
-            db = sqlite_utils.Database(conn, execute_plugins=False)
-            db.enable_wal()
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise AuditError(f"cannot open audit store {str(p)!r}: WAL mode refused ({mode})")
             configure_writer(conn, bool(checkpoint_interval))
