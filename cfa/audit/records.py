@@ -261,6 +261,7 @@ def market_to_dict(m: MarketInfo) -> dict[str, Any]:
         "subtitle": m.subtitle,
         "rules": m.rules,
         "status": m.status,
+        "exchange_index": m.exchange_index,
     }
 
 
@@ -287,6 +288,7 @@ def market_from_dict(d: dict[str, Any]) -> MarketInfo:
             subtitle=d.get("subtitle", ""),
             rules=d.get("rules", ""),
             status=d.get("status", "active"),
+            exchange_index=int(d.get("exchange_index", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditError(f"recorded market metadata is incomplete: {exc}") from exc

@@ -194,6 +194,8 @@ class MarketInfo:
     subtitle: str = ""
     rules: str = ""
     status: str = "active"
+    exchange_index: int = 0
+    """Kalshi exchange shard the market trades on (0: the default shard; the simulator's)."""
 
 
 @dataclass(frozen=True, slots=True)

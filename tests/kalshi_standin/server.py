@@ -1,6 +1,7 @@
 """The stand-in's network side: a small HTTP/1.1 server and a WebSocket server on 127.0.0.1.
 
-* REST under ``/trade-api/v2`` (Kalshi's paths and current shapes, V2 order endpoints);
+* REST under ``/trade-api/v2`` (Kalshi's paths and current shapes, V2 order endpoints;
+  exchange shards routed as :mod:`.world` describes);
   ``/portfolio/*`` requires a valid ``KALSHI-ACCESS-*`` signature (verified with the test key's
   public half, timestamp within ±30 s); the order book accepts signed and unsigned requests.
 * WebSocket at ``/trade-api/ws/v2`` (its upgrade must be signed over ``GET/trade-api/ws/v2``):
@@ -329,7 +330,7 @@ class StandIn:
         if parts[:3] == ["portfolio", "events", "orders"] and len(parts) >= 4:
             oid = parts[3]
             if method == "DELETE" and len(parts) == 4:
-                return 200, w.cancel(oid)
+                return 200, w.cancel(oid, dict(q))
             if method == "POST" and len(parts) == 5 and parts[4] == "amend":
                 return 200, w.amend(oid, body)
             if method == "POST" and len(parts) == 5 and parts[4] == "decrease":
@@ -355,21 +356,25 @@ class StandIn:
             ]
             return 200, {**self._page(pos, "market_positions", q), "event_positions": []}
         if method == "GET" and path == "/portfolio/balance":
-            return 200, w.balance_json()
+            return 200, w.balance_json(q.get("exchange_index"))
         if path == "/portfolio/order_groups/create" and method == "POST":
             return 201, w.create_group(body)
         if method == "GET" and path == "/portfolio/order_groups":
             return 200, {
                 "order_groups": [
-                    {"id": g.group_id, "is_auto_cancel_enabled": not g.triggered}
+                    {
+                        "id": g.group_id,
+                        "is_auto_cancel_enabled": not g.triggered,
+                        "exchange_index": g.exchange_index,
+                    }
                     for g in w.groups.values()
                 ]
             }
         if parts[:2] == ["portfolio", "order_groups"] and len(parts) >= 3:
             if method == "PUT" and parts[-1] == "reset":
-                return 200, w.reset_group(parts[2])
+                return 200, w.reset_group(parts[2], q.get("exchange_index"))
             if method == "DELETE" and len(parts) == 3:
-                return 200, w.delete_group(parts[2])
+                return 200, w.delete_group(parts[2], q.get("exchange_index"))
         raise ApiError(404, "not_found", f"no route {method} {path}")
 
     @staticmethod
@@ -403,6 +408,10 @@ class StandIn:
             for o in w.orders.values()
             if (not q.get("ticker") or o.ticker == q["ticker"])
             and (not q.get("status") or o.status == q["status"])
+            and (
+                not q.get("exchange_index")
+                or w.markets[o.ticker].exchange_index == int(q["exchange_index"])
+            )
         ]
         return self._page([w.order_json(o) for o in reversed(os_)], "orders", q)
 

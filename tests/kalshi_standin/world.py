@@ -5,6 +5,14 @@ Decimal dollars) and rendered to Kalshi's current JSON shapes (dollar strings, `
 V2 order responses) at the edges. One user (the API key holder) trades against background
 liquidity that the world refreshes on its own ("churn") and against test-driven takers.
 
+Exchange shards (Kalshi docs: getting_started/exchange_sharding). Every market lives on one
+``exchange_index`` (a matching engine). Order writes are routed as Kalshi documents: an explicit
+index ``>= 0`` goes to that shard; an omitted index (or ``-1``) with a market ticker auto-routes
+to the ticker's shard; with neither, shard 0. An engine only knows its own orders and order
+groups, so a cancel/amend/decrease of a shard-2 order that lands on shard 0 is a 404, as is a
+group referenced from another shard. Collateral is per shard: each shard has its own cash
+(:meth:`World.fund`), and Get Balance reports the total plus a ``balance_breakdown``.
+
 Emitted events go to ``listeners`` as ``(channel, frame_type, ticker, msg)``; the WebSocket
 side turns them into frames with sids and seqs. Order of emission for one action: book deltas,
 then the public trade, then our fills, then our order update.
@@ -101,6 +109,7 @@ class Market:
     yes_band: tuple[int, int] = (4000, 4700)
     no_band: tuple[int, int] = (4200, 5100)
     volume: int = 0
+    exchange_index: int = 0
 
     @property
     def series(self) -> str:
@@ -114,6 +123,7 @@ class Group:
     """Contracts (count units) matched within 15 s that trigger the group."""
     matched: list[tuple[float, int]] = field(default_factory=list)
     triggered: bool = False
+    exchange_index: int = 0
 
 
 class World:
@@ -124,7 +134,8 @@ class World:
         self.markets: dict[str, Market] = {}
         self.orders: dict[str, UserOrder] = {}
         self.by_coid: dict[str, UserOrder] = {}
-        self.account = Account(cash)
+        self.accounts: dict[int, Account] = {0: Account(cash)}
+        """Cash and positions per exchange shard (collateral is shard-local at Kalshi)."""
         self.fills: list[dict[str, Any]] = []
         self.trades: list[dict[str, Any]] = []
         self.groups: dict[str, Group] = {}
@@ -134,6 +145,21 @@ class World:
         self._ids = itertools.count(1)
         self.creates = 0
         """Orders created (a retried create that landed twice would show here)."""
+
+    @property
+    def account(self) -> Account:
+        """Shard 0's account (the only one before sharding)."""
+        return self.accounts[0]
+
+    def acct(self, m: Market) -> Account:
+        """The account of ``m``'s shard (an unfunded shard has $0)."""
+        return self.accounts.setdefault(m.exchange_index, Account(Decimal(0)))
+
+    def fund(self, exchange_index: int, cash: Decimal) -> None:
+        """Add ``cash`` dollars of collateral on shard ``exchange_index`` (an intra-account
+        transfer, as far as the stand-in cares)."""
+        a = self.accounts.setdefault(exchange_index, Account(Decimal(0)))
+        a.cash += Decimal(cash)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -148,6 +174,7 @@ class World:
         yes_band: tuple[int, int] = (4000, 4700),
         no_band: tuple[int, int] = (4200, 5100),
         depth: int = 2_000,
+        exchange_index: int = 0,
     ) -> Market:
         """A market with background bids on each step of ``yes_band`` / ``no_band`` (prices in
         units; the band tops are the touch: best bid ``yes_band[1]``, best ask
@@ -166,6 +193,7 @@ class World:
             now + close_in,
             yes_band=yes_band,
             no_band=no_band,
+            exchange_index=exchange_index,
         )
         for lo, hi, ladder in ((*yes_band, m.yes), (*no_band, m.no)):
             p = hi
@@ -223,7 +251,7 @@ class World:
             "price_level_structure": m.structure,
             "price_ranges": m.grid.as_price_ranges(),
             "liquidity_dollars": "0.0000",
-            "exchange_index": 0,
+            "exchange_index": m.exchange_index,
         }
 
     @staticmethod
@@ -271,7 +299,7 @@ class World:
             "order_group_id": o.group,
             "cancel_order_on_pause": o.cancel_on_pause,
             "subaccount_number": 0,
-            "exchange_index": 0,
+            "exchange_index": self.markets[o.ticker].exchange_index,
         }
 
     def _user_order_msg(self, o: UserOrder) -> dict[str, Any]:
@@ -422,7 +450,7 @@ class World:
     def _fill(
         self, m: Market, o: UserOrder, price: int, q: int, is_taker: bool, tid: str, ts: float
     ) -> None:
-        f = self.account.fill(
+        f = self.acct(m).fill(
             ticker=m.ticker,
             order_id=o.order_id,
             client_order_id=o.client_order_id,
@@ -450,7 +478,7 @@ class World:
             "order_id": o.order_id,
             "ticker": m.ticker,
             "market_ticker": m.ticker,
-            "exchange_index": 0,
+            "exchange_index": m.exchange_index,
             "outcome_side": "yes" if o.side is Side.BID else "no",
             "book_side": o.side.value,
             "side": "yes",
@@ -469,7 +497,7 @@ class World:
             "trade_id": tid,
             "order_id": o.order_id,
             "market_ticker": m.ticker,
-            "exchange_index": 0,
+            "exchange_index": m.exchange_index,
             "is_taker": is_taker,
             "side": "yes",
             "action": rest_fill["action"],
@@ -503,6 +531,26 @@ class World:
                     self._cancel(o)
 
     # -- order API -----------------------------------------------------------------------------
+
+    def shard_for(self, exchange_index: Any, ticker: Any) -> int:
+        """The shard a write goes to (Exchange Sharding, "Order routing → REST"): an explicit
+        index ``>= 0``; else (omitted or ``-1``) the shard of ``ticker``; else 0."""
+        if exchange_index is not None and exchange_index != "":
+            try:
+                idx = int(exchange_index)
+            except (TypeError, ValueError):
+                raise ApiError(
+                    400, "invalid_parameters", f"bad exchange_index {exchange_index!r}"
+                ) from None
+            if idx >= 0:
+                return idx
+            if idx != -1:
+                raise ApiError(400, "invalid_parameters", f"bad exchange_index {idx}")
+            if not ticker:
+                raise ApiError(400, "invalid_parameters", "exchange_index -1 needs a ticker")
+        if ticker:
+            return self._market(str(ticker)).exchange_index
+        return 0
 
     def _market(self, ticker: str) -> Market:
         m = self.markets.get(ticker)
@@ -545,7 +593,10 @@ class World:
         coid = body.get("client_order_id") or ""
         if coid and coid in self.by_coid:
             raise ApiError(409, "order_already_exists", "an order with this client_order_id exists")
+        shard = self.shard_for(body.get("exchange_index"), body["ticker"])
         m = self._market(body["ticker"])
+        if m.exchange_index != shard:
+            raise ApiError(404, "market_not_found", f"market {m.ticker} not found")
         self._check_trading(m)
         side = Side(body["side"]) if body["side"] in ("bid", "ask") else None
         if side is None:
@@ -555,21 +606,22 @@ class World:
         group = body.get("order_group_id")
         if group is not None:
             g = self.groups.get(group)
-            if g is None:
+            if g is None or g.exchange_index != shard:
                 raise ApiError(404, "order_group_not_found", "no such order group")
             if g.triggered:
                 raise ApiError(400, "order_group_triggered", "order group limit was hit")
         post_only = bool(body.get("post_only"))
         if post_only and self.crosses(m, side, price):
             raise ApiError(400, "invalid_order", "invalid order", "post only cross")
+        account = self.acct(m)
         if body.get("reduce_only"):
-            pos = self.account.position(m.ticker)
+            pos = account.position(m.ticker)
             allowed = max(-pos, 0) if side is Side.BID else max(pos, 0)
             if allowed <= 0:
                 raise ApiError(400, "invalid_order", "invalid order", "reduce only")
             count = min(count, allowed)
-        need = self.account.opening_cost(m.ticker, side, price, count)
-        if need > self.account.cash:
+        need = account.opening_cost(m.ticker, side, price, count)
+        if need > account.cash:
             raise ApiError(400, "available_balance_too_low", "insufficient balance")
         now = time.time()
         o = UserOrder(
@@ -608,9 +660,13 @@ class World:
             "ts_ms": round(now * 1000),
         }
 
-    def _order(self, order_id: str, *, resting: bool = True) -> UserOrder:
+    def _order(self, order_id: str, shard: int, *, resting: bool = True) -> UserOrder:
+        """Order ``order_id`` as the engine of ``shard`` sees it: 404 if it is another
+        shard's."""
         o = self.orders.get(order_id)
         if o is None or (resting and o.status != "resting"):
+            raise ApiError(404, "not_found", f"order {order_id} not found")
+        if self.markets[o.ticker].exchange_index != shard:
             raise ApiError(404, "not_found", f"order {order_id} not found")
         return o
 
@@ -623,8 +679,10 @@ class World:
         self._emit("user_orders", "user_order", m.ticker, self._user_order_msg(o))
         return removed
 
-    def cancel(self, order_id: str) -> dict[str, Any]:
-        o = self._order(order_id)
+    def cancel(self, order_id: str, route: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Cancel; ``route``: the request's ``exchange_index``/``market_ticker``."""
+        r = route or {}
+        o = self._order(order_id, self.shard_for(r.get("exchange_index"), r.get("market_ticker")))
         if not self.exchange_active:
             raise ApiError(503, "exchange_paused", "exchange is paused")
         reduced = self._cancel(o)
@@ -636,7 +694,9 @@ class World:
         }
 
     def amend(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        o = self._order(order_id)
+        if not body.get("ticker"):
+            raise ApiError(400, "invalid_parameters", "missing ticker")
+        o = self._order(order_id, self.shard_for(body.get("exchange_index"), body["ticker"]))
         m = self.markets[o.ticker]
         self._check_trading(m)
         if body.get("ticker") != o.ticker or body.get("side") != o.side.value:
@@ -675,7 +735,8 @@ class World:
         }
 
     def decrease(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        o = self._order(order_id)
+        shard = self.shard_for(body.get("exchange_index"), body.get("market_ticker"))
+        o = self._order(order_id, shard)
         m = self.markets[o.ticker]
         if body.get("reduce_to") is not None:
             target = parse_qty(str(body["reduce_to"]))
@@ -713,20 +774,34 @@ class World:
         out = []
         for item in items:
             try:
-                out.append(self.cancel(str(item.get("order_id"))))
+                out.append(self.cancel(str(item.get("order_id")), item))
             except ApiError as exc:
-                out.append({"order_id": item.get("order_id"), "error": exc.body["error"]})
+                out.append(
+                    {
+                        "order_id": item.get("order_id"),
+                        "reduced_by": "0.00",
+                        "ts_ms": None,
+                        "error": exc.body["error"],
+                    }
+                )
         return out
 
     # -- portfolio reads -----------------------------------------------------------------------
 
     def positions_json(self) -> list[dict[str, Any]]:
         out = []
-        for ticker, p in self.account.positions.items():
+        for idx, account in sorted(self.accounts.items()):
+            out += self._positions_of(idx, account)
+        return out
+
+    @staticmethod
+    def _positions_of(idx: int, account: Account) -> list[dict[str, Any]]:
+        out = []
+        for ticker, p in account.positions.items():
             out.append(
                 {
                     "ticker": ticker,
-                    "exchange_index": 0,
+                    "exchange_index": idx,
                     "total_traded_dollars": "0.0000",
                     "position_fp": format_qty(p.position),
                     "market_exposure_dollars": str(abs(p.basis)),
@@ -737,13 +812,23 @@ class World:
             )
         return out
 
-    def balance_json(self) -> dict[str, Any]:
-        cash = self.account.cash
+    def balance_json(self, exchange_index: Any = None) -> dict[str, Any]:
+        """Get Balance: totals over every shard, or scoped to ``exchange_index``; always with
+        the per-shard ``balance_breakdown`` (dollar strings)."""
+        if exchange_index is None or exchange_index == "":
+            cash = sum((a.cash for a in self.accounts.values()), Decimal(0))
+        else:
+            a = self.accounts.get(self.shard_for(exchange_index, None))
+            cash = a.cash if a is not None else Decimal(0)
         return {
             "balance": int(cash * 100),
             "balance_dollars": str(cash),
             "portfolio_value": int(cash * 100),
             "updated_ts": int(time.time()),
+            "balance_breakdown": [
+                {"exchange_index": k, "balance": str(a.cash)}
+                for k, a in sorted(self.accounts.items())
+            ],
         }
 
     # -- order groups --------------------------------------------------------------------------
@@ -754,21 +839,27 @@ class World:
             limit = int(Decimal(str(body["contracts_limit_fp"])))
         if not isinstance(limit, int) or limit < 1:
             raise ApiError(400, "invalid_parameters", "contracts_limit must be >= 1")
+        shard = self.shard_for(body.get("exchange_index", 0), None)
         gid = self._id("group")
-        self.groups[gid] = Group(gid, limit * 100)
+        self.groups[gid] = Group(gid, limit * 100, exchange_index=shard)
         return {"order_group_id": gid}
 
-    def reset_group(self, gid: str) -> dict[str, Any]:
+    def _group(self, gid: str, exchange_index: Any) -> Group:
+        """Group ``gid`` on the shard named (default 0, as Kalshi's query parameter)."""
         g = self.groups.get(gid)
-        if g is None:
+        shard = self.shard_for(exchange_index if exchange_index not in (None, "") else 0, None)
+        if g is None or g.exchange_index != shard:
             raise ApiError(404, "not_found", "no such order group")
+        return g
+
+    def reset_group(self, gid: str, exchange_index: Any = None) -> dict[str, Any]:
+        g = self._group(gid, exchange_index)
         g.triggered = False
         g.matched.clear()
         return {}
 
-    def delete_group(self, gid: str) -> dict[str, Any]:
-        if gid not in self.groups:
-            raise ApiError(404, "not_found", "no such order group")
+    def delete_group(self, gid: str, exchange_index: Any = None) -> dict[str, Any]:
+        self._group(gid, exchange_index)
         for o in list(self.orders.values()):
             if o.group == gid and o.status == "resting":
                 self._cancel(o)
@@ -803,7 +894,7 @@ class World:
                 self._cancel(o)
         m.status = "finalized"
         m.result = result
-        self.account.settle(ticker, result == "yes")
+        self.acct(m).settle(ticker, result == "yes")
         now = time.time()
         for event_type in ("determined", "settled"):
             self._emit(

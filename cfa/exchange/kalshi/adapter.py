@@ -17,17 +17,29 @@ Contracts beyond the interface:
 * **Idempotent creates.** A create is retried only with its ``client_order_id``; when Kalshi
   answers 409 (the first attempt had landed) or every attempt failed, the order is looked up by
   its client order id — placing twice never makes two orders.
+* **Exchange shards** (Kalshi docs: getting_started/exchange_sharding). Every market has an
+  ``exchange_index`` (:attr:`MarketInfo.exchange_index`, from market metadata; learned also
+  from order objects). Every create and amend carries ``ticker`` + ``exchange_index``; every
+  cancel and batch-cancel item ``market_ticker`` + ``exchange_index`` — a cancel without them
+  would go to shard 0 and get a 404 for an order of another shard. The first order on a shard
+  reads that shard's balance (collateral is per shard and must be pre-allocated): a shard with
+  no collateral is refused with ``no_shard_collateral`` before anything is sent.
 * **Exchange-side kill switch.** With ``order_group_limit`` set (contracts per rolling 15 s),
-  :meth:`start` creates an order group and every order joins it; every order is also sent with
+  there is one order group per shard (groups "do not function across exchange instances"):
+  :meth:`start` creates shard 0's, the first order on another shard creates that shard's, and
+  every order joins its own shard's group; every order is also sent with
   ``cancel_order_on_pause`` so Kalshi pulls it if the exchange pauses. :meth:`kill` deletes
-  the group (Kalshi cancels all its orders) and confirms with :meth:`cancel_all`.
+  every group on its shard (Kalshi cancels their orders) and confirms with :meth:`cancel_all`.
 * **Start-up reconciliation.** :meth:`start` lists resting orders and positions into
   :attr:`reconciliation`. Orders whose client order id starts with ``order_prefix`` are cfa's
   leftovers from an earlier process: they are cancelled (``cancel_stale``). Any other resting
   order is reported in ``reconciliation.unknown`` and left alone — :meth:`cancel_all` skips
   it too — unless ``cancel_unknown``.
 * **cancel_all confirms.** It batch-cancels, lists resting orders again and repeats until none
-  of the targeted orders is left (or raises :class:`~errors.KalshiError`).
+  of the targeted orders is left (or raises :class:`~errors.KalshiError`). A batch answers
+  200 with an ``error`` on each item that failed: every such item is logged, kept in
+  :attr:`KalshiExchange.cancel_errors` and named in the error raised if the order is still
+  resting at the end — never silently dropped.
 * **Reconnects.** After a WebSocket reconnect the stream fetches fills and order states over
   REST and emits the fills it had not seen (by fill id), so no fill is lost to a disconnect.
 """
@@ -183,6 +195,13 @@ def parse_fill(
     )
 
 
+def _balance_of(data: Mapping[str, Any]) -> Decimal:
+    """Dollars from a Get Balance answer (``balance_dollars``, else ``balance`` in cents)."""
+    if data.get("balance_dollars") is not None:
+        return Decimal(str(data["balance_dollars"]))
+    return Decimal(int(data["balance"])) / 100
+
+
 @dataclass
 class Reconciliation:
     """What :meth:`KalshiExchange.start` found on the account."""
@@ -194,6 +213,23 @@ class Reconciliation:
     """cfa's own leftovers from an earlier process, cancelled at start."""
     positions: list[Position] = field(default_factory=list)
     exchange_status: dict[str, Any] = field(default_factory=dict)
+    balances: dict[int, Decimal] = field(default_factory=dict)
+    """Available balance per exchange shard (Get Balance ``balance_breakdown``)."""
+
+
+@dataclass(frozen=True)
+class CancelFailure:
+    """One item of a batch cancel that Kalshi answered with an ``error``."""
+
+    order_id: str
+    ticker: str
+    exchange_index: int | None
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        shard = "?" if self.exchange_index is None else self.exchange_index
+        return f"{self.order_id} ({self.ticker}, shard {shard}): {self.code}: {self.message}"
 
 
 class _StreamState:
@@ -250,8 +286,13 @@ class KalshiExchange:
         self.ws_backoff = ws_backoff
         self.ws_max_backoff = ws_max_backoff
         self.on_frame = on_frame
-        self.order_group_id: str | None = None
+        self.order_groups: dict[int, str] = {}
+        """Order group id per exchange shard (groups are shard-local at Kalshi)."""
+        self.cancel_errors: list[CancelFailure] = []
+        """Every batch-cancel item Kalshi answered with an error, oldest first."""
         self.reconciliation = Reconciliation()
+        self._shard: dict[str, int] = {}
+        self._ready_shards: set[int] = set()
         self._started = False
         self._orders: dict[str, Order] = {}
         self._by_coid: dict[str, str] = {}
@@ -262,6 +303,11 @@ class KalshiExchange:
 
     def __repr__(self) -> str:
         return f"KalshiExchange(base_url={self.rest.base_url!r}, signer={self.signer!r})"
+
+    @property
+    def order_group_id(self) -> str | None:
+        """Shard 0's order group (the one :meth:`start` creates); see :attr:`order_groups`."""
+        return self.order_groups.get(0)
 
     @classmethod
     def from_settings(cls, settings: KalshiSettings | None = None, **kw: Any) -> KalshiExchange:
@@ -298,14 +344,25 @@ class KalshiExchange:
             )
             if not self.cancel_unknown:
                 self._protected.add(o.order_id)
-        doomed = [o.order_id for o in rec.stale_canceled]
+        doomed = list(rec.stale_canceled)
         if self.cancel_unknown:
-            doomed += [o.order_id for o in rec.unknown]
+            doomed += rec.unknown
         if doomed:
-            await self._cancel_ids(doomed)
+            failed = await self._cancel_ids(doomed)
+            if failed:
+                still = {o.order_id for o in await self.get_orders(None, resting_only=True)}
+                stuck = [f for f in failed if f.order_id in still]
+                if stuck:
+                    raise KalshiError(
+                        f"start: {len(stuck)} leftover orders could not be cancelled: "
+                        + "; ".join(str(f) for f in stuck[:5]),
+                        code="cancel_failed",
+                    )
         rec.positions = await self.get_positions()
+        rec.balances = await self.get_shard_balances()
         if self.order_group_limit is not None:
-            self.order_group_id = await self.rest.create_order_group(self.order_group_limit)
+            self.order_groups[0] = await self.rest.create_order_group(self.order_group_limit, 0)
+        self._ready_shards.add(0)
         self.reconciliation = rec
         self._started = True
 
@@ -316,12 +373,15 @@ class KalshiExchange:
         await self.rest.aclose()
 
     async def kill(self) -> list[Order]:
-        """Exchange-side kill: delete the order group (Kalshi cancels its orders), then
-        :meth:`cancel_all` to confirm nothing is left."""
-        if self.order_group_id is not None:
+        """Exchange-side kill: delete every shard's order group, each with its
+        ``exchange_index`` (Kalshi cancels their orders), then :meth:`cancel_all` to confirm
+        nothing is left on any shard. An order placed afterwards gets a fresh group (and a
+        fresh collateral check) on its shard."""
+        for shard, gid in sorted(self.order_groups.items()):
             with contextlib.suppress(KalshiNotFound):
-                await self.rest.delete_order_group(self.order_group_id)
-            self.order_group_id = None
+                await self.rest.delete_order_group(gid, shard)
+        self.order_groups.clear()
+        self._ready_shards.clear()
         return await self.cancel_all()
 
     # -- markets -------------------------------------------------------------------------------
@@ -341,7 +401,56 @@ class KalshiExchange:
     async def _info(self, m: Mapping[str, Any]) -> MarketInfo:
         series = str(m.get("series_ticker") or str(m["event_ticker"]).split("-", 1)[0])
         fee_type, mult = await self._fee_terms(series)
-        return frames.parse_market(m, series_ticker=series, fee_type=fee_type, fee_multiplier=mult)
+        info = frames.parse_market(m, series_ticker=series, fee_type=fee_type, fee_multiplier=mult)
+        self._shard[info.ticker] = info.exchange_index
+        return info
+
+    def _learn_shard(self, obj: Mapping[str, Any]) -> None:
+        """Record the shard of an order/fill object's market when it names one."""
+        ticker = obj.get("ticker") or obj.get("market_ticker")
+        idx = obj.get("exchange_index")
+        if not isinstance(ticker, str) or not isinstance(idx, int) or isinstance(idx, bool):
+            return
+        if idx >= 0:
+            self._shard[ticker] = idx
+
+    async def exchange_index(self, ticker: str) -> int:
+        """The exchange shard of ``ticker``: from metadata already seen, else ``GET
+        /markets/{ticker}`` (:class:`MarketNotFound` for an unknown market)."""
+        idx = self._shard.get(ticker)
+        if idx is None:
+            idx = (await self.get_market(ticker)).exchange_index
+        return idx
+
+    async def _shard_or_none(self, ticker: str) -> int | None:
+        """The shard of ``ticker``, or None (then Kalshi auto-routes by the ticker) when its
+        metadata cannot be read."""
+        try:
+            return await self.exchange_index(ticker)
+        except (MarketNotFound, KalshiError, CfaValueError) as exc:
+            log.warning("kalshi: shard of %s unknown (%s); auto-routing by ticker", ticker, exc)
+            return None
+
+    async def _prepare_shard(self, shard: int) -> None:
+        """Before the first order on ``shard``: check it holds collateral, create its order
+        group. Raises :class:`KalshiInvalidOrder` (``no_shard_collateral``) for a shard with no
+        available balance — nothing is sent then, and the check runs again next time."""
+        if shard in self._ready_shards:
+            return
+        balances = await self.get_shard_balances()
+        have = balances.get(shard, Decimal(0))
+        if have <= 0:
+            raise KalshiInvalidOrder(
+                f"exchange shard {shard} has no available balance (${have}); collateral is per "
+                f"shard at Kalshi: transfer funds to exchange index {shard} (Intra Account "
+                "Transfer) before trading its markets",
+                code="no_shard_collateral",
+            )
+        if self.order_group_limit is not None and shard not in self.order_groups:
+            self.order_groups[shard] = await self.rest.create_order_group(
+                self.order_group_limit, shard
+            )
+        self._ready_shards.add(shard)
 
     async def get_markets(self, tickers: Sequence[str] | None = None) -> list[MarketInfo]:
         if tickers is None:
@@ -397,6 +506,8 @@ class KalshiExchange:
         known = self._by_coid.get(request.client_order_id)
         if known is not None:
             return self._orders[known]
+        shard = await self.exchange_index(request.ticker)
+        await self._prepare_shard(shard)
         body: dict[str, Any] = {
             "ticker": request.ticker,
             "client_order_id": request.client_order_id,
@@ -408,13 +519,24 @@ class KalshiExchange:
             "post_only": bool(request.post_only),
             "reduce_only": bool(request.reduce_only),
             "cancel_order_on_pause": self.cancel_on_pause,
+            "exchange_index": shard,
         }
-        if self.order_group_id is not None:
-            body["order_group_id"] = self.order_group_id
+        group = self.order_groups.get(shard)
+        if group is not None:
+            body["order_group_id"] = group
         try:
             resp = await self.rest.create_order(body)
         except KalshiInvalidOrder as exc:
             if exc.status != 409:
+                if "balance" in str(exc.kalshi_code):  # collateral is per shard: say which
+                    raise KalshiInvalidOrder(
+                        f"{exc} (collateral on exchange shard {shard} is not enough; funds on "
+                        "other shards do not count)",
+                        code=exc.code,
+                        status=exc.status,
+                        details=exc.details,
+                        kalshi_code=exc.kalshi_code,
+                    ) from exc
                 raise
             found = await self._find_by_coid(request.ticker, request.client_order_id)
             if found is None:
@@ -453,7 +575,9 @@ class KalshiExchange:
     async def _known(self, order_id: str) -> Order:
         o = self._orders.get(order_id)
         if o is None:
-            o = self._remember(parse_order(await self.rest.get_order(order_id)))
+            raw = await self.rest.get_order(order_id)
+            self._learn_shard(raw)
+            o = self._remember(parse_order(raw))
         return o
 
     async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
@@ -469,6 +593,7 @@ class KalshiExchange:
                 "price": format_price(price),
                 "count": format_qty(count),
                 "client_order_id": o.client_order_id,
+                "exchange_index": await self._shard_or_none(o.ticker),
             },
         )
         filled = _qty(resp, "fill_count_fp", "fill_count", default=o.fill_count)
@@ -510,11 +635,15 @@ class KalshiExchange:
         o = self._orders.get(order_id)
         if o is not None and o.status is not OrderStatus.RESTING:
             raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
+        if o is None:
+            o = await self._known(order_id)
+            if o.status is not OrderStatus.RESTING:
+                raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
         try:
-            resp = await self.rest.cancel_order(order_id)
+            resp = await self.rest.cancel_order(
+                order_id, o.ticker, await self._shard_or_none(o.ticker)
+            )
         except KalshiNotFound:
-            if o is None:
-                raise
             # our view said resting: a retried cancel whose first attempt landed, or Kalshi
             # pulled it (pause, group trigger). Report the truth.
             now = parse_order(await self.rest.get_order(order_id))
@@ -522,14 +651,49 @@ class KalshiExchange:
             if now.status is OrderStatus.CANCELED:
                 return now
             raise
-        if o is None:
-            o = await self._known(order_id)
         ts = resp["ts_ms"] / 1000.0 if isinstance(resp.get("ts_ms"), int) else None
         return self._canceled(o, ts)
 
-    async def _cancel_ids(self, ids: Sequence[str]) -> None:
-        for i in range(0, len(ids), 20):
-            await self.rest.batch_cancel(list(ids[i : i + 20]))
+    async def _cancel_ids(self, orders: Sequence[Order]) -> list[CancelFailure]:
+        """Batch-cancel ``orders`` (each routed by its ticker and shard), 20 per call.
+
+        Returns the items Kalshi answered with an ``error`` (or left out of its answer); each
+        is logged and appended to :attr:`cancel_errors`. Transport errors raise."""
+        failed: list[CancelFailure] = []
+        for i in range(0, len(orders), 20):
+            chunk = list(orders[i : i + 20])
+            items = []
+            shards: dict[str, int | None] = {}
+            for o in chunk:
+                shards[o.order_id] = await self._shard_or_none(o.ticker)
+                items.append(
+                    {
+                        "order_id": o.order_id,
+                        "market_ticker": o.ticker,
+                        "exchange_index": shards[o.order_id],
+                    }
+                )
+            results = {str(r.get("order_id")): r for r in await self.rest.batch_cancel(items)}
+            for o in chunk:
+                r = results.get(o.order_id)
+                err = None if r is None else r.get("error")
+                if r is not None and not err:
+                    continue
+                e = err if isinstance(err, Mapping) else {}
+                f = CancelFailure(
+                    o.order_id,
+                    o.ticker,
+                    shards[o.order_id],
+                    str(e.get("code") or ("missing_result" if r is None else "error")),
+                    str(
+                        e.get("message")
+                        or ("no result for this item in the batch answer" if r is None else err)
+                    ),
+                )
+                log.warning("kalshi: batch cancel item failed: %s", f)
+                failed.append(f)
+        self.cancel_errors.extend(failed)
+        return failed
 
     async def cancel_all(self, ticker: str | None = None, rounds: int = 4) -> list[Order]:
         """Cancel every resting order (of ``ticker``) except protected unknown ones, and
@@ -537,6 +701,7 @@ class KalshiExchange:
         if ticker is not None and ticker not in {o.ticker for o in self._orders.values()}:
             await self.get_market(ticker)  # MarketNotFound for an unknown market
         done: dict[str, Order] = {}
+        failures: dict[str, CancelFailure] = {}
         for _ in range(rounds):
             targets = [
                 o
@@ -545,17 +710,21 @@ class KalshiExchange:
             ]
             if not targets:
                 return list(done.values())
-            await self._cancel_ids([o.order_id for o in targets])
+            failed = {f.order_id: f for f in await self._cancel_ids(targets)}
+            failures.update(failed)
             for o in targets:
-                done[o.order_id] = self._canceled(o)
+                if o.order_id not in failed:
+                    done[o.order_id] = self._canceled(o)
         left = [
             o
             for o in await self.get_orders(ticker, resting_only=True)
             if o.order_id not in self._protected
         ]
         if left:
+            why = [str(failures[o.order_id]) for o in left if o.order_id in failures]
             raise KalshiError(
-                f"cancel_all: {len(left)} orders still resting after {rounds} rounds",
+                f"cancel_all: {len(left)} orders still resting after {rounds} rounds"
+                + (f"; Kalshi said: {'; '.join(why[:5])}" if why else ""),
                 code="cancel_all_incomplete",
             )
         return list(done.values())
@@ -564,6 +733,8 @@ class KalshiExchange:
 
     async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
         raw = await self.rest.get_orders(ticker=ticker, status="resting" if resting_only else None)
+        for obj in raw:
+            self._learn_shard(obj)
         now = self.clock.now()
         out = [parse_order(o, now=now) for o in raw]
         for o in out:
@@ -605,10 +776,24 @@ class KalshiExchange:
         return out
 
     async def get_balance(self) -> Decimal:
+        """Available balance summed over every exchange shard (Get Balance without
+        ``exchange_index``). Collateral is per shard: see :meth:`get_shard_balances`."""
+        return _balance_of(await self.rest.get_balance())
+
+    async def get_shard_balances(self) -> dict[int, Decimal]:
+        """Available balance per exchange shard, from Get Balance's ``balance_breakdown``;
+        when Kalshi omits it (subaccount-restricted keys), one scoped read per shard cfa knows
+        of (shard 0 and those of the markets seen)."""
         data = await self.rest.get_balance()
-        if data.get("balance_dollars") is not None:
-            return Decimal(str(data["balance_dollars"]))
-        return Decimal(int(data["balance"])) / 100
+        rows = data.get("balance_breakdown")
+        if isinstance(rows, list):
+            out: dict[int, Decimal] = {}
+            for row in rows:
+                idx = frames.parse_exchange_index(row.get("exchange_index"), "balance_breakdown")
+                out[idx] = Decimal(str(row["balance"]))
+            return out
+        shards = sorted({0, *self._shard.values()})
+        return {k: _balance_of(await self.rest.get_balance(k)) for k in shards}
 
     # -- stream --------------------------------------------------------------------------------
 

@@ -496,6 +496,9 @@ def parse_market(
     * series: Kalshi's Market object has no series ticker; it is ``series_ticker`` if given, else
       the market's own ``series_ticker`` field, else the event ticker's prefix before the first
       ``-`` (``KXBTC15M-26MAY140045`` → ``KXBTC15M``).
+    * shard: ``exchange_index`` (Exchange Sharding, "Market Data": the authoritative source of
+      the market's matching engine; ticker formats do not tell it) — an integer >= 0; absent or
+      null (markets from before sharding) means shard 0.
     * fees live on the Series object (``fee_type``, ``fee_multiplier``): pass them in. A market's
       own ``fee_type``/``fee_multiplier`` fields (event overrides some feeds copy in) are used when
       the arguments are absent; otherwise :class:`FeeSchedule`'s defaults apply.
@@ -562,4 +565,15 @@ def parse_market(
         subtitle=str(subtitle),
         rules=rules,
         status=str(m.get("status") or "active"),
+        exchange_index=parse_exchange_index(m.get("exchange_index"), f"market {tick}"),
     )
+
+
+def parse_exchange_index(value: Any, what: str) -> int:
+    """A Kalshi ``exchange_index`` field → shard number (>= 0). ``None`` (field absent on
+    pre-sharding objects) is shard 0; anything but a non-negative integer is an error."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CfaValueError(f"{what}: exchange_index must be an integer >= 0, got {value!r}")
+    return value

@@ -17,6 +17,13 @@ Reliability contract:
   up by its client order id — never a second order);
 * batch creates are not retried (the caller re-sends the failed items with their ids).
 
+Exchange shards (Kalshi docs, getting_started/exchange_sharding, "Order routing → REST"): every
+order write here names its market (``ticker`` on create/amend, ``market_ticker`` on cancel,
+decrease and batch-cancel items) and, when the caller gives one, its ``exchange_index``. Kalshi
+routes an explicit index ``>= 0`` straight to that shard, auto-routes by ticker when the index
+is omitted (or ``-1``), and falls back to shard 0 when neither is sent — where an order of
+another shard is a 404. Order groups and balances are per shard: their calls take the index.
+
 Nothing here logs headers or bodies of authenticated requests.
 """
 
@@ -289,9 +296,13 @@ class KalshiRest:
         return await self.request("POST", ORDERS_V2, json=dict(order), kind="write", retry=True)
 
     async def amend_order(self, order_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST …/{order_id}/amend`` with ``ticker, side, price, count`` (new total)."""
+        """``POST …/{order_id}/amend`` with ``ticker, side, price, count`` (new total) and,
+        optionally, ``exchange_index`` (AmendOrderV2Request). ``ticker`` is required: Kalshi
+        routes the amend by it."""
+        if not body.get("ticker"):
+            raise ValueError(f"amend_order {order_id}: needs the market ticker (shard routing)")
         return await self.request(
-            "POST", f"{ORDERS_V2}/{order_id}/amend", json=dict(body), kind="write", retry=True
+            "POST", f"{ORDERS_V2}/{order_id}/amend", json=_clean(body), kind="write", retry=True
         )
 
     async def decrease_order(
@@ -300,14 +311,24 @@ class KalshiRest:
         *,
         reduce_by: str | None = None,
         reduce_to: str | None = None,
-        market_ticker: str | None = None,
+        market_ticker: str,
+        exchange_index: int | None = None,
     ) -> dict[str, Any]:
         """``POST …/{order_id}/decrease`` with exactly one of ``reduce_by``/``reduce_to``
-        (fixed-point count strings). Retried only for ``reduce_to`` (absolute)."""
+        (fixed-point count strings). Retried only for ``reduce_to`` (absolute).
+        ``market_ticker`` (required) and ``exchange_index`` route it to the order's shard
+        (DecreaseOrderV2Request)."""
         if (reduce_by is None) == (reduce_to is None):
             raise ValueError("give exactly one of reduce_by, reduce_to")
+        if not market_ticker:
+            raise ValueError(f"decrease_order {order_id}: needs market_ticker (shard routing)")
         body = _clean(
-            {"reduce_by": reduce_by, "reduce_to": reduce_to, "market_ticker": market_ticker}
+            {
+                "reduce_by": reduce_by,
+                "reduce_to": reduce_to,
+                "market_ticker": market_ticker,
+                "exchange_index": exchange_index,
+            }
         )
         return await self.request(
             "POST",
@@ -317,19 +338,32 @@ class KalshiRest:
             retry=reduce_to is not None,
         )
 
-    async def cancel_order(self, order_id: str, market_ticker: str | None = None) -> dict[str, Any]:
-        """``DELETE …/{order_id}`` → ``{order_id, client_order_id, reduced_by, ts_ms}``."""
+    async def cancel_order(
+        self, order_id: str, market_ticker: str, exchange_index: int | None = None
+    ) -> dict[str, Any]:
+        """``DELETE …/{order_id}?market_ticker=…&exchange_index=…`` (Cancel Order V2 query
+        parameters) → ``{order_id, client_order_id, reduced_by, ts_ms}``.
+
+        ``market_ticker`` is required here: without it (and without an index) Kalshi looks for
+        the order on shard 0 only and answers 404 for an order on any other shard."""
+        if not market_ticker:
+            raise ValueError(f"cancel_order {order_id}: needs market_ticker (shard routing)")
         return await self.request(
             "DELETE",
             f"{ORDERS_V2}/{order_id}",
-            params={"market_ticker": market_ticker},
+            params={"market_ticker": market_ticker, "exchange_index": exchange_index},
             kind="cancel",
             cost=CANCEL_COST,
             retry=True,
         )
 
     async def batch_create(self, orders: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """``POST …/batched``: per-item results (``error`` set on the items that failed)."""
+        """``POST …/batched``: per-item results, in request order (``error`` set on the items
+        that failed — the HTTP call itself succeeds; callers must check every item). Each
+        order needs its ``ticker`` (and should carry its ``exchange_index``)."""
+        for o in orders:
+            if not o.get("ticker"):
+                raise ValueError("batch_create: every order needs its ticker (shard routing)")
         data = await self.request(
             "POST",
             f"{ORDERS_V2}/batched",
@@ -340,14 +374,27 @@ class KalshiRest:
         )
         return list(data.get("orders") or [])
 
-    async def batch_cancel(self, order_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """``DELETE …/batched`` (JSON body): per-item results; retried (cancels are safe)."""
+    async def batch_cancel(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``DELETE …/batched`` (JSON body, BatchCancelOrdersV2Request): per-item results;
+        retried (cancels are safe).
+
+        ``items``: ``{"order_id", "market_ticker", "exchange_index"?}`` each — the ticker is
+        required (an item without it and without an index is looked up on shard 0 only). The
+        answer has one entry per item, ``error`` set (and ``reduced_by`` zero) on the items that
+        failed although the HTTP call succeeded: callers must check every item."""
+        body = []
+        for it in items:
+            if not it.get("order_id") or not it.get("market_ticker"):
+                raise ValueError(
+                    f"batch_cancel: every item needs order_id and market_ticker, got {dict(it)!r}"
+                )
+            body.append(_clean(dict(it)))
         data = await self.request(
             "DELETE",
             f"{ORDERS_V2}/batched",
-            json={"orders": [{"order_id": oid} for oid in order_ids]},
+            json={"orders": body},
             kind="cancel",
-            cost=CANCEL_COST * max(len(order_ids), 1),
+            cost=CANCEL_COST * max(len(body), 1),
             retry=True,
         )
         return list(data.get("orders") or [])
@@ -357,7 +404,8 @@ class KalshiRest:
     async def get_orders(
         self, *, ticker: str | None = None, status: str | None = None, **filters: Any
     ) -> list[dict[str, Any]]:
-        """``GET /portfolio/orders``, every page. ``status``: ``resting|canceled|executed``."""
+        """``GET /portfolio/orders``, every page. ``status``: ``resting|canceled|executed``.
+        Without an ``exchange_index`` filter Kalshi lists the orders of every shard."""
         params = {"ticker": ticker, "status": status, "limit": 1000, **filters}
         return await self._pages("/portfolio/orders", "orders", params)
 
@@ -378,22 +426,30 @@ class KalshiRest:
         params = {"ticker": ticker, "limit": 1000, "count_filter": "position,total_traded"}
         return await self._pages("/portfolio/positions", "market_positions", params)
 
-    async def get_balance(self) -> dict[str, Any]:
-        """``GET /portfolio/balance``: ``balance`` (int cents), ``balance_dollars``, ..."""
-        return await self.request("GET", "/portfolio/balance")
+    async def get_balance(self, exchange_index: int | None = None) -> dict[str, Any]:
+        """``GET /portfolio/balance``: ``balance`` (int cents), ``balance_dollars``,
+        ``portfolio_value`` and ``balance_breakdown`` (``[{exchange_index, balance}]``, dollar
+        strings). Get Balance: without ``exchange_index`` the values cover every shard; with
+        it they are scoped to that shard."""
+        return await self.request(
+            "GET", "/portfolio/balance", params={"exchange_index": exchange_index}
+        )
 
     # -- order groups (exchange-side kill switch) ----------------------------------------------
 
-    async def create_order_group(self, contracts_limit: int) -> str:
-        """``POST /portfolio/order_groups/create`` → the new ``order_group_id``.
+    async def create_order_group(self, contracts_limit: int, exchange_index: int = 0) -> str:
+        """``POST /portfolio/order_groups/create`` on shard ``exchange_index`` → the new
+        ``order_group_id``.
 
         If fills on the group's orders exceed ``contracts_limit`` (whole contracts) within 15 s,
-        Kalshi cancels every order of the group and refuses new ones until reset.
+        Kalshi cancels every order of the group and refuses new ones until reset. A group lives
+        on one shard ("order groups do not function across exchange instances"): only orders of
+        that shard's markets may join it, and reset/delete must name the same index.
         """
         data = await self.request(
             "POST",
             "/portfolio/order_groups/create",
-            json={"contracts_limit": int(contracts_limit)},
+            json={"contracts_limit": int(contracts_limit), "exchange_index": int(exchange_index)},
             kind="write",
         )
         return str(data["order_group_id"])
@@ -403,14 +459,25 @@ class KalshiRest:
         data = await self.request("GET", "/portfolio/order_groups")
         return list(data.get("order_groups") or [])
 
-    async def reset_order_group(self, group_id: str) -> None:
-        """``PUT /portfolio/order_groups/{id}/reset``: allow orders again after a trigger."""
+    async def reset_order_group(self, group_id: str, exchange_index: int = 0) -> None:
+        """``PUT /portfolio/order_groups/{id}/reset?exchange_index=…``: allow orders again
+        after a trigger (the index defaults to 0 at Kalshi: pass the group's shard)."""
         await self.request(
-            "PUT", f"/portfolio/order_groups/{group_id}/reset", json={}, kind="write", retry=True
+            "PUT",
+            f"/portfolio/order_groups/{group_id}/reset",
+            params={"exchange_index": int(exchange_index)},
+            json={},
+            kind="write",
+            retry=True,
         )
 
-    async def delete_order_group(self, group_id: str) -> None:
-        """``DELETE /portfolio/order_groups/{id}``: cancels every order in it, then removes it."""
+    async def delete_order_group(self, group_id: str, exchange_index: int = 0) -> None:
+        """``DELETE /portfolio/order_groups/{id}?exchange_index=…``: cancels every order in
+        it, then removes it (the index defaults to 0 at Kalshi: pass the group's shard)."""
         await self.request(
-            "DELETE", f"/portfolio/order_groups/{group_id}", kind="write", retry=True
+            "DELETE",
+            f"/portfolio/order_groups/{group_id}",
+            params={"exchange_index": int(exchange_index)},
+            kind="write",
+            retry=True,
         )
