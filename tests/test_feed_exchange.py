@@ -12,7 +12,6 @@ import random
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +167,19 @@ async def test_snapshot_and_deltas_stream_in_order_with_the_receive_clock(tmp_pa
     assert ex.finished and ex.clock.now() == T0 + 2.5
 
 
-async def test_seq_gap_resyncs_with_a_snapshot_and_goes_on(tmp_path: Path) -> None:
+async def test_seq_gap_opens_a_hole_until_the_next_snapshot(tmp_path: Path) -> None:
     frames = [
         delta(7, T0 - 0.5, "yes", 0.40, 1),  # before any snapshot: skipped
         BOOK,
         delta(2, T0 + 1, "yes", 0.49, 5),
-        delta(5, T0 + 2, "yes", 0.50, 4),  # seq 3 and 4 are missing
-        delta(6, T0 + 3, "yes", 0.48, -20),
-        delta(7, T0 + 4, "no", 0.48, -99),  # would go negative: resync too
+        delta(5, T0 + 2, "yes", 0.50, 4),  # seq 3 and 4 are missing: a hole opens
+        delta(6, T0 + 3, "yes", 0.48, -20),  # in the hole: applied here, not streamed
+        delta(7, T0 + 4, "no", 0.48, -99),  # would go negative: still the same hole
         delta(8, T0 + 5, "no", 0.46, 1),
+        snap(1, T0 + 6, [(0.45, 10), (0.50, 4)], [(0.46, 1)]),  # a real snapshot ends it
+        delta(2, T0 + 7, "no", 0.46, 2),
+        delta(4, T0 + 8, "no", 0.46, 2),  # a second hole
+        delta(5, T0 + 9, "no", 0.46, -1),
     ]
     ex = KalshiFeedExchange(write(tmp_path / "f.jsonl", frames), markets=[_info()])
     evs = await _drain(ex)
@@ -184,17 +187,23 @@ async def test_seq_gap_resyncs_with_a_snapshot_and_goes_on(tmp_path: Path) -> No
     assert kinds == [
         "BookSnapshot",
         "BookDelta",
-        "BookSnapshot",
         "BookDelta",
         "BookSnapshot",
+        "BookDelta",
         "BookDelta",
     ]
-    # the stream's own numbering never has a gap
     seqs = [e.seq for e in evs]
-    assert all(b == a + 1 for a, b in pairwise(seqs))
-    resync = evs[2]
-    assert dict(resync.yes) == {4500: 1000, 4800: 2000, 4900: 500, 5000: 400}
-    assert ex.gaps == {MKT: 2}
+    # the delta that found the gap carries a seq that skips one, so the consumer's book
+    # raises BookSequenceError and resyncs, as it would live
+    assert seqs == [1, 2, 4, 5, 6, 8]
+    assert [e.ts for e in evs] == [T0, T0 + 1, T0 + 2, T0 + 6, T0 + 7, T0 + 8]
+    assert dict(evs[3].yes) == {4500: 1000, 5000: 400} and dict(evs[3].no) == {4600: 100}
+    # the exchange's own copy went on leniently through the hole
+    assert ex.gaps == {MKT: 2} and ex.holes == {MKT: 2}
+    assert ex.blind(MKT)  # the second hole is still open at the end
+    h = ex.health(MKT)
+    assert (h.gaps, h.jumps, h.resyncs) == (2, 0, 1)
+    assert h.blind_s == pytest.approx(4.0 + 1.0)  # T0+2..T0+6, then T0+8..T0+9
     assert 4800 not in ex.recorded_book(MKT).no
 
 

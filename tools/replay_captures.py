@@ -13,7 +13,12 @@ replayed through :class:`cfa.exchange.feed.KalshiFeedExchange` by a :class:`Sess
 ``default`` risk policy and the :class:`HeuristicReasoner` market and governance agents, writing
 to a throwaway audit store. Printed per window and market: events the loop consumed, our fills,
 volume (contracts), fees, realised and marked PnL (dollars) and the largest |inventory|
-(contracts), plus the resyncs and the wall time.
+(contracts); then how far the recording can be trusted (:meth:`KalshiFeedExchange.health`):
+data holes (sequence gaps, plus snapshots whose book differs from the one rebuilt from deltas),
+resyncs (snapshots after the market's first, Kalshi's post-close one included), the seconds the
+market was blind (a gap open: no quotes until a snapshot), and ticker agreement: the share of
+the recorded ``ticker`` updates whose best bid and ask equal the replayed book's (``tk =``) and
+lie within $0.01 of it (``tk ±1¢``), checked as each arrived; and the wall time.
 
 The fill assumption is the exchange's (see :mod:`cfa.exchange.feed`): a resting order fills, in
 full at its price as a maker, only when the recording trades *through* it — the best opposite
@@ -57,7 +62,14 @@ class Row:
     realized_pnl: Decimal
     marked_pnl: Decimal
     max_abs_inventory: float
+    holes: int
+    gaps: int
+    jumps: int
     resyncs: int
+    blind_s: float
+    ticker_checked: int
+    ticker_exact: float | None
+    ticker_near: float | None
     state: str
     leftover_orders: int
     seconds: float
@@ -98,6 +110,7 @@ async def replay_file(
     rows = []
     for s in summaries:
         p = ex.pnl(s.ticker)
+        h = ex.health(s.ticker)
         rows.append(
             Row(
                 window=window or frames.name.split(".")[0],
@@ -109,7 +122,14 @@ async def replay_file(
                 realized_pnl=p.realized_pnl,
                 marked_pnl=p.marked_pnl,
                 max_abs_inventory=p.max_abs_position,
-                resyncs=ex.gaps[s.ticker],
+                holes=h.holes,
+                gaps=h.gaps,
+                jumps=h.jumps,
+                resyncs=h.resyncs,
+                blind_s=h.blind_s,
+                ticker_checked=h.ticker_checked,
+                ticker_exact=h.ticker_exact_share,
+                ticker_near=h.ticker_near_share,
                 state=s.state,
                 leftover_orders=session.leftover_orders,
                 seconds=seconds,
@@ -128,8 +148,16 @@ _HEAD = (
     "realised $",
     "marked $",
     "max|inv|",
+    "holes",
     "resyncs",
+    "blind s",
+    "tk =",
+    "tk ±1¢",
 )
+
+
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def _cells(r: Row) -> tuple[str, ...]:
@@ -144,7 +172,11 @@ def _cells(r: Row) -> tuple[str, ...]:
         f"{r.realized_pnl:.2f}",
         f"{r.marked_pnl:.2f}",
         f"{r.max_abs_inventory:g}",
+        str(r.holes) if not r.jumps else f"{r.holes} ({r.jumps} jumps)",
         str(r.resyncs),
+        f"{r.blind_s:.1f}",
+        _share(r.ticker_exact),
+        _share(r.ticker_near),
     )
 
 

@@ -22,17 +22,43 @@ shares; (2) a mix of two clocks (Kalshi's runs about 0.3 s ahead of the recorder
 event times go backwards; and (3) the receive time is when a live loop would have seen the
 frame and acted on it, which is what the replay should reproduce.
 
-**Sequence numbers and gaps.** The exchange keeps its own copy of each recorded book
+**Sequence numbers, holes and resyncs.** The exchange keeps its own copy of each recorded book
 (:class:`cfa.core.book.OrderBook`, on Kalshi's ``seq``) and, for the stream, numbers book events
 per market itself: its book deltas (recorded ones and those of our own orders) count up by one
-from the last snapshot's ``seq``, so a consumer's book never sees a gap. When the *recording*
-has a gap (a Kalshi ``seq`` that is not the previous one plus one) or an inconsistent delta (a
-level that would go negative), the delta is applied to the exchange's own book anyway (a level
-that would go negative is removed), the book re-bases on the delta's ``seq``, and instead of
-the delta the stream yields a fresh :class:`BookSnapshot` of that book (with our resting orders)
-— what a venue sends on a resync. :attr:`KalshiFeedExchange.gaps` counts them per market.
-Deltas that come before a market's first snapshot are skipped (there is no book to apply them
-to). A snapshot in the file (a reconnection, or Kalshi's post-close snapshot) replaces the book.
+from the last snapshot's ``seq``. A *data hole* is a stretch where the recorded book cannot be
+trusted:
+
+* a *gap*: a recorded delta whose Kalshi ``seq`` is not the previous one plus one, or an
+  inconsistent one (a level that would go negative). The stream yields that delta with a
+  ``seq`` that skips one, so a consumer's :class:`~cfa.core.book.OrderBook` raises
+  :class:`~cfa.core.book.BookSequenceError` and resyncs (the market loop cancels its orders and
+  asks :meth:`~KalshiFeedExchange.get_orderbook`), exactly as on a live gap. Until the
+  recording's next real snapshot the market is *blind*: :meth:`get_orderbook` shows only our
+  own resting orders (the venue's book is unknown, so nothing can be quoted on it), and no
+  book delta of that market is streamed (recorded ones, and those of our own orders). The
+  exchange itself keeps applying the recorded deltas to its copy (leniently: whatever their
+  ``seq``, a level that would go negative is removed), so the fill model goes on with the best
+  knowledge there is. The next snapshot in the file ends the hole and is streamed as usual.
+* a *jump*: a snapshot (after the market's first, before its close) whose book differs from
+  the book rebuilt from the deltas before it, while no gap was open — deltas were lost without
+  a sign in ``seq`` (a reconnection, say). The stream already carries the snapshot, which
+  corrects the consumer's book; the jump is counted.
+
+:meth:`KalshiFeedExchange.health` reports per market the gaps, jumps, holes (gaps + jumps),
+resyncs (snapshots after the first, Kalshi's post-close snapshot included), the seconds spent
+blind, and how the replayed book agreed with the recorded ``ticker`` channel (checked only
+while the book is trusted). Deltas that come before a market's first snapshot are skipped
+(there is no book to apply them to). A snapshot in the file replaces the book.
+
+**Watchdog.** :attr:`KalshiFeedExchange.clock` *is* the replay's event clock (receive time of the
+frame being replayed), so a recorded silence is a silence on that clock: the session's dead-feed
+breaker (:class:`cfa.risk.breakers.DeadFeed`), which is checked at each event on the exchange's
+clock, halts at the first event after a recorded silence longer than its timeout and resumes
+as that event flows, without waiting wall time. (The frame that ends the silence has already
+been applied, and may have filled a resting order, when the halt is seen.) A hole streams no
+book event either, so a blind stretch longer than the timeout with nothing else flowing (one
+market, no trades) also halts and resumes at the snapshot, as a live feed that stays unsynced
+would.
 
 **Our orders** never reach a venue; they rest locally. The recorded book does not contain them
 and the recording does not react to them. Book deltas carrying our ``client_order_id`` show
@@ -140,6 +166,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "DEFAULT_CASH",
     "FILL_MODELS",
+    "FeedHealth",
     "FeedPnL",
     "KalshiFeedExchange",
     "close_ts_from_ticker",
@@ -349,6 +376,40 @@ class FeedPnL:
     settled: Outcome | None
 
 
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """How trustworthy one market's recording was (see the module doc, "holes and resyncs").
+
+    ``gaps``: recorded sequence gaps and inconsistent deltas (each opens a hole); ``jumps``:
+    snapshots whose book differed from the one rebuilt from deltas, with no gap open;
+    ``holes`` = gaps + jumps; ``resyncs``: snapshots after the market's first; ``blind_s``:
+    seconds from a gap to the snapshot that ended it (to the end of the file if none did);
+    ``ticker_checked`` / ``ticker_exact`` / ``ticker_near``: ``ticker`` updates compared with the
+    trusted replayed book (both two-sided), those whose best bid and ask both equal it, and
+    those within $0.01.
+    """
+
+    ticker: str
+    gaps: int
+    jumps: int
+    holes: int
+    resyncs: int
+    blind_s: float
+    ticker_checked: int
+    ticker_exact: int
+    ticker_near: int
+
+    @property
+    def ticker_exact_share(self) -> float | None:
+        """Share of checked ``ticker`` updates that agreed exactly (None when none was checked)."""
+        return self.ticker_exact / self.ticker_checked if self.ticker_checked else None
+
+    @property
+    def ticker_near_share(self) -> float | None:
+        """Share of checked ``ticker`` updates within $0.01 (None when none was checked)."""
+        return self.ticker_near / self.ticker_checked if self.ticker_checked else None
+
+
 # -- the exchange --------------------------------------------------------------------------------
 
 
@@ -391,6 +452,12 @@ class _Market:
     out_seq: int = 0
     started: bool = False
     gaps: int = 0
+    jumps: int = 0
+    resyncs: int = 0
+    hole: bool = False
+    """A gap is open: the recorded book is not trusted until the next snapshot."""
+    hole_since: float = 0.0
+    blind_s: float = 0.0
     last_ticker: Ticker | None = None
     prev_ticker_t: float | None = None
     last_mid: float | None = None
@@ -480,8 +547,34 @@ class KalshiFeedExchange:
 
     @property
     def gaps(self) -> dict[str, int]:
-        """Resyncs per market: recorded sequence gaps or inconsistent deltas (see module doc)."""
+        """Recorded sequence gaps or inconsistent deltas per market (see the module doc)."""
         return {t: m.gaps for t, m in self._markets.items()}
+
+    @property
+    def holes(self) -> dict[str, int]:
+        """Data holes per market: gaps plus snapshot jumps (see the module doc)."""
+        return {t: m.gaps + m.jumps for t, m in self._markets.items()}
+
+    def blind(self, ticker: str) -> bool:
+        """True while a gap is open in ``ticker``: no book is streamed until a snapshot."""
+        return self._market(ticker).hole
+
+    def health(self, ticker: str) -> FeedHealth:
+        """Holes, resyncs and ticker agreement of one market so far (:class:`FeedHealth`)."""
+        m = self._market(ticker)
+        blind = m.blind_s + (self._clock.now() - m.hole_since if m.hole else 0.0)
+        n, exact, near = m.ticker_checks
+        return FeedHealth(
+            ticker=ticker,
+            gaps=m.gaps,
+            jumps=m.jumps,
+            holes=m.gaps + m.jumps,
+            resyncs=m.resyncs,
+            blind_s=blind,
+            ticker_checked=n,
+            ticker_exact=exact,
+            ticker_near=near,
+        )
 
     @property
     def finished(self) -> bool:
@@ -490,7 +583,8 @@ class KalshiFeedExchange:
 
     def ticker_agreement(self, ticker: str) -> tuple[int, int, int]:
         """How the replayed book agreed with Kalshi's ``ticker`` updates, checked as each
-        arrived (both two-sided): (updates checked, best bid and ask equal, both within $0.01)."""
+        arrived (both two-sided, the book trusted: not in a hole): (updates checked, best bid
+        and ask equal, both within $0.01)."""
         n, exact, near = self._market(ticker).ticker_checks
         return n, exact, near
 
@@ -556,7 +650,8 @@ class KalshiFeedExchange:
         return self._market(ticker).info
 
     async def get_orderbook(self, ticker: str) -> BookSnapshot:
-        """Recorded book plus our resting orders, with the stream's current ``seq``."""
+        """Recorded book plus our resting orders, with the stream's current ``seq``; in a hole
+        (module doc) only our resting orders: the venue's book is not known."""
         m = self._market(ticker)
         return self._merged(m, m.out_seq)
 
@@ -791,11 +886,7 @@ class KalshiFeedExchange:
         if isinstance(rec, BookDelta):
             self._on_delta(m, rec, now)
         elif isinstance(rec, BookSnapshot):
-            m.book.apply_snapshot(rec)
-            m.started = True
-            m.out_seq += 1
-            self._pending.append(self._merged(m, m.out_seq, now))
-            self._after_book(m, now)
+            self._on_snapshot(m, rec, now)
         elif isinstance(rec, Trade):
             tr = replace(rec, ts=now)
             m.trades.append(tr)
@@ -804,6 +895,20 @@ class KalshiFeedExchange:
         elif isinstance(rec, Ticker):
             self._on_ticker(m, rec, now)
 
+    def _on_snapshot(self, m: _Market, s: BookSnapshot, now: float) -> None:
+        if m.started:
+            m.resyncs += 1
+            if m.hole:
+                m.hole = False
+                m.blind_s += now - m.hole_since
+            elif now < m.info.close_ts and not _same_book(m.book, s):
+                m.jumps += 1  # deltas were lost with no sign in seq
+        m.book.apply_snapshot(s)
+        m.started = True
+        m.out_seq += 1
+        self._pending.append(self._merged(m, m.out_seq, now))
+        self._after_book(m, now)
+
     def _on_delta(self, m: _Market, d: BookDelta, now: float) -> None:
         if not m.started:
             return  # no snapshot yet: nothing to apply it to
@@ -811,13 +916,20 @@ class KalshiFeedExchange:
             m.book.apply_delta(d)
         except BookSequenceError:
             self._lenient(m, d, now)
-            m.gaps += 1
-            m.out_seq += 1
-            self._pending.append(self._merged(m, m.out_seq, now))
+            if not m.hole:  # a new hole: show the consumer a gap, then nothing until a snapshot
+                m.gaps += 1
+                m.hole = True
+                m.hole_since = now
+                m.out_seq += 2
+                self._pending.append(
+                    BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None)
+                )
             self._after_book(m, now)
             return
         # fills first: the counterparty that moved the book would have reached us first
         self._after_book(m, now)
+        if m.hole:
+            return
         m.out_seq += 1
         self._pending.append(BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None))
 
@@ -841,7 +953,7 @@ class KalshiFeedExchange:
     def _on_ticker(self, m: _Market, tk: Ticker, now: float) -> None:
         b = m.book
         bb, ba = b.best_bid(), b.best_ask()
-        if None not in (tk.yes_bid, tk.yes_ask, bb, ba):
+        if not m.hole and None not in (tk.yes_bid, tk.yes_ask, bb, ba):
             off = max(abs(bb - tk.yes_bid), abs(ba - tk.yes_ask))  # type: ignore[operator]
             c = m.ticker_checks
             c[0] += 1
@@ -985,8 +1097,8 @@ class KalshiFeedExchange:
         self._pending.append(o.record())
 
     def _own_delta(self, m: _Market, o: _Own, delta: Qty) -> None:
-        if not delta or not m.started:
-            return
+        if not delta or not m.started or m.hole:
+            return  # no book streamed before the first snapshot, nor in a hole
         m.out_seq += 1
         if o.side is Side.BID:
             outcome, price = Outcome.YES, o.price
@@ -1040,8 +1152,9 @@ class KalshiFeedExchange:
         return o
 
     def _merged(self, m: _Market, seq: int, ts: float | None = None) -> BookSnapshot:
-        """The recorded book plus our resting orders, as a snapshot with ``seq``."""
-        yes, no = dict(m.book.yes), dict(m.book.no)
+        """The recorded book plus our resting orders, as a snapshot with ``seq`` (in a hole: our
+        resting orders only)."""
+        yes, no = ({}, {}) if m.hole else (dict(m.book.yes), dict(m.book.no))
         for o in self._resting.values():
             if o.ticker != m.info.ticker or o.remaining <= 0:
                 continue
@@ -1057,3 +1170,10 @@ class KalshiFeedExchange:
             tuple(sorted(yes.items())),
             tuple(sorted(no.items())),
         )
+
+
+def _same_book(book: OrderBook, s: BookSnapshot) -> bool:
+    """Does ``book`` hold exactly the levels of ``s`` (sizes > 0)?"""
+    return book.yes == {p: q for p, q in s.yes if q > 0} and book.no == {
+        p: q for p, q in s.no if q > 0
+    }

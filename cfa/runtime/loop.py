@@ -198,6 +198,8 @@ class MarketLoop:
         slot keep it, the others (untracked orders) count at risk from here, and either blocks
         a new order on its side until the venue confirms it gone."""
         self._pending_due = math.inf
+        self._awaiting_book = False
+        """A resync found no fresh book: the book is unsynced until the stream's next snapshot."""
         self._closed = False
         self._next_calibration = -math.inf
         self._placed_at: dict[Side, float] = {Side.BID: -math.inf, Side.ASK: -math.inf}
@@ -233,12 +235,14 @@ class MarketLoop:
             try:
                 self.book.apply_delta(ev)  # type: ignore[arg-type]
             except BookSequenceError as exc:
-                await self._resync(str(exc))
+                if not self._awaiting_book:  # once per gap, not on every delta after it
+                    await self._resync(str(exc))
                 return
             if ev.client_order_id is not None:  # type: ignore[union-attr]
                 update = False  # our own order moved the book: nothing new about the market
         elif t is BookSnapshot:
             self.book.apply_snapshot(ev)  # type: ignore[arg-type]
+            self._awaiting_book = False
         elif t is Trade:
             tr: Trade = ev  # type: ignore[assignment]
             if self.mid is not None:
@@ -266,6 +270,10 @@ class MarketLoop:
 
     async def _update(self, t: float) -> None:
         book = self.book
+        if not book.synced:  # a gap and no fresh book yet: nothing to quote on
+            if self.state is LoopState.READY:
+                await self._enforce(t)
+            return
         ob, oa = self.resting[Side.BID], self.resting[Side.ASK]
         bb = (
             book.best_bid()
@@ -970,10 +978,16 @@ class MarketLoop:
             {"error": why},
         )
         await self.cancel_all("resync")
-        snap = await self.exchange.get_orderbook(self.ticker)
+        self._last_key = None
+        try:
+            snap = await self.exchange.get_orderbook(self.ticker)
+        except ExchangeError:
+            # no fresh book to be had (a replay of a recorded run: the recorded snapshot comes
+            # next in the stream): the book stays unsynced and nothing is quoted until one comes
+            self._awaiting_book = True
+            return
         self.rec.market_event(snap)
         self.book.apply_snapshot(snap)
-        self._last_key = None
 
     def regime_flags(self) -> RegimeFlags:
         """VAR regime flags as of now (refits only when a new sample arrived: a few ms)."""

@@ -269,7 +269,14 @@ class Session:
         async for ev in stream:
             self.now = ev.ts
             if feed is not None:
-                trip = feed.on_event(self.exchange.clock.now(), self.states.global_state)
+                clock_now = self.exchange.clock.now()
+                # the silence before this event, on the exchange's clock: a replay's recorded
+                # silence trips here, as the timer task would have live (it polls wall time)
+                trip = feed.check(clock_now, self.states.global_state)
+                if trip is not None:
+                    self.states.set(None, trip.state, source=trip.source, reason=trip.reason)
+                    await self._cancel_halted()
+                trip = feed.on_event(clock_now, self.states.global_state)
                 if trip is not None:
                     self.states.set(None, trip.state, source=trip.source, reason=trip.reason)
             if probe is not None and ev.ts >= next_check:
@@ -358,7 +365,9 @@ class Session:
         """A dead feed (no event at all for ``feed.stale_after_s``) halts everything and cancels
         every resting order (:class:`cfa.risk.breakers.DeadFeed`, on the exchange's clock; a
         quiet market is not a dead feed). Quoting resumes, from fresh books, when events flow
-        again. Daily loss and drawdown run in the portfolio, fed by every market's loop."""
+        again. Daily loss and drawdown run in the portfolio, fed by every market's loop.
+        The breaker is also checked at each event, before it counts (:meth:`_consume`): on a
+        replay's event clock a recorded silence trips there, without waiting wall time."""
         feed = self.portfolio.feed
         assert feed is not None
         while True:
