@@ -81,7 +81,7 @@ def test_cli_markets_lists_and_sorts(monkeypatch: pytest.MonkeyPatch) -> None:
         _env(monkeypatch, s.base_url, s.ws_url)
         r = CliRunner().invoke(_app(), ["markets", "--json", "--sort", "close"])
         assert r.exit_code == 0, r.output
-        tickers = [json.loads(line)["ticker"] for line in r.output.splitlines()]
+        tickers = [m["ticker"] for m in json.loads(r.output)]
         assert sorted(tickers) == sorted(MARKETS)
         r = CliRunner().invoke(_app(), ["markets", "--series", "KXDECI"])
         assert r.exit_code == 0 and "KXDECI" in r.output and "KXSTANDIN" not in r.output

@@ -167,6 +167,8 @@ def status(
     from rich.console import Console  # lazy: halt, the kill switch, prints one plain line
     from rich.table import Table
 
+    from cfa.cli.tables import add_ticker_column
+
     run_id, _, markets = _latest_run(db)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
         params: dict[str, dict[str, float]] = {}
@@ -220,7 +222,8 @@ def status(
         )
         return
     t = Table(title=f"run {run_id} · global state {states.get('*', 'ACTIVE')}")
-    for col in ("market", "state", "γ", "σ", "frozen"):
+    add_ticker_column(t, "market", [r["market"] for r in rows])
+    for col in ("state", "γ", "σ", "frozen"):
         t.add_column(col)
     for r in rows:
         t.add_row(
@@ -229,7 +232,10 @@ def status(
     console = Console()
     console.print(t)
     recent = Table(title="recent governance actions")
-    for col in ("seq", "action", "market", "actor", "status"):
+    recent.add_column("seq")
+    recent.add_column("action")
+    add_ticker_column(recent, "market", [a["market"] or "*" for a in actions[:10]])
+    for col in ("actor", "status"):
         recent.add_column(col)
     for a in actions[:10]:
         recent.add_row(str(a["seq"]), a["action"], a["market"] or "*", a["actor"], str(a["status"]))
@@ -286,6 +292,8 @@ def pending(
     from rich.console import Console
     from rich.table import Table
 
+    from cfa.cli.tables import add_ticker_column
+
     run_id, _, _ = _latest_run(db)
     rows = pending_requests(db, run_id)
     if json_out:
@@ -295,7 +303,9 @@ def pending(
         typer.echo(f"run {run_id}: nothing waits for approval")
         return
     t = Table(title=f"run {run_id} · changes waiting for approval")
-    for col in ("id", "market", "param", "from", "to", "asked by", "why", "rationale"):
+    add_ticker_column(t, "id", [r["request_id"] for r in rows])  # to copy into approve/deny
+    add_ticker_column(t, "market", [r["market"] for r in rows])
+    for col in ("param", "from", "to", "asked by", "why", "rationale"):
         t.add_column(col)
     for r in rows:
         t.add_row(

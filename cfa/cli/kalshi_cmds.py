@@ -29,6 +29,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cfa.cli.options import fail, parse_duration
+from cfa.cli.tables import add_ticker_column
+from cfa.core.grid import PriceGrid
+from cfa.core.types import CfaValueError, MarketInfo
+from cfa.exchange.kalshi import frames
 from cfa.exchange.kalshi.auth import load_signer
 from cfa.exchange.kalshi.errors import KalshiError
 from cfa.exchange.kalshi.rest import KalshiRest
@@ -58,7 +62,9 @@ def markets(
     env_file: Annotated[
         Path | None, typer.Option(help="A KEY=value file with CFA_KALSHI_* settings.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array of the markets instead.")
+    ] = False,
 ) -> None:
     """List Kalshi markets (public data; no key needed)."""
     if sort not in _SORTS:
@@ -85,23 +91,77 @@ def markets(
     else:
         rows.sort(key=lambda m: str(m.get("close_time") or ""))
     rows = rows[:limit]
+    listed = [_market_row(m) for m in rows]
     if as_json:
-        for m in rows:
-            typer.echo(json.dumps(m, sort_keys=True))
+        typer.echo(json.dumps(listed, indent=2))
         return
     table = Table(title=f"Kalshi markets ({s.env}, {status}, by {sort})")
-    for col in ("ticker", "title", "bid", "ask", "volume", "closes (UTC)"):
-        table.add_column(col, overflow="fold")
-    for m in rows:
+    add_ticker_column(table, "ticker", [r["ticker"] for r in listed])
+    table.add_column("title", overflow="fold")
+    for col in ("bid", "ask", "volume"):
+        table.add_column(col, justify="right", no_wrap=True)
+    console = Console()
+    if console.width >= 100:
+        table.add_column("closes (UTC)", no_wrap=True)
+    else:  # date over time, so the title is the column that gives way
+        table.add_column("closes (UTC)", width=10)
+    for r in listed:
+        closes = r["close_time"] or ""
+        if r["close_ts"] is not None:  # date and time on two lines when the column is narrow
+            closes = datetime.fromtimestamp(r["close_ts"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
-            str(m.get("ticker")),
-            str(m.get("title") or m.get("yes_sub_title") or ""),
-            str(m.get("yes_bid_dollars", "")),
-            str(m.get("yes_ask_dollars", "")),
-            str(m.get("volume_fp", "")),
-            str(m.get("close_time", "")),
+            r["ticker"], r["title"], r["bid"] or "", r["ask"] or "", r["volume"] or "", closes
         )
-    Console().print(table)
+    console.print(table)
+
+
+def _iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _market_row(m: dict[str, Any]) -> dict[str, Any]:
+    """One market as ``cfa markets`` shows it (the table's cells, and ``--json``'s objects).
+
+    Prices are the YES leg's best bid/ask in dollars and volume in contracts, as Kalshi's exact
+    decimal strings (``None`` when Kalshi left them out); ``close_time`` is ISO-8601 UTC and
+    ``close_ts`` the same instant in epoch seconds; the grid is ``price_level_structure`` (a
+    Kalshi name, or ``custom``) and ``price_ranges`` (``[{start, end, step}]`` in dollars).
+    A market Kalshi describes too poorly to parse keeps its raw fields (``close_ts`` ``None``).
+    """
+    info: MarketInfo | None
+    try:
+        info = frames.parse_market(m)
+    except CfaValueError:
+        info = None
+
+    def text(key: str) -> str | None:
+        v = m.get(key)
+        return None if v is None else str(v)
+
+    row: dict[str, Any] = {
+        "ticker": str(m.get("ticker")),
+        "event_ticker": info.event_ticker if info else text("event_ticker"),
+        "series_ticker": info.series_ticker if info else text("series_ticker"),
+        "title": str(m.get("title") or m.get("yes_sub_title") or ""),
+        "status": text("status"),
+        "bid": text("yes_bid_dollars"),
+        "ask": text("yes_ask_dollars"),
+        "volume": text("volume_fp"),
+        "close_time": _iso_utc(info.close_ts) if info else text("close_time"),
+        "close_ts": info.close_ts if info else None,
+        "price_level_structure": (
+            info.price_level_structure if info else text("price_level_structure")
+        ),
+        "price_ranges": (
+            PriceGrid(info.price_ranges).as_price_ranges() if info else m.get("price_ranges")
+        ),
+    }
+    index = getattr(info, "exchange_index", None)  # a MarketInfo field on newer cfa versions
+    if index is None:
+        index = m.get("exchange_index")
+    if index is not None:
+        row["exchange_index"] = index
+    return row
 
 
 def record(

@@ -9,6 +9,7 @@ from rich.console import Group, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cfa.cli.tables import add_ticker_column
 from cfa.core.types import PRICE_SCALE, QTY_SCALE, Side
 from cfa.runtime.session import MarketSummary, Session
 
@@ -25,39 +26,36 @@ def _money(d: Decimal) -> str:
     return f"{d:+.2f}"
 
 
-def live_table(session: Session, wide: bool = True) -> Table:
-    """One row per market: mid, our quotes, inventory, PnL, γ, σ, state (+ last decision)."""
-    t = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, collapse_padding=not wide)
-    for col, justify, width in [
-        ("market", "left", 12),
-        ("state", "left", 7),
-        ("mid", "right", 6),
-        ("bid", "right", 6),
-        ("ask", "right", 6),
-        ("inv", "right", 5),
-        ("fills", "right", 5),
-        ("real $", "right", 7),
-        ("mark $", "right", 7),
-        ("γ", "right", 5),
-        ("σ", "right", 7),
-        ("last decision", "left", 0),
-    ]:
-        if not wide and col in ("real $", "last decision"):
-            continue
-        last = col == "last decision"
-        t.add_column(
-            col,
-            justify=justify,  # type: ignore[arg-type]
-            no_wrap=True,
-            overflow="ellipsis",
-            min_width=width or None,
-            max_width=48 if last else ((28 if wide else 20) if col == "market" else None),
-        )
+_LIVE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("state", "left", 7),
+    ("mid", "right", 6),
+    ("bid", "right", 6),
+    ("ask", "right", 6),
+    ("inv", "right", 5),
+    ("fills", "right", 5),
+    ("real $", "right", 7),
+    ("mark $", "right", 7),
+    ("γ", "right", 5),
+    ("σ", "right", 7),
+    ("last decision", "left", 0),
+)
+_NARROW_DROP = ("σ", "γ", "fills")
+"""Columns the narrow table leaves out, in this order, while it does not fit the terminal."""
+
+
+def live_table(session: Session, wide: bool = True, width: int | None = None) -> Table:
+    """One row per market: mid, our quotes, inventory, PnL, γ, σ, state (+ last decision).
+
+    Tickers always show whole. Given the terminal ``width``, the narrow table drops σ, γ and
+    fills (in that order) while it would not fit, and the wide one narrows the last decision.
+    """
+    rows: list[dict[str, str]] = []
     for ticker, loop in session.loops.items():
         mp = session.params.get(ticker)
         bid, ask = loop.resting[Side.BID], loop.resting[Side.ASK]
         ts = session.states.effective(ticker)
         state = loop.state.value if ts.value == "ACTIVE" else ts.value
+        note = "" if session.agents is None else session.agents.last_rationale.get(ticker, "")
         cells = [
             ticker,
             state,
@@ -70,9 +68,41 @@ def live_table(session: Session, wide: bool = True) -> Table:
             _money(loop.account.marked(loop.mid)),
             f"{mp.gamma:.3g}",
             f"{mp.sigma:.3g}",
-            _short("" if session.agents is None else session.agents.last_rationale.get(ticker, "")),
+            _short(note),
         ]
-        t.add_row(*(cells if wide else cells[:7] + cells[8:-1]))
+        rows.append(dict(zip(["market", *(c for c, _, _ in _LIVE_COLUMNS)], cells, strict=True)))
+    cols = [c for c in _LIVE_COLUMNS if wide or c[0] not in ("real $", "last decision")]
+
+    gap = 3 if wide else 2  # an edge or separator and the padding (collapsed when narrow)
+
+    def need(c: tuple[str, str, int]) -> int:
+        return max([c[2], len(c[0])] + [len(r[c[0]]) for r in rows]) + gap
+
+    note_width = 48
+    if width is not None:
+        used = max([len("market")] + [len(t) for t in session.loops]) + gap
+        fixed = [c for c in cols if c[0] != "last decision"]
+        for name in _NARROW_DROP if not wide else ():
+            if used + sum(need(c) for c in fixed) <= width:
+                break
+            fixed = [c for c in fixed if c[0] != name]
+        used += sum(need(c) for c in fixed)
+        cols = [c for c in cols if c in fixed or c[0] == "last decision"]
+        note_width = max(min(note_width, width - used - gap), 13)
+    t = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, collapse_padding=not wide)
+    add_ticker_column(t, "market", session.loops)
+    for col, justify, min_width in cols:
+        last = col == "last decision"
+        t.add_column(
+            col,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=min_width or None,
+            max_width=note_width if last else None,
+        )
+    for r in rows:
+        t.add_row(r["market"], *(r[c] for c, _, _ in cols))
     return t
 
 
@@ -100,48 +130,56 @@ class LiveView:
         s = self.session
         done = min(max(s.now - self.start_ts, 0.0), self.duration) if s.now else 0.0
         self.progress.update(self.task, completed=done, events=f"{s.events:,}")
-        parts: list[RenderableType] = [live_table(s, self.wide)]
+        parts: list[RenderableType] = [live_table(s, self.wide, self.width)]
         if not self.wide and s.agents is not None and s.agents.last_rationale:
             notes = Table.grid(padding=(0, 1))
-            notes.add_column(no_wrap=True, style="bold")
-            notes.add_column(no_wrap=True, overflow="ellipsis", max_width=self.width - 20)
+            longest = max(len(t) for t in s.agents.last_rationale)
+            add_ticker_column(notes, "", s.agents.last_rationale, style="bold")
+            notes.add_column(
+                no_wrap=True, overflow="ellipsis", max_width=max(self.width - longest - 2, 10)
+            )
             for ticker, text in s.agents.last_rationale.items():
-                notes.add_row(ticker[:18], text)
+                notes.add_row(ticker, text)
             parts.append(notes)
         parts.append(self.progress)
         return Group(*parts)
 
 
-def summary_table(rows: list[MarketSummary]) -> Table:
-    t = Table(title="Run summary", header_style="bold")
-    for col in (
-        "market",
-        "state",
-        "fills",
-        "volume",
-        "fees $",
-        "realised $",
-        "marked $",
-        "max |inv|",
-    ):
-        t.add_column(col, justify="left" if col in ("market", "state") else "right")
+_SUMMARY_COLUMNS = (
+    "market",
+    "state",
+    "fills",
+    "volume",
+    "fees $",
+    "realised $",
+    "marked $",
+    "max |inv|",
+)
+
+
+def summary_table(rows: list[MarketSummary], width: int | None = None) -> Table:
+    """The end-of-run figures per market and in total. Tickers always show whole; given the
+    terminal ``width``, a table that would not fit with borders is drawn without them (and with
+    the live table's shorter headers)."""
+    cells: list[list[str]] = []
     tot_fees = tot_real = tot_mark = Decimal(0)
     for r in rows:
-        t.add_row(
-            r.ticker,
-            r.state if r.error is None else f"{r.state}: {r.error}",
-            str(r.fills),
-            f"{r.volume:g}",
-            f"{r.fees:.2f}",
-            _money(r.realized_pnl),
-            _money(r.marked_pnl),
-            f"{r.max_abs_inventory:g}",
+        cells.append(
+            [
+                r.ticker,
+                r.state if r.error is None else f"{r.state}: {r.error}",
+                str(r.fills),
+                f"{r.volume:g}",
+                f"{r.fees:.2f}",
+                _money(r.realized_pnl),
+                _money(r.marked_pnl),
+                f"{r.max_abs_inventory:g}",
+            ]
         )
         tot_fees += r.fees
         tot_real += r.realized_pnl
         tot_mark += r.marked_pnl
-    t.add_section()
-    t.add_row(
+    total = [
         "total",
         "",
         str(sum(r.fills for r in rows)),
@@ -150,5 +188,28 @@ def summary_table(rows: list[MarketSummary]) -> Table:
         _money(tot_real),
         _money(tot_mark),
         "",
+    ]
+    # Bordered: each column costs its widest cell, two cells of padding and one of border.
+    bordered = 1 + sum(
+        max(len(c) for c in col) + 3 for col in zip(_SUMMARY_COLUMNS, *cells, total, strict=True)
     )
+    headers = _SUMMARY_COLUMNS
+    if width is not None and bordered > width:
+        headers = ("market", "state", "fills", "vol", "fees $", "real $", "mark $", "|inv|")
+        t = Table(
+            title="Run summary",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+    else:
+        t = Table(title="Run summary", header_style="bold")
+    add_ticker_column(t, "market", [r.ticker for r in rows] + ["total"])
+    for col in headers[1:]:
+        t.add_column(col, justify="left" if col == "state" else "right")
+    for row in cells:
+        t.add_row(*row)
+    t.add_section()
+    t.add_row(*total)
     return t

@@ -18,6 +18,7 @@ from cfa.agents.reasoners.cache import CachedReasoner, SqliteLLMCache
 from cfa.audit import AuditError
 from cfa.cli.options import fail
 from cfa.cli.run import llm_line, parse_latency
+from cfa.cli.tables import add_ticker_column
 
 Mode = Literal["exact", "decisions", "counterfactual"]
 
@@ -95,7 +96,8 @@ def replay(
                 )
             else:
                 t = Table(title=f"exact replay of {report.run_id}")
-                for col in ("market", "recorded order actions", "replayed", "match"):
+                add_ticker_column(t, "market", report.per_market)
+                for col in ("recorded order actions", "replayed", "match"):
                     t.add_column(col)
                 for m, (a, b) in report.per_market.items():
                     bad = any(x["market"] == m for x in report.mismatches) or a != b
@@ -181,7 +183,9 @@ def _replay_with(
         t = Table(
             title=f"{len(diffs)} decisions re-fed to {agent.name}{cached}: {len(changed)} differ"
         )
-        for col in ("decision", "market", "recorded", "replayed"):
+        t.add_column("decision", overflow="fold")
+        add_ticker_column(t, "market", [d.market for d in changed[:50]])
+        for col in ("recorded", "replayed"):
             t.add_column(col, overflow="fold")
         for d in changed[:50]:
             t.add_row(
@@ -199,7 +203,8 @@ def _replay_with(
     t = Table(
         title=f"counterfactual with {agent.name} (new run {result['run_id']} in {result['db']})"
     )
-    for col in ("market", "fills", "", "PnL marked $", " ", "max |inv|", "  "):
+    add_ticker_column(t, "market", [r["ticker"] for r in result["counterfactual"]])
+    for col in ("fills", "", "PnL marked $", " ", "max |inv|", "  "):
         t.add_column(col)
     orig = {r["ticker"]: r for r in result["original"]}
     for r in result["counterfactual"]:

@@ -219,7 +219,7 @@ def run(
     if failure is not None:
         raise fail(*failure)
     console.print()
-    console.print(summary_table(rows))
+    console.print(summary_table(rows, console.width))
     if session.agents is not None:
         verdicts = ", ".join(
             f"{k} {v}" for k, v in sorted(session.agents.decisions_by_verdict.items())

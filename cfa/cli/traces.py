@@ -28,6 +28,7 @@ from rich.tree import Tree
 from cfa.audit import AuditError, AuditReader
 from cfa.audit.schema import DECISION_OUTCOMES
 from cfa.cli.options import fail, parse_duration
+from cfa.cli.tables import add_ticker_column
 from cfa.reports.decisions import DecisionRecord, fmt_ts, load_decisions
 from cfa.reports.history import follow, run_markets
 
@@ -104,6 +105,19 @@ def resolve_run(reader: AuditReader, run: str | None) -> str | None:
     if not matches:
         raise fail(f"no run {run!r} in {str(reader.path)!r}; latest is {runs[-1].run_id}")
     raise fail(f"run prefix {run!r} is ambiguous: {', '.join(matches[:5])}")
+
+
+_LIST_COLUMNS = (
+    "seq",
+    "time (UTC)",
+    "market",
+    "agent",
+    "reasoner/model",
+    "outcome",
+    "tool",
+    "change",
+    "rationale",
+)
 
 
 def _short(text: str, n: int) -> str:
@@ -192,29 +206,49 @@ def traces(
     console = Console(highlight=False)
     title = f"decisions of run {run_id}" if run_id else "decisions of every run"
     t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    t.add_column("seq", justify="right", no_wrap=True)
-    t.add_column("time (UTC)", no_wrap=True)
-    t.add_column("market", overflow="fold", max_width=28)
-    t.add_column("agent", overflow="fold")
-    t.add_column("reasoner/model", overflow="fold")
-    t.add_column("outcome", overflow="fold")
-    t.add_column("tool", overflow="fold")
-    t.add_column("change", overflow="fold")
-    t.add_column("rationale", min_width=24, ratio=1)
+    cells: list[dict[str, Text]] = []
     for d in rows:
         model = f"{d.reasoner}/{d.model}" if d.model else d.reasoner
         when = fmt_ts(d.ts_ms, date=run_id is None)
-        t.add_row(
-            str(d.seq),
-            when[: when.rindex(".")],
-            Text(d.market or "(portfolio)"),
-            "gov" if d.agent == "governance" else d.agent,
-            Text(model),
-            Text(d.outcome, style=OUTCOME_STYLES.get(d.outcome, "")),
-            Text(", ".join(d.tools)),
-            Text(d.change_text()),
-            Text(_short(d.rationale, 90)),
+        cells.append(
+            {
+                "seq": Text(str(d.seq)),
+                "time (UTC)": Text(when[: when.rindex(".")]),
+                "market": Text(d.market or "(portfolio)"),
+                "agent": Text("gov" if d.agent == "governance" else d.agent),
+                "reasoner/model": Text(model),
+                "outcome": Text(d.outcome, style=OUTCOME_STYLES.get(d.outcome, "")),
+                "tool": Text(", ".join(d.tools)),
+                "change": Text(d.change_text()),
+                "rationale": Text(_short(d.rationale, 90)),
+            }
         )
+    # A narrow terminal drops reasoner/model, then tool, then agent (`cfa traces show` has
+    # them all) rather than squeeze every column to a sliver; seq, time and market stay whole.
+    cols = list(_LIST_COLUMNS)
+
+    def need(name: str) -> int:
+        longest = max([len(name)] + [c[name].cell_len for c in cells])
+        if name in ("seq", "time (UTC)", "market"):
+            return longest + 3
+        return (24 if name == "rationale" else min(longest, 12)) + 3
+
+    for name in ("reasoner/model", "tool", "agent"):
+        if sum(need(c) for c in cols) <= console.width:
+            break
+        cols.remove(name)
+    fits = sum(need(c) for c in cols) <= console.width
+    for name in cols:
+        if name == "market":
+            add_ticker_column(t, "market", [c["market"].plain for c in cells])
+        elif name in ("seq", "time (UTC)"):
+            t.add_column(name, justify="right" if name == "seq" else "left", no_wrap=True)
+        elif name == "rationale":
+            t.add_column(name, min_width=24 if fits else None, ratio=1)
+        else:
+            t.add_column(name, overflow="fold")
+    for c in cells:
+        t.add_row(*(c[name] for name in cols))
     console.print(t)
     shown = f"{len(rows)} of {total}" if len(rows) < total else f"{total}"
     console.print(

@@ -56,7 +56,7 @@ svg .xl{text-anchor:middle}svg .ct{font-size:12px;font-weight:600;fill:#1f2328}
 svg .lg{text-anchor:end;font-size:11px}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#d1242f;font-weight:600}
 .pill{display:inline-block;padding:0 6px;border-radius:9px;color:#fff;font-size:11.5px}
-td.why{max-width:420px}
+td.why{max-width:420px}td.t{white-space:nowrap}
 """
 
 
@@ -212,7 +212,8 @@ def _decision_table(decisions: Sequence[DecisionRecord]) -> str:
             f'<tr data-seq="{d.seq}" data-outcome="{escape(d.outcome)}" '
             f'data-decision-id="{escape(d.decision_id or "")}">'
             f'<td class="n">{d.seq}</td><td>{fmt_ts(d.ts_ms, date=False)}</td>'
-            f"<td>{escape(d.decision_id or '')}</td><td>{escape(d.market or '(portfolio)')}</td>"
+            f"<td>{escape(d.decision_id or '')}</td>"
+            f'<td class="t">{escape(d.market or "(portfolio)")}</td>'
             f"<td>{escape(d.agent)}</td><td>{escape(model)}</td>"
             f'<td><span class="pill" style="background:{color}">{escape(d.outcome)}</span></td>'
             f"<td>{escape(', '.join(d.tools))}</td><td>{escape(d.change_text())}</td>"
@@ -234,7 +235,7 @@ def _risk_table(reader: AuditReader, run_id: str, limit: int = 200) -> str:
         return '<p class="muted">none</p>'
     body = "".join(
         f'<tr><td class="n">{r["seq"]}</td><td>{fmt_ts(r["ts_ms"], date=False)}</td>'
-        f"<td>{escape(r['market'] or '(portfolio)')}</td><td>{escape(r['kind'])}</td>"
+        f'<td class="t">{escape(r["market"] or "(portfolio)")}</td><td>{escape(r["kind"])}</td>'
         f"<td>{escape(str(r.get('code') or ''))}</td><td>{escape(str(r.get('state') or ''))}</td>"
         "</tr>"
         for r in rows[:limit]
@@ -299,7 +300,7 @@ def build_report(reader: AuditReader, run_id: str, *, check_chain: bool = True) 
         tot_real += s.realized
         tot_mark += s.marked
         summary_rows.append(
-            f'<tr><td><a href="#m-{escape(_slug(m))}">'
+            f'<tr><td class="t"><a href="#m-{escape(_slug(m))}">'
             f"{escape(m)}</a></td>"
             f'<td class="n">{w.account.fills}</td>'
             f'<td class="n">{w.account.volume / QTY_SCALE:g}</td>'
