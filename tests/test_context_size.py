@@ -18,7 +18,7 @@ RULES = 'If "x" then "yes"; ' * 10
 
 async def test_context_fits_even_with_long_quoted_market_text(tmp_path: Path) -> None:
     ex = SimExchange.from_scenarios(
-        ["informed-flow", "close-approach"], seed=3, start_ts=DEFAULT_START_TS, duration=900
+        ["close-approach"], seed=3, start_ts=DEFAULT_START_TS, duration=600
     )
     await ex.start()
     markets = [dataclasses.replace(m, title=TITLE, rules=RULES) for m in await ex.get_markets()]
