@@ -190,12 +190,22 @@ def summary_table(rows: list[MarketSummary], width: int | None = None) -> Table:
         "",
     ]
     # Bordered: each column costs its widest cell, two cells of padding and one of border.
-    bordered = 1 + sum(
-        max(len(c) for c in col) + 3 for col in zip(_SUMMARY_COLUMNS, *cells, total, strict=True)
-    )
-    headers = _SUMMARY_COLUMNS
+    columns = list(zip(_SUMMARY_COLUMNS, *cells, total, strict=True))
+    bordered = 1 + sum(max(len(c) for c in col) + 3 for col in columns)
+    short = ("market", "state", "fills", "vol", "fees $", "real $", "mark $", "|inv|")
+    keep = list(range(len(columns)))
     if width is not None and bordered > width:
-        headers = ("market", "state", "fills", "vol", "fees $", "real $", "mark $", "|inv|")
+        # Borderless with short headers; then drop the least needed columns until the rest
+        # shows whole (tickers and numbers are never cut).
+        columns = [(h, *col[1:]) for h, col in zip(short, columns, strict=True)]
+
+        def need(idx: list[int]) -> int:
+            return sum(max(len(c) for c in columns[k]) + 2 for k in idx)
+
+        for drop in (3, 4, 5, 1):  # vol, fees, realised, state
+            if need(keep) <= width:
+                break
+            keep.remove(drop)
         t = Table(
             title="Run summary",
             header_style="bold",
@@ -205,11 +215,17 @@ def summary_table(rows: list[MarketSummary], width: int | None = None) -> Table:
         )
     else:
         t = Table(title="Run summary", header_style="bold")
-    add_ticker_column(t, "market", [r.ticker for r in rows] + ["total"])
-    for col in headers[1:]:
-        t.add_column(col, justify="left" if col == "state" else "right")
-    for row in cells:
-        t.add_row(*row)
-    t.add_section()
-    t.add_row(*total)
+    add_ticker_column(t, columns[0][0], [r.ticker for r in rows] + ["total"])
+    for k in keep[1:]:
+        col = columns[k]
+        t.add_column(
+            col[0],
+            justify="left" if k == 1 else "right",
+            no_wrap=True,
+            min_width=max(len(c) for c in col),
+        )
+    for row in [*cells, total]:
+        if row is total:
+            t.add_section()
+        t.add_row(*(row[k] for k in keep))
     return t
