@@ -154,6 +154,9 @@ def test_cfa_run_summary_shows_tickers_whole_at_80_columns(tmp_path: Path) -> No
     for t in tickers:
         assert whole(summary, t), res.output
     assert max(len(line) for line in res.output.splitlines() if "KX" in line) <= 80
+    rows = [line for line in summary.splitlines() if "KX" in line or "total" in line]
+    assert rows and not any("…" in line for line in rows), summary  # no figure cut either
+    assert "mark $" in summary  # the marked PnL column is always kept
 
 
 def test_traces_table_shows_tickers_whole(
