@@ -14,9 +14,23 @@ Contracts beyond the interface:
   that snapshot is emitted as a new :class:`BookSnapshot` (which the loop applies directly).
   :meth:`get_orderbook` of a streamed market returns the book exactly as the consumer has
   seen it (same ``seq``), so a consumer-side resync lines up with the next delta.
-* **Idempotent creates.** A create is retried only with its ``client_order_id``; when Kalshi
-  answers 409 (the first attempt had landed) or every attempt failed, the order is looked up by
-  its client order id — placing twice never makes two orders.
+* **Idempotent creates.** A client order id is unique among *open* orders only (FIX order
+  entry: ClOrdID "must not match any open order"): a create resent after its first attempt
+  landed and was filled or cancelled would make a second order, and Kalshi documents no 409
+  for it. So after ANY failed or ambiguous create (timeout, dropped connection, 5xx, 429, 409,
+  an unknown error — anything but a clear refusal: 400 validation, 401/403, 404) the order is
+  looked up by its client order id (``GET /portfolio/orders?ticker=…``; only a resting order,
+  or one created since this call began, counts) before the create is sent again or the error
+  raised — placing twice never makes two orders.
+* **Post-only crosses.** Kalshi refuses a crossing post-only create (``invalid_order`` /
+  ``post only cross``) or accepts it and cancels it at once (``last_update_reason``
+  ``PostOnlyCrossCancel``: the answer has nothing filled and nothing resting); both raise
+  :class:`~errors.KalshiInvalidOrder` with code ``post_only_cross``.
+* **Amends never cross.** V2 amend has no ``post_only``: an amend priced through the opposite
+  best would trade as taker. An amend that moves a price towards the other side is checked
+  against the opposite best first (the book of an open stream, else ``GET …/orderbook``) and
+  refused, unsent, with the same ``post_only_cross`` error a crossing create gets. (The book
+  can still move between the check and the amend; such a taker fill is then reported exactly.)
 * **Exchange shards** (Kalshi docs: getting_started/exchange_sharding). Every market has an
   ``exchange_index`` (:attr:`MarketInfo.exchange_index`, from market metadata; learned also
   from order objects). Every create and amend carries ``ticker`` + ``exchange_index``; every
@@ -49,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +72,7 @@ from typing import Any
 
 from cfa.core.book import BookSequenceError, OrderBook
 from cfa.core.types import (
+    ONE_DOLLAR,
     BookDelta,
     BookSnapshot,
     CfaValueError,
@@ -81,12 +97,14 @@ from cfa.exchange.base import Clock, Event, MarketNotFound, OrderNotFound
 from cfa.exchange.kalshi import frames
 from cfa.exchange.kalshi.auth import Signer, load_signer
 from cfa.exchange.kalshi.errors import (
+    KalshiAuthError,
     KalshiError,
     KalshiInvalidOrder,
+    KalshiMarketNotFound,
     KalshiNotFound,
     KalshiServerError,
 )
-from cfa.exchange.kalshi.ratelimit import Budget, RateLimiter
+from cfa.exchange.kalshi.ratelimit import CANCEL_COST, Budget, RateLimiter
 from cfa.exchange.kalshi.rest import KalshiRest
 from cfa.exchange.kalshi.settings import KalshiSettings
 from cfa.exchange.kalshi.ws import KalshiFeed
@@ -94,6 +112,10 @@ from cfa.exchange.kalshi.ws import KalshiFeed
 log = logging.getLogger(__name__)
 
 _STATUS = {"resting": OrderStatus.RESTING, "canceled": OrderStatus.CANCELED}
+COID_RECENT_S = 30.0
+"""Seconds of clock skew and latency allowed when a failed create's order is looked up: a
+finished order with the same client order id counts only if created at most this long before
+the create call began (ids are unique among open orders only)."""
 
 
 class WallClock:
@@ -137,6 +159,16 @@ def _ts_of(obj: Mapping[str, Any], default: float) -> float:
     if isinstance(obj.get("ts"), int):
         return float(obj["ts"])
     return default
+
+
+def _created_of(obj: Mapping[str, Any]) -> float | None:
+    """An Order object's creation time in epoch seconds (``created_ts_ms`` or
+    ``created_time``), None when it names none."""
+    if isinstance(obj.get("created_ts_ms"), int):
+        return int(obj["created_ts_ms"]) / 1000.0
+    if obj.get("created_time"):
+        return float(frames.parse_rfc3339(obj["created_time"], "created_time"))
+    return None
 
 
 def parse_order(obj: Mapping[str, Any], *, now: float = 0.0) -> Order:
@@ -495,11 +527,29 @@ class KalshiExchange:
             self._by_coid[o.client_order_id] = o.order_id
         return o
 
-    async def _find_by_coid(self, ticker: str, coid: str) -> Order | None:
-        for o in await self.get_orders(ticker, resting_only=False):
-            if o.client_order_id == coid:
-                return o
-        return None
+    async def _find_by_coid(
+        self, ticker: str, coid: str, since: float | None = None
+    ) -> Order | None:
+        """Our order with client order id ``coid`` on ``ticker``, or None.
+
+        Client order ids are unique among open orders only, so an earlier finished order may
+        carry the same id: only a resting order counts, or (with ``since``, epoch seconds) one
+        created at or after ``since - COID_RECENT_S``. Newest first when several match."""
+        raw = await self.rest.get_orders(ticker=ticker)
+        hits: list[tuple[float, Mapping[str, Any]]] = []
+        for obj in raw:
+            if str(obj.get("client_order_id") or "") != coid:
+                continue
+            created = _created_of(obj)
+            fresh = since is not None and created is not None and created >= since - COID_RECENT_S
+            if obj.get("status") == "resting" or fresh or since is None:
+                hits.append((created or 0.0, obj))
+        if not hits:
+            return None
+        hits.sort(key=lambda h: h[0])
+        newest = hits[-1][1]
+        self._learn_shard(newest)
+        return self._remember(parse_order(newest, now=self.clock.now()))
 
     async def place_order(self, request: OrderRequest) -> Order:
         """V2 create; idempotent on ``client_order_id`` (see the module docstring)."""
@@ -524,30 +574,9 @@ class KalshiExchange:
         group = self.order_groups.get(shard)
         if group is not None:
             body["order_group_id"] = group
-        try:
-            resp = await self.rest.create_order(body)
-        except KalshiInvalidOrder as exc:
-            if exc.status != 409:
-                if "balance" in str(exc.kalshi_code):  # collateral is per shard: say which
-                    raise KalshiInvalidOrder(
-                        f"{exc} (collateral on exchange shard {shard} is not enough; funds on "
-                        "other shards do not count)",
-                        code=exc.code,
-                        status=exc.status,
-                        details=exc.details,
-                        kalshi_code=exc.kalshi_code,
-                    ) from exc
-                raise
-            found = await self._find_by_coid(request.ticker, request.client_order_id)
-            if found is None:
-                raise
-            return self._remember(found)
-        except KalshiServerError:
-            # every attempt failed in transit: one of them may still have landed
-            found = await self._find_by_coid(request.ticker, request.client_order_id)
-            if found is None:
-                raise
-            return self._remember(found)
+        resp = await self._create_once_only(request, body, shard)
+        if isinstance(resp, Order):
+            return resp
         filled = _qty(resp, "fill_count_fp", "fill_count", default=0)
         remaining = _qty(resp, "remaining_count_fp", "remaining_count", default=0)
         if remaining > 0:
@@ -557,7 +586,7 @@ class KalshiExchange:
         else:
             status = OrderStatus.CANCELED
         ts = resp["ts_ms"] / 1000.0 if isinstance(resp.get("ts_ms"), int) else self.clock.now()
-        return self._remember(
+        o = self._remember(
             Order(
                 order_id=str(resp["order_id"]),
                 client_order_id=request.client_order_id,
@@ -571,6 +600,71 @@ class KalshiExchange:
                 ts=ts,
             )
         )
+        if request.post_only and filled == 0 and remaining == 0:
+            # accepted, then cancelled by Kalshi for crossing (PostOnlyCrossCancel)
+            raise KalshiInvalidOrder(
+                f"post-only order {o.order_id} ({request.ticker} {o.side.value} @ "
+                f"{format_price(request.price)}) was accepted and cancelled: it would cross",
+                code="post_only_cross",
+                status=201,
+                details="post only cross cancel",
+            )
+        return o
+
+    async def _create_once_only(
+        self, request: OrderRequest, body: Mapping[str, Any], shard: int
+    ) -> dict[str, Any] | Order:
+        """Send the create until it is answered, never landing it twice: the 201 body, or the
+        order found by its client order id after a failed or ambiguous attempt (module
+        docstring, "Idempotent creates"). Clear refusals raise at once; the last ambiguous
+        error is raised when every attempt failed and no order is found."""
+        start = time.time()  # compared with Kalshi's created_time: wall time, not self.clock
+        delay = self.rest.backoff
+        last: KalshiError | None = None
+        for attempt in range(1 + self.rest.retries):
+            if attempt:
+                self.rest.retried += 1
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(2 * delay, 2.0)
+            try:
+                return await self.rest.create_order(body)
+            except (KalshiAuthError, KalshiNotFound, KalshiMarketNotFound):
+                raise  # refused before anything was created
+            except KalshiInvalidOrder as exc:
+                if exc.status != 409:
+                    if "balance" in str(exc.kalshi_code):  # collateral is per shard: say which
+                        raise KalshiInvalidOrder(
+                            f"{exc} (collateral on exchange shard {shard} is not enough; funds "
+                            "on other shards do not count)",
+                            code=exc.code,
+                            status=exc.status,
+                            details=exc.details,
+                            kalshi_code=exc.kalshi_code,
+                        ) from exc
+                    raise
+                last = exc  # a duplicate id: an earlier attempt (or process) placed it
+            except KalshiError as exc:  # timeouts, transport, 5xx, 429, anything unknown
+                last = exc
+            log.info(
+                "kalshi: create %s failed (attempt %d): %s; looking it up by client order id",
+                request.client_order_id,
+                attempt + 1,
+                last,
+            )
+            try:
+                found = await self._find_by_coid(request.ticker, request.client_order_id, start)
+            except KalshiError as exc:
+                raise KalshiServerError(
+                    f"create {request.client_order_id}: {last}; and the look-up by client "
+                    f"order id failed ({exc}): the order may or may not exist",
+                    code="create_unconfirmed",
+                ) from exc
+            if found is not None:
+                return found
+            if isinstance(last, KalshiInvalidOrder):
+                raise last  # 409 yet no open or recent order with the id: do not resend
+        assert last is not None
+        raise last
 
     async def _known(self, order_id: str) -> Order:
         o = self._orders.get(order_id)
@@ -581,10 +675,39 @@ class KalshiExchange:
         return o
 
     async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
-        """V2 amend: new price and new total ``count`` (filled + resting)."""
+        """V2 amend of our resting order ``order_id``: new ``price`` and new total ``count``
+        (filled + desired resting, count units). Returns the order as it is after the amend,
+        always under ``order_id``.
+
+        * Never crosses: a price moved towards the other side is checked against the opposite
+          best first (:meth:`_opposite_best`); at or through it the amend is refused, unsent,
+          with :class:`~errors.KalshiInvalidOrder` code ``post_only_cross`` — what a crossing
+          post-only create gets. The order then rests unchanged.
+        * Counts (Amend Order V2): the answer's ``fill_count`` is what *this amend* filled by
+          crossing (not the order's total) and ``remaining_count`` the resting count after it;
+          both are "only present when fills occurred or remaining size changed". The total
+          filled is the previous total plus the amend's fills; absent fields mean unchanged.
+        * Re-read with ``GET /portfolio/orders/{order_id}`` (the answer is then not trusted)
+          when: the answer names another order or client order id (changelog 2026-05-21: V2
+          amend answers may describe another order; the amend itself hit ours); the amend
+          filled anything (the total, fees and status come from Kalshi then); or the counts do
+          not add up to ``count`` (our previous total was stale).
+        """
         o = await self._known(order_id)
         if o.status is not OrderStatus.RESTING:
             raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
+        towards = price > o.price if o.side is Side.BID else price < o.price
+        if towards:
+            best = await self._opposite_best(o.ticker, o.side)
+            if best is not None and (price >= best if o.side is Side.BID else price <= best):
+                raise KalshiInvalidOrder(
+                    f"amend of {order_id} ({o.ticker} {o.side.value}) to "
+                    f"{format_price(price)} refused: it would cross the best "
+                    f"{'ask' if o.side is Side.BID else 'bid'} {format_price(best)} and trade "
+                    "as taker (V2 amend has no post-only)",
+                    code="post_only_cross",
+                    details="post only cross",
+                )
         resp = await self.rest.amend_order(
             order_id,
             {
@@ -596,12 +719,27 @@ class KalshiExchange:
                 "exchange_index": await self._shard_or_none(o.ticker),
             },
         )
-        filled = _qty(resp, "fill_count_fp", "fill_count", default=o.fill_count)
-        remaining = _qty(resp, "remaining_count_fp", "remaining_count", default=count - filled)
+        other = (resp.get("order_id") not in (None, "", order_id)) or (
+            resp.get("client_order_id") not in (None, "", o.client_order_id)
+        )
+        crossed = _qty(resp, "fill_count", "fill_count_fp", default=0)
+        filled = o.fill_count + crossed
+        remaining = _qty(resp, "remaining_count", "remaining_count_fp", default=o.remaining_count)
+        if other or crossed > 0 or filled + remaining != count:
+            if other:
+                log.warning(
+                    "kalshi: amend of %s answered for order %s / %s; re-reading ours",
+                    order_id,
+                    resp.get("order_id"),
+                    resp.get("client_order_id"),
+                )
+            raw = await self.rest.get_order(order_id)
+            self._learn_shard(raw)
+            return self._remember(parse_order(raw, now=self.clock.now()))
         ts = resp["ts_ms"] / 1000.0 if isinstance(resp.get("ts_ms"), int) else self.clock.now()
         return self._remember(
             Order(
-                order_id=str(resp.get("order_id") or order_id),
+                order_id=order_id,
                 client_order_id=o.client_order_id,
                 ticker=o.ticker,
                 side=o.side,
@@ -613,6 +751,19 @@ class KalshiExchange:
                 ts=ts,
             )
         )
+
+    async def _opposite_best(self, ticker: str, side: Side) -> Price | None:
+        """The best price an order of ``side`` on ``ticker`` would trade against (the best
+        ask for a bid, the best bid for an ask; None on an empty side): from the book of an
+        open stream (as its consumer has seen it), else ``GET /markets/{ticker}/orderbook``."""
+        for st in reversed(self._streams):
+            book = st.books.get(ticker)
+            if book is not None and book.synced:
+                return book.best_ask() if side is Side.BID else book.best_bid()
+        snap = await self.get_orderbook(ticker)
+        if side is Side.BID:
+            return ONE_DOLLAR - snap.no[-1][0] if snap.no else None
+        return snap.yes[-1][0] if snap.yes else None
 
     def _canceled(self, o: Order, ts: float | None = None) -> Order:
         return self._remember(
@@ -655,13 +806,15 @@ class KalshiExchange:
         return self._canceled(o, ts)
 
     async def _cancel_ids(self, orders: Sequence[Order]) -> list[CancelFailure]:
-        """Batch-cancel ``orders`` (each routed by its ticker and shard), 20 per call.
+        """Batch-cancel ``orders`` (each routed by its ticker and shard), as many per call as
+        the write bucket holds at once (a bigger batch would be a 429 every time).
 
         Returns the items Kalshi answered with an ``error`` (or left out of its answer); each
         is logged and appended to :attr:`cancel_errors`. Transport errors raise."""
         failed: list[CancelFailure] = []
-        for i in range(0, len(orders), 20):
-            chunk = list(orders[i : i + 20])
+        size = self.limiter.max_batch("cancel", CANCEL_COST)  # a batch is billed whole
+        for i in range(0, len(orders), size):
+            chunk = list(orders[i : i + size])
             items = []
             shards: dict[str, int | None] = {}
             for o in chunk:

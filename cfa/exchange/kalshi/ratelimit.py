@@ -1,8 +1,12 @@
 """Client-side token buckets mirroring Kalshi's read and write budgets (reference §6).
 
-Kalshi bills every request in tokens (10 by default; a V2 cancel 2 per order, batched or not;
-a batch create 10 per order) against a **read** and a **write** bucket refilled at the tier's
-per-second budget. Spending client-side first keeps cfa from ever seeing the 429s.
+Kalshi bills every request in tokens (getting_started/rate_limits: 10 by default; a V2 cancel 2
+per order, batched or not; a V2 batch create 10 per order) against a **read** and a **write**
+bucket refilled at the tier's per-second budget. Spending client-side first keeps cfa from ever
+seeing the 429s. A batch is billed whole on arrival ("the whole batch must fit in the bucket at
+once"): one that costs more than the bucket holds is a 429 every time, so batches are split
+with :meth:`RateLimiter.max_batch` and :meth:`TokenBucket.try_take` refuses a cost above
+capacity instead of letting it through.
 
 Cancels come first: a cancel waits only for its own tokens, while any other write must leave
 ``cancel_reserve`` tokens in the write bucket and also waits while a cancel is queued. So when
@@ -21,6 +25,8 @@ DEFAULT_COST = 10
 """Tokens per request unless listed below."""
 CANCEL_COST = 2
 """Tokens per cancelled order (V2 single or batch cancel)."""
+BATCH_CREATE_COST = DEFAULT_COST
+"""Tokens per order of a V2 batch create ("submitting 25 orders costs 25 × 10 = 250")."""
 
 TIERS: dict[str, tuple[int, int]] = {
     "basic": (200, 100),
@@ -57,11 +63,18 @@ class TokenBucket:
 
     def try_take(self, cost: float, reserve: float = 0.0) -> float:
         """Take ``cost`` tokens if ``cost + reserve`` are there: return 0.0; else the seconds
-        to wait before trying again (nothing taken). A cost above capacity is capped to it."""
+        to wait before trying again (nothing taken). ``reserve`` is capped so that a cost the
+        bucket can hold is always served eventually; a ``cost`` above ``capacity`` raises
+        :class:`ValueError` (Kalshi would answer 429 however long the caller waited)."""
+        if cost > self.capacity:
+            raise ValueError(
+                f"a request of {cost:g} tokens can never fit a bucket of {self.capacity:g} "
+                "tokens (Kalshi answers 429 every time): split it"
+            )
         self._refill()
         need = min(cost + reserve, self.capacity)
         if self.tokens >= need:
-            self.tokens -= min(cost, self.capacity)
+            self.tokens -= cost
             return 0.0
         return (need - self.tokens) / self.rate
 
@@ -107,6 +120,22 @@ class RateLimiter:
         self._cancels_waiting = 0
         self.waited_s = 0.0
         """Total seconds callers spent waiting for tokens (a health figure)."""
+
+    def max_batch(self, kind: Kind, item_cost: float) -> int:
+        """Most items of ``item_cost`` tokens each that one batch of ``kind`` may hold: the
+        write bucket's capacity (less the cancel reserve for non-cancel writes, so a full
+        create batch never starves cancels), at least 1. Raises :class:`ValueError` when even
+        one item exceeds the bucket."""
+        bucket = self.read if kind == "read" else self.write
+        if item_cost <= 0:
+            raise ValueError(f"item_cost must be positive, got {item_cost!r}")
+        if item_cost > bucket.capacity:
+            raise ValueError(
+                f"one item of {item_cost:g} tokens exceeds the {kind} bucket "
+                f"({bucket.capacity:g} tokens)"
+            )
+        room = bucket.capacity - (self.cancel_reserve if kind == "write" else 0.0)
+        return max(1, int(room // item_cost))
 
     async def acquire(self, kind: Kind, cost: float = DEFAULT_COST) -> None:
         """Spend ``cost`` tokens of the bucket for ``kind``; cancels are served first."""

@@ -11,11 +11,14 @@ Reliability contract:
 * idempotent calls (every GET; cancels; amend, which sets an absolute price and total count;
   ``decrease`` with ``reduce_to``) are retried on 5xx, 429, timeouts and dropped connections
   with exponential backoff, up to ``retries`` extra attempts;
-* ``create_order`` is retried only because it always carries a ``client_order_id``: a retry
-  whose first attempt had landed is answered 409 by Kalshi and raised as
-  :class:`~errors.KalshiInvalidOrder` with ``status == 409`` (the adapter then looks the order
-  up by its client order id — never a second order);
-* batch creates are not retried (the caller re-sends the failed items with their ids).
+* ``create_order`` is sent once: a client order id is unique among *open* orders only (FIX
+  order entry, ClOrdID), so a blind retry of a create that landed and was already filled or
+  cancelled would make a second order. The adapter looks the order up by its client order id
+  after any failed or ambiguous answer and retries only when it is not there;
+* batch creates are not retried (the caller re-sends the failed items with their ids);
+* batches are split to fit the write bucket (a batch is billed whole on arrival and one above
+  the bucket's capacity is a 429 every time): creates ``RateLimiter.max_batch("write", 10)``
+  per call, cancels ``max_batch("cancel", 2)``; the answers are joined in request order.
 
 Exchange shards (Kalshi docs, getting_started/exchange_sharding, "Order routing → REST"): every
 order write here names its market (``ticker`` on create/amend, ``market_ticker`` on cancel,
@@ -46,7 +49,13 @@ from cfa.exchange.kalshi.errors import (
     KalshiServerError,
     error_from_response,
 )
-from cfa.exchange.kalshi.ratelimit import CANCEL_COST, DEFAULT_COST, Kind, RateLimiter
+from cfa.exchange.kalshi.ratelimit import (
+    BATCH_CREATE_COST,
+    CANCEL_COST,
+    DEFAULT_COST,
+    Kind,
+    RateLimiter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,13 +296,14 @@ class KalshiRest:
     # -- V2 orders -----------------------------------------------------------------------------
 
     async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST /portfolio/events/orders`` (CreateOrderV2Request) → 201 body.
+        """``POST /portfolio/events/orders`` (CreateOrderV2Request) → 201 body. One attempt.
 
-        ``order`` must carry a ``client_order_id`` (that is what makes the retry safe).
+        ``order`` must carry a ``client_order_id``: after a failed or ambiguous answer the
+        caller finds the order by it before deciding to send again (see the module docstring).
         """
         if not order.get("client_order_id"):
-            raise ValueError("create_order needs a client_order_id (retries rely on it)")
-        return await self.request("POST", ORDERS_V2, json=dict(order), kind="write", retry=True)
+            raise ValueError("create_order needs a client_order_id (idempotency relies on it)")
+        return await self.request("POST", ORDERS_V2, json=dict(order), kind="write", retry=False)
 
     async def amend_order(self, order_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST …/{order_id}/amend`` with ``ticker, side, price, count`` (new total) and,
@@ -364,15 +374,20 @@ class KalshiRest:
         for o in orders:
             if not o.get("ticker"):
                 raise ValueError("batch_create: every order needs its ticker (shard routing)")
-        data = await self.request(
-            "POST",
-            f"{ORDERS_V2}/batched",
-            json={"orders": [dict(o) for o in orders]},
-            kind="write",
-            cost=DEFAULT_COST * max(len(orders), 1),
-            retry=False,
-        )
-        return list(data.get("orders") or [])
+        size = self.limiter.max_batch("write", BATCH_CREATE_COST)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(orders), size):
+            chunk = [dict(o) for o in orders[i : i + size]]
+            data = await self.request(
+                "POST",
+                f"{ORDERS_V2}/batched",
+                json={"orders": chunk},
+                kind="write",
+                cost=BATCH_CREATE_COST * len(chunk),
+                retry=False,
+            )
+            out.extend(data.get("orders") or [])
+        return out
 
     async def batch_cancel(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """``DELETE …/batched`` (JSON body, BatchCancelOrdersV2Request): per-item results;
@@ -389,15 +404,20 @@ class KalshiRest:
                     f"batch_cancel: every item needs order_id and market_ticker, got {dict(it)!r}"
                 )
             body.append(_clean(dict(it)))
-        data = await self.request(
-            "DELETE",
-            f"{ORDERS_V2}/batched",
-            json={"orders": body},
-            kind="cancel",
-            cost=CANCEL_COST * max(len(body), 1),
-            retry=True,
-        )
-        return list(data.get("orders") or [])
+        size = self.limiter.max_batch("cancel", CANCEL_COST)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(body), size):
+            chunk = body[i : i + size]
+            data = await self.request(
+                "DELETE",
+                f"{ORDERS_V2}/batched",
+                json={"orders": chunk},
+                kind="cancel",
+                cost=CANCEL_COST * len(chunk),
+                retry=True,
+            )
+            out.extend(data.get("orders") or [])
+        return out
 
     # -- portfolio reads -----------------------------------------------------------------------
 
