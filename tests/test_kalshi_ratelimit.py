@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from cfa.exchange.kalshi.ratelimit import Budget, RateLimiter, TokenBucket
 
 
@@ -48,3 +50,40 @@ async def test_cancels_go_first_when_tokens_are_short() -> None:
 
     await asyncio.gather(create(), cancel(), cancel())
     assert order[:2] == ["cancel", "cancel"] and order[-1] == "create"
+
+
+def test_bucket_capacities_follow_the_docs() -> None:
+    # Basic write buckets hold one second of budget; writes above Basic two; reads two
+    # seconds for Basic and Advanced, one above (Rate Limits and Tiers)
+    limiters = {
+        n: RateLimiter(Budget.tier(n)) for n in ("basic", "advanced", "premier", "prestige")
+    }
+    caps = {n: (lim.read.capacity, lim.write.capacity) for n, lim in limiters.items()}
+    assert caps == {
+        "basic": (400, 100),
+        "advanced": (600, 600),
+        "premier": (1000, 2000),
+        "prestige": (10000, 16000),
+    }
+
+
+def test_max_batch_fits_the_write_bucket_per_tier() -> None:
+    basic = RateLimiter(Budget.tier("basic"))  # 100 tokens, 20 kept for cancels
+    assert basic.max_batch("write", 10) == 8
+    assert basic.max_batch("cancel", 2) == 50
+    premier = RateLimiter(Budget.tier("premier"))  # 2,000 tokens, 400 kept for cancels
+    assert premier.max_batch("write", 10) == 160
+    assert premier.max_batch("cancel", 2) == 1000
+    with pytest.raises(ValueError, match="exceeds"):
+        RateLimiter(Budget(write_rate=5)).max_batch("write", 10)
+
+
+async def test_a_cost_above_capacity_is_refused_not_sent() -> None:
+    c = FakeClock()
+    b = TokenBucket(100, 100, c)
+    with pytest.raises(ValueError, match="split it"):
+        b.try_take(250)
+    assert b.tokens == 100  # nothing taken
+    lim = RateLimiter(Budget.tier("basic"))
+    with pytest.raises(ValueError):
+        await lim.acquire("write", 250)  # a 25-order batch on Basic would be a 429 every time

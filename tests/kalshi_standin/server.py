@@ -9,9 +9,19 @@
   ``get_snapshot``; ``seq`` per sid on orderbook and trade frames and on replies to a sid.
 
 Faults (see :class:`Faults`): HTTP 429 with Kalshi's flat body, 5xx, a response held past the
-client's timeout (before or after the request took effect), a dropped WebSocket, a sequence gap
-(one orderbook delta lost), a paused exchange (:meth:`World.pause`), and — naturally — rejected
-post-only crosses.
+client's timeout (before or after the request took effect), a 5xx or a dropped connection after
+the request took effect, an amend/cancel answer that describes another order (changelog
+2026-05-21), a dropped WebSocket, a sequence gap (one orderbook delta lost), a paused exchange
+(:meth:`World.pause`), and — naturally — post-only crosses (rejected, or accepted and cancelled:
+``World.post_only_cross``).
+
+Rate limits (getting_started/rate_limits), when built with ``tier``: a read and a write token
+bucket refilled at the tier's budget (capacity: two seconds of budget above Basic for writes,
+one second for Basic writes; reads two seconds for Basic/Advanced, else one); a request the
+bucket cannot cover is answered 429 ``{"error": "too many requests"}`` and costs nothing. Costs:
+10 tokens by default, V2 cancel 2, batch create 10 per order, batch cancel 2 per order (billed
+whole: a batch above the bucket's capacity is always refused). Single order writes naming an
+``exchange_index >= 1`` bill that shard's own write bucket; batches always the unscoped one.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from cfa.core.types import format_qty
 from cfa.exchange.kalshi.auth import (
     KEY_HEADER,
     SIGNATURE_HEADER,
@@ -43,6 +54,7 @@ from cfa.exchange.kalshi.auth import (
 from .world import ApiError, World
 
 ROOT = "/trade-api/v2"
+INTERNAL = {"error": {"code": "internal_error", "message": "internal server error"}}
 _quiet = logging.getLogger("kalshi_standin.ws")
 _quiet.setLevel(logging.INFO)
 AUTH_FAILED = {
@@ -52,15 +64,89 @@ AUTH_FAILED = {
         "details": "rpc error: code = Unauthenticated desc = INCORRECT_API_KEY_SIGNATURE",
     }
 }
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+REASONS = {
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+}
+TOO_MANY = {"error": "too many requests"}
+TIER_BUDGETS = {
+    "basic": (200, 100),
+    "advanced": (300, 300),
+    "expert": (600, 600),
+    "premier": (1000, 1000),
+    "paragon": (2000, 2000),
+    "prime": (4000, 4000),
+    "prestige": (10000, 8000),
+}
+"""Per-second (read, write) token budgets per tier (Rate Limits and Tiers)."""
+DROP = -1
+"""A status meaning: close the connection without answering."""
+
+
+class Buckets:
+    """Kalshi's token buckets for one tier: ``read``, unscoped ``write`` and one write bucket
+    per exchange shard. ``take`` spends a request's cost or returns False (nothing spent)."""
+
+    def __init__(self, tier: str, clock: Callable[[], float] = time.monotonic) -> None:
+        read, write = TIER_BUDGETS[tier]
+        self.rates = {"read": float(read), "write": float(write)}
+        self.caps = {
+            "read": read * (2.0 if tier in ("basic", "advanced") else 1.0),
+            "write": write * (1.0 if tier == "basic" else 2.0),
+        }
+        self.clock = clock
+        self.tokens: dict[str, tuple[float, float]] = {}
+        self.refused = 0
+
+    def take(self, bucket: str, cost: float) -> bool:
+        kind = "read" if bucket == "read" else "write"
+        now = self.clock()
+        tokens, t = self.tokens.get(bucket, (self.caps[kind], now))
+        tokens = min(self.caps[kind], tokens + (now - t) * self.rates[kind])
+        if tokens < cost:
+            self.tokens[bucket] = (tokens, now)
+            self.refused += 1
+            return False
+        self.tokens[bucket] = (tokens - cost, now)
+        return True
+
+
+def request_cost(method: str, path: str, query: dict[str, str], body: Any) -> tuple[str, float]:
+    """(bucket, tokens) Kalshi bills for a request: V2 order writes and order groups bill the
+    write bucket (a single write with ``exchange_index >= 1`` that shard's), the rest reads."""
+    items = body.get("orders") if isinstance(body, dict) else None
+    n = len(items) if isinstance(items, list) else 0
+    if path == "/portfolio/events/orders/batched":
+        return "write", (10.0 if method == "POST" else 2.0) * n
+    if path.startswith("/portfolio/events/orders") or path.startswith("/portfolio/order_groups"):
+        if method == "GET":
+            return "read", 10.0
+        idx = query.get("exchange_index")
+        if isinstance(body, dict) and body.get("exchange_index") is not None:
+            idx = body["exchange_index"]
+        try:
+            shard = int(idx) if idx not in (None, "") else 0
+        except (TypeError, ValueError):
+            shard = 0
+        bucket = f"write:{shard}" if shard >= 1 and "order_groups" not in path else "write"
+        return bucket, 2.0 if method == "DELETE" and "order_groups" not in path else 10.0
+    return "read", 10.0
 
 
 @dataclass
 class Fault:
     """One injected HTTP fault for requests matching ``method`` and ``path`` (a regex searched in
     the path after ``/trade-api/v2``). ``kind``: ``"429"``, ``"500"``, ``"503"``,
-    ``"timeout"`` (hold the answer ``delay`` s, request not applied) or ``"timeout_after"``
-    (apply the request, then hold the answer). Fires ``times`` times."""
+    ``"timeout"`` (hold the answer ``delay`` s, request not applied), ``"drop"`` (close the
+    connection unanswered, request not applied); applied first, then: ``"timeout_after"``
+    (hold the answer), ``"500_after"``/``"503_after"`` (answer a 5xx), ``"drop_after"`` (close
+    unanswered) or ``"misdescribe"`` (a 2xx whose ids and counts are another order's, as V2
+    amend and cancel answers may be). Fires ``times`` times."""
 
     method: str
     path: str
@@ -120,12 +206,15 @@ class StandIn:
         world: World | None = None,
         churn_interval: float | None = 0.004,
         churn_batch: int = 1,
+        tier: str | None = None,
     ) -> None:
         self.public_key = public_key
         self.key_id = key_id
         self.world = world or World()
         self.world.listeners.append(self._on_world)
         self.faults = Faults()
+        self.buckets = Buckets(tier) if tier is not None else None
+        """Kalshi's token buckets for ``tier`` (None: no rate limits)."""
         self.churn_interval = churn_interval
         self.churn_batch = churn_batch
         self.requests: list[tuple[str, str]] = []
@@ -217,6 +306,8 @@ class StandIn:
                 n = int(headers.get("content-length", "0") or 0)
                 body = await reader.readexactly(n) if n else b""
                 status, payload = await self._handle(method.upper(), target, headers, body)
+                if status == DROP:
+                    return  # the finally closes the connection: no answer at all
                 data = json.dumps(payload).encode()
                 head = (
                     f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
@@ -250,23 +341,51 @@ class StandIn:
         after: Fault | None = None
         if fault is not None:
             if fault.kind == "429":
-                return 429, {"error": "too many requests"}
+                return 429, TOO_MANY
             if fault.kind in ("500", "503"):
-                return int(fault.kind), {
-                    "error": {"code": "internal_error", "message": "internal server error"}
-                }
+                return int(fault.kind), INTERNAL
             if fault.kind == "timeout":
                 await asyncio.sleep(fault.delay)
                 return 504, {"error": {"code": "gateway_timeout", "message": "timeout"}}
+            if fault.kind == "drop":
+                return DROP, None
             after = fault
         try:
             body = json.loads(raw) if raw else {}
+        except ValueError:
+            return 400, {"error": {"code": "bad_request", "message": "invalid JSON body"}}
+        if self.buckets is not None and not self.buckets.take(
+            *request_cost(method, path, query, body)
+        ):
+            return 429, TOO_MANY
+        try:
             result = self._route(method, path, query, body)
         except ApiError as exc:
             result = (exc.status, exc.body)
         if after is not None:
-            await asyncio.sleep(after.delay)
+            if after.kind == "timeout_after":
+                await asyncio.sleep(after.delay)
+            elif after.kind in ("500_after", "503_after"):
+                return int(after.kind[:3]), INTERNAL
+            elif after.kind == "drop_after":
+                return DROP, None
+            elif after.kind == "misdescribe" and result[0] < 300:
+                return result[0], self._misdescribe(path, result[1])
         return result
+
+    def _misdescribe(self, path: str, answer: Any) -> Any:
+        """``answer`` with the ids and counts of another of our orders (the first one that is
+        not the order of ``path``), as the V2 amend/cancel answers may come back."""
+        oid = str(answer.get("order_id")) if isinstance(answer, dict) else ""
+        other = next((o for o in self.world.orders.values() if o.order_id != oid), None)
+        if other is None or not isinstance(answer, dict):
+            return answer
+        out = dict(answer)
+        out["order_id"], out["client_order_id"] = other.order_id, other.client_order_id
+        for key in ("remaining_count", "fill_count", "reduced_by"):
+            if key in out:
+                out[key] = format_qty(other.remaining if key != "fill_count" else other.filled)
+        return out
 
     def _route(
         self, method: str, path: str, q: dict[str, str], body: dict[str, Any]

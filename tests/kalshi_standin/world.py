@@ -88,6 +88,9 @@ class UserOrder:
     maker_cost: Decimal = Decimal(0)
     taker_fees: Decimal = Decimal(0)
     maker_fees: Decimal = Decimal(0)
+    last_update_reason: str | None = None
+    fill_cost: Decimal = Decimal(0)
+    """Dollars paid for the filled contracts (fees not included)."""
 
 
 @dataclass
@@ -145,6 +148,11 @@ class World:
         self._ids = itertools.count(1)
         self.creates = 0
         """Orders created (a retried create that landed twice would show here)."""
+        self.post_only_cross = "reject"
+        """What a crossing post-only create gets: ``"reject"`` (400 ``invalid_order`` /
+        ``post only cross``, nothing created) or ``"cancel"`` (accepted, 201 with nothing
+        filled or resting, the order ``canceled`` with ``last_update_reason``
+        ``PostOnlyCrossCancel`` — changelog 2026-06-04)."""
 
     @property
     def account(self) -> Account:
@@ -300,6 +308,7 @@ class World:
             "cancel_order_on_pause": o.cancel_on_pause,
             "subaccount_number": 0,
             "exchange_index": self.markets[o.ticker].exchange_index,
+            **({"last_update_reason": o.last_update_reason} if o.last_update_reason else {}),
         }
 
     def _user_order_msg(self, o: UserOrder) -> dict[str, Any]:
@@ -462,6 +471,7 @@ class World:
             ts=round(ts * 1000) / 1000,
         )
         o.filled += q
+        o.fill_cost += Decimal(price * q) / Decimal(ONE_DOLLAR * 100)
         if not is_taker:
             o.remaining -= q
             if o.remaining <= 0:
@@ -591,8 +601,11 @@ class World:
             if key not in body:
                 raise ApiError(400, "invalid_parameters", f"missing {key}")
         coid = body.get("client_order_id") or ""
-        if coid and coid in self.by_coid:
-            raise ApiError(409, "order_already_exists", "an order with this client_order_id exists")
+        same = self.by_coid.get(coid) if coid else None
+        if same is not None and same.status == "resting":
+            # unique among open orders only (FIX ClOrdID "must not match any open order"): the
+            # id of a filled or cancelled order may be used again
+            raise ApiError(409, "order_already_exists", "an open order has this client_order_id")
         shard = self.shard_for(body.get("exchange_index"), body["ticker"])
         m = self._market(body["ticker"])
         if m.exchange_index != shard:
@@ -611,7 +624,8 @@ class World:
             if g.triggered:
                 raise ApiError(400, "order_group_triggered", "order group limit was hit")
         post_only = bool(body.get("post_only"))
-        if post_only and self.crosses(m, side, price):
+        cross_cancel = post_only and self.crosses(m, side, price)
+        if cross_cancel and self.post_only_cross != "cancel":
             raise ApiError(400, "invalid_order", "invalid order", "post only cross")
         account = self.acct(m)
         if body.get("reduce_only"):
@@ -641,6 +655,18 @@ class World:
         self.orders[o.order_id] = o
         self.by_coid[o.client_order_id] = o
         self.creates += 1
+        if cross_cancel:  # accepted, then cancelled by the engine before it could take
+            o.remaining = 0
+            o.status = "canceled"
+            o.last_update_reason = "PostOnlyCrossCancel"
+            self._emit("user_orders", "user_order", m.ticker, self._user_order_msg(o))
+            return {
+                "order_id": o.order_id,
+                "client_order_id": o.client_order_id,
+                "fill_count": "0.00",
+                "remaining_count": "0.00",
+                "ts_ms": round(now * 1000),
+            }
         filled = self._match(m, o, side, price, count)
         o.remaining = count - filled
         tif = body["time_in_force"]
@@ -694,6 +720,14 @@ class World:
         }
 
     def amend(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST …/{order_id}/amend`` (Amend Order V2) → its 200 body.
+
+        ``count`` is the new total (filled + resting). V2 amend has no post-only: an amend
+        priced through the opposite best trades as taker (taker fees) like a new order, even
+        for a post-only order. The answer's ``fill_count`` is what this amend filled and
+        ``remaining_count`` the resting count after it, both null unless the amend filled
+        something or changed the resting size; ``average_fill_price``/``average_fee_paid``
+        only with fills."""
         if not body.get("ticker"):
             raise ApiError(400, "invalid_parameters", "missing ticker")
         o = self._order(order_id, self.shard_for(body.get("exchange_index"), body["ticker"]))
@@ -701,18 +735,24 @@ class World:
         self._check_trading(m)
         if body.get("ticker") != o.ticker or body.get("side") != o.side.value:
             raise ApiError(400, "order_side_mismatch", "ticker/side do not match the order")
+        coid = body.get("client_order_id")
+        if coid and coid != o.client_order_id:
+            raise ApiError(
+                400, "order_id_and_client_order_id_mismatch", "client_order_id is not the order's"
+            )
         price = self._price(m, body.get("price"))
         total = self._count(body.get("count"))
         if total <= o.filled:
             raise ApiError(400, "invalid_order_size", "count must exceed the filled count")
         new_remaining = total - o.filled
+        before_remaining, before_filled = o.remaining, o.filled
+        before_cost = o.fill_cost
+        before_fees = o.taker_fees
         if price == o.price and new_remaining <= o.remaining:
             if new_remaining < o.remaining:
                 self._unrest(m, o, o.remaining - new_remaining)
                 o.remaining = new_remaining
         else:
-            if o.post_only and self.crosses(m, o.side, price):
-                raise ApiError(400, "invalid_order", "invalid order", "post only cross")
             self._unrest(m, o)
             o.price = price
             filled = self._match(m, o, o.side, price, new_remaining)
@@ -725,14 +765,27 @@ class World:
                 o.status = "executed"
         o.initial = total
         o.updated = time.time()
+        if updated := body.get("updated_client_order_id"):
+            self.by_coid[updated] = o
+            o.client_order_id = str(updated)
         self._emit("user_orders", "user_order", m.ticker, self._user_order_msg(o))
-        return {
+        crossed = o.filled - before_filled
+        changed = crossed > 0 or o.remaining != before_remaining
+        out: dict[str, Any] = {
             "order_id": o.order_id,
             "client_order_id": o.client_order_id,
-            "remaining_count": format_qty(o.remaining),
-            "fill_count": format_qty(o.filled),
+            "remaining_count": format_qty(o.remaining) if changed else None,
+            "fill_count": format_qty(crossed) if changed else None,
+            "average_fill_price": None,
+            "average_fee_paid": None,
             "ts_ms": round(o.updated * 1000),
         }
+        if crossed:
+            n = Decimal(crossed) / 100
+            avg = (o.fill_cost - before_cost) / n
+            out["average_fill_price"] = f"{avg:.4f}"
+            out["average_fee_paid"] = f"{(o.taker_fees - before_fees) / n:.6f}"
+        return out
 
     def decrease(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
         shard = self.shard_for(body.get("exchange_index"), body.get("market_ticker"))
