@@ -59,7 +59,14 @@ from cfa.core.types import (
     Trade,
     TradingState,
 )
-from cfa.exchange.base import Event, Exchange, ExchangeError, OrderNotFound
+from cfa.exchange.base import (
+    Event,
+    Exchange,
+    ExchangeError,
+    MarketNotFound,
+    OrderNotFound,
+    OrderRejected,
+)
 from cfa.risk.breakers import MarketBreakers, Trip
 from cfa.risk.gate import Exposure, RiskGate, collateral, dollars_at_risk
 from cfa.risk.portfolio import Portfolio
@@ -212,6 +219,10 @@ class MarketLoop:
         self._written_off: dict[str, None] = {}
         """Orders taken out of their slot because our fill arithmetic said they were done; the
         venue's next word on each confirms it or brings the order back (at most ``KEEP_IDS``)."""
+        self._unsure_ids: dict[str, None] = {}
+        """Client order ids of creates that failed without a clear refusal (timeouts, 5xx, ...):
+        the order may rest all the same; the venue's word on one is handled as on a written-off
+        order — adopted into an empty slot or cancelled (at most ``KEEP_IDS``)."""
         self.offered: Qty = 0
         """Contracts offered so far (count units): the size of every accepted place or amend."""
 
@@ -576,6 +587,13 @@ class MarketLoop:
         except ExchangeError as exc:
             self.rec.order(t, "reject", req=req, reason=_why(exc))
             self._on_error(t, exc)
+            # post_only_cross (the book is across the price): a refused place leaves the slot
+            # empty, a refused amend leaves ``cur`` resting unchanged in its slot; either way the
+            # side is quoted again when the touch moves (it has, to be across) — no orphan
+            if cur is None and not isinstance(exc, (OrderRejected, MarketNotFound)):
+                self._unsure_ids[req.client_order_id] = None  # it may have landed all the same
+                if len(self._unsure_ids) > KEEP_IDS:
+                    del self._unsure_ids[next(iter(self._unsure_ids))]
             if cur is not None and _order_gone(exc):
                 self._gone(cur, unsure=True)  # the venue has no such order resting any more
             return
@@ -944,9 +962,12 @@ class MarketLoop:
         if p is not None:
             self._update_risk()
             return
-        if o.order_id not in self._written_off:
+        if o.order_id in self._written_off:
+            del self._written_off[o.order_id]
+        elif o.client_order_id in self._unsure_ids:
+            del self._unsure_ids[o.client_order_id]  # a create that failed had landed after all
+        else:
             return  # an order we cancelled or replaced ourselves: a late word changes nothing
-        del self._written_off[o.order_id]
         if alive:
             if cur is None:
                 self.resting[o.side] = o
