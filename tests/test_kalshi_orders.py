@@ -22,7 +22,7 @@ from cfa.audit import AuditStore
 from cfa.core.types import ONE_DOLLAR, BookSnapshot, OrderRequest, OrderStatus, Side
 from cfa.exchange.base import OrderRejected
 from cfa.exchange.kalshi.adapter import KalshiExchange
-from cfa.exchange.kalshi.errors import KalshiInvalidOrder, KalshiRateLimited
+from cfa.exchange.kalshi.errors import KalshiInvalidOrder, KalshiRateLimited, KalshiServerError
 from cfa.exchange.kalshi.ratelimit import Budget
 from cfa.risk.policy import load_policy
 from cfa.runtime.session import Session
@@ -391,22 +391,74 @@ async def test_single_creates_at_the_basic_tier_never_429() -> None:
 # -- the market loop on these answers --------------------------------------------------------------
 
 
+class LoopRun:
+    """The market loop of ``T`` quoting the stand-in through ``ex`` for about three seconds
+    while the touch moves; after every event it measures how long an order of ours rested
+    unknown to the loop, or two of ours on one side (``worst``, seconds)."""
+
+    def __init__(self, tmp_path: Path, s: StandIn, ex: KalshiExchange) -> None:
+        text = (Path(__file__).parents[1] / "policies" / "default.yaml").read_text()
+        fast = re.sub(r"max_s: \d+", "max_s: 0.3", text)
+        (tmp_path / "fast.yaml").write_text(re.sub(r"min_samples: \d+", "min_samples: 1", fast))
+        self.tmp_path, self.s, self.ex = tmp_path, s, ex
+        self.worst = 0.0
+
+    async def run(self) -> None:
+        s, ex = self.s, self.ex
+        markets = await ex.get_markets([T])
+        store = AuditStore.open(self.tmp_path / "run.db")
+        policy = load_policy(self.tmp_path / "fast.yaml")
+        session = Session(ex, markets, policy, store, store.start_run({"t": 1}))
+        loop = session.loops[T]
+        since: float | None = None
+        original = loop.on_event
+
+        async def checked(ev: Any) -> None:
+            nonlocal since
+            await original(ev)
+            live = [o for o in s.world.orders.values() if o.status == "resting"]
+            known = {o.order_id for o in loop.resting.values() if o is not None}
+            sides = [o.side for o in live]
+            unknown = {o.order_id for o in live} - known - set(loop._pending)
+            if unknown or max(sides.count(Side.BID), sides.count(Side.ASK), 0) > 1:
+                since = since if since is not None else time.monotonic()
+                self.worst = max(self.worst, time.monotonic() - since)
+            else:
+                since = None
+
+        loop.on_event = checked  # type: ignore[method-assign]
+
+        async def move_then_stop() -> None:
+            # move the touch a cent in and out, one side at a time (never locking the book),
+            # so that quotes move
+            w, m = s.world, s.world.markets[T]
+            for i in range(20):
+                await asyncio.sleep(0.15)
+                leg, ladder, top = ("yes", m.yes, 4700) if i % 4 < 2 else ("no", m.no, 5100)
+                p = top + 100
+                if i % 2 == 0:
+                    ladder.setdefault(p, []).append(Maker(500))
+                    w._delta(m, leg, p, 500, None)
+                else:
+                    left = sum(mk.size for mk in ladder.pop(p, []) if mk.order is None)
+                    if left:
+                        w._delta(m, leg, p, -left, None)
+            session.stop.set()
+
+        stopper = asyncio.create_task(move_then_stop())
+        await session.run(govern=False)
+        await stopper
+        store.close()
+
+
 async def test_loop_on_refused_amends_and_lost_create_answers(tmp_path: Path) -> None:
     """The loop quoting the stand-in while every other amend towards the book is refused as
     crossing and creates lose their answers after landing: the refused order keeps its slot
     (no order rests unknown to the loop), the side is quoted again, no side ever has two of
     our orders resting for long, and nothing is left resting after shutdown."""
-    text = (Path(__file__).parents[1] / "policies" / "default.yaml").read_text()
-    fast = re.sub(r"min_samples: \d+", "min_samples: 1", re.sub(r"max_s: \d+", "max_s: 0.3", text))
-    (tmp_path / "fast.yaml").write_text(fast)
     async with running_standin(churn_interval=0.002) as s:
         ex = adapter(s)
         await ex.start()
-        markets = await ex.get_markets([T])
-        store = AuditStore.open(tmp_path / "run.db")
-        session = Session(
-            ex, markets, load_policy(tmp_path / "fast.yaml"), store, store.start_run({"t": 1})
-        )
         real_best = ex._opposite_best
         calls = 0
 
@@ -433,53 +485,40 @@ async def test_loop_on_refused_amends_and_lost_create_answers(tmp_path: Path) ->
         ex.amend_order = amend  # type: ignore[method-assign]
         s.inject("POST", r"^/portfolio/events/orders$", "500_after", times=1)
         s.inject("POST", r"^/portfolio/events/orders$", "drop_after", times=1)
-        loop = session.loops[T]
-        doubled_since: float | None = None
-        worst = 0.0
-        original = loop.on_event
-
-        async def checked(ev: Any) -> None:
-            nonlocal doubled_since, worst
-            await original(ev)
-            live = [o for o in s.world.orders.values() if o.status == "resting"]
-            known = {o.order_id for o in loop.resting.values() if o is not None}
-            sides = [o.side for o in live]
-            unknown = {o.order_id for o in live} - known - set(loop._pending)
-            if unknown or max(sides.count(Side.BID), sides.count(Side.ASK), 0) > 1:
-                doubled_since = doubled_since if doubled_since is not None else time.monotonic()
-                worst = max(worst, time.monotonic() - doubled_since)
-            else:
-                doubled_since = None
-
-        loop.on_event = checked  # type: ignore[method-assign]
-
-        async def stop_later() -> None:
-            # move the touch a cent in and out, one side at a time (never locking the book),
-            # so that quotes move
-            w, m = s.world, s.world.markets[T]
-            for i in range(20):
-                await asyncio.sleep(0.15)
-                leg, ladder, top = ("yes", m.yes, 4700) if i % 4 < 2 else ("no", m.no, 5100)
-                p = top + 100
-                if i % 2 == 0:
-                    ladder.setdefault(p, []).append(Maker(500))
-                    w._delta(m, leg, p, 500, None)
-                else:
-                    left = sum(mk.size for mk in ladder.pop(p, []) if mk.order is None)
-                    if left:
-                        w._delta(m, leg, p, -left, None)
-            session.stop.set()
-
-        stopper = asyncio.create_task(stop_later())
-        await session.run(govern=False)
-        await stopper
-        store.close()
+        run = LoopRun(tmp_path, s, ex)
+        await run.run()
         refused = [i for i, (what, _) in enumerate(outcomes) if what == "refused"]
         assert refused, "some amend was refused as crossing"
         assert all(code == "post_only_cross" for what, code in outcomes if what == "refused")
         assert any(what == "amended" for what, _ in outcomes[refused[0] :]), "quoted again"
         assert s.faults.http[0].times == 0 and s.faults.http[1].times == 0  # faults fired
         assert s.world.creates == len({o.client_order_id for o in s.world.orders.values()})
-        assert worst < 1.0, f"an order rested unknown to the loop or doubled for {worst:.2f}s"
+        assert run.worst < 1.0, f"an order rested unknown or doubled for {run.worst:.2f}s"
+        assert resting(s) == [], "no orphan after shutdown"
+        await ex.close()
+
+
+async def test_loop_adopts_or_cancels_a_create_that_failed_yet_landed(tmp_path: Path) -> None:
+    """A create whose failure the adapter could not resolve (answer lost, look-up failed too)
+    but which had landed: the venue's order update brings it to the loop, which adopts it or
+    cancels it — it never rests unknown, and nothing is left after shutdown."""
+    async with running_standin(churn_interval=0.002) as s:
+        ex = adapter(s)
+        await ex.start()
+        real_place = ex.place_order
+        landed: list[str] = []
+
+        async def place(request: OrderRequest) -> Any:
+            o = await real_place(request)
+            if len(landed) < 2:
+                landed.append(o.order_id)
+                raise KalshiServerError("answer lost, look-up failed", code="create_unconfirmed")
+            return o
+
+        ex.place_order = place  # type: ignore[method-assign]
+        run = LoopRun(tmp_path, s, ex)
+        await run.run()
+        assert len(landed) == 2
+        assert run.worst < 1.0, f"an order rested unknown or doubled for {run.worst:.2f}s"
         assert resting(s) == [], "no orphan after shutdown"
         await ex.close()
