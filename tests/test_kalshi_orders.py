@@ -114,7 +114,8 @@ async def test_create_not_landed_is_looked_up_then_resent_once(
     before = lookups(standin)
     o = await ex.place_order(req("cfa-o-2"))
     assert standin.requests.count(("POST", "/portfolio/events/orders")) == 3
-    assert lookups(standin) - before == 2  # looked up after each failure, before resending
+    # looked up after each failure, before resending (each look-up: resting + recent orders)
+    assert lookups(standin) - before == 2 * 2
     assert standin.world.creates == 1 and resting(standin) == [o.order_id]
 
 
@@ -125,7 +126,7 @@ async def test_create_429_every_time_is_looked_up_and_raised(
     before = lookups(standin)
     with pytest.raises(KalshiRateLimited):
         await ex.place_order(req("cfa-o-3"))
-    assert lookups(standin) - before == 1 + ex.rest.retries
+    assert lookups(standin) - before == 2 * (1 + ex.rest.retries)
     assert standin.world.creates == 0 and resting(standin) == []
 
 

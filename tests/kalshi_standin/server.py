@@ -531,6 +531,8 @@ class StandIn:
                 not q.get("exchange_index")
                 or w.markets[o.ticker].exchange_index == int(q["exchange_index"])
             )
+            and (not q.get("min_ts") or o.created >= int(q["min_ts"]))
+            and (not q.get("max_ts") or o.created <= int(q["max_ts"]))
         ]
         return self._page([w.order_json(o) for o in reversed(os_)], "orders", q)
 

@@ -534,8 +534,15 @@ class KalshiExchange:
 
         Client order ids are unique among open orders only, so an earlier finished order may
         carry the same id: only a resting order counts, or (with ``since``, epoch seconds) one
-        created at or after ``since - COID_RECENT_S``. Newest first when several match."""
-        raw = await self.rest.get_orders(ticker=ticker)
+        created at or after ``since - COID_RECENT_S``. Newest first when several match.
+
+        With ``since``, two short reads rather than the market's whole order history: the
+        resting orders, and those since ``min_ts`` (Get Orders filters)."""
+        if since is None:
+            raw = await self.rest.get_orders(ticker=ticker)
+        else:
+            raw = await self.rest.get_orders(ticker=ticker, status="resting")
+            raw += await self.rest.get_orders(ticker=ticker, min_ts=int(since - COID_RECENT_S))
         hits: list[tuple[float, Mapping[str, Any]]] = []
         for obj in raw:
             if str(obj.get("client_order_id") or "") != coid:
