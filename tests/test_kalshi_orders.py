@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kalshi_standin import StandIn
 from kalshi_standin.fixtures import MARKETS, adapter, running_standin
+from kalshi_standin.server import Buckets, request_cost
 from kalshi_standin.world import Maker
 
 from cfa.audit import AuditStore
@@ -296,6 +297,33 @@ async def test_crossing_amend_checked_on_the_streamed_book(
 
 
 # -- rate limits ---------------------------------------------------------------------------------
+
+
+def test_standin_bills_what_the_docs_say() -> None:
+    items = {"orders": [{}] * 25}
+    assert request_cost("POST", "/portfolio/events/orders/batched", {}, items) == ("write", 250)
+    assert request_cost("DELETE", "/portfolio/events/orders/batched", {}, items) == ("write", 50)
+    assert request_cost("POST", "/portfolio/events/orders", {}, {"exchange_index": 0}) == (
+        "write",
+        10,
+    )
+    # a single write naming shard 2 bills shard 2's own bucket; batches never do
+    assert request_cost("POST", "/portfolio/events/orders", {}, {"exchange_index": 2}) == (
+        "write:2",
+        10,
+    )
+    assert request_cost("DELETE", "/portfolio/events/orders/o-1", {"exchange_index": "2"}, {}) == (
+        "write:2",
+        2,
+    )
+    assert request_cost("GET", "/portfolio/orders", {}, {}) == ("read", 10)
+    t = [0.0]
+    b = Buckets("basic", clock=lambda: t[0])
+    assert b.take("write", 100) and not b.take("write", 2) and b.take("write:2", 100)
+    t[0] = 0.05  # +5 tokens at 100/s
+    assert b.take("write", 2) and not b.take("write", 10)
+    assert b.refused == 2 and b.caps == {"read": 400, "write": 100}
+    assert Buckets("premier").caps == {"read": 1000, "write": 2000}
 
 
 async def test_batch_create_is_split_to_fit_the_basic_write_bucket() -> None:
