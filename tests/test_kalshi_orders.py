@@ -551,3 +551,27 @@ async def test_loop_adopts_or_cancels_a_create_that_failed_yet_landed(tmp_path: 
         assert run.worst < 1.0, f"an order rested unknown or doubled for {run.worst:.2f}s"
         assert resting(s) == [], "no orphan after shutdown"
         await ex.close()
+
+
+async def test_start_sizes_the_limiter_to_the_account_tier(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_standin(churn_interval=None, tier="premier") as s:
+        e = adapter(s)  # no budget given: read from GET /account/limits
+        assert e.limiter.write.capacity == 100  # Basic until it knows
+        await e.start()
+        assert ("GET", "/account/limits") in s.requests
+        assert (e.limiter.read.capacity, e.limiter.write.capacity) == (1000, 2000)
+        assert e.limiter.write.rate == 1000 and e.limiter.max_batch("write", 10) == 160
+        await e.close()
+        pinned = adapter(s, budget=Budget.tier("basic"))  # an explicit budget is kept
+        await pinned.start()
+        assert pinned.limiter.write.capacity == 100
+        await pinned.close()
+    async with running_standin(churn_interval=None) as s:
+        s.inject("GET", r"^/account/limits$", "500", times=10)
+        e = adapter(s, retries=1)
+        await e.start()
+        assert e.limiter.write.capacity == 100  # unreadable: the Basic budget stays
+        assert "account limits unreadable" in caplog.text
+        await e.close()

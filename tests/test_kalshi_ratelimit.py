@@ -87,3 +87,22 @@ async def test_a_cost_above_capacity_is_refused_not_sent() -> None:
     lim = RateLimiter(Budget.tier("basic"))
     with pytest.raises(ValueError):
         await lim.acquire("write", 250)  # a 25-order batch on Basic would be a 429 every time
+
+
+def test_budget_from_account_limits() -> None:
+    data = {
+        "usage_tier": "premier",
+        "read": {"refill_rate": 1000, "bucket_capacity": 1000},
+        "write": {"refill_rate": 1000, "bucket_capacity": 2000},
+    }
+    b = Budget.from_limits(data)
+    assert b == Budget(1000, 1000, 1.0, 2.0) == Budget.tier("premier")
+    with pytest.raises(ValueError, match="'write'"):
+        Budget.from_limits({"read": data["read"]})
+    with pytest.raises(ValueError, match="positive"):
+        Budget.from_limits({**data, "read": {"refill_rate": 0, "bucket_capacity": 5}})
+    lim = RateLimiter(Budget.tier("basic"))
+    lim.write.tokens = 30
+    lim.set_budget(b)
+    assert lim.write.capacity == 2000 and lim.cancel_reserve == 400
+    assert 30 <= lim.write.tokens < 40  # tokens carry over (plus a moment's refill)

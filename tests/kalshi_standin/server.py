@@ -94,6 +94,7 @@ class Buckets:
 
     def __init__(self, tier: str, clock: Callable[[], float] = time.monotonic) -> None:
         read, write = TIER_BUDGETS[tier]
+        self.tier = tier
         self.rates = {"read": float(read), "write": float(write)}
         self.caps = {
             "read": read * (2.0 if tier in ("basic", "advanced") else 1.0),
@@ -420,6 +421,8 @@ class StandIn:
                     "maintenance_windows": [],
                 }
             }
+        if method == "GET" and path == "/account/limits":
+            return 200, self._limits()
         if method == "GET" and path == "/markets":
             return 200, self._markets(q)
         if method == "GET" and path == "/markets/trades":
@@ -495,6 +498,20 @@ class StandIn:
             if method == "DELETE" and len(parts) == 3:
                 return 200, w.delete_group(parts[2], q.get("exchange_index"))
         raise ApiError(404, "not_found", f"no route {method} {path}")
+
+    def _limits(self) -> dict[str, Any]:
+        """Get Account API Limits for the stand-in's tier (Basic when it has none)."""
+        b = self.buckets or Buckets("basic")
+        tier = self.buckets.tier if self.buckets is not None else "basic"
+        return {
+            "usage_tier": tier,
+            "read": {"refill_rate": int(b.rates["read"]), "bucket_capacity": int(b.caps["read"])},
+            "write": {
+                "refill_rate": int(b.rates["write"]),
+                "bucket_capacity": int(b.caps["write"]),
+            },
+            "grants": [{"exchange_instance": "event_contract", "level": tier, "source": "manual"}],
+        }
 
     @staticmethod
     def _page(items: list[dict[str, Any]], key: str, q: dict[str, str]) -> dict[str, Any]:

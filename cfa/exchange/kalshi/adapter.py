@@ -307,6 +307,7 @@ class KalshiExchange:
         self.signer = signer
         self.ws_url = ws_url
         self.limiter = RateLimiter(budget)
+        self._budget_given = budget is not None
         self.rest = KalshiRest(
             base_url, signer, limiter=self.limiter, timeout=timeout, retries=retries
         )
@@ -357,6 +358,8 @@ class KalshiExchange:
             return
         rec = Reconciliation()
         rec.exchange_status = await self.rest.get_exchange_status()
+        if not self._budget_given:
+            await self._adopt_account_limits()
         for o in await self.get_orders(None, resting_only=True):
             rec.resting.append(o)
             if o.client_order_id.startswith(self.order_prefix):
@@ -397,6 +400,19 @@ class KalshiExchange:
         self._ready_shards.add(0)
         self.reconciliation = rec
         self._started = True
+
+    async def _adopt_account_limits(self) -> None:
+        """Size the rate limiter to the account's own buckets (``GET /account/limits``), so
+        batches are split to the tier's real write bucket. On failure the default (Basic, the
+        smallest) budget stays, with a warning."""
+        try:
+            data = await self.rest.get_account_limits()
+            budget = Budget.from_limits(data)
+        except (KalshiError, ValueError) as exc:
+            log.warning("kalshi: account limits unreadable (%s); keeping the Basic budget", exc)
+            return
+        self.limiter.set_budget(budget)
+        log.info("kalshi: API usage tier %s: %s", data.get("usage_tier"), budget)
 
     async def close(self) -> None:
         """Close feeds and the HTTP pool. Does not cancel orders (the runtime does first)."""

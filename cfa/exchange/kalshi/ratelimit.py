@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_COST = 10
 """Tokens per request unless listed below."""
@@ -100,6 +100,26 @@ class Budget:
         low = name.lower() in ("basic", "advanced")
         return cls(read, write, 2.0 if low else 1.0, 1.0 if name.lower() == "basic" else 2.0)
 
+    @classmethod
+    def from_limits(cls, data: Mapping[str, Any]) -> Budget:
+        """From a Get Account API Limits answer (``GET /account/limits``: ``read`` and
+        ``write`` each ``{refill_rate, bucket_capacity}`` in tokens and tokens per second).
+        Raises :class:`ValueError` naming the field that is missing or not positive."""
+        rates: dict[str, tuple[float, float]] = {}
+        for key in ("read", "write"):
+            b = data.get(key)
+            if not isinstance(b, Mapping):
+                raise ValueError(f"account limits: no {key!r} bucket in {dict(data)!r}")
+            try:
+                rate, cap = float(b["refill_rate"]), float(b["bucket_capacity"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"account limits: bad {key!r} bucket {b!r}") from None
+            if rate <= 0 or cap <= 0:
+                raise ValueError(f"account limits: {key!r} bucket must be positive, got {b!r}")
+            rates[key] = (rate, cap)
+        (rr, rc), (wr, wc) = rates["read"], rates["write"]
+        return cls(rr, wr, rc / rr, wc / wr)
+
 
 class RateLimiter:
     """Read and write buckets with cancel priority. ``acquire`` awaits until tokens are spent."""
@@ -112,6 +132,9 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         b = budget or Budget()
+        self.budget = b
+        self._clock = clock
+        self._reserve_given = cancel_reserve
         self.read = TokenBucket(b.read_rate, b.read_rate * b.read_burst_s, clock)
         self.write = TokenBucket(b.write_rate, b.write_rate * b.write_burst_s, clock)
         self.cancel_reserve = (
@@ -120,6 +143,22 @@ class RateLimiter:
         self._cancels_waiting = 0
         self.waited_s = 0.0
         """Total seconds callers spent waiting for tokens (a health figure)."""
+
+    def set_budget(self, budget: Budget) -> None:
+        """Adopt ``budget`` (the account's tier, read from Kalshi): new rates and capacities;
+        the tokens held carry over, capped at the new capacities."""
+        self.budget = budget
+        for name, rate, burst in (
+            ("read", budget.read_rate, budget.read_burst_s),
+            ("write", budget.write_rate, budget.write_burst_s),
+        ):
+            old: TokenBucket = getattr(self, name)
+            old._refill()
+            new = TokenBucket(rate, rate * burst, self._clock)
+            new.tokens = min(old.tokens, new.capacity)
+            setattr(self, name, new)
+        if self._reserve_given is None:
+            self.cancel_reserve = 0.2 * self.write.capacity
 
     def max_batch(self, kind: Kind, item_cost: float) -> int:
         """Most items of ``item_cost`` tokens each that one batch of ``kind`` may hold: the

@@ -293,6 +293,11 @@ class KalshiRest:
         data = await self.request("GET", "/exchange/schedule", auth=False)
         return dict(data.get("schedule", data))
 
+    async def get_account_limits(self) -> dict[str, Any]:
+        """``GET /account/limits``: ``usage_tier`` and the ``read``/``write`` token buckets
+        (``refill_rate`` tokens per second, ``bucket_capacity`` tokens) of this account."""
+        return await self.request("GET", "/account/limits")
+
     # -- V2 orders -----------------------------------------------------------------------------
 
     async def create_order(self, order: Mapping[str, Any]) -> dict[str, Any]:
