@@ -142,6 +142,17 @@ async def test_clear_refusal_is_raised_without_lookup_or_resend(
     assert standin.requests.count(("POST", "/portfolio/events/orders")) == 1
 
 
+async def test_paused_trading_is_a_clear_refusal(standin: StandIn, ex: KalshiExchange) -> None:
+    standin.world.pause()
+    before = lookups(standin)
+    with pytest.raises(OrderRejected) as exc:
+        await ex.place_order(req("cfa-o-p"))
+    assert exc.value.code == "trading_paused" and lookups(standin) == before
+    assert standin.requests.count(("POST", "/portfolio/events/orders")) == 1
+    standin.world.resume()
+    assert standin.world.creates == 0 and resting(standin) == []
+
+
 async def test_409_from_a_restarted_process_returns_the_open_order(standin: StandIn) -> None:
     first = adapter(standin)
     await first.start()
@@ -260,6 +271,19 @@ async def test_amend_answer_describing_another_order_is_reconciled_by_get(
     assert ex._orders[b.order_id].remaining_count == 9 * ONE  # b's record left alone
     assert standin.world.orders[a.order_id].remaining == 2 * ONE
     assert resting(standin) == sorted([a.order_id, b.order_id])
+
+
+async def test_cancel_answer_describing_another_order_cancels_ours_only(
+    standin: StandIn, ex: KalshiExchange
+) -> None:
+    a = await ex.place_order(req("cfa-cx-a", price=4500))
+    b = await ex.place_order(req("cfa-cx-b", price=4400))
+    standin.inject("DELETE", r"^/portfolio/events/orders/", "misdescribe")
+    done = await ex.cancel_order(a.order_id)
+    assert any(f.startswith("misdescribe DELETE") for f in standin.faults.fired)
+    assert done.order_id == a.order_id and done.status is OrderStatus.CANCELED
+    assert ex._orders[b.order_id].status is OrderStatus.RESTING
+    assert resting(standin) == [b.order_id]
 
 
 async def test_crossing_amend_is_refused_unsent_with_post_only_cross(

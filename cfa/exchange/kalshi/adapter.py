@@ -99,6 +99,7 @@ from cfa.exchange.kalshi.auth import Signer, load_signer
 from cfa.exchange.kalshi.errors import (
     KalshiAuthError,
     KalshiError,
+    KalshiExchangePaused,
     KalshiInvalidOrder,
     KalshiMarketNotFound,
     KalshiNotFound,
@@ -651,8 +652,8 @@ class KalshiExchange:
                 delay = min(2 * delay, 2.0)
             try:
                 return await self.rest.create_order(body)
-            except (KalshiAuthError, KalshiNotFound, KalshiMarketNotFound):
-                raise  # refused before anything was created
+            except (KalshiAuthError, KalshiNotFound, KalshiMarketNotFound, KalshiExchangePaused):
+                raise  # refused before anything was created (a paused exchange's 4xx too)
             except KalshiInvalidOrder as exc:
                 if exc.status != 409:
                     if "balance" in str(exc.kalshi_code):  # collateral is per shard: say which
