@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -14,6 +15,7 @@ from kalshi_standin.fixtures import KEY_ID, MARKETS, make_world, standin_thread
 from typer.testing import CliRunner
 
 from cfa.cli import app
+from cfa.runtime.replay import replay_exact
 
 
 def test_cfa_run_on_the_kalshi_standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -123,7 +125,9 @@ def test_cfa_run_is_ready_within_seconds_from_rest_history(
     hot_ms, hot_reason = ready[MARKETS[0]]
     cold_ms, cold_reason = ready[MARKETS[1]]
     print(f"time to READY: with history {hot_ms} ms, without {cold_ms} ms")
-    assert hot_ms < 2000, ready
+    # from the run's start row: connecting and subscribing included (slower on a loaded box);
+    # the cold market waits max_s (3 s) from the same first book
+    assert hot_ms < 3000 and cold_ms - hot_ms >= 2500, ready
     assert "REST history" in hot_reason and "120 two-sided 1-min candles" in hot_reason
     assert cold_ms >= 3000 and "timed out" in cold_reason
     code, detail = warm[MARKETS[0]]
@@ -138,3 +142,9 @@ def test_cfa_run_is_ready_within_seconds_from_rest_history(
     assert "REST history" in hot["sigma"] and "REST trades" in hot["k"]
     assert [p for m, p, _, _ in changes if m == MARKETS[1]] == ["sigma"]
     assert placed.get(MARKETS[0], 0) > 0, "the seeded market quoted"
+    # the audit holds the history the warm start knew: an exact replay seeds the same way
+    with sqlite3.connect(db) as c:
+        (run_id,) = c.execute("select run_id from runs where kind = 'start'").fetchone()
+    report = asyncio.run(replay_exact(db, run_id))
+    assert report.ok, report.mismatches[:3]
+    assert report.per_market[MARKETS[0]][0] > 0

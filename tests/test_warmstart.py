@@ -260,7 +260,7 @@ async def test_too_little_history_leaves_the_cold_path(tmp_path: Path) -> None:
         session = Session(ex, infos, load_policy("default"), store, store.start_run({}))
         loop = session.loops[MARKETS[0]]
         h = await ex.get_history(infos[0], 7200)
-        assert not seed_loop(loop, h, ex.clock.now())
+        assert not seed_loop(loop, h)
         assert not loop.vol.warm and loop.vol.seeded_samples == 0 and loop.warm_start is None
         assert loop.state is LoopState.WARMING
         store.close()

@@ -9,10 +9,11 @@ cfa's: prices in $0.0001 on the YES leg, counts in 0.01 contract, time in epoch 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from cfa.core.types import PRICE_SCALE, MarketInfo, Price, Qty, Trade
+from cfa.core.types import PRICE_SCALE, CfaValueError, MarketInfo, Price, Qty, Side, Trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,52 @@ class MarketHistory:
         if self.trades_complete or not self.trades:
             return self.start_ts
         return max(self.start_ts, self.trades[0].ts)
+
+
+def history_to_dict(h: MarketHistory) -> dict[str, Any]:
+    """``h`` as compact JSON-able data (the audit keeps what a warm start knew):
+    candles as ``[end_ts, period_s, bid, ask, volume]``, trades as
+    ``[ts, price, count, taker_side, trade_id]``, in cfa units."""
+    return {
+        "ticker": h.ticker,
+        "start_ts": h.start_ts,
+        "end_ts": h.end_ts,
+        "candles": [[c.end_ts, c.period_s, c.bid, c.ask, c.volume] for c in h.candles],
+        "trades": [[t.ts, t.price, t.count, t.taker_side.value, t.trade_id] for t in h.trades],
+        "trades_complete": h.trades_complete,
+        "requests": h.requests,
+        "source": h.source,
+    }
+
+
+def history_from_dict(d: Mapping[str, Any]) -> MarketHistory:
+    """Inverse of :func:`history_to_dict`; :class:`CfaValueError` names a malformed part."""
+    try:
+        ticker = str(d["ticker"])
+        return MarketHistory(
+            ticker=ticker,
+            start_ts=float(d["start_ts"]),
+            end_ts=float(d["end_ts"]),
+            candles=tuple(
+                Candle(
+                    float(e),
+                    float(p),
+                    None if b is None else int(b),
+                    None if a is None else int(a),
+                    int(v),
+                )
+                for e, p, b, a, v in d["candles"]
+            ),
+            trades=tuple(
+                Trade(ticker, str(i), float(ts), int(px), int(n), Side(side))
+                for ts, px, n, side, i in d["trades"]
+            ),
+            trades_complete=bool(d["trades_complete"]),
+            requests=int(d["requests"]),
+            source=str(d["source"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CfaValueError(f"recorded history: malformed ({type(exc).__name__}: {exc})") from None
 
 
 @runtime_checkable

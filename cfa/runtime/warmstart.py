@@ -21,7 +21,9 @@ the venue can report the market's past (:class:`cfa.exchange.history.HistorySour
 
 Each market gets one ``risk_events`` row of kind ``warm_start`` (code ``seeded`` when σ was
 seeded, ``cold`` otherwise) whose detail says what was fetched (window, requests, candles,
-two-sided candles, trades, whether the trade cap was hit) and what was used.
+two-sided candles, trades, whether the trade cap was hit), what was used, and the history
+itself in compact form (``history``: what the run knew; an exact replay seeds from it, see
+:meth:`cfa.exchange.replay.AuditReplayExchange.get_history`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 from cfa.core.estimators import fit_intensity, trade_depths
 from cfa.core.types import PRICE_SCALE, CfaValueError
 from cfa.exchange.base import ExchangeError
-from cfa.exchange.history import HistorySource, MarketHistory
+from cfa.exchange.history import HistorySource, MarketHistory, history_to_dict
 from cfa.runtime.loop import MarketLoop
 
 HISTORY_S = 7200.0
@@ -57,7 +59,7 @@ async def warm_start(source: HistorySource, loops: Iterable[MarketLoop], now: fl
             except (ExchangeError, CfaValueError, ValueError) as exc:
                 record(loop, now, "cold", {"used": False, "error": f"{type(exc).__name__}: {exc}"})
                 return
-        seed_loop(loop, hist, now)
+        seed_loop(loop, hist)
 
     await asyncio.gather(*(one(loop) for loop in loops))
 
@@ -69,10 +71,12 @@ def record(loop: MarketLoop, now: float, code: str, detail: dict[str, Any]) -> N
     )
 
 
-def seed_loop(loop: MarketLoop, hist: MarketHistory, now: float) -> bool:
-    """Seed ``loop``'s σ estimator and k from ``hist`` (fetched at ``now``, epoch seconds);
-    record what was fetched and used. True when σ was seeded (the loop goes READY on its first
-    two-sided book). Call before the loop's first event."""
+def seed_loop(loop: MarketLoop, hist: MarketHistory) -> bool:
+    """Seed ``loop``'s σ estimator and k from ``hist``; record what was fetched (the history
+    itself included, so a replay of the run seeds the same way) and what was used. Times are
+    the history's: its ``end_ts`` is the fetch's "now". True when σ was seeded (the loop goes
+    READY on its first two-sided book). Call before the loop's first event."""
+    now = hist.end_ts
     mids = hist.mids()
     w = loop.policy.warmup
     fetched: dict[str, Any] = {
@@ -133,6 +137,12 @@ def seed_loop(loop: MarketLoop, hist: MarketHistory, now: float) -> bool:
         loop,
         now,
         "seeded" if sigma["used"] else "cold",
-        {**fetched, "used": bool(sigma["used"] or k_info["used"]), "sigma": sigma, "k": k_info},
+        {
+            **fetched,
+            "used": bool(sigma["used"] or k_info["used"]),
+            "sigma": sigma,
+            "k": k_info,
+            "history": history_to_dict(hist),
+        },
     )
     return bool(sigma["used"])
