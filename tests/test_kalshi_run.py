@@ -128,11 +128,11 @@ def test_cfa_run_is_ready_within_seconds_from_rest_history(
     # from the run's start row: connecting and subscribing included (slower on a loaded box);
     # the cold market waits max_s (3 s) from the same first book
     assert hot_ms < 3000 and cold_ms - hot_ms >= 2500, ready
-    assert "REST history" in hot_reason and "120 two-sided 1-min candles" in hot_reason
+    assert re.search(r"REST history: 1(19|20) two-sided 1-min candles", hot_reason), hot_reason
     assert cold_ms >= 3000 and "timed out" in cold_reason
     code, detail = warm[MARKETS[0]]
     assert code == "seeded" and detail["used"] and detail["requests"] == 2
-    assert detail["candles"] == 120 and detail["trades"] > 500 and detail["trades_complete"]
+    assert detail["candles"] >= 119 and detail["trades"] > 500 and detail["trades_complete"]
     assert detail["sigma"]["used"] and detail["k"]["used"]
     code, detail = warm[MARKETS[1]]
     assert code == "cold" and not detail["used"] and detail["candles"] == 0

@@ -183,7 +183,10 @@ async def test_fetch_history_is_bounded_and_follows_the_docs() -> None:
             "GET",
             f"/series/{a.series_ticker}/markets/{a.ticker}/candlesticks",
         )
-        assert len(h.candles) == 120 and len(h.mids()) == 120
+        # the window moves with the clock: a minute boundary between the two may drop one
+        expected = [c for c in w.candles[a.ticker] if h.start_ts <= c["end_period_ts"] <= h.end_ts]
+        assert len(h.candles) == len(h.mids()) == len(expected) >= 119
+        assert h.candles[-1].end_ts == w.candles[a.ticker][-1]["end_period_ts"]
         in_window = [
             t
             for t in w.trades
@@ -191,7 +194,6 @@ async def test_fetch_history_is_bounded_and_follows_the_docs() -> None:
         ]
         assert h.trades_complete and len(h.trades) == len(in_window) > 600
         assert all(x.ts <= y.ts for x, y in zip(h.trades, h.trades[1:], strict=False))
-        assert h.end_ts - h.candles[-1].end_ts < 60
         # the cap: pages of 100, stopped at 250 with pages left
         items, complete, pages = await ex.rest.get_trade_history(
             a.ticker, min_ts=int(h.start_ts), max_ts=int(h.end_ts), max_items=250, page_size=100
@@ -199,7 +201,9 @@ async def test_fetch_history_is_bounded_and_follows_the_docs() -> None:
         assert len(items) == 250 and not complete and pages == 3
         assert items[0]["created_time"] >= items[-1]["created_time"], "newest first"
         short = await fetch_history(ex.rest, a, h.end_ts, window_s=600, max_trades=50)
-        assert len(short.candles) == 10 and len(short.trades) == 50 and not short.trades_complete
+        assert (
+            len(short.candles) in (9, 10) and len(short.trades) == 50 and not short.trades_complete
+        )
         assert short.trades_since() == short.trades[0].ts > short.start_ts
         empty = await ex.get_history(b, 7200)
         assert empty.candles == () and empty.trades == () and empty.mids() == []
@@ -240,7 +244,7 @@ async def test_seed_loop_on_the_standin_history(tmp_path: Path) -> None:
     by = [(m, code, json.loads(d)) for m, code, d in rows]
     assert len(by) == 3
     seeded = next(d for m, c, d in by if m == MARKETS[0] and c == "seeded")
-    assert seeded["used"] and seeded["candles"] == 120 and seeded["requests"] == 2
+    assert seeded["used"] and seeded["candles"] >= 119 and seeded["requests"] == 2
     assert seeded["sigma"]["long_returns"] >= 100 and seeded["k"]["used"]
     nohist = next(d for m, c, d in by if m == MARKETS[1])
     assert not nohist["used"] and "no candle" in nohist["sigma"]["why"]
