@@ -7,6 +7,7 @@ stand-in over real HTTP; the recorded 1-minute candles of real Kalshi markets pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
@@ -286,3 +287,30 @@ def test_real_kalshi_one_minute_candles_seed_sigma() -> None:
         # 16 minutes of a pre-game baseball market: a dozen long returns, a small σ
         assert n >= 12 and est.warm, (ticker, n)
         assert 0.0 <= est.sigma < 0.02, (ticker, est.sigma)
+
+
+async def test_a_fetch_that_hangs_starts_cold_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cfa.runtime.warmstart as ws
+
+    monkeypatch.setattr(ws, "FETCH_TIMEOUT_S", 0.3)
+    w = make_world()
+    w.add_history(MARKETS[0])
+    async with running_standin(world=w, churn_interval=None) as s:
+        ex = adapter(s, retries=0, timeout=5.0)
+        infos = await ex.get_markets([MARKETS[0]])
+        store = AuditStore.open(tmp_path / "h.db")
+        session = Session(ex, infos, load_policy("default"), store, store.start_run({}))
+        s.inject("GET", "/candlesticks", "timeout", delay=1.0)
+        t0 = asyncio.get_running_loop().time()
+        await warm_start(ex, session.loops.values(), ex.clock.now())
+        assert asyncio.get_running_loop().time() - t0 < 0.9
+        assert not session.loops[MARKETS[0]].vol.warm
+        store.close()
+        await ex.close()
+    with sqlite3.connect(tmp_path / "h.db") as c:
+        (code, detail) = c.execute(
+            "select code, detail from risk_events where kind = 'warm_start'"
+        ).fetchone()
+    assert code == "cold" and "timed out after 0.3s" in json.loads(detail)["error"]

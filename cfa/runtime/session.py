@@ -216,6 +216,10 @@ class Session:
     async def run(self, govern: bool = True) -> list[MarketSummary]:
         """Consume the stream; always clean up. Returns one summary per market.
 
+        On a venue that reports market history (:class:`~cfa.exchange.history.HistorySource`)
+        the loops are first seeded from it (:func:`cfa.runtime.warmstart.warm_start`: σ and k
+        before the first quote, READY on the first book when the history suffices).
+
         With ``govern`` (and a sink that is a file), governance requests from other processes
         are polled and applied every 0.25 s of wall time; a feed watchdog runs alongside.
         """

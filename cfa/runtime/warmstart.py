@@ -17,7 +17,8 @@ the venue can report the market's past (:class:`cfa.exchange.history.HistorySour
   store parameter (the policy's ``quoting.A``, used by GLFT only): it is reported, as the live
   calibration reports it.
 * **fallback**: no history, too little, too old, or an error fetching it (REST error, a shape
-  that does not parse) leaves the loop on the cold path — today's warm-up — and says why.
+  that does not parse, no answer within ``FETCH_TIMEOUT_S``) leaves the loop on the cold path
+  — today's warm-up — and says why.
 
 Each market gets one ``risk_events`` row of kind ``warm_start`` (code ``seeded`` when σ was
 seeded, ``cold`` otherwise) whose detail says what was fetched (window, requests, candles,
@@ -44,6 +45,8 @@ MAX_STALE_S = 300.0
 """The last two-sided candle must end at most this many seconds before the fetch."""
 CONCURRENCY = 4
 """Markets fetched at once (the venue's rate limiter paces the requests anyway)."""
+FETCH_TIMEOUT_S = 10.0
+"""Wall seconds one market's fetch may take, retries included; then it starts cold."""
 
 
 async def warm_start(source: HistorySource, loops: Iterable[MarketLoop], now: float) -> None:
@@ -55,7 +58,13 @@ async def warm_start(source: HistorySource, loops: Iterable[MarketLoop], now: fl
     async def one(loop: MarketLoop) -> None:
         async with gate:
             try:
-                hist = await source.get_history(loop.market, HISTORY_S)
+                hist = await asyncio.wait_for(
+                    source.get_history(loop.market, HISTORY_S), FETCH_TIMEOUT_S
+                )
+            except TimeoutError:
+                why = f"history fetch timed out after {FETCH_TIMEOUT_S:g}s"
+                record(loop, now, "cold", {"used": False, "error": why})
+                return
             except (ExchangeError, CfaValueError, ValueError) as exc:
                 record(loop, now, "cold", {"used": False, "error": f"{type(exc).__name__}: {exc}"})
                 return
