@@ -479,14 +479,13 @@ def fit_intensity(
     (``j < levels``) the rate of trades reaching at least ``δ_j`` is ``count_j / span_s`` and
     ``log λ = log A − k·δ`` is fitted by least squares over the non-empty levels. Returns
     ``(A, k)`` in trades per second and 1/dollar, or None with fewer than ``min_trades``
-    depths, fewer than three non-empty levels or a non-decreasing fit. This is what
-    :meth:`TradingIntensity.fit` measures over its window, for any span (a REST history).
+    depths, fewer than three non-empty levels (so always with ``levels < 3``) or a
+    non-decreasing fit. This is what :meth:`TradingIntensity.fit` measures over its window,
+    for any span (a REST history, say).
     Raises ValueError for a span or step that is not positive.
     """
-    if not (span_s > 0 and step > 0 and levels >= 3):
-        raise ValueError(
-            f"span_s and step must be positive, levels >= 3: {span_s}, {step}, {levels}"
-        )
+    if not (span_s > 0 and step > 0):
+        raise ValueError(f"span_s and step must be positive, got {span_s!r} and {step!r}")
     d = np.asarray(depths, dtype=float)
     if d.size < min_trades:
         return None
