@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -82,6 +84,7 @@ class LogitVolatility:
         "_last_x",
         "_long",
         "_long_dt",
+        "_seed",
         "_short",
         "_short_dt",
         "half_life",
@@ -91,6 +94,7 @@ class LogitVolatility:
         "prior",
         "prior_weight",
         "samples",
+        "seeded_samples",
     )
 
     def __init__(
@@ -124,6 +128,57 @@ class LogitVolatility:
         self._hist: deque[tuple[float, float]] = deque()
         self._last_x: float | None = None
         self._last_t = 0.0
+        self._seed = DecayedMean(half_life)
+        """A history's two-scale variance rate (:meth:`seed`), weighted by its long returns'
+        decayed weight; it ages with the live long returns."""
+        self.seeded_samples = 0
+        """Long-scale returns of the history given to :meth:`seed` (they count towards warm)."""
+
+    def seed(self, points: Sequence[tuple[float, float]]) -> int:
+        """Start from a history of ``(t, mid)`` points: seconds, dollars strictly inside (0, 1).
+
+        For a warm start from a venue's recorded past (1-minute candles, say) before any live
+        :meth:`update`. The points (oldest first; invalid mids skipped) are sampled as
+        :meth:`update` samples the live mid — the first point at least ``interval`` after the
+        previous sample — and the same two-scale estimate is formed from them: short returns
+        between consecutive samples, long returns over ``horizon`` seconds, or over twice the
+        points' median spacing when that is longer (the noise cancellation needs two distinct
+        scales). The history is weighted equally over its span (a 2-hour history is worth more
+        than its last ``half_life``: the seed's spread halves); the result enters
+        :attr:`var_rate` with the weight its long returns would have in the live averages as of
+        the last point (decayed with ``half_life``), and keeps ageing as live long returns
+        arrive, so live evidence takes over at the estimator's own pace. Returns the number of
+        long returns the history gave (``seeded_samples``, which counts towards :attr:`warm`).
+
+        Raises ValueError after a live update (a seed is the estimator's past, not its present)
+        or when the times are not finite and non-decreasing. A second call replaces the seed.
+        """
+        if self._last_x is not None:
+            raise ValueError("seed() must come before the first live update()")
+        valid = [(float(t), float(m)) for t, m in points if 0.0 < m < 1.0 and math.isfinite(m)]
+        times = [t for t, _ in valid]
+        if any(not math.isfinite(t) for t in times) or any(b < a for a, b in pairwise(times)):
+            raise ValueError("seed(): point times must be finite and non-decreasing")
+        self._seed = DecayedMean(self.half_life)
+        self.seeded_samples = 0
+        if len(valid) < 3:
+            return 0
+        gaps = sorted(b - a for a, b in pairwise(times) if b > a)
+        spacing = max(gaps[len(gaps) // 2] if gaps else 0.0, self.interval)
+        horizon = max(self.horizon, 2.0 * spacing)
+        span = times[-1] - times[0]
+        # the value from the whole history, equally weighted; its weight as the live
+        # estimator's memory would hold those returns now (so live takes over at its pace)
+        value = LogitVolatility(self.interval, horizon, max(self.half_life, span))
+        weight = LogitVolatility(self.interval, horizon, self.half_life)
+        for t, m in valid:
+            value.update(t, m)
+            weight.update(t, m)
+        if value.samples == 0:
+            return 0
+        self._seed.add(weight._last_t, value._live_var(), weight._long.weight)
+        self.seeded_samples = value.samples
+        return value.samples
 
     def update(self, t: float, mid: float) -> None:
         """Observe the mid (dollars, strictly inside (0, 1)) at time ``t`` seconds."""
@@ -147,26 +202,42 @@ class LogitVolatility:
             r = x - x0
             self._long.add(t, r * r / dt)
             self._long_dt.add(t, dt)
+            self._seed.age(t)
             self.samples += 1
         self._last_x, self._last_t = x, t
 
     @property
     def warm(self) -> bool:
-        return self.samples >= self.min_samples
+        """``min_samples`` long returns seen, live and seeded together."""
+        return self.samples + self.seeded_samples >= self.min_samples
 
-    @property
-    def var_rate(self) -> float:
-        """σ_x² per second (the prior's before any long-scale return; 0 without one)."""
+    def _live_var(self) -> float:
+        """The two-scale variance rate of the live returns alone (0 before a long return)."""
         long, short = self._long.mean, self._short.mean
-        prior = 0.0 if self.prior is None else self.prior * self.prior
         if long is None or short is None:
-            return prior
+            return 0.0
         H, D = self._long_dt.mean, self._short_dt.mean
         assert H is not None and D is not None
         v = (H * long - D * short) / (H - D) if H > D else long
-        v = max(v, 0.25 * long)
-        w = self._long.weight
-        return (w * v + self.prior_weight * prior) / (w + self.prior_weight)
+        return max(v, 0.25 * long)
+
+    @property
+    def var_rate(self) -> float:
+        """σ_x² per second: the live estimate, the seed's and the prior's, each by its weight
+        (the prior's alone before any long-scale return or seed; 0 without one)."""
+        prior = 0.0 if self.prior is None else self.prior * self.prior
+        w = (
+            self._long.weight
+            if self._long.mean is not None and self._short.mean is not None
+            else 0.0
+        )
+        v = self._live_var() if w > 0.0 else 0.0
+        ws = self._seed.weight
+        vs = self._seed.mean or 0.0
+        total = w + ws + self.prior_weight
+        if total <= 0.0:
+            return prior
+        return (w * v + ws * vs + self.prior_weight * prior) / total
 
     @property
     def sigma(self) -> float:
@@ -391,17 +462,63 @@ class TradingIntensity:
 
     def fit(self, now: float) -> tuple[float, float] | None:
         """``(A, k)`` in trades/second and 1/dollar, or None when the window holds too little."""
-        depths = np.fromiter((d for t, d in self._trades if t >= now - self.window), dtype=float)
-        if depths.size < self.min_trades:
-            return None
-        levels = np.arange(self.levels) * self.step
-        counts = (depths[None, :] >= levels[:, None] - 1e-12).sum(axis=1)
-        mask = counts > 0
-        if mask.sum() < 3:
-            return None
-        rates = counts[mask] / self.window
-        slope, intercept = np.polyfit(levels[mask], np.log(rates), 1)
-        k = -float(slope)
-        if not math.isfinite(k) or k <= 0.0:
-            return None
-        return math.exp(float(intercept)), k
+        depths = [d for t, d in self._trades if t >= now - self.window]
+        return fit_intensity(depths, self.window, self.step, self.levels, self.min_trades)
+
+
+def fit_intensity(
+    depths: Sequence[float],
+    span_s: float,
+    step: float,
+    levels: int = 20,
+    min_trades: int = 30,
+) -> tuple[float, float] | None:
+    """Fit ``λ(δ) = A·e^(−kδ)`` to trade depths observed over ``span_s`` seconds.
+
+    ``depths``: each trade's distance from the mid before it, dollars. For ``δ_j = j·step``
+    (``j < levels``) the rate of trades reaching at least ``δ_j`` is ``count_j / span_s`` and
+    ``log λ = log A − k·δ`` is fitted by least squares over the non-empty levels. Returns
+    ``(A, k)`` in trades per second and 1/dollar, or None with fewer than ``min_trades``
+    depths, fewer than three non-empty levels (so always with ``levels < 3``) or a
+    non-decreasing fit. This is what :meth:`TradingIntensity.fit` measures over its window,
+    for any span (a REST history, say).
+    Raises ValueError for a span or step that is not positive.
+    """
+    if not (span_s > 0 and step > 0):
+        raise ValueError(f"span_s and step must be positive, got {span_s!r} and {step!r}")
+    d = np.asarray(depths, dtype=float)
+    if d.size < min_trades:
+        return None
+    grid = np.arange(levels) * step
+    counts = (d[None, :] >= grid[:, None] - 1e-12).sum(axis=1)
+    mask = counts > 0
+    if mask.sum() < 3:
+        return None
+    rates = counts[mask] / span_s
+    slope, intercept = np.polyfit(grid[mask], np.log(rates), 1)
+    k = -float(slope)
+    if not math.isfinite(k) or k <= 0.0:
+        return None
+    return math.exp(float(intercept)), k
+
+
+def trade_depths(
+    trades: Sequence[tuple[float, float]], mids: Sequence[tuple[float, float]]
+) -> list[float]:
+    """Depth of each trade from the mid in force when it happened, dollars.
+
+    ``trades``: ``(t, price)`` in seconds and dollars; ``mids``: ``(t, mid)`` points (1-minute
+    candle closes, say), both oldest first. A trade's mid is the last point at or before its
+    time (at or before: a candle's close at ``t`` is the book the trade at ``t`` met, within the
+    candle's resolution); trades before the first point have none and are left out. Depths
+    come back in the order of the trades that have one.
+    """
+    out: list[float] = []
+    j = -1
+    n = len(mids)
+    for t, price in trades:
+        while j + 1 < n and mids[j + 1][0] <= t:
+            j += 1
+        if j >= 0:
+            out.append(abs(price - mids[j][1]))
+    return out

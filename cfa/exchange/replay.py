@@ -3,7 +3,8 @@
 The stream yields every event the run's loops consumed (``market_events`` batches), merged
 across markets by time, with the clock at each event's time. Decisions that changed the quoting
 inputs are *controls* replayed at the moment they took effect: parameter changes by agents,
-governance and override expiry (not warm-up: the loop recomputes it), and trading-state changes
+governance and override expiry (not warm-up: the loop recomputes it, from the history the run's
+warm start recorded when it made one), and trading-state changes
 made by people or agents (automatic ones — breakers, taper — the replayed risk gate recomputes).
 A control with time ``t`` for a market is applied after that market's events at ``t``.
 
@@ -39,6 +40,7 @@ from cfa.core.types import (
     Trade,
 )
 from cfa.exchange.base import ExchangeError, MarketNotFound, OrderNotFound
+from cfa.exchange.history import MarketHistory, history_from_dict
 
 AUTOMATIC_SOURCES = ("warmup", "calibration", "breaker:", "close_taper", "feed_watchdog")
 EXCHANGE_CALLS = ("place", "amend", "cancel", "reject", "cancel_failed")
@@ -105,6 +107,8 @@ class AuditReplayExchange:
         """Ids of every order placed during the replay."""
         self._fills: list[Fill] = []
         self._next = 0
+        self._warm: dict[str, dict[str, Any]] = {}
+        """The recorded ``warm_start`` detail per market (:meth:`get_history`)."""
         self._load()
 
     def _load(self) -> None:
@@ -153,6 +157,8 @@ class AuditReplayExchange:
                             str(detail.get("reason", "")),
                         )
                         per_market[market].append((ts, c))
+                elif table == "risk_events" and row["kind"] == "warm_start":
+                    self._warm[market] = row.get("detail") or {}
                 elif table == "orders" and row["action"] in EXCHANGE_CALLS:
                     self._calls[market].append(row)
         streams = [
@@ -187,6 +193,17 @@ class AuditReplayExchange:
 
     async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
         return []
+
+    async def get_history(self, market: MarketInfo, window_s: float) -> MarketHistory:
+        """The history the recorded run's warm start fetched for ``market``, from its
+        ``warm_start`` row, so the replayed loop is seeded exactly as the recorded one was.
+        :class:`ExchangeError` when it fetched none (its fetch failed, or it made no warm
+        start: the replayed loop then starts cold, as the recorded one did)."""
+        d = self._warm.get(market.ticker)
+        if d is None or "history" not in d:
+            why = "the recorded run made no warm start" if d is None else str(d.get("error"))
+            raise ExchangeError(f"{market.ticker}: {why}", code="no_history")
+        return history_from_dict(d["history"])
 
     async def stream(self, tickers: Sequence[str]) -> AsyncIterator[Any]:
         wanted = set(tickers)

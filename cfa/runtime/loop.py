@@ -225,6 +225,9 @@ class MarketLoop:
         order — adopted into an empty slot or cancelled (at most ``KEEP_IDS``)."""
         self.offered: Qty = 0
         """Contracts offered so far (count units): the size of every accepted place or amend."""
+        self.warm_start: str | None = None
+        """The history σ was seeded from (:mod:`cfa.runtime.warmstart`), named in the READY
+        reason; None on the cold path."""
 
     # -- events --------------------------------------------------------------------------------
 
@@ -451,6 +454,8 @@ class MarketLoop:
         if warm:
             sigma = min(max(self.vol.sigma, bounds.min), bounds.max)
             reason = f"warm-up estimate {self.vol.sigma:.6g} from {self.vol.samples} samples"
+            if self.warm_start is not None:
+                reason += f" and {self.vol.seeded_samples} long returns of {self.warm_start}"
         else:
             sigma = bounds.default
             reason = f"warm-up timed out after {self.policy.warmup.max_s:g}s; policy default"

@@ -36,6 +36,7 @@ from cfa.control.params import ParameterStore
 from cfa.control.plane import ControlPlane
 from cfa.core.types import QTY_SCALE, Fill, MarketInfo, Settlement, Side, TradingState
 from cfa.exchange.base import Exchange, ExchangeError
+from cfa.exchange.history import HistorySource
 from cfa.risk.gate import RiskGate
 from cfa.risk.policy import Policy
 from cfa.risk.portfolio import Portfolio
@@ -43,6 +44,7 @@ from cfa.risk.states import TradingStates
 from cfa.runtime.governance import GovernancePoller
 from cfa.runtime.loop import LoopState, MarketLoop
 from cfa.runtime.recorder import Recorder, RowSink
+from cfa.runtime.warmstart import warm_start
 
 if TYPE_CHECKING:
     from cfa.runtime.agents import AgentRuntime
@@ -214,9 +216,15 @@ class Session:
     async def run(self, govern: bool = True) -> list[MarketSummary]:
         """Consume the stream; always clean up. Returns one summary per market.
 
+        On a venue that reports market history (:class:`~cfa.exchange.history.HistorySource`)
+        the loops are first seeded from it (:func:`cfa.runtime.warmstart.warm_start`: σ and k
+        before the first quote, READY on the first book when the history suffices).
+
         With ``govern`` (and a sink that is a file), governance requests from other processes
         are polled and applied every 0.25 s of wall time; a feed watchdog runs alongside.
         """
+        if isinstance(self.exchange, HistorySource):  # seed σ and k before the first quote
+            await warm_start(self.exchange, self.loops.values(), self.exchange.clock.now())
         stream = self.exchange.stream(list(self.loops))
         self._started_wall = time.time()
         self._beat("running")

@@ -54,11 +54,12 @@ def standin_thread(**kw: Any) -> Iterator[StandIn]:
     """A stand-in served from its own event loop in a daemon thread (for sync callers)."""
     ready = threading.Event()
     box: dict[str, Any] = {}
+    world = kw.pop("world", None) or make_world()
 
     def main() -> None:
         loop = asyncio.new_event_loop()
         box["loop"] = loop
-        s = StandIn(test_key().public_key(), KEY_ID, world=make_world(), **kw)
+        s = StandIn(test_key().public_key(), KEY_ID, world=world, **kw)
         loop.run_until_complete(s.start())
         box["standin"] = s
         ready.set()

@@ -426,9 +426,14 @@ class StandIn:
         if method == "GET" and path == "/markets":
             return 200, self._markets(q)
         if method == "GET" and path == "/markets/trades":
-            trades = [t for t in w.trades if not q.get("ticker") or t["ticker"] == q["ticker"]]
-            limit = int(q.get("limit", 100))
-            return 200, {"trades": list(reversed(trades))[:limit], "cursor": ""}
+            return 200, self._trades(q)
+        if (
+            method == "GET"
+            and len(parts) == 5
+            and parts[0] == "series"
+            and parts[4] == "candlesticks"
+        ):
+            return 200, self._candlesticks(parts[1], parts[3], q)
         if method == "GET" and len(parts) == 2 and parts[0] == "series":
             return 200, {
                 "series": {"ticker": parts[1], "fee_type": "quadratic", "fee_multiplier": 1}
@@ -521,6 +526,60 @@ class StandIn:
         page = items[start : start + limit]
         nxt = start + limit
         return {key: page, "cursor": str(nxt) if nxt < len(items) else ""}
+
+    def _trades(self, q: dict[str, str]) -> dict[str, Any]:
+        """get-trades: newest first, ``ticker``, ``min_ts``/``max_ts`` (epoch seconds, both
+        inclusive), ``limit`` 1–1000 (default 100; 0 counts as the default), cursor paging;
+        each trade in the documented Trade shape only."""
+        try:
+            lo = int(q["min_ts"]) if q.get("min_ts") else None
+            hi = int(q["max_ts"]) if q.get("max_ts") else None
+            limit = int(q.get("limit") or 100) or 100
+        except ValueError:
+            raise ApiError(
+                400, "bad_request", "min_ts, max_ts and limit must be integers"
+            ) from None
+        if not 0 <= limit <= 1000:
+            raise ApiError(400, "bad_request", f"limit must be in 0..1000, got {limit}")
+        keep = (
+            "trade_id",
+            "ticker",
+            "count_fp",
+            "yes_price_dollars",
+            "no_price_dollars",
+            "taker_side",
+            "taker_outcome_side",
+            "taker_book_side",
+            "created_time",
+            "is_block_trade",
+        )
+        trades = [
+            {k: t[k] for k in keep}
+            for t in reversed(self.world.trades)
+            if (not q.get("ticker") or t["ticker"] == q["ticker"])
+            and (lo is None or t["ts_ms"] >= lo * 1000)
+            and (hi is None or t["ts_ms"] <= hi * 1000)
+        ]
+        return self._page(trades, "trades", {**q, "limit": str(limit)})
+
+    def _candlesticks(self, series: str, ticker: str, q: dict[str, str]) -> dict[str, Any]:
+        """get-market-candlesticks: ``start_ts``, ``end_ts`` and ``period_interval`` (1, 60 or
+        1440) required; 404 for a market not in ``series``."""
+        m = self.world.markets.get(ticker)
+        if m is None or m.series != series:
+            raise ApiError(404, "not_found", f"market {ticker} not found in series {series}")
+        try:
+            start, end, period = (int(q[k]) for k in ("start_ts", "end_ts", "period_interval"))
+        except (KeyError, ValueError):
+            raise ApiError(
+                400, "bad_request", "start_ts, end_ts and period_interval are required integers"
+            ) from None
+        if period not in (1, 60, 1440):
+            raise ApiError(400, "bad_request", f"period_interval must be 1, 60 or 1440: {period}")
+        return {
+            "ticker": ticker,
+            "candlesticks": self.world.candlesticks(ticker, start, end, period),
+        }
 
     def _markets(self, q: dict[str, str]) -> dict[str, Any]:
         w = self.world

@@ -21,6 +21,7 @@ then the public trade, then our fills, then our order update.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable
@@ -153,6 +154,8 @@ class World:
         ``post only cross``, nothing created) or ``"cancel"`` (accepted, 201 with nothing
         filled or resting, the order ``canceled`` with ``last_update_reason``
         ``PostOnlyCrossCancel`` — changelog 2026-06-04)."""
+        self.candles: dict[str, list[dict[str, Any]]] = {}
+        """1-minute MarketCandlesticks per market, oldest first (:meth:`add_history`)."""
 
     @property
     def account(self) -> Account:
@@ -992,3 +995,181 @@ class World:
             q = 100 * self.rng.randint(1, 5)
             queue.append(Maker(q))
             self._delta(m, leg, p, q, None)
+
+    # -- history (candlesticks and past trades, for warm starts) --------------------------------
+
+    def add_history(
+        self,
+        ticker: str,
+        *,
+        minutes: int = 120,
+        sigma: float = 0.004,
+        trades_per_min: float = 6.0,
+        k: float = 60.0,
+        seed: int = 1,
+        end: float | None = None,
+    ) -> None:
+        """Give ``ticker`` a past: ``minutes`` of 1-minute candlesticks and public trades that
+        end at ``end`` (default now) on the market's current mid.
+
+        The logit of the mid is a random walk with ``sigma`` per √second, sampled every second
+        and pinned to the current mid at the end; the book around it is a two-cent spread on
+        the cent grid (so the closing mid bounces by up to half a cent). Trades arrive at
+        ``trades_per_min`` (Poisson) at a depth from the mid drawn from an exponential law of
+        rate ``k`` per dollar, rounded to the cent: ``λ(δ) ∝ e^(−kδ)`` as the intensity fit
+        assumes. Candles follow get-market-candlesticks exactly (``end_period_ts``,
+        ``yes_bid``/``yes_ask``/``price`` OHLC dollar strings, ``volume_fp``,
+        ``open_interest_fp``); trades follow get-trades.
+        """
+        m = self._market(ticker)
+        rng = random.Random(seed)
+        now = time.time() if end is None else end
+        last_end = int(now) // 60 * 60
+        first = last_end - 60 * minutes
+        bid0 = max(m.yes) if m.yes else 4700
+        ask0 = ONE_DOLLAR - max(m.no) if m.no else 4900
+        mid_end = (bid0 + ask0) / (2 * ONE_DOLLAR)
+        n = last_end - first
+        steps = [rng.gauss(0.0, sigma) for _ in range(n)]
+        x = [0.0] * (n + 1)
+        for i in range(n - 1, -1, -1):  # walk back from the current mid
+            x[i] = x[i + 1] - steps[i]
+        x0 = math.log(mid_end / (1 - mid_end))
+        mids = [1 / (1 + math.exp(-(x0 + v))) for v in x]
+
+        def book(mid: float) -> tuple[int, int]:
+            bid = max(100, min(9700, int((mid - 0.01) * 100) * 100))
+            return bid, bid + 200
+
+        trades: list[dict[str, Any]] = []
+        t = float(first)
+        rate = trades_per_min / 60.0
+        while True:
+            t += rng.expovariate(rate)
+            if t >= last_end:
+                break
+            mid = mids[int(t) - first]
+            side = Side.BID if rng.random() < 0.5 else Side.ASK
+            depth = rng.expovariate(k)
+            raw = mid + depth if side is Side.BID else mid - depth
+            price = max(100, min(9900, round(raw * 100) * 100))
+            q = 100 * rng.randint(1, 10)
+            trades.append(self._trade_json(m, side, price, q, t))
+        candles: list[dict[str, Any]] = []
+        prev: str | None = None
+        oi = 0
+        ti = 0
+        for c in range(minutes):
+            lo, hi = first + 60 * c, first + 60 * (c + 1)
+            books = [book(mids[i - first]) for i in range(lo, hi + 1)]
+            bids = [b for b, _ in books]
+            asks = [a for _, a in books]
+            inside: list[dict[str, Any]] = []
+            while ti < len(trades) and trades[ti]["ts_ms"] <= hi * 1000:
+                inside.append(trades[ti])
+                ti += 1
+            vol = sum(parse_qty(tr["count_fp"]) for tr in inside)
+            oi += vol // 2
+            prices = [parse_price(tr["yes_price_dollars"]) for tr in inside]
+            candle: dict[str, Any] = {
+                "end_period_ts": hi,
+                "yes_bid": _ohlc(bids),
+                "yes_ask": _ohlc(asks),
+                "price": {
+                    **(
+                        {**_ohlc(prices), "mean_dollars": format_price(sum(prices) // len(prices))}
+                        if prices
+                        else dict.fromkeys(
+                            (
+                                "open_dollars",
+                                "low_dollars",
+                                "high_dollars",
+                                "close_dollars",
+                                "mean_dollars",
+                            )
+                        )
+                    ),
+                    "previous_dollars": prev,
+                },
+                "volume_fp": format_qty(vol),
+                "open_interest_fp": format_qty(oi),
+            }
+            if prices:
+                prev = format_price(prices[-1])
+            candles.append(candle)
+        self.candles[ticker] = candles
+        self.trades[:0] = trades  # the past comes before anything traded live
+        m.volume += sum(parse_qty(tr["count_fp"]) for tr in trades)
+
+    def _trade_json(
+        self, m: Market, taker_side: Side, yes_price: int, q: int, ts: float
+    ) -> dict[str, Any]:
+        """A public trade as the world keeps it (get-trades fields plus the WebSocket's)."""
+        return {
+            "trade_id": self._id("trade"),
+            "ticker": m.ticker,
+            "market_ticker": m.ticker,
+            "count_fp": format_qty(q),
+            "yes_price_dollars": format_price(yes_price),
+            "no_price_dollars": format_price(ONE_DOLLAR - yes_price),
+            "taker_outcome_side": "yes" if taker_side is Side.BID else "no",
+            "taker_book_side": taker_side.value,
+            "taker_side": "yes" if taker_side is Side.BID else "no",
+            "created_time": rfc3339(ts),
+            "is_block_trade": False,
+            "ts": int(ts),
+            "ts_ms": round(ts * 1000),
+        }
+
+    def candlesticks(
+        self, ticker: str, start_ts: int, end_ts: int, period_interval: int
+    ) -> list[dict[str, Any]]:
+        """Candles of ``period_interval`` minutes ending in ``[start_ts, end_ts]`` (1-minute
+        candles merged for 60 and 1440)."""
+        ones = self.candles.get(ticker, [])
+        if period_interval == 1:
+            return [c for c in ones if start_ts <= c["end_period_ts"] <= end_ts]
+        span = 60 * period_interval
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for c in ones:
+            groups.setdefault(-(-c["end_period_ts"] // span) * span, []).append(c)
+        out = []
+        for end, cs in sorted(groups.items()):
+            if not start_ts <= end <= end_ts:
+                continue
+            out.append(
+                {
+                    "end_period_ts": end,
+                    "yes_bid": _merge([c["yes_bid"] for c in cs]),
+                    "yes_ask": _merge([c["yes_ask"] for c in cs]),
+                    "price": {
+                        **_merge([c["price"] for c in cs if c["price"]["close_dollars"]]),
+                        "previous_dollars": cs[0]["price"]["previous_dollars"],
+                    },
+                    "volume_fp": format_qty(sum(parse_qty(c["volume_fp"]) for c in cs)),
+                    "open_interest_fp": cs[-1]["open_interest_fp"],
+                }
+            )
+        return out
+
+
+def _ohlc(values: list[int]) -> dict[str, str]:
+    return {
+        "open_dollars": format_price(values[0]),
+        "low_dollars": format_price(min(values)),
+        "high_dollars": format_price(max(values)),
+        "close_dollars": format_price(values[-1]),
+    }
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """OHLC of consecutive OHLC objects (all-null when there are none)."""
+    keys = ("open_dollars", "low_dollars", "high_dollars", "close_dollars")
+    if not parts:
+        return dict.fromkeys(keys)
+    return {
+        "open_dollars": parts[0]["open_dollars"],
+        "low_dollars": min(parts, key=lambda p: parse_price(p["low_dollars"]))["low_dollars"],
+        "high_dollars": max(parts, key=lambda p: parse_price(p["high_dollars"]))["high_dollars"],
+        "close_dollars": parts[-1]["close_dollars"],
+    }

@@ -94,7 +94,8 @@ from cfa.core.types import (
     parse_qty,
 )
 from cfa.exchange.base import Clock, Event, MarketNotFound, OrderNotFound
-from cfa.exchange.kalshi import frames
+from cfa.exchange.history import MarketHistory
+from cfa.exchange.kalshi import frames, history
 from cfa.exchange.kalshi.auth import Signer, load_signer
 from cfa.exchange.kalshi.errors import (
     KalshiAuthError,
@@ -535,6 +536,14 @@ class KalshiExchange:
             frames.trade(t, recv_ts=now) for t in await self.rest.get_trades(ticker, limit=limit)
         ]
         return sorted(out, key=lambda t: t.ts)
+
+    async def get_history(
+        self, market: MarketInfo, window_s: float = history.WINDOW_S
+    ) -> MarketHistory:
+        """The last ``window_s`` seconds of ``market`` over REST: 1-minute candlesticks and up
+        to ``history.MAX_TRADES`` public trades (:func:`history.fetch_history`; two read
+        requests). The warm-start capability (:class:`cfa.exchange.history.HistorySource`)."""
+        return await history.fetch_history(self.rest, market, self.clock.now(), window_s)
 
     # -- orders --------------------------------------------------------------------------------
 

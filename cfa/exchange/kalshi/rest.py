@@ -506,3 +506,82 @@ class KalshiRest:
             kind="write",
             retry=True,
         )
+
+    # -- market history (warm start) -----------------------------------------------------------
+
+    async def get_market_candlesticks(
+        self,
+        series_ticker: str,
+        ticker: str,
+        *,
+        start_ts: int,
+        end_ts: int,
+        period_interval: int = 1,
+    ) -> list[dict[str, Any]]:
+        """``GET /series/{series_ticker}/markets/{ticker}/candlesticks`` → ``candlesticks``.
+
+        Candles ending in ``[start_ts, end_ts]`` (epoch seconds, both inclusive) of
+        ``period_interval`` minutes (1, 60 or 1440), oldest first, in Kalshi's MarketCandlestick
+        shape (``end_period_ts``, ``yes_bid``/``yes_ask``/``price`` OHLC dollar strings,
+        ``volume_fp``). One request, no pagination. Markets settled before the historical
+        cutoff answer only under ``/historical/markets/{ticker}/candlesticks`` (not used here:
+        a market being warmed up is live)."""
+        if period_interval not in (1, 60, 1440):
+            raise ValueError(
+                f"period_interval must be 1, 60 or 1440 minutes, not {period_interval}"
+            )
+        if not (0 <= start_ts <= end_ts):
+            raise ValueError(
+                f"candlesticks: need 0 <= start_ts <= end_ts, got {start_ts}, {end_ts}"
+            )
+        data = await self.request(
+            "GET",
+            f"/series/{series_ticker}/markets/{ticker}/candlesticks",
+            params={"start_ts": start_ts, "end_ts": end_ts, "period_interval": period_interval},
+            auth=False,
+            market=True,
+        )
+        return list(data.get("candlesticks") or [])
+
+    async def get_trade_history(
+        self,
+        ticker: str,
+        *,
+        min_ts: int,
+        max_ts: int,
+        max_items: int = 1000,
+        page_size: int = 1000,
+    ) -> tuple[list[dict[str, Any]], bool, int]:
+        """``GET /markets/trades?ticker&min_ts&max_ts``, following ``cursor`` (newest first, as
+        Kalshi pages them) until it comes back empty or ``max_items`` trades are read.
+
+        Returns ``(trades, complete, pages)``: ``complete`` is False when the cap stopped the
+        paging with pages left (the oldest trades of the window are then missing); ``pages``
+        is the number of calls made, at most ``ceil(max_items / page_size)``."""
+        if max_items < 1 or not (1 <= page_size <= 1000):
+            raise ValueError(
+                f"need max_items >= 1 and page_size in 1..1000: {max_items}, {page_size}"
+            )
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            pages += 1
+            data = await self.request(
+                "GET",
+                "/markets/trades",
+                params={
+                    "ticker": ticker,
+                    "min_ts": min_ts,
+                    "max_ts": max_ts,
+                    "limit": min(page_size, max_items - len(out)),
+                    "cursor": cursor,
+                },
+                auth=False,
+            )
+            out.extend(data.get("trades") or [])
+            cursor = data.get("cursor") or None
+            if cursor is None:
+                return out, True, pages
+            if len(out) >= max_items:
+                return out[:max_items], False, pages
