@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cfa.audit.queries import AuditReader
 from cfa.audit.records import MarketEvent, decode_event
@@ -38,7 +38,8 @@ from cfa.core.types import (
     Qty,
     Trade,
 )
-from cfa.exchange.base import ExchangeError, MarketNotFound, OrderNotFound
+from cfa.exchange.base import Clock, Event, ExchangeError, MarketNotFound, OrderNotFound
+from cfa.exchange.clock import EventClock
 
 AUTOMATIC_SOURCES = ("warmup", "calibration", "breaker:", "close_taper", "feed_watchdog")
 EXCHANGE_CALLS = ("place", "amend", "cancel", "reject", "cancel_failed")
@@ -77,14 +78,6 @@ def _as_answered(o: Order, row: dict[str, Any] | None) -> Order:
     )
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-
 def _automatic(source: str) -> bool:
     return any(source.startswith(s) for s in AUTOMATIC_SOURCES)
 
@@ -93,7 +86,9 @@ class AuditReplayExchange:
     """The recorded run ``run_id`` of the audit store at ``db``, replayed offline."""
 
     def __init__(self, db: str | Path, run_id: str, markets: Sequence[MarketInfo]) -> None:
-        self.clock = _Clock()
+        self._clock = EventClock()
+        self.clock: Clock = self._clock
+        """The time of the recorded event (or control) being replayed."""
         self.db = Path(db)
         self.run_id = run_id
         self._markets = {m.ticker: m for m in markets}
@@ -188,17 +183,17 @@ class AuditReplayExchange:
     async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
         return []
 
-    async def stream(self, tickers: Sequence[str]) -> AsyncIterator[Any]:
+    async def stream(self, tickers: Sequence[str]) -> AsyncIterator[Event]:
         wanted = set(tickers)
         for ts, _, _, item in self._timeline:
             if isinstance(item, Control):
-                self.clock.t = ts
+                self._clock.t = ts
                 if self.on_control is not None and (item.market in wanted or item.market == ""):
                     self.on_control(item)
                 continue
             if item.ticker not in wanted:
                 continue
-            self.clock.t = ts
+            self._clock.t = ts
             if isinstance(item, Fill):
                 self._on_recorded_fill(item)
             elif isinstance(item, Order) and item.order_id in self._placed:
@@ -249,7 +244,7 @@ class AuditReplayExchange:
             request.count,
             0,
             OrderStatus.RESTING,
-            self.clock.t,
+            self._clock.now(),
         )
         o = _as_answered(o, row if recorded else None)
         self._placed.add(oid)
@@ -267,7 +262,7 @@ class AuditReplayExchange:
             price=price,
             initial_count=count,
             remaining_count=count - o.fill_count,
-            ts=self.clock.t,
+            ts=self._clock.now(),
         )
         new = _as_answered(new, row if row is not None and row["action"] == "amend" else None)
         if new.status is OrderStatus.RESTING:
@@ -282,7 +277,7 @@ class AuditReplayExchange:
         o = self._resting.pop(order_id, None)
         if o is None:
             raise OrderNotFound(f"no resting order {order_id}")
-        done = replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t)
+        done = replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self._clock.now())
         if row is not None and row.get("action") == "cancel" and isinstance(row.get("price"), int):
             done = replace(done, price=int(row["price"]))
         return done
@@ -291,7 +286,9 @@ class AuditReplayExchange:
         out = []
         for oid in [k for k, o in self._resting.items() if ticker is None or o.ticker == ticker]:
             o = self._resting.pop(oid)
-            out.append(replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t))
+            out.append(
+                replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self._clock.now())
+            )
         return out
 
     async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
@@ -305,3 +302,10 @@ class AuditReplayExchange:
 
     async def get_balance(self) -> Decimal:
         return Decimal(0)
+
+
+if TYPE_CHECKING:  # mypy proves that AuditReplayExchange is an Exchange
+    from cfa.exchange.base import Exchange
+
+    def _is_exchange(ex: AuditReplayExchange) -> Exchange:
+        return ex

@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -78,6 +77,7 @@ from cfa.core.types import (
     parse_qty,
 )
 from cfa.exchange.base import Clock, Event, MarketNotFound, OrderNotFound
+from cfa.exchange.clock import WallClock
 from cfa.exchange.kalshi import frames
 from cfa.exchange.kalshi.auth import Signer, load_signer
 from cfa.exchange.kalshi.errors import (
@@ -94,13 +94,6 @@ from cfa.exchange.kalshi.ws import KalshiFeed
 log = logging.getLogger(__name__)
 
 _STATUS = {"resting": OrderStatus.RESTING, "canceled": OrderStatus.CANCELED}
-
-
-class WallClock:
-    """Wall time, epoch seconds."""
-
-    def now(self) -> float:
-        return time.time()
 
 
 # -- Kalshi JSON → cfa records (orders, fills, positions) -----------------------------------------

@@ -7,7 +7,7 @@ Modules, one idea each:
 * :mod:`~cfa.exchange.sim.latent` — the latent probability (logit random walk, regimes, jumps);
 * :mod:`~cfa.exchange.sim.liquidity` — background book refreshes and takers, drawn in batches;
 * :mod:`~cfa.exchange.sim.matching` — price-time priority with our orders in the queues;
-* :mod:`~cfa.exchange.sim.account` — cash, positions, fees, settlement;
+* :mod:`~cfa.exchange.emulator.account` — cash, positions, fees, settlement;
 * :mod:`~cfa.exchange.sim.market` — one market's event loop and lifecycle;
 * :mod:`~cfa.exchange.sim.exchange` — :class:`SimExchange`, the Exchange interface.
 
