@@ -121,7 +121,7 @@ import asyncio
 import gzip
 import json
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -475,6 +475,8 @@ class KalshiFeedExchange(BookEmulator):
             self._add_market(info)
         self._streaming = False
         self._replayed = False
+        self._snapshotted = tickers
+        self._reader: Iterator[bytes] | None = None
         self.frames_read = 0
         """Frames read from the file so far (control frames included)."""
         self.events_emitted = 0
@@ -595,7 +597,8 @@ class KalshiFeedExchange(BookEmulator):
         """Nothing to release; idempotent. Resting orders stay (the runtime cancels first)."""
 
     async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
-        """Replay the file once (see the module doc); events of ``tickers`` only."""
+        """Replay the file once (see the module doc); events of ``tickers`` only. After
+        :meth:`open_books`, what it read comes first."""
         want = {self._market(t).info.ticker for t in tickers}
         if self._streaming or self._replayed:
             raise ExchangeError("the feed is replayed once, by one stream", code="stream_busy")
@@ -603,20 +606,20 @@ class KalshiFeedExchange(BookEmulator):
         pending = self._pending
         n = 0
         try:
-            with self.path.open("rb") as fh:
-                for line in fh:
-                    if not line.strip():
-                        continue
-                    self._frame(line)
-                    while pending:
-                        ev = pending.popleft()
-                        if ev.ticker in want:
-                            self.events_emitted += 1
-                            yield ev
-                        n += 1
-                        if n >= YIELD_EVERY:
-                            n = 0
-                            await asyncio.sleep(0)
+            while True:
+                while pending:
+                    ev = pending.popleft()
+                    if ev.ticker in want:
+                        self.events_emitted += 1
+                        yield ev
+                    n += 1
+                    if n >= YIELD_EVERY:
+                        n = 0
+                        await asyncio.sleep(0)
+                line = next(self._lines(), None)
+                if line is None:
+                    break
+                self._frame(line)
             self._finish()
             while pending:
                 ev = pending.popleft()
@@ -627,6 +630,34 @@ class KalshiFeedExchange(BookEmulator):
             self._streaming = False
             self._replayed = True
             self.closed = True
+
+    def open_books(self) -> None:
+        """Read the file up to the first snapshot of every market that has one, so that the
+        books are known (:meth:`get_orderbook`, orders checked against them) before the stream
+        starts, as on a live venue. The events read are held and the stream yields them first.
+        Optional; a no-op once the books are open."""
+        if self._streaming or self._replayed:
+            raise ExchangeError("open_books: the feed is already replaying", code="stream_busy")
+        waiting = [self._markets[t] for t in self._snapshotted if t in self._markets]
+        if all(m.started for m in waiting):
+            return
+        for line in self._lines():
+            self._frame(line)
+            if all(m.started for m in waiting):
+                return
+
+    def _lines(self) -> Iterator[bytes]:
+        """The file's non-empty lines, read once (shared by :meth:`open_books` and the
+        stream)."""
+        if self._reader is None:
+            self._reader = self._read_lines()
+        return self._reader
+
+    def _read_lines(self) -> Iterator[bytes]:
+        with self.path.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    yield line
 
     # -- reading the file -----------------------------------------------------------------------
 
