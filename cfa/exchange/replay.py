@@ -88,7 +88,8 @@ class AuditReplayExchange:
     def __init__(self, db: str | Path, run_id: str, markets: Sequence[MarketInfo]) -> None:
         self._clock = EventClock()
         self.clock: Clock = self._clock
-        """The time of the recorded event (or control) being replayed."""
+        """The time of the recorded event (or control) being replayed; before the stream, of
+        the first one."""
         self.db = Path(db)
         self.run_id = run_id
         self._markets = {m.ticker: m for m in markets}
@@ -101,6 +102,8 @@ class AuditReplayExchange:
         self._fills: list[Fill] = []
         self._next = 0
         self._load()
+        if self._timeline:  # before the stream, the clock reads the recorded run's first event
+            self._clock.t = self._timeline[0][0]
 
     def _load(self) -> None:
         """Per market, events and controls in recorded (seq) order; markets merged by time.
