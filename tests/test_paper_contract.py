@@ -115,3 +115,32 @@ async def test_keyless_paper_polls_public_rest() -> None:
         # the poll interval was raised to the read-budget floor: two reads per poll
         books = [r for r in s.requests if r[1].endswith("/orderbook")]
         assert len(books) <= took / poll_floor(1) + 3
+
+
+async def test_a_resting_paper_order_fills_on_a_live_print_through_it() -> None:
+    async with running_standin(world=make_world(), churn_interval=None) as s:
+        ex = PaperExchange.connect(s.base_url, s.ws_url, signer(), timeout=1.0, ws_backoff=0.02)
+        t = MARKETS[0]
+        try:
+            events = ex.stream([t])
+            first = await asyncio.wait_for(anext(events), 5)
+            assert isinstance(first, BookSnapshot)
+            bid = first.yes[-1][0] - 300  # three cents below the best bid: nobody trades there
+            o = await ex.place_order(OrderRequest(t, "rest-1", Side.BID, bid, 100))
+            # someone else sells 2 contracts one cent below our bid at Kalshi: a print through us
+            s.world._trade(s.world.markets[t], Side.ASK, bid - 100, 200, None, None)
+
+            async def fill() -> Fill:
+                async for ev in events:
+                    if isinstance(ev, Fill):
+                        return ev
+                raise AssertionError("stream ended")
+
+            f = await asyncio.wait_for(fill(), 5)
+            assert (f.order_id, f.price, f.count, f.is_taker) == (o.order_id, bid, 100, False)
+            assert [p.position for p in await ex.get_positions()] == [100]
+            assert await ex.get_orders(t) == []
+            await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            await ex.close()
+        assert_no_orders_sent(s)
