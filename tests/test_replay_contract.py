@@ -12,6 +12,7 @@ recorded answers to order calls, and the protocol itself.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,14 @@ async def test_replayed_stream_starts_with_snapshots_then_deltas_in_sequence(
             books[ev.ticker].apply_delta(ev)  # raises on a seq gap or a negative level
             deltas += 1
     assert set(books) == {m.ticker for m in markets} and deltas > 300
+    # positions and fees follow the recorded fills
+    fills = await ex.get_fills()
+    assert fills, "the recorded run traded"
+    last = {f.ticker: f.post_position for f in fills}
+    positions = {p.ticker: p for p in await ex.get_positions()}
+    assert {t: p.position for t, p in positions.items()} == last
+    for t, p in positions.items():
+        assert p.fees_paid == sum((f.fee for f in fills if f.ticker == t), Decimal(0))
 
 
 async def test_order_calls_get_the_recorded_answers(

@@ -33,13 +33,16 @@ from cfa.core.types import (
     Order,
     OrderRequest,
     OrderStatus,
+    Outcome,
     Position,
     Price,
     Qty,
+    Settlement,
     Trade,
 )
 from cfa.exchange.base import Clock, Event, ExchangeError, MarketNotFound, OrderNotFound
 from cfa.exchange.clock import EventClock
+from cfa.exchange.emulator.account import Account
 
 AUTOMATIC_SOURCES = ("warmup", "calibration", "breaker:", "close_taper", "feed_watchdog")
 EXCHANGE_CALLS = ("place", "amend", "cancel", "reject", "cancel_failed")
@@ -99,7 +102,8 @@ class AuditReplayExchange:
         self._resting: dict[str, Order] = {}
         self._placed: set[str] = set()
         """Ids of every order placed during the replay."""
-        self._fills: list[Fill] = []
+        self._account = Account(Decimal(0))
+        """The recorded fills streamed so far, booked (their recorded fees)."""
         self._next = 0
         self._load()
         if self._timeline:  # before the stream, the clock reads the recorded run's first event
@@ -205,10 +209,12 @@ class AuditReplayExchange:
                     self._resting[item.order_id] = item
                 else:
                     self._resting.pop(item.order_id, None)
+            elif isinstance(item, Settlement):
+                self._account.settle(item.ticker, item.result is Outcome.YES)
             yield item
 
     def _on_recorded_fill(self, f: Fill) -> None:
-        self._fills.append(f)
+        self._account.record(f)
         o = self._resting.get(f.order_id)
         if o is None:
             return
@@ -298,13 +304,18 @@ class AuditReplayExchange:
         return [o for o in self._resting.values() if ticker is None or o.ticker == ticker]
 
     async def get_fills(self, ticker: str | None = None) -> list[Fill]:
-        return [f for f in self._fills if ticker is None or f.ticker == ticker]
+        """The recorded fills streamed so far, oldest first."""
+        return [f for f in self._account.fills if ticker is None or f.ticker == ticker]
 
     async def get_positions(self) -> list[Position]:
-        return []
+        """Net positions, realised PnL and fees of the recorded fills streamed so far."""
+        acct = self._account
+        return [acct.snapshot(t) for t in self._markets if t in acct.positions]
 
     async def get_balance(self) -> Decimal:
-        return Decimal(0)
+        """The cash the recorded fills streamed so far moved, in dollars. The recorded run's
+        opening balance is not in the audit store, so this counts from 0."""
+        return self._account.cash
 
 
 if TYPE_CHECKING:  # mypy proves that AuditReplayExchange is an Exchange

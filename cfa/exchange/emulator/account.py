@@ -99,23 +99,14 @@ class Account:
         p = self.positions.get(ticker)
         if p is None:
             p = self.positions[ticker] = _Pos()
-        pos = p.position
-        if side is Side.BID:
-            closing = min(count, max(-pos, 0))
-            revenue = notional(ONE_DOLLAR - price, closing) - notional(price, count - closing)
-        else:
-            closing = min(count, max(pos, 0))
-            revenue = notional(price, closing) - notional(ONE_DOLLAR - price, count - closing)
+        revenue = self._revenue(p, side, price, count)
         fee, self._fee_acc[order_id] = net_fee(
             revenue,
             trade_fee(fee_schedule, price, count, is_taker=is_taker),
             self._fee_acc.get(order_id, _ZERO),
             fee_schedule.rounding,
         )
-        self.cash += revenue
-        self._realise(p, side.sign * count, price)
-        self.cash -= fee
-        p.fees += fee
+        self._book(p, side, price, count, revenue, fee)
         fid = f"{self.fill_prefix}{self._next_fill:08d}"
         self._next_fill += 1
         f = Fill(
@@ -133,6 +124,32 @@ class Account:
         )
         self.fills.append(f)
         return f
+
+    def record(self, f: Fill) -> None:
+        """Book a fill that happened elsewhere (a recorded run's), with the fee it carries."""
+        p = self.positions.get(f.ticker)
+        if p is None:
+            p = self.positions[f.ticker] = _Pos()
+        self._book(p, f.side, f.price, f.count, self._revenue(p, f.side, f.price, f.count), f.fee)
+        self.fills.append(f)
+
+    @staticmethod
+    def _revenue(p: _Pos, side: Side, price: Price, count: Qty) -> Decimal:
+        """Cash a fill moves before fees (collateral rules in the module doc)."""
+        pos = p.position
+        if side is Side.BID:
+            closing = min(count, max(-pos, 0))
+            return notional(ONE_DOLLAR - price, closing) - notional(price, count - closing)
+        closing = min(count, max(pos, 0))
+        return notional(price, closing) - notional(ONE_DOLLAR - price, count - closing)
+
+    def _book(
+        self, p: _Pos, side: Side, price: Price, count: Qty, revenue: Decimal, fee: Decimal
+    ) -> None:
+        self.cash += revenue
+        self._realise(p, side.sign * count, price)
+        self.cash -= fee
+        p.fees += fee
 
     @staticmethod
     def _realise(p: _Pos, signed: Qty, price: Price) -> None:
