@@ -91,7 +91,12 @@ def test_cfa_run_paper_on_the_standin(
     assert "kalshi (paper trading)" in out.read_text(encoding="utf-8")
 
 
-def test_paper_needs_kalshi_and_a_known_fill_model() -> None:
+def test_paper_needs_kalshi_and_a_known_fill_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("CFA_KALSHI_KEY_ID", "CFA_KALSHI_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    r = CliRunner().invoke(app, ["run", "--exchange", "kalshi", "-m", "X", "--quiet"])
+    assert r.exit_code != 0 and "Kalshi credentials missing" in r.output
+    assert "add --paper" in r.output, "live trading without a key points to paper trading"
     r = CliRunner().invoke(app, ["run", "--paper", "--no-agents", "--quiet"])
     assert r.exit_code != 0 and "--paper needs --exchange kalshi" in r.output
     r = CliRunner().invoke(

@@ -217,7 +217,10 @@ def run(
             else:
                 exchange = KalshiExchange.from_settings(settings)
         except (ExchangeError, ValueError, OSError) as exc:
-            raise fail(str(exc)) from None
+            hint = ""
+            if not paper and getattr(exc, "code", None) == "no_credentials":
+                hint = " (or add --paper: paper trading on public market data needs no key)"
+            raise fail(f"{exc}{hint}") from None
         chosen = list(market)
         if isinstance(exchange, PaperExchange) and not exchange.websocket:
             missing = ", ".join(settings.missing())
