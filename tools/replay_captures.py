@@ -20,9 +20,11 @@ market was blind (a gap open: no quotes until a snapshot), and ticker agreement:
 the recorded ``ticker`` updates whose best bid and ask equal the replayed book's (``tk =``) and
 lie within $0.01 of it (``tk ±1¢``), checked as each arrived; and the wall time.
 
-The fill assumption is the exchange's (see :mod:`cfa.exchange.feed`): a resting order fills, in
-full at its price as a maker, only when the recording trades *through* it — the best opposite
-price moves strictly past it, or a print (``ticker`` volume) happens strictly beyond it. Results
+The fill assumption is the exchange's (see :mod:`cfa.exchange.feed`): by default (``through``) a
+resting order fills, in full at its price as a maker, only when the recording trades *through*
+it — the best opposite price moves strictly past it, or a print (``ticker`` volume) happens
+strictly beyond it; ``--fill-model touch`` or ``queue`` pick the other models of
+:mod:`cfa.exchange.emulator.fills`. Results
 are not settled (no result is known for these windows): open positions are marked to the last
 two-sided recorded mid.
 """

@@ -25,6 +25,7 @@ from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
 from cfa.exchange.base import Exchange, ExchangeError
+from cfa.exchange.emulator.fills import FILL_MODELS
 from cfa.exchange.sim import DEFAULT_START_TS as SIM_EPOCH
 from cfa.exchange.sim import SimExchange, known_scenarios
 from cfa.risk.policy import Policy, PolicyError, load_policy
@@ -91,7 +92,11 @@ def run(
     ] = False,
     exchange_name: Annotated[
         str,
-        typer.Option("--exchange", help="sim (embedded simulator) or kalshi (CFA_KALSHI_* keys)."),
+        typer.Option(
+            "--exchange",
+            help="sim (embedded simulator) or kalshi (CFA_KALSHI_* keys; with --paper, "
+            "paper trading on live data).",
+        ),
     ] = "sim",
     market: Annotated[
         list[str] | None, typer.Option("--market", "-m", help="Kalshi ticker to trade (repeat).")
@@ -99,6 +104,34 @@ def run(
     env_file: Annotated[
         Path | None, typer.Option(help="KEY=value file with the CFA_KALSHI_* settings.")
     ] = None,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            "--paper",
+            help="With --exchange kalshi: paper trading. Live Kalshi market data, fills "
+            "simulated by the venue emulator, no order ever sent to Kalshi. REST market data "
+            "needs no key; Kalshi's WebSocket needs one even for public data, so without "
+            "CFA_KALSHI_KEY_ID and CFA_KALSHI_PRIVATE_KEY_PATH the book is polled over public "
+            "REST (coarser fills).",
+        ),
+    ] = False,
+    fill_model: Annotated[
+        str,
+        typer.Option(
+            "--fill-model",
+            help="With --paper: when a paper order fills — through (the book or a trade goes "
+            "through its price; default), touch (reaching it is enough), queue (an estimated "
+            "queue position at its price).",
+        ),
+    ] = "through",
+    poll_interval: Annotated[
+        str,
+        typer.Option(
+            "--poll-interval",
+            help="With --paper and no key: how often to poll each market's public REST book "
+            "(raised so that polling uses at most half of Kalshi's Basic read budget).",
+        ),
+    ] = "1s",
     lockstep: Annotated[
         bool,
         typer.Option(
@@ -145,6 +178,13 @@ def run(
         raise fail("--llm-latency needs --lockstep (the background mode has real latency)")
     if lockstep and exchange_name != "sim":
         raise fail("--lockstep works on the simulator only: a live exchange does not wait")
+    if paper and exchange_name != "kalshi":
+        raise fail("--paper needs --exchange kalshi (the simulator's fills are simulated anyway)")
+    if fill_model not in FILL_MODELS:
+        raise fail(f"--fill-model: use one of {', '.join(FILL_MODELS)}, not {fill_model!r}")
+    if fill_model != "through" and not paper:
+        raise fail("--fill-model applies to --paper only")
+    poll_s = parse_duration(poll_interval, "--poll-interval")
     agent: Reasoner | None = None
     cache: SqliteLLMCache | None = None
     if not no_agents:
@@ -163,14 +203,34 @@ def run(
         if not market:
             raise fail("--exchange kalshi needs at least one --market TICKER (see `cfa markets`)")
         from cfa.exchange.kalshi.adapter import KalshiExchange
+        from cfa.exchange.kalshi.paper import PaperExchange, poll_floor
         from cfa.exchange.kalshi.settings import KalshiSettings, load_settings
 
         try:
             settings = load_settings(env_file) if env_file else KalshiSettings()
-            exchange = KalshiExchange.from_settings(settings)
+            if paper:
+                exchange = PaperExchange.from_settings(
+                    settings,
+                    fill_model=fill_model,
+                    poll_interval=poll_s,
+                )
+            else:
+                exchange = KalshiExchange.from_settings(settings)
         except (ExchangeError, ValueError, OSError) as exc:
-            raise fail(str(exc)) from None
+            hint = ""
+            if not paper and getattr(exc, "code", None) == "no_credentials":
+                hint = " (or add --paper: paper trading on public market data needs no key)"
+            raise fail(f"{exc}{hint}") from None
         chosen = list(market)
+        if isinstance(exchange, PaperExchange) and not exchange.websocket:
+            missing = ", ".join(settings.missing())
+            typer.echo(
+                f"paper: no Kalshi key ({missing} not set): Kalshi's WebSocket needs one even "
+                "for public data, so the book is polled over public REST every "
+                f"{max(exchange.poll_interval, poll_floor(len(chosen))):g}s instead "
+                "(coarser fills); set the key to stream it",
+                err=True,
+            )
     else:
         try:
             exchange = SimExchange.from_scenarios(
@@ -194,6 +254,11 @@ def run(
         "llm_latency_s": latency,
         "llm_cache": None if cache is None else str(llm_cache),
     }
+    if exchange_name == "kalshi":
+        config["paper"] = paper
+        if paper:
+            config["fill_model"] = fill_model
+            config["paper_feed"] = "websocket" if getattr(exchange, "websocket", False) else "rest"
     agent_options = {"interval_s": interval, "lockstep": lockstep, "latency_s": latency}
     failure: tuple[str, int] | None = None
     try:
@@ -220,6 +285,13 @@ def run(
         raise fail(*failure)
     console.print()
     console.print(summary_table(rows, console.width))
+    if config.get("paper"):
+        console.print(
+            f"paper trading: fills simulated (fill model {fill_model}, Kalshi book over "
+            f"{config['paper_feed']}); no order was sent to Kalshi",
+            highlight=False,
+            soft_wrap=True,
+        )
     if session.agents is not None:
         verdicts = ", ".join(
             f"{k} {v}" for k, v in sorted(session.agents.decisions_by_verdict.items())

@@ -60,10 +60,13 @@ book event either, so a blind stretch longer than the timeout with nothing else 
 market, no trades) also halts and resumes at the snapshot, as a live feed that stays unsynced
 would.
 
-**Our orders** never reach a venue; they rest locally. The recorded book does not contain them
-and the recording does not react to them. Book deltas carrying our ``client_order_id`` show
-them in the streamed book (as :class:`cfa.exchange.sim.SimExchange` does), so a consumer's book
-is "recorded book + our orders" and :meth:`get_orderbook` returns the same. Prices must be on
+**Our orders** never reach a venue; they rest in the venue emulator
+(:class:`cfa.exchange.emulator.book.BookEmulator`, which this class is; its order checks are
+:mod:`cfa.exchange.emulator.orders`, shared with the simulator). The recorded book does not
+contain them and the recording does not react to them. Book deltas carrying our
+``client_order_id`` show them in the streamed book (as :class:`cfa.exchange.sim.SimExchange`
+does), so a consumer's book is "recorded book + our orders" and :meth:`get_orderbook` returns
+the same. Prices must be on
 the market's grid (``invalid_price``); a post-only order that would cross the recorded book or
 our own opposite order is rejected (``post_only_cross``); ``reduce_only`` cuts the size to the
 position; orders after the market's close are rejected (``market_closed``) and resting ones are
@@ -89,12 +92,15 @@ counterparty would have reached it *through* its price:
 Touching is not enough: a trade or a best price *at* our price leaves us behind an unknown
 queue, so we assume we did not fill (pessimistic for fill counts, and so for rebates and
 spread capture; optimistic in that nothing that trades through ever misses us and fills have
-no adverse price beyond ``p``). ``fill_model="touch"`` turns every "strictly" above into "at or
-through" (front-of-queue, an optimistic bound). Liquidity we take or fill against is not removed
+no adverse price beyond ``p``). That is the ``through`` fill model (the default);
+``fill_model="touch"`` turns every "strictly" above into "at or through" (front-of-queue, an
+optimistic bound), and ``fill_model="queue"`` adds an estimated queue position so that prints
+*at* our price fill us once the size ahead is used up (:mod:`cfa.exchange.emulator.fills`).
+Liquidity we take or fill against is not removed
 from the recorded book. A non-post-only order that crosses takes the recorded liquidity it
 crosses at the recorded prices (taker fee) and rests the rest.
 
-**Accounting** follows :class:`cfa.exchange.sim.account.Account` (Kalshi collateral rules,
+**Accounting** follows :class:`cfa.exchange.emulator.account.Account` (Kalshi collateral rules,
 average-cost realised PnL, fees apart). At the end of the file every resting order is cancelled;
 a market whose result is known (``results=``, or the metadata file) is settled and a
 :class:`Settlement` is yielded; otherwise positions are marked to the last two-sided recorded
@@ -115,16 +121,15 @@ import asyncio
 import gzip
 import json
 import re
-from collections import deque
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.book import OrderBook
 from cfa.core.grid import PriceGrid
 from cfa.core.types import (
     ONE_DOLLAR,
@@ -132,17 +137,9 @@ from cfa.core.types import (
     BookSnapshot,
     CfaValueError,
     FeeSchedule,
-    Fill,
     MarketInfo,
-    Order,
-    OrderRequest,
-    OrderStatus,
     Outcome,
-    Position,
-    Price,
-    Qty,
     Settlement,
-    Side,
     Trade,
 )
 from cfa.exchange.base import (
@@ -150,13 +147,13 @@ from cfa.exchange.base import (
     Event,
     ExchangeError,
     MarketNotFound,
-    OrderNotFound,
-    OrderRejected,
 )
+from cfa.exchange.clock import EventClock
+from cfa.exchange.emulator.account import Account
+from cfa.exchange.emulator.book import BookEmulator, EmulatedMarket
+from cfa.exchange.emulator.fills import FILL_MODELS
 from cfa.exchange.kalshi import frames
 from cfa.exchange.kalshi.frames import Ticker
-from cfa.exchange.sim.account import Account
-from cfa.exchange.sim.clock import SimClock
 
 try:  # orjson parses the ~100k lines of a capture window about 3x faster than json
     from orjson import loads as _loads
@@ -175,10 +172,6 @@ __all__ = [
     "read_metadata",
     "write_feed",
 ]
-
-FILL_MODELS = ("through", "touch")
-"""``through``: fill only when the recording trades through our price (default); ``touch``:
-also when it reaches our price (front of the queue)."""
 
 DEFAULT_CASH = Decimal(10_000)
 """Starting balance in dollars."""
@@ -414,68 +407,21 @@ class FeedHealth:
 
 
 @dataclass(slots=True)
-class _Own:
-    order_id: str
-    client_order_id: str
-    ticker: str
-    side: Side
-    price: Price
-    initial: Qty
-    remaining: Qty
-    filled: Qty
-    status: OrderStatus
-    ts: float
-    post_only: bool
-    since: float
-    """When the order started resting at its current price (for the ticker fill rule)."""
-
-    def record(self) -> Order:
-        return Order(
-            self.order_id,
-            self.client_order_id,
-            self.ticker,
-            self.side,
-            self.price,
-            self.initial,
-            self.remaining,
-            self.filled,
-            self.status,
-            self.ts,
-        )
-
-
-@dataclass(slots=True)
-class _Market:
-    info: MarketInfo
-    grid: PriceGrid
-    book: OrderBook
-    out_seq: int = 0
-    started: bool = False
-    gaps: int = 0
-    jumps: int = 0
-    resyncs: int = 0
-    hole: bool = False
-    """A gap is open: the recorded book is not trusted until the next snapshot."""
-    hole_since: float = 0.0
-    blind_s: float = 0.0
+class _Market(EmulatedMarket):
     last_ticker: Ticker | None = None
     prev_ticker_t: float | None = None
-    last_mid: float | None = None
-    trades: deque[Trade] = field(default_factory=lambda: deque(maxlen=200))
-    max_abs_pos: Qty = 0
-    settled: Outcome | None = None
     ticker_checks: list[int] = field(default_factory=lambda: [0, 0, 0])
 
 
-class KalshiFeedExchange:
+class KalshiFeedExchange(BookEmulator):
     """Replays a JSONL of Kalshi WebSocket frames; implements :class:`cfa.exchange.base.Exchange`.
 
     ``path``: the frames file (see the module doc). ``markets``: :class:`MarketInfo` of the
     markets to expose (default: every market with a snapshot in the file, described by the
     metadata file, the ticker, or a fallback; see the module doc). ``fill_model``: ``"through"``
-    (default) or ``"touch"`` (:data:`FILL_MODELS`). ``ticker_trades``: also infer trades from the
-    ``ticker`` channel's volume. ``results``: known outcomes (``{"TICKER": "yes"}``), settled at
-    the end of the file. ``cash``: starting balance in dollars.
+    (default), ``"touch"`` or ``"queue"`` (:data:`FILL_MODELS`). ``ticker_trades``: also infer
+    trades from the ``ticker`` channel's volume. ``results``: known outcomes
+    (``{"TICKER": "yes"}``), settled at the end of the file. ``cash``: starting balance in dollars.
     """
 
     def __init__(
@@ -490,17 +436,21 @@ class KalshiFeedExchange:
     ) -> None:
         if fill_model not in FILL_MODELS:
             raise ValueError(f"fill_model must be one of {FILL_MODELS}, got {fill_model!r}")
+        self._clock = EventClock()
+        self.clock: Clock = self._clock
+        """Receive time of the last frame read (before the stream: of the first frame)."""
+        self._init_emulator(
+            fill_model_name=fill_model,
+            cash=Account(Decimal(cash)),
+            order_prefix="feed-o",
+            fill_prefix="feed-f",
+        )
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no frames file {self.path}")
-        self.fill_model = fill_model
         self.ticker_trades = ticker_trades
-        self._touch = fill_model == "touch"
         tickers, first_ts, last_ts = self._prescan()
-        self._clock = SimClock(first_ts)
-        self.clock: Clock = self._clock
-        """Receive time of the last frame read (before the stream: of the first frame)."""
-        self.account = Account(Decimal(cash))
+        self._clock.advance_to(first_ts)
         meta_results: dict[str, Outcome] = {}
         infos: dict[str, MarketInfo] = {}
         if markets is not None:
@@ -521,22 +471,27 @@ class KalshiFeedExchange:
         self._results: dict[str, Outcome] = dict(meta_results)
         for t, r in (results or {}).items():
             self._results[t] = Outcome(r)
-        self._markets: dict[str, _Market] = {
-            t: _Market(info, PriceGrid(info.price_ranges), OrderBook(t))
-            for t, info in infos.items()
-        }
-        self._orders: dict[str, _Own] = {}
-        self._resting: dict[str, _Own] = {}
-        self._by_coid: dict[str, _Own] = {}
-        self._next_order = 1
-        self._next_fill = 1
-        self._pending: deque[Event] = deque()
+        for info in infos.values():
+            self._add_market(info)
         self._streaming = False
         self._replayed = False
+        self._snapshotted = tickers
+        self._reader: Iterator[bytes] | None = None
         self.frames_read = 0
         """Frames read from the file so far (control frames included)."""
         self.events_emitted = 0
         """Events the stream has yielded so far."""
+
+    def _new_market(self, info: MarketInfo) -> _Market:
+        return _Market(info, PriceGrid(info.price_ranges), OrderBook(info.ticker))
+
+    def _market(self, ticker: str) -> _Market:
+        m = self._markets.get(ticker)
+        if m is None:
+            raise MarketNotFound(
+                f"no market {ticker!r} in {self.path.name}", code="market_not_found"
+            )
+        return cast(_Market, m)
 
     # -- feed-only helpers ----------------------------------------------------------------------
 
@@ -641,26 +596,9 @@ class KalshiFeedExchange:
     async def close(self) -> None:
         """Nothing to release; idempotent. Resting orders stay (the runtime cancels first)."""
 
-    async def get_markets(self, tickers: Sequence[str] | None = None) -> list[MarketInfo]:
-        if tickers is None:
-            return [m.info for m in self._markets.values()]
-        return [self._market(t).info for t in tickers]
-
-    async def get_market(self, ticker: str) -> MarketInfo:
-        return self._market(ticker).info
-
-    async def get_orderbook(self, ticker: str) -> BookSnapshot:
-        """Recorded book plus our resting orders, with the stream's current ``seq``; in a hole
-        (module doc) only our resting orders: the venue's book is not known."""
-        m = self._market(ticker)
-        return self._merged(m, m.out_seq)
-
-    async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
-        trades = self._market(ticker).trades
-        return list(trades)[-limit:] if limit > 0 else []
-
     async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
-        """Replay the file once (see the module doc); events of ``tickers`` only."""
+        """Replay the file once (see the module doc); events of ``tickers`` only. After
+        :meth:`open_books`, what it read comes first."""
         want = {self._market(t).info.ticker for t in tickers}
         if self._streaming or self._replayed:
             raise ExchangeError("the feed is replayed once, by one stream", code="stream_busy")
@@ -668,20 +606,20 @@ class KalshiFeedExchange:
         pending = self._pending
         n = 0
         try:
-            with self.path.open("rb") as fh:
-                for line in fh:
-                    if not line.strip():
-                        continue
-                    self._frame(line)
-                    while pending:
-                        ev = pending.popleft()
-                        if ev.ticker in want:
-                            self.events_emitted += 1
-                            yield ev
-                        n += 1
-                        if n >= YIELD_EVERY:
-                            n = 0
-                            await asyncio.sleep(0)
+            while True:
+                while pending:
+                    ev = pending.popleft()
+                    if ev.ticker in want:
+                        self.events_emitted += 1
+                        yield ev
+                    n += 1
+                    if n >= YIELD_EVERY:
+                        n = 0
+                        await asyncio.sleep(0)
+                line = next(self._lines(), None)
+                if line is None:
+                    break
+                self._frame(line)
             self._finish()
             while pending:
                 ev = pending.popleft()
@@ -691,127 +629,35 @@ class KalshiFeedExchange:
         finally:
             self._streaming = False
             self._replayed = True
+            self.closed = True
 
-    async def place_order(self, request: OrderRequest) -> Order:
-        known = self._by_coid.get(request.client_order_id)
-        if known is not None:
-            return known.record()
-        m = self._open_market(request.ticker)
-        self._check_price(m, request.price)
-        side = Side(request.side)
-        count = request.count
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise OrderRejected(
-                f"count must be a positive integer, got {count!r}", code="invalid_order_size"
-            )
-        if request.reduce_only:
-            pos = self.account.position(m.info.ticker)
-            allowed = max(-pos, 0) if side is Side.BID else max(pos, 0)
-            if allowed == 0:
-                raise OrderRejected(
-                    f"{request.ticker}: reduce-only {side} with position {pos}", code="reduce_only"
-                )
-            count = min(count, allowed)
-        crosses = self._crosses(m, side, request.price)
-        if request.post_only and crosses:
-            raise OrderRejected(
-                f"{request.ticker}: post-only {side} at {request.price} would cross",
-                code="post_only_cross",
-            )
-        cost = self.account.opening_cost(request.ticker, side, request.price, count)
-        if cost > self.account.cash:
-            raise OrderRejected(
-                f"needs ${cost}, balance is ${self.account.cash}", code="insufficient_balance"
-            )
-        t = self._clock.now()
-        oid = f"feed-o{self._next_order:08d}"
-        self._next_order += 1
-        o = _Own(
-            oid,
-            request.client_order_id,
-            request.ticker,
-            side,
-            request.price,
-            count,
-            count,
-            0,
-            OrderStatus.RESTING,
-            t,
-            request.post_only,
-            t,
-        )
-        self._orders[oid] = o
-        self._by_coid[o.client_order_id] = o
-        if crosses:
-            self._take(m, o)
-        if o.remaining > 0:
-            self._rest(m, o)
-        self._pending.append(o.record())
-        return o.record()
+    def open_books(self) -> None:
+        """Read the file up to the first snapshot of every market that has one, so that the
+        books are known (:meth:`get_orderbook`, orders checked against them) before the stream
+        starts, as on a live venue. The events read are held and the stream yields them first.
+        Optional; a no-op once the books are open."""
+        if self._streaming or self._replayed:
+            raise ExchangeError("open_books: the feed is already replaying", code="stream_busy")
+        waiting = [self._markets[t] for t in self._snapshotted if t in self._markets]
+        if all(m.started for m in waiting):
+            return
+        for line in self._lines():
+            self._frame(line)
+            if all(m.started for m in waiting):
+                return
 
-    async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
-        """New price and/or total ``count`` (filled + resting); a post-only order may not cross."""
-        o = self._resting_order(order_id)
-        m = self._open_market(o.ticker)
-        self._check_price(m, price)
-        if isinstance(count, bool) or not isinstance(count, int) or count <= o.filled:
-            raise OrderRejected(
-                f"count {count!r} must exceed the filled {o.filled}", code="invalid_order_size"
-            )
-        if price != o.price and o.post_only and self._crosses(m, o.side, price, exclude=o):
-            raise OrderRejected(
-                f"{o.ticker}: post-only {o.side} at {price} would cross", code="post_only_cross"
-            )
-        t = self._clock.now()
-        self._own_delta(m, o, -o.remaining)
-        if price != o.price:
-            o.since = t
-        o.price = price
-        o.initial = count
-        o.remaining = count - o.filled
-        o.ts = t
-        self._own_delta(m, o, o.remaining)
-        if not o.post_only and self._crosses(m, o.side, price, exclude=o):
-            self._own_delta(m, o, -o.remaining)
-            self._take(m, o)
-            if o.remaining:
-                self._own_delta(m, o, o.remaining)
-            else:
-                self._resting.pop(o.order_id, None)
-        self._pending.append(o.record())
-        return o.record()
+    def _lines(self) -> Iterator[bytes]:
+        """The file's non-empty lines, read once (shared by :meth:`open_books` and the
+        stream)."""
+        if self._reader is None:
+            self._reader = self._read_lines()
+        return self._reader
 
-    async def cancel_order(self, order_id: str) -> Order:
-        o = self._resting_order(order_id)
-        self._cancel(self._market(o.ticker), o)
-        return o.record()
-
-    async def cancel_all(self, ticker: str | None = None) -> list[Order]:
-        if ticker is not None:
-            self._market(ticker)
-        out: list[Order] = []
-        for o in [o for o in self._resting.values() if ticker is None or o.ticker == ticker]:
-            self._cancel(self._market(o.ticker), o)
-            out.append(o.record())
-        return out
-
-    async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
-        if ticker is not None:
-            self._market(ticker)
-        src = self._resting if resting_only else self._orders
-        return [o.record() for o in src.values() if ticker is None or o.ticker == ticker]
-
-    async def get_fills(self, ticker: str | None = None) -> list[Fill]:
-        if ticker is None:
-            return list(self.account.fills)
-        self._market(ticker)
-        return [f for f in self.account.fills if f.ticker == ticker]
-
-    async def get_positions(self) -> list[Position]:
-        return [self.account.snapshot(t) for t in self._markets if t in self.account.positions]
-
-    async def get_balance(self) -> Decimal:
-        return self.account.cash
+    def _read_lines(self) -> Iterator[bytes]:
+        with self.path.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    yield line
 
     # -- reading the file -----------------------------------------------------------------------
 
@@ -879,7 +725,7 @@ class KalshiFeedExchange:
         rec = frames.parse_frame(frame, recv_ts=now)
         if rec is None:  # pragma: no cover - MARKET_DATA_TYPES always parse
             return
-        m = self._markets.get(rec.ticker)
+        m = cast("_Market | None", self._markets.get(rec.ticker))
         if m is None:
             return
         self._close_if_due(m, now)
@@ -891,64 +737,9 @@ class KalshiFeedExchange:
             tr = replace(rec, ts=now)
             m.trades.append(tr)
             self._pending.append(tr)
-            self._trade_through(m, tr.price, tr.count, now, None)
+            self._on_print(m, tr.price, tr.count, now)
         elif isinstance(rec, Ticker):
             self._on_ticker(m, rec, now)
-
-    def _on_snapshot(self, m: _Market, s: BookSnapshot, now: float) -> None:
-        if m.started:
-            m.resyncs += 1
-            if m.hole:
-                m.hole = False
-                m.blind_s += now - m.hole_since
-            elif now < m.info.close_ts and not _same_book(m.book, s):
-                m.jumps += 1  # deltas were lost with no sign in seq
-        m.book.apply_snapshot(s)
-        m.started = True
-        m.out_seq += 1
-        self._pending.append(self._merged(m, m.out_seq, now))
-        self._after_book(m, now)
-
-    def _on_delta(self, m: _Market, d: BookDelta, now: float) -> None:
-        if not m.started:
-            return  # no snapshot yet: nothing to apply it to
-        try:
-            m.book.apply_delta(d)
-        except BookSequenceError:
-            self._lenient(m, d, now)
-            if not m.hole:  # a new hole: show the consumer a gap, then nothing until a snapshot
-                m.gaps += 1
-                m.hole = True
-                m.hole_since = now
-                m.out_seq += 2
-                self._pending.append(
-                    BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None)
-                )
-            self._after_book(m, now)
-            return
-        # fills first: the counterparty that moved the book would have reached us first
-        self._after_book(m, now)
-        if m.hole:
-            return
-        m.out_seq += 1
-        self._pending.append(BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None))
-
-    @staticmethod
-    def _lenient(m: _Market, d: BookDelta, now: float) -> None:
-        """Apply ``d`` whatever its ``seq``; a level that would go negative is removed."""
-        b = m.book
-        yes, no = dict(b.yes), dict(b.no)
-        ladder = yes if d.outcome is Outcome.YES else no
-        size = ladder.get(d.price, 0) + d.delta
-        if size > 0:
-            ladder[d.price] = size
-        else:
-            ladder.pop(d.price, None)
-        b.apply_snapshot(
-            BookSnapshot(
-                b.ticker, d.seq, now, tuple(sorted(yes.items())), tuple(sorted(no.items()))
-            )
-        )
 
     def _on_ticker(self, m: _Market, tk: Ticker, now: float) -> None:
         b = m.book
@@ -969,48 +760,7 @@ class KalshiFeedExchange:
             return
         dv = tk.volume - prev.volume
         if dv > 0:
-            self._trade_through(m, tk.last_price, dv, now, prev_t)
-
-    def _after_book(self, m: _Market, now: float) -> None:
-        """Track the mark; fill our orders the recorded book now trades through."""
-        b = m.book
-        bb, ba = b.best_bid(), b.best_ask()
-        if bb is not None and ba is not None and bb < ba:
-            m.last_mid = (bb + ba) / (2 * ONE_DOLLAR)
-        if not self._resting:
-            return
-        touch = self._touch
-        for o in [o for o in self._resting.values() if o.ticker == m.info.ticker]:
-            if o.side is Side.BID:
-                hit = ba is not None and (ba < o.price or (touch and ba == o.price))
-            else:
-                hit = bb is not None and (bb > o.price or (touch and bb == o.price))
-            if hit:
-                self._maker_fill(m, o, o.remaining, now)
-
-    def _trade_through(
-        self, m: _Market, price: Price, count: Qty, now: float, rested_before: float | None
-    ) -> None:
-        """A print at ``price`` of ``count``: fill our orders it trades through (module doc)."""
-        if not self._resting:
-            return
-        touch = self._touch
-        for o in [o for o in self._resting.values() if o.ticker == m.info.ticker]:
-            if rested_before is not None and o.since > rested_before:
-                continue
-            if o.side is Side.BID:
-                hit = price < o.price or (touch and price == o.price)
-            else:
-                hit = price > o.price or (touch and price == o.price)
-            if hit and count > 0:
-                n = min(o.remaining, count)
-                count -= n
-                self._maker_fill(m, o, n, now)
-
-    def _close_if_due(self, m: _Market, now: float) -> None:
-        if now >= m.info.close_ts and self._resting:
-            for o in [o for o in self._resting.values() if o.ticker == m.info.ticker]:
-                self._cancel(m, o)
+            self._on_print(m, tk.last_price, dv, now, prev_t)
 
     def _finish(self) -> None:
         """End of file: cancel what rests, settle markets whose result is known."""
@@ -1025,155 +775,9 @@ class KalshiFeedExchange:
             m.settled = r
             self._pending.append(Settlement(t, r, now))
 
-    # -- our orders -----------------------------------------------------------------------------
 
-    def _market(self, ticker: str) -> _Market:
-        m = self._markets.get(ticker)
-        if m is None:
-            raise MarketNotFound(
-                f"no market {ticker!r} in {self.path.name}", code="market_not_found"
-            )
-        return m
+if TYPE_CHECKING:  # mypy proves that KalshiFeedExchange is an Exchange
+    from cfa.exchange.base import Exchange
 
-    def _open_market(self, ticker: str) -> _Market:
-        m = self._market(ticker)
-        if self._clock.now() >= m.info.close_ts or self._replayed:
-            raise OrderRejected(f"{ticker}: market is closed", code="market_closed")
-        return m
-
-    @staticmethod
-    def _check_price(m: _Market, price: Price) -> None:
-        if isinstance(price, bool) or not isinstance(price, int) or not m.grid.is_valid(price):
-            raise OrderRejected(
-                f"{m.info.ticker}: {price!r} is not a tradable price on "
-                f"{m.info.price_level_structure}",
-                code="invalid_price",
-            )
-
-    def _crosses(self, m: _Market, side: Side, price: Price, exclude: _Own | None = None) -> bool:
-        """Would an order at ``price`` trade on arrival (recorded book or our own orders)?"""
-        b = m.book
-        if side is Side.BID:
-            ba = b.best_ask()
-            if ba is not None and price >= ba:
-                return True
-        else:
-            bb = b.best_bid()
-            if bb is not None and price <= bb:
-                return True
-        for o in self._resting.values():
-            if o is exclude or o.ticker != m.info.ticker or o.side is side:
-                continue
-            if (side is Side.BID and price >= o.price) or (side is Side.ASK and price <= o.price):
-                return True
-        return False
-
-    def _take(self, m: _Market, o: _Own) -> None:
-        """A crossing non-post-only order takes recorded liquidity up to its price (taker)."""
-        b = m.book
-        if o.side is Side.BID:
-            levels = [(p, q) for p, q in b.asks(len(b.no)) if p <= o.price]
-        else:
-            levels = [(p, q) for p, q in b.bids(len(b.yes)) if p >= o.price]
-        now = self._clock.now()
-        for p, q in levels:
-            if o.remaining <= 0:
-                break
-            n = min(o.remaining, q)
-            self._book_fill(m, o, n, p, True, now)
-        if o.remaining == 0:
-            o.status = OrderStatus.EXECUTED
-
-    def _rest(self, m: _Market, o: _Own) -> None:
-        self._resting[o.order_id] = o
-        self._own_delta(m, o, o.remaining)
-
-    def _cancel(self, m: _Market, o: _Own) -> None:
-        self._own_delta(m, o, -o.remaining)
-        o.remaining = 0
-        o.status = OrderStatus.CANCELED
-        o.ts = self._clock.now()
-        self._resting.pop(o.order_id, None)
-        self._pending.append(o.record())
-
-    def _own_delta(self, m: _Market, o: _Own, delta: Qty) -> None:
-        if not delta or not m.started or m.hole:
-            return  # no book streamed before the first snapshot, nor in a hole
-        m.out_seq += 1
-        if o.side is Side.BID:
-            outcome, price = Outcome.YES, o.price
-        else:
-            outcome, price = Outcome.NO, ONE_DOLLAR - o.price
-        self._pending.append(
-            BookDelta(
-                o.ticker, m.out_seq, self._clock.now(), outcome, price, delta, o.client_order_id
-            )
-        )
-
-    def _maker_fill(self, m: _Market, o: _Own, count: Qty, now: float) -> None:
-        if count <= 0:
-            return
-        self._own_delta(m, o, -count)
-        self._book_fill(m, o, count, o.price, False, now)
-        if o.remaining == 0:
-            o.status = OrderStatus.EXECUTED
-            self._resting.pop(o.order_id, None)
-        self._pending.append(o.record())
-
-    def _book_fill(
-        self, m: _Market, o: _Own, count: Qty, price: Price, is_taker: bool, now: float
-    ) -> None:
-        o.remaining -= count
-        o.filled += count
-        o.ts = now
-        f = self.account.fill(
-            ticker=o.ticker,
-            order_id=o.order_id,
-            client_order_id=o.client_order_id,
-            side=o.side,
-            price=price,
-            count=count,
-            is_taker=is_taker,
-            fee_schedule=m.info.fee,
-            ts=now,
-        )
-        f = replace(f, fill_id=f"feed-f{self._next_fill:08d}")
-        self._next_fill += 1
-        self.account.fills[-1] = f
-        m.max_abs_pos = max(m.max_abs_pos, abs(f.post_position))
-        self._pending.append(f)
-
-    def _resting_order(self, order_id: str) -> _Own:
-        o = self._orders.get(order_id)
-        if o is None:
-            raise OrderNotFound(f"no order {order_id!r}", code="not_found")
-        if o.status is not OrderStatus.RESTING:
-            raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
-        return o
-
-    def _merged(self, m: _Market, seq: int, ts: float | None = None) -> BookSnapshot:
-        """The recorded book plus our resting orders, as a snapshot with ``seq`` (in a hole: our
-        resting orders only)."""
-        yes, no = ({}, {}) if m.hole else (dict(m.book.yes), dict(m.book.no))
-        for o in self._resting.values():
-            if o.ticker != m.info.ticker or o.remaining <= 0:
-                continue
-            if o.side is Side.BID:
-                yes[o.price] = yes.get(o.price, 0) + o.remaining
-            else:
-                p = ONE_DOLLAR - o.price
-                no[p] = no.get(p, 0) + o.remaining
-        return BookSnapshot(
-            m.info.ticker,
-            seq,
-            self._clock.now() if ts is None else ts,
-            tuple(sorted(yes.items())),
-            tuple(sorted(no.items())),
-        )
-
-
-def _same_book(book: OrderBook, s: BookSnapshot) -> bool:
-    """Does ``book`` hold exactly the levels of ``s`` (sizes > 0)?"""
-    return book.yes == {p: q for p, q in s.yes if q > 0} and book.no == {
-        p: q for p, q in s.no if q > 0
-    }
+    def _is_exchange(ex: KalshiFeedExchange) -> Exchange:
+        return ex

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cfa.audit.queries import AuditReader
 from cfa.audit.records import MarketEvent, decode_event
@@ -34,12 +34,16 @@ from cfa.core.types import (
     Order,
     OrderRequest,
     OrderStatus,
+    Outcome,
     Position,
     Price,
     Qty,
+    Settlement,
     Trade,
 )
-from cfa.exchange.base import ExchangeError, MarketNotFound, OrderNotFound
+from cfa.exchange.base import Clock, Event, ExchangeError, MarketNotFound, OrderNotFound
+from cfa.exchange.clock import EventClock
+from cfa.exchange.emulator.account import Account
 from cfa.exchange.history import MarketHistory, history_from_dict
 
 AUTOMATIC_SOURCES = ("warmup", "calibration", "breaker:", "close_taper", "feed_watchdog")
@@ -79,14 +83,6 @@ def _as_answered(o: Order, row: dict[str, Any] | None) -> Order:
     )
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-
 def _automatic(source: str) -> bool:
     return any(source.startswith(s) for s in AUTOMATIC_SOURCES)
 
@@ -95,7 +91,10 @@ class AuditReplayExchange:
     """The recorded run ``run_id`` of the audit store at ``db``, replayed offline."""
 
     def __init__(self, db: str | Path, run_id: str, markets: Sequence[MarketInfo]) -> None:
-        self.clock = _Clock()
+        self._clock = EventClock()
+        self.clock: Clock = self._clock
+        """The time of the recorded event (or control) being replayed; before the stream, of
+        the first one."""
         self.db = Path(db)
         self.run_id = run_id
         self._markets = {m.ticker: m for m in markets}
@@ -105,11 +104,14 @@ class AuditReplayExchange:
         self._resting: dict[str, Order] = {}
         self._placed: set[str] = set()
         """Ids of every order placed during the replay."""
-        self._fills: list[Fill] = []
+        self._account = Account(Decimal(0))
+        """The recorded fills streamed so far, booked (their recorded fees)."""
         self._next = 0
         self._warm: dict[str, dict[str, Any]] = {}
         """The recorded ``warm_start`` detail per market (:meth:`get_history`)."""
         self._load()
+        if self._timeline:  # before the stream, the clock reads the recorded run's first event
+            self._clock.t = self._timeline[0][0]
 
     def _load(self) -> None:
         """Per market, events and controls in recorded (seq) order; markets merged by time.
@@ -205,17 +207,17 @@ class AuditReplayExchange:
             raise ExchangeError(f"{market.ticker}: {why}", code="no_history")
         return history_from_dict(d["history"])
 
-    async def stream(self, tickers: Sequence[str]) -> AsyncIterator[Any]:
+    async def stream(self, tickers: Sequence[str]) -> AsyncIterator[Event]:
         wanted = set(tickers)
         for ts, _, _, item in self._timeline:
             if isinstance(item, Control):
-                self.clock.t = ts
+                self._clock.t = ts
                 if self.on_control is not None and (item.market in wanted or item.market == ""):
                     self.on_control(item)
                 continue
             if item.ticker not in wanted:
                 continue
-            self.clock.t = ts
+            self._clock.t = ts
             if isinstance(item, Fill):
                 self._on_recorded_fill(item)
             elif isinstance(item, Order) and item.order_id in self._placed:
@@ -224,10 +226,12 @@ class AuditReplayExchange:
                     self._resting[item.order_id] = item
                 else:
                     self._resting.pop(item.order_id, None)
+            elif isinstance(item, Settlement):
+                self._account.settle(item.ticker, item.result is Outcome.YES)
             yield item
 
     def _on_recorded_fill(self, f: Fill) -> None:
-        self._fills.append(f)
+        self._account.record(f)
         o = self._resting.get(f.order_id)
         if o is None:
             return
@@ -266,7 +270,7 @@ class AuditReplayExchange:
             request.count,
             0,
             OrderStatus.RESTING,
-            self.clock.t,
+            self._clock.now(),
         )
         o = _as_answered(o, row if recorded else None)
         self._placed.add(oid)
@@ -284,7 +288,7 @@ class AuditReplayExchange:
             price=price,
             initial_count=count,
             remaining_count=count - o.fill_count,
-            ts=self.clock.t,
+            ts=self._clock.now(),
         )
         new = _as_answered(new, row if row is not None and row["action"] == "amend" else None)
         if new.status is OrderStatus.RESTING:
@@ -299,7 +303,7 @@ class AuditReplayExchange:
         o = self._resting.pop(order_id, None)
         if o is None:
             raise OrderNotFound(f"no resting order {order_id}")
-        done = replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t)
+        done = replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self._clock.now())
         if row is not None and row.get("action") == "cancel" and isinstance(row.get("price"), int):
             done = replace(done, price=int(row["price"]))
         return done
@@ -308,17 +312,31 @@ class AuditReplayExchange:
         out = []
         for oid in [k for k, o in self._resting.items() if ticker is None or o.ticker == ticker]:
             o = self._resting.pop(oid)
-            out.append(replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self.clock.t))
+            out.append(
+                replace(o, remaining_count=0, status=OrderStatus.CANCELED, ts=self._clock.now())
+            )
         return out
 
     async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
         return [o for o in self._resting.values() if ticker is None or o.ticker == ticker]
 
     async def get_fills(self, ticker: str | None = None) -> list[Fill]:
-        return [f for f in self._fills if ticker is None or f.ticker == ticker]
+        """The recorded fills streamed so far, oldest first."""
+        return [f for f in self._account.fills if ticker is None or f.ticker == ticker]
 
     async def get_positions(self) -> list[Position]:
-        return []
+        """Net positions, realised PnL and fees of the recorded fills streamed so far."""
+        acct = self._account
+        return [acct.snapshot(t) for t in self._markets if t in acct.positions]
 
     async def get_balance(self) -> Decimal:
-        return Decimal(0)
+        """The cash the recorded fills streamed so far moved, in dollars. The recorded run's
+        opening balance is not in the audit store, so this counts from 0."""
+        return self._account.cash
+
+
+if TYPE_CHECKING:  # mypy proves that AuditReplayExchange is an Exchange
+    from cfa.exchange.base import Exchange
+
+    def _is_exchange(ex: AuditReplayExchange) -> Exchange:
+        return ex

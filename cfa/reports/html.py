@@ -266,7 +266,10 @@ def build_report(reader: AuditReader, run_id: str, *, check_chain: bool = True) 
         ("from", f"{fmt_ts(start_ms)} UTC"),
         ("to", f"{fmt_ts(end_ms)} UTC" + ("" if run.ended_ms else " (no end row: unfinished)")),
         ("duration", f"{(end_ms - start_ms) / 60000:.1f} min"),
-        ("exchange", str(cfg.get("exchange", "?"))),
+        (
+            "exchange",
+            str(cfg.get("exchange", "?")) + (" (paper trading)" if cfg.get("paper") else ""),
+        ),
     ]
     if cfg.get("scenarios"):
         meta.append(("scenarios", ", ".join(map(str, cfg["scenarios"]))))

@@ -94,6 +94,7 @@ from cfa.core.types import (
     parse_qty,
 )
 from cfa.exchange.base import Clock, Event, MarketNotFound, OrderNotFound
+from cfa.exchange.clock import WallClock
 from cfa.exchange.history import MarketHistory
 from cfa.exchange.kalshi import frames, history
 from cfa.exchange.kalshi.auth import Signer, load_signer
@@ -118,13 +119,6 @@ COID_RECENT_S = 30.0
 """Seconds of clock skew and latency allowed when a failed create's order is looked up: a
 finished order with the same client order id counts only if created at most this long before
 the create call began (ids are unique among open orders only)."""
-
-
-class WallClock:
-    """Wall time, epoch seconds."""
-
-    def now(self) -> float:
-        return time.time()
 
 
 # -- Kalshi JSON → cfa records (orders, fills, positions) -----------------------------------------

@@ -2,12 +2,13 @@
 
 Modules, one idea each:
 
-* :mod:`~cfa.exchange.sim.clock` — :class:`SimClock`, simulated time;
+* :mod:`~cfa.exchange.sim.clock` — :class:`SimClock`, simulated time (the shared event clock);
 * :mod:`~cfa.exchange.sim.scenarios` — named scenarios as YAML data (:func:`load_scenario`);
 * :mod:`~cfa.exchange.sim.latent` — the latent probability (logit random walk, regimes, jumps);
 * :mod:`~cfa.exchange.sim.liquidity` — background book refreshes and takers, drawn in batches;
 * :mod:`~cfa.exchange.sim.matching` — price-time priority with our orders in the queues;
-* :mod:`~cfa.exchange.sim.account` — cash, positions, fees, settlement;
+* :mod:`~cfa.exchange.emulator` (shared with the feed replay and paper trading) — order checks
+  and registry (:class:`~cfa.exchange.emulator.OrderDesk`), cash, positions, fees, settlement;
 * :mod:`~cfa.exchange.sim.market` — one market's event loop and lifecycle;
 * :mod:`~cfa.exchange.sim.exchange` — :class:`SimExchange`, the Exchange interface.
 

@@ -33,7 +33,7 @@ Reject codes: ``invalid_price`` (off the grid or outside the range), ``invalid_o
 ``post_only_cross``, ``market_closed``, ``reduce_only`` (nothing to reduce),
 ``insufficient_balance``. ``OrderNotFound`` for unknown order ids and for orders that are no
 longer resting (code ``order_not_resting``). See :mod:`cfa.exchange.sim.matching` for the queue
-model and :mod:`cfa.exchange.sim.account` for cash, positions and PnL.
+model and :mod:`cfa.exchange.emulator.account` for cash, positions and PnL.
 """
 
 from __future__ import annotations
@@ -45,16 +45,12 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from cfa.core.types import (
     BookSnapshot,
-    Fill,
     MarketInfo,
-    Order,
-    OrderRequest,
-    OrderStatus,
     Outcome,
-    Position,
     Price,
     Qty,
     Side,
@@ -64,13 +60,12 @@ from cfa.exchange.base import (
     Clock,
     Event,
     MarketNotFound,
-    OrderNotFound,
     OrderRejected,
 )
-from cfa.exchange.sim.account import Account
+from cfa.exchange.emulator.account import Account
+from cfa.exchange.emulator.orders import OrderDesk, OwnOrder
 from cfa.exchange.sim.clock import DEFAULT_START_TS, SimClock
 from cfa.exchange.sim.market import SimMarket
-from cfa.exchange.sim.matching import OwnOrder
 from cfa.exchange.sim.scenarios import Scenario, load_scenario
 
 YIELD_EVERY = 256
@@ -91,7 +86,7 @@ def _fanout(queues: tuple[deque[Event], ...]) -> Callable[[Event], None]:
     return emit
 
 
-class SimExchange:
+class SimExchange(OrderDesk):
     """The embedded simulator. Implements :class:`cfa.exchange.base.Exchange`.
 
     ``scenarios``: one market per entry; several entries of the same scenario get distinct
@@ -121,7 +116,7 @@ class SimExchange:
         self.clock: Clock = self._clock
         """Simulated time (a :class:`SimClock`)."""
         self.seed = seed
-        self.account = Account(Decimal(cash))
+        self._init_desk(Account(Decimal(cash)), "sim-o")
         self._markets: dict[str, SimMarket] = {}
         copies: dict[str, int] = {}
         for sc in scenarios:
@@ -143,10 +138,6 @@ class SimExchange:
         self._wall0: float | None = None
         self._sim0 = start_ts
         self._sinks: dict[str, list[deque[Event]]] = {}
-        self._orders: dict[str, OwnOrder] = {}
-        self._resting: dict[str, OwnOrder] = {}
-        self._by_coid: dict[str, OwnOrder] = {}
-        self._next_order = 1
 
     @classmethod
     def from_scenarios(
@@ -311,120 +302,45 @@ class SimExchange:
             for m in markets:
                 self._detach(m, q)
 
-    async def place_order(self, request: OrderRequest) -> Order:
-        known = self._by_coid.get(request.client_order_id)
-        if known is not None:
-            return known.record()
-        m = self._open_market(request.ticker)
-        idx = self._index(m, request.price)
-        side = Side(request.side)
-        count = request.count
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise OrderRejected(
-                f"count must be a positive integer, got {count!r}", code="invalid_order_size"
-            )
-        is_bid = side is Side.BID
-        if request.reduce_only:
-            pos = self.account.position(m.ticker)
-            allowed = max(-pos, 0) if is_bid else max(pos, 0)
-            if allowed == 0:
-                raise OrderRejected(
-                    f"{m.ticker}: reduce-only {side} with position {pos}", code="reduce_only"
-                )
-            count = min(count, allowed)
-        if request.post_only and m.crosses(is_bid, idx):
-            raise OrderRejected(
-                f"{m.ticker}: post-only {side} at {request.price} would cross",
-                code="post_only_cross",
-            )
-        cost = self.account.opening_cost(m.ticker, side, request.price, count)
-        if cost > self.account.cash:
-            raise OrderRejected(
-                f"needs ${cost}, balance is ${self.account.cash}", code="insufficient_balance"
-            )
-        oid = f"sim-o{self._next_order:08d}"
-        self._next_order += 1
-        o = OwnOrder(
-            oid,
-            request.client_order_id,
-            m.ticker,
-            side,
-            request.price,
-            idx,
-            count,
-            request.post_only,
-            self._clock.t,
-        )
-        self._orders[oid] = o
-        self._by_coid[request.client_order_id] = o
-        m.submit(o, self._clock.t)
-        if o.status is OrderStatus.RESTING:
-            self._resting[oid] = o
-        return o.record()
+    # -- the order desk's hooks (cfa.exchange.emulator.orders) ---------------------------------
 
-    async def amend_order(self, order_id: str, price: Price, count: Qty) -> Order:
-        """New price and/or new total ``count`` (= filled + resting). Lowering the count at the
-        same price keeps the queue position; a new price or a larger count goes to the back."""
-        o = self._resting_order(order_id)
-        m = self._open_market(o.ticker)
-        idx = self._index(m, price)
-        if isinstance(count, bool) or not isinstance(count, int) or count <= o.filled:
-            raise OrderRejected(
-                f"count {count!r} must exceed the filled {o.filled}", code="invalid_order_size"
-            )
+    def _book(self, ticker: str) -> SimMarket:
+        return self._market(ticker)
+
+    def _open_book(self, ticker: str) -> SimMarket:
+        return self._open_market(ticker)
+
+    def _tickers(self) -> list[str]:
+        return list(self._markets)
+
+    def _price_index(self, book: SimMarket, price: Price) -> int:
+        return self._index(book, price)
+
+    def _crosses(
+        self, book: SimMarket, side: Side, price: Price, idx: int, exclude: OwnOrder | None
+    ) -> bool:
+        # our other orders on the book count; ``exclude`` rests on the same side, so it never
+        # changes the answer
+        return book.crosses(side is Side.BID, idx)
+
+    def _submit(self, book: SimMarket, o: OwnOrder) -> None:
+        book.submit(o, self._clock.t)
+
+    def _amend(self, book: SimMarket, o: OwnOrder, price: Price, idx: int, count: Qty) -> None:
+        """Lowering the count at the same price keeps the queue position; a new price or a
+        larger count goes to the back."""
         ts = self._clock.t
         if price == o.price:
             new_remaining = count - o.filled
             if new_remaining == o.remaining:
-                return o.record()
+                return
             if new_remaining < o.remaining:
-                m.reduce(o, o.remaining - new_remaining, ts)
-                return o.record()
-        elif o.post_only and m.crosses(o.is_bid, idx):
-            raise OrderRejected(
-                f"{m.ticker}: post-only {o.side} at {price} would cross", code="post_only_cross"
-            )
-        m.replace(o, price, idx, count, ts)
-        if o.status is not OrderStatus.RESTING:
-            self._resting.pop(o.order_id, None)
-        return o.record()
+                book.reduce(o, o.remaining - new_remaining, ts)
+                return
+        book.replace(o, price, idx, count, ts)
 
-    async def cancel_order(self, order_id: str) -> Order:
-        o = self._resting_order(order_id)
-        m = self._market(o.ticker)
-        m.cancel(o, self._clock.t)
-        self._resting.pop(order_id, None)
-        return o.record()
-
-    async def cancel_all(self, ticker: str | None = None) -> list[Order]:
-        if ticker is not None:
-            self._market(ticker)
-        out: list[Order] = []
-        for o in list(self._resting_orders(ticker)):
-            self._market(o.ticker).cancel(o, self._clock.t)
-            self._resting.pop(o.order_id, None)
-            out.append(o.record())
-        return out
-
-    async def get_orders(self, ticker: str | None = None, resting_only: bool = True) -> list[Order]:
-        if ticker is not None:
-            self._market(ticker)
-        if resting_only:
-            return [o.record() for o in self._resting_orders(ticker)]
-        return [o.record() for o in self._orders.values() if ticker is None or o.ticker == ticker]
-
-    async def get_fills(self, ticker: str | None = None) -> list[Fill]:
-        if ticker is None:
-            return list(self.account.fills)
-        self._market(ticker)
-        return [f for f in self.account.fills if f.ticker == ticker]
-
-    async def get_positions(self) -> list[Position]:
-        """Every market we have traded (settled ones included, with their realised PnL)."""
-        return [self.account.snapshot(t) for t in self._markets if t in self.account.positions]
-
-    async def get_balance(self) -> Decimal:
-        return self.account.cash
+    def _cancel(self, book: SimMarket, o: OwnOrder) -> None:
+        book.cancel(o, self._clock.t)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -451,27 +367,6 @@ class SimExchange:
                 code="invalid_price",
             )
         return idx
-
-    def _resting_order(self, order_id: str) -> OwnOrder:
-        o = self._orders.get(order_id)
-        if o is None:
-            raise OrderNotFound(f"no order {order_id!r}", code="not_found")
-        if o.status is not OrderStatus.RESTING:
-            self._resting.pop(order_id, None)
-            raise OrderNotFound(f"order {order_id} is {o.status}", code="order_not_resting")
-        return o
-
-    def _resting_orders(self, ticker: str | None) -> list[OwnOrder]:
-        out: list[OwnOrder] = []
-        dead: list[str] = []
-        for oid, o in self._resting.items():
-            if o.status is not OrderStatus.RESTING:
-                dead.append(oid)
-            elif ticker is None or o.ticker == ticker:
-                out.append(o)
-        for oid in dead:
-            del self._resting[oid]
-        return out
 
     def _attach(self, m: SimMarket, q: deque[Event]) -> None:
         self._sinks.setdefault(m.ticker, []).append(q)
@@ -523,3 +418,10 @@ class SimExchange:
         self._ended = True
         if math.inf not in (next_t, self._end_ts):
             self._clock.advance_to(self._end_ts)
+
+
+if TYPE_CHECKING:  # mypy proves that SimExchange is an Exchange
+    from cfa.exchange.base import Exchange
+
+    def _is_exchange(ex: SimExchange) -> Exchange:
+        return ex

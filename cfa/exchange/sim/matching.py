@@ -37,7 +37,6 @@ from cfa.core.types import (
     BookSnapshot,
     FeeSchedule,
     MarketInfo,
-    Order,
     OrderStatus,
     Outcome,
     Price,
@@ -46,74 +45,12 @@ from cfa.core.types import (
     Trade,
 )
 from cfa.exchange.base import Event
-from cfa.exchange.sim.account import Account
+from cfa.exchange.emulator.account import Account
+from cfa.exchange.emulator.orders import OwnOrder
 from cfa.exchange.sim.records import make_delta, make_trade
 
 RECENT_TRADES = 1000
 """How many public trades :meth:`MatchingBook.recent_trades` keeps per market."""
-
-
-class OwnOrder:
-    """One of our orders, mutable while it lives; :meth:`record` gives the immutable view."""
-
-    __slots__ = (
-        "ahead",
-        "client_order_id",
-        "filled",
-        "idx",
-        "initial",
-        "is_bid",
-        "order_id",
-        "post_only",
-        "price",
-        "remaining",
-        "side",
-        "status",
-        "ticker",
-        "ts",
-    )
-
-    def __init__(
-        self,
-        order_id: str,
-        client_order_id: str,
-        ticker: str,
-        side: Side,
-        price: Price,
-        idx: int,
-        count: Qty,
-        post_only: bool,
-        ts: float,
-    ) -> None:
-        self.order_id = order_id
-        self.client_order_id = client_order_id
-        self.ticker = ticker
-        self.side = side
-        self.is_bid = side is Side.BID
-        self.price = price
-        self.idx = idx
-        self.initial = count
-        self.remaining = count
-        self.filled = 0
-        self.ahead = 0
-        self.status = OrderStatus.RESTING
-        self.post_only = post_only
-        self.ts = ts
-
-    def record(self) -> Order:
-        """The order as :class:`cfa.core.types.Order`."""
-        return Order(
-            order_id=self.order_id,
-            client_order_id=self.client_order_id,
-            ticker=self.ticker,
-            side=self.side,
-            price=self.price,
-            initial_count=self.initial,
-            remaining_count=self.remaining,
-            fill_count=self.filled,
-            status=self.status,
-            ts=self.ts,
-        )
 
 
 class MatchingBook:
