@@ -42,6 +42,15 @@ Contracts beyond the interface:
   resting at the end — never silently dropped.
 * **Reconnects.** After a WebSocket reconnect the stream fetches fills and order states over
   REST and emits the fills it had not seen (by fill id), so no fill is lost to a disconnect.
+* **Pauses and price grids** (docs: getting_started/market_lifecycle, maintenance_and_pauses,
+  websockets/market-and-event-lifecycle). The stream emits a :class:`MarketStatus` when
+  trading in a market stops or starts again: ``deactivated`` / ``activated`` lifecycle events
+  (Kalshi cancels every resting order on that reactivation), and an exchange-wide pause seen
+  in ``GET /exchange/status`` (``exchange_active`` / ``trading_active``, polled every
+  ``status_interval`` seconds and after each reconnect; reasons ``exchange_paused``,
+  ``trading_paused``, ``exchange_resumed``). A ``price_level_structure_updated`` event emits a
+  :class:`MarketStatus` carrying the market's new :class:`MarketInfo`, read over REST (the
+  event's own ``price_ranges`` win if REST still shows the old grid).
 """
 
 from __future__ import annotations
@@ -51,17 +60,19 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.grid import PriceGrid
 from cfa.core.types import (
     BookDelta,
     BookSnapshot,
     CfaValueError,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -232,6 +243,16 @@ class CancelFailure:
         return f"{self.order_id} ({self.ticker}, shard {shard}): {self.code}: {self.message}"
 
 
+def _exchange_open(status: Mapping[str, Any]) -> tuple[bool, str]:
+    """``(open, reason)`` from a Get Exchange Status answer: open unless the exchange or its
+    trading is paused (a missing flag counts as open)."""
+    if status.get("exchange_active") is False:
+        return False, "exchange_paused"
+    if status.get("trading_active") is False:
+        return False, "trading_paused"
+    return True, "exchange_resumed"
+
+
 class _StreamState:
     """One open stream: its feed, per-market local seq, the consumer-side book mirrors."""
 
@@ -242,6 +263,13 @@ class _StreamState:
         self.books: dict[str, OrderBook] = {t: OrderBook(t) for t in tickers}
         self.served: dict[str, int] = {}
         """Per market: seq of a snapshot served by get_orderbook; older deltas are skipped."""
+        self.market_open: dict[str, bool] = dict.fromkeys(tickers, True)
+        """Per market: not deactivated (lifecycle events)."""
+        self.exchange_open = True
+        """Neither an exchange pause nor a trading pause (``GET /exchange/status``)."""
+        self.exchange_reason = ""
+        self.emitted: dict[str, bool] = dict.fromkeys(tickers, True)
+        """Per market: the ``active`` last emitted (markets start active)."""
 
 
 class KalshiExchange:
@@ -268,6 +296,8 @@ class KalshiExchange:
         cancel_unknown: bool = False,
         ws_backoff: float = 0.05,
         ws_max_backoff: float = 5.0,
+        status_interval: float | None = 30.0,
+        ws_request_timeout: float = 10.0,
         on_frame: Callable[[dict[str, Any], float], None] | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -285,6 +315,10 @@ class KalshiExchange:
         self.cancel_unknown = cancel_unknown
         self.ws_backoff = ws_backoff
         self.ws_max_backoff = ws_max_backoff
+        self.status_interval = status_interval
+        self.ws_request_timeout = ws_request_timeout
+        """Seconds the feed waits for a subscribe's answer or a snapshot before asking again."""
+        """Seconds between exchange-status polls while a stream is open (None: never)."""
         self.on_frame = on_frame
         self.order_groups: dict[int, str] = {}
         """Order group id per exchange shard (groups are shard-local at Kalshi)."""
@@ -300,6 +334,7 @@ class KalshiExchange:
         self._protected: set[str] = set()
         self._fees: dict[str, tuple[str, Any]] = {}
         self._streams: list[_StreamState] = []
+        self._infos: dict[str, MarketInfo] = {}
 
     def __repr__(self) -> str:
         return f"KalshiExchange(base_url={self.rest.base_url!r}, signer={self.signer!r})"
@@ -403,6 +438,7 @@ class KalshiExchange:
         fee_type, mult = await self._fee_terms(series)
         info = frames.parse_market(m, series_ticker=series, fee_type=fee_type, fee_multiplier=mult)
         self._shard[info.ticker] = info.exchange_index
+        self._infos[info.ticker] = info
         return info
 
     def _learn_shard(self, obj: Mapping[str, Any]) -> None:
@@ -809,15 +845,25 @@ class KalshiExchange:
             wanted,
             backoff=self.ws_backoff,
             max_backoff=self.ws_max_backoff,
+            request_timeout=self.ws_request_timeout,
             on_frame=self.on_frame,
         )
         st = _StreamState(feed, wanted)
+        status = self.reconciliation.exchange_status
+        if status:
+            st.exchange_open, st.exchange_reason = _exchange_open(status)
         self._streams.append(st)
         held: dict[str, list[Event]] = {t: [] for t in wanted}
         settled: set[str] = set()
         await feed.start()
+        poller = (
+            asyncio.create_task(self._poll_status(feed, self.status_interval))
+            if self.status_interval is not None
+            else None
+        )
         try:
-            await asyncio.wait_for(feed.ready.wait(), 30)
+            # no wait for the subscriptions: the feed retries them itself, and nothing of a
+            # market is yielded before its first snapshot
             while True:
                 frame = await feed.get()
                 if frame is None:
@@ -847,8 +893,58 @@ class KalshiExchange:
                             continue
                     yield ev
         finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await poller
             self._streams.remove(st)
             await feed.close()
+
+    async def _poll_status(self, feed: KalshiFeed, interval: float) -> None:
+        """Every ``interval`` s, queue the exchange status for :meth:`_events` to compare."""
+        while True:
+            await asyncio.sleep(interval)
+            await self._queue_status(feed)
+
+    async def _queue_status(self, feed: KalshiFeed) -> None:
+        try:
+            status = await self.rest.get_exchange_status()
+        except KalshiError as exc:
+            log.warning("kalshi stream: exchange status unreadable: %s", exc)
+            return
+        feed.put({"type": "cfa_exchange_status", "status": status})
+
+    def _status_events(self, st: _StreamState, t: str, ts: float, reason: str) -> list[Event]:
+        """A :class:`MarketStatus` for ``t`` if its effective state differs from what was
+        last emitted (``st.market_open`` / ``st.exchange_open`` already updated)."""
+        active = st.market_open.get(t, True) and st.exchange_open
+        if st.emitted.get(t, True) == active:
+            return []
+        st.emitted[t] = active
+        return [MarketStatus(t, ts, active, reason)]
+
+    async def _grid_event(self, t: str, msg: Mapping[str, Any], ts: float) -> MarketInfo | None:
+        """The new :class:`MarketInfo` of ``t`` after a price-grid change."""
+        ranges = msg.get("price_ranges")
+        grid = None
+        if isinstance(ranges, list) and ranges:
+            grid = PriceGrid.from_price_ranges(ranges)
+        try:
+            info: MarketInfo | None = await self.get_market(t)
+        except (KalshiError, MarketNotFound, CfaValueError) as exc:
+            log.warning("kalshi stream: %s metadata unreadable after a grid change: %s", t, exc)
+            info = self._infos.get(t)
+        if info is None:
+            return None
+        if grid is not None and info.price_ranges != grid.ranges:
+            structure = msg.get("price_level_structure")
+            info = replace(
+                info,
+                price_ranges=grid.ranges,
+                price_level_structure=str(structure or info.price_level_structure),
+            )
+        self._infos[t] = info
+        return info
 
     async def _events(
         self, st: _StreamState, frame: dict[str, Any], settled: set[str]
@@ -857,13 +953,15 @@ class KalshiExchange:
         now = self.clock.now()
         try:
             if ftype == "orderbook_snapshot":
-                snap = frames.orderbook_snapshot(frame, seq=0, recv_ts=now)
+                yes_price = frame.get("cfa_yes_price") is True
+                snap = frames.orderbook_snapshot(frame, seq=0, recv_ts=now, use_yes_price=yes_price)
                 if snap.ticker not in st.tickers:
                     return []
                 st.seq[snap.ticker] += 1
                 return [BookSnapshot(snap.ticker, st.seq[snap.ticker], snap.ts, snap.yes, snap.no)]
             if ftype == "orderbook_delta":
-                d = frames.orderbook_delta(frame, seq=0, recv_ts=now)
+                yes_price = frame.get("cfa_yes_price") is True
+                d = frames.orderbook_delta(frame, seq=0, recv_ts=now, use_yes_price=yes_price)
                 if d.ticker not in st.tickers or d.ticker not in st.feed.synced:
                     return []
                 st.seq[d.ticker] += 1
@@ -881,6 +979,9 @@ class KalshiExchange:
             if ftype == "trade":
                 tr = frames.trade(frame, recv_ts=now)
                 return [tr] if tr.ticker in st.tickers else []
+            if ftype == "ticker":
+                frames.ticker(frame, recv_ts=now)  # checked; Kalshi's top of book is not an event
+                return []
             msg = frame.get("msg") or {}
             if ftype == "fill":
                 coid = self._coid_of(str(msg.get("order_id")))
@@ -895,6 +996,21 @@ class KalshiExchange:
             if ftype == "market_lifecycle_v2":
                 t = msg.get("market_ticker")
                 result = msg.get("result")
+                kind = msg.get("event_type")
+                paused = msg.get("is_deactivated")
+                if t in st.tickers and (
+                    kind in ("activated", "deactivated") or isinstance(paused, bool)
+                ):
+                    opened = kind == "activated"
+                    st.market_open[t] = not paused if isinstance(paused, bool) else opened
+                    why = "activated" if st.market_open[t] else "deactivated"
+                    return self._status_events(st, t, now, why)
+                if t in st.tickers and kind == "price_level_structure_updated":
+                    info = await self._grid_event(t, msg, now)
+                    if info is None:
+                        return []
+                    active = st.emitted.get(t, True)
+                    return [MarketStatus(t, now, active, "price_level_structure_updated", info)]
                 if (
                     msg.get("event_type") in ("determined", "settled")
                     and result in ("yes", "no")
@@ -905,7 +1021,17 @@ class KalshiExchange:
                     ts = float(msg.get("determination_ts") or msg.get("settled_ts") or now)
                     return [Settlement(t, Outcome(result), ts)]
                 return []
+            if ftype == "cfa_exchange_status":
+                is_open, why = _exchange_open(frame.get("status") or {})
+                if is_open == st.exchange_open:
+                    return []
+                st.exchange_open, st.exchange_reason = is_open, why
+                out: list[Event] = []
+                for t in sorted(st.tickers):
+                    out += self._status_events(st, t, now, why)
+                return out
             if ftype == "cfa_reconnected":
+                await self._queue_status(st.feed)  # maintenance disconnects come with pauses
                 return await self._catch_up(st)
         except (CfaValueError, KeyError, TypeError, ValueError) as exc:
             log.warning("kalshi stream: malformed %s frame skipped: %s", ftype, exc)
