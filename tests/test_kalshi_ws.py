@@ -1,0 +1,321 @@
+"""The Kalshi WebSocket feed against the stand-in: book pricing forms, channel errors, unanswered
+requests, lifecycle filtering, pings and ticker frames, pauses and price-grid changes.
+
+Every test ends with the stand-in's own order book checked: no order of ours left resting and
+no client order id placed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from kalshi_standin import StandIn
+from kalshi_standin.fixtures import MARKETS, adapter, make_world, running_standin
+
+from cfa.core.book import OrderBook
+from cfa.core.types import (
+    BookDelta,
+    BookSnapshot,
+    Fill,
+    MarketStatus,
+    Order,
+    OrderRequest,
+    Side,
+    parse_price,
+    parse_qty,
+)
+from cfa.exchange.base import Event
+
+T = MARKETS[0]
+ONE = 100
+
+
+class Consumer:
+    """Consumes a stream like the loop does; every book it holds is checked never crossed."""
+
+    def __init__(self, events: AsyncIterator[Event]) -> None:
+        self.events = events
+        self.books: dict[str, OrderBook] = {}
+        self.seen: list[Event] = []
+
+    async def until(self, pred: Callable[[Event], bool], timeout: float = 5.0) -> Event:
+        async def run() -> Event:
+            async for ev in self.events:
+                self.seen.append(ev)
+                if isinstance(ev, BookSnapshot):
+                    self.books.setdefault(ev.ticker, OrderBook(ev.ticker)).apply_snapshot(ev)
+                elif isinstance(ev, BookDelta):
+                    self.books[ev.ticker].apply_delta(ev)  # raises on any gap
+                if isinstance(ev, BookSnapshot | BookDelta):
+                    b = self.books[ev.ticker]
+                    bid, ask = b.best_bid(), b.best_ask()
+                    assert bid is None or ask is None or bid < ask, f"crossed book {bid}/{ask}"
+                if pred(ev):
+                    return ev
+            raise AssertionError("stream ended")
+
+        return await asyncio.wait_for(run(), timeout)
+
+    async def close(self) -> None:
+        await self.events.aclose()  # type: ignore[attr-defined]
+
+
+def world_book(s: StandIn, ticker: str) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """The stand-in's own book of ``ticker`` in cfa terms (NO bids at NO prices)."""
+    yes, no = s.world.book_levels(s.world.markets[ticker])
+    return tuple(tuple((parse_price(p), parse_qty(q)) for p, q in side) for side in (yes, no))
+
+
+def bump(s: StandIn) -> None:
+    """One book change in ``T``: a background taker sells one contract into the best bid."""
+    s.world.taker(T, Side.ASK, 4000, ONE)
+
+
+def assert_no_orphans(s: StandIn) -> None:
+    resting = [o.order_id for o in s.world.orders.values() if o.status == "resting"]
+    assert resting == [], f"orders left resting: {resting}"
+    coids = [o.client_order_id for o in s.world.orders.values()]
+    assert len(coids) == len(set(coids)) == s.world.creates, "an order was placed twice"
+
+
+def subscribes(s: StandIn, channel: str) -> list[dict[str, Any]]:
+    return [
+        c["params"]
+        for c in s.commands
+        if c.get("cmd") == "subscribe" and channel in (c.get("params") or {}).get("channels", [])
+    ]
+
+
+@pytest.fixture
+async def quiet() -> AsyncIterator[StandIn]:
+    """A stand-in without background churn: the test moves the book itself."""
+    async with running_standin(churn_interval=None) as s:
+        yield s
+
+
+# -- books in both pricing forms -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["honour", "flipped", "yes", "legacy"])
+async def test_books_are_right_in_every_pricing_form(form: str) -> None:
+    async with running_standin(churn_interval=None, book_form=form) as s:
+        ex = adapter(s)
+        await ex.start()
+        c = Consumer(ex.stream([T]))
+        try:
+            await c.until(lambda ev: isinstance(ev, BookSnapshot))
+            for _ in range(40):  # book changes on both legs
+                s.world.churn()
+            # our ask betters the book's (49¢): it rests as a NO bid at 52¢, a taker lifts part
+            o = await ex.place_order(OrderRequest(T, "cfa-f-1", Side.ASK, 4800, 3 * ONE))
+            s.world.taker(T, Side.BID, 4800, ONE)
+            await c.until(lambda ev: isinstance(ev, Fill) and ev.order_id == o.order_id)
+            await c.until(lambda ev: isinstance(ev, Order) and ev.order_id == o.order_id)
+            snap = c.books[T].snapshot()
+            assert (snap.yes, snap.no) == world_book(s, T)
+            assert c.books[T].best_ask() == 4800  # our ask, on the YES leg
+            assert c.books[T].ask_size(4800) == 2 * ONE
+            stats = ex.feed_stats()[0]
+            assert stats.form_switches == (1 if form == "legacy" else 0)
+        finally:
+            await c.close()
+            await ex.cancel_all()
+            await ex.close()
+        params = subscribes(s, "orderbook_delta")
+        assert params and all(p["use_yes_price"] is True for p in params)
+        assert_no_orphans(s)
+
+
+# -- channel errors --------------------------------------------------------------------------
+
+
+async def test_terminal_error_on_fill_resubscribes_fill_with_its_own_params(
+    quiet: StandIn,
+) -> None:
+    ex = adapter(quiet)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        feed = ex._streams[0].feed
+        await asyncio.wait_for(feed.ready.wait(), 2)
+        assert quiet.channel_error("fill", code=10) == 1
+        await asyncio.sleep(0.2)
+        assert feed.stats.resubscribes == 1
+        assert subscribes(quiet, "fill")[-1] == {"channels": ["fill"]}
+        assert len(subscribes(quiet, "orderbook_delta")) == 1  # the books were left alone
+        o = await ex.place_order(OrderRequest(T, "cfa-e-1", Side.BID, 4800, ONE))
+        quiet.world.taker(T, Side.ASK, 4800, ONE)
+        f = await c.until(lambda ev: isinstance(ev, Fill))
+        assert isinstance(f, Fill) and f.order_id == o.order_id
+        # a terminal error on the books: they come back from a fresh snapshot
+        assert quiet.channel_error("orderbook_delta", code=25) == 1
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        bump(quiet)
+        await c.until(lambda ev: isinstance(ev, BookDelta))
+        assert subscribes(quiet, "orderbook_delta")[-1]["use_yes_price"] is True
+        assert feed.stats.reconnects == 0
+    finally:
+        await c.close()
+        await ex.cancel_all()
+        await ex.close()
+    assert len([e for e in c.seen if isinstance(e, Fill)]) == 1
+    assert_no_orphans(quiet)
+
+
+async def test_refused_subscribes_are_retried_and_never_raise(quiet: StandIn) -> None:
+    quiet.refuse_subscribe("orderbook_delta", code=17, times=2)
+    quiet.refuse_subscribe("fill", code=10, times=1)
+    ex = adapter(quiet)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        feed = ex._streams[0].feed
+        await asyncio.wait_for(feed.ready.wait(), 2)
+        assert feed.stats.resubscribes == 3 and feed.stats.reconnects == 0
+        assert len(subscribes(quiet, "orderbook_delta")) == 3
+        assert len(subscribes(quiet, "fill")) == 2
+    finally:
+        await c.close()
+        await ex.close()
+    # refused past max_attempts: the feed reconnects instead of giving up
+    quiet.refuse_subscribe("trade", code=17, times=3)
+    ex = adapter(quiet)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        await c.until(lambda ev: isinstance(ev, BookSnapshot), 5.0)  # the new connection's
+        feed = ex._streams[0].feed
+        await asyncio.wait_for(feed.ready.wait(), 2)
+        assert feed.stats.forced_reconnects == 1 and feed.stats.reconnects == 1
+    finally:
+        await c.close()
+        await ex.close()
+    assert_no_orphans(quiet)
+
+
+# -- unanswered requests ---------------------------------------------------------------------
+
+
+async def test_unanswered_snapshot_and_subscribe_are_asked_again_then_reconnect(
+    quiet: StandIn,
+) -> None:
+    quiet.ignore("subscribe:orderbook_delta", 1)
+    ex = adapter(quiet, ws_request_timeout=0.3)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot), 3.0)
+        feed = ex._streams[0].feed
+        assert feed.stats.subscribe_timeouts == 1 and feed.stats.reconnects == 0
+        # a gap whose get_snapshot goes unanswered once: asked again, no reconnect
+        quiet.ignore("get_snapshot", 1)
+        quiet.gap(T)
+        bump(quiet)
+        bump(quiet)
+        await c.until(lambda ev: isinstance(ev, BookSnapshot), 3.0)
+        assert feed.stats.snapshot_timeouts == 1 and feed.stats.reconnects == 0
+        # never answered: after max_attempts requests the connection is made anew
+        quiet.ignore("get_snapshot", 10)
+        quiet.gap(T)
+        bump(quiet)
+        bump(quiet)
+        await c.until(lambda ev: isinstance(ev, BookSnapshot), 5.0)
+        assert feed.stats.forced_reconnects == 1 and feed.stats.reconnects == 1
+        assert feed.stats.snapshot_timeouts >= 1 + feed.max_attempts
+        bump(quiet)
+        await c.until(lambda ev: isinstance(ev, BookDelta), 3.0)
+        snap = c.books[T].snapshot()
+        assert (snap.yes, snap.no) == world_book(quiet, T)
+    finally:
+        await c.close()
+        await ex.close()
+    assert_no_orphans(quiet)
+
+
+# -- lifecycle, pings, ticker frames ---------------------------------------------------------
+
+
+async def test_other_markets_lifecycle_is_dropped_before_recording(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = make_world()
+    other = "KXOTHER-26DEC31-T10"
+    world.add_market(other)
+    recorded: list[dict[str, Any]] = []
+    async with running_standin(world=world, churn_interval=0.005, ping_interval=0.05) as s:
+        ex = adapter(s, on_frame=lambda f, _ts: recorded.append(f))
+        await ex.start()
+        c = Consumer(ex.stream([T]))
+        caplog.set_level(logging.WARNING, logger="cfa.exchange.kalshi")
+        try:
+            await c.until(lambda ev: isinstance(ev, BookSnapshot))
+            s.world.deactivate(other)
+            s.world.activate(other)
+            s.world.set_grid(other, "deci_cent")
+            s.world.deactivate(MARKETS[1])  # in the world, not in this stream
+            s.world.deactivate(T)
+            ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+            assert isinstance(ev, MarketStatus) and ev.ticker == T and ev.active is False
+            s.world.activate(T)
+            ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+            assert isinstance(ev, MarketStatus) and ev.active is True and ev.reason == "activated"
+            await asyncio.sleep(0.4)  # several heartbeats, and ticker frames with the churn
+            c.seen.clear()
+            await c.until(lambda ev: isinstance(ev, BookDelta))
+            feed = ex._streams[0].feed
+            assert feed.stats.filtered == 4 and feed.stats.reconnects == 0
+        finally:
+            await c.close()
+            await ex.close()
+        assert s.pongs >= 4, "the client answers the server's heartbeat pings"
+        assert s.ws_connections == 1
+        assert_no_orphans(s)
+    lifecycle = [f for f in recorded if f.get("type") == "market_lifecycle_v2"]
+    assert [f["msg"]["market_ticker"] for f in lifecycle] == [T, T]
+    assert all(f["msg"].get("market_ticker") in (None, T) for f in recorded if "msg" in f)
+    assert any(f.get("type") == "ticker" for f in recorded), "the stand-in sends ticker frames"
+    assert "malformed" not in caplog.text
+    assert subscribes(s, "market_lifecycle_v2") == [{"channels": ["market_lifecycle_v2"]}]
+
+
+async def test_price_grid_change_carries_the_new_market(quiet: StandIn) -> None:
+    ex = adapter(quiet)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        assert (await ex.get_market(T)).price_level_structure == "linear_cent"
+        quiet.world.set_grid(T, "deci_cent")
+        ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+        assert isinstance(ev, MarketStatus) and ev.market is not None and ev.active
+        assert ev.market.price_level_structure == "deci_cent"
+        assert min(r.step for r in ev.market.price_ranges) == 10  # $0.001
+    finally:
+        await c.close()
+        await ex.close()
+    assert_no_orphans(quiet)
+
+
+async def test_exchange_pause_is_seen_in_the_exchange_status(quiet: StandIn) -> None:
+    ex = adapter(quiet, status_interval=0.05)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        quiet.world.pause()
+        ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+        assert isinstance(ev, MarketStatus) and not ev.active and ev.reason == "trading_paused"
+        quiet.world.resume()
+        ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+        assert isinstance(ev, MarketStatus) and ev.active and ev.reason == "exchange_resumed"
+    finally:
+        await c.close()
+        await ex.close()
+    assert_no_orphans(quiet)
