@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kalshi_standin import StandIn
 from kalshi_standin.fixtures import MARKETS, adapter, make_world, running_standin
 
+from cfa.audit import AuditStore
 from cfa.core.book import OrderBook
+from cfa.core.grid import PriceGrid
 from cfa.core.types import (
     BookDelta,
     BookSnapshot,
@@ -29,6 +33,11 @@ from cfa.core.types import (
     parse_qty,
 )
 from cfa.exchange.base import Event
+from cfa.exchange.replay import AuditReplayExchange
+from cfa.risk.policy import Warmup, load_policy
+from cfa.runtime.loop import LoopState
+from cfa.runtime.replay import replay_exact
+from cfa.runtime.runs import open_run
 
 T = MARKETS[0]
 ONE = 100
@@ -319,3 +328,117 @@ async def test_exchange_pause_is_seen_in_the_exchange_status(quiet: StandIn) -> 
         await c.close()
         await ex.close()
     assert_no_orphans(quiet)
+
+
+# -- the market loop through pauses and a grid change ----------------------------------------
+
+
+async def _eventually(pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.01)
+
+
+def _ours_resting(s: StandIn) -> list[str]:
+    return [
+        o.order_id
+        for o in s.world.orders.values()
+        if o.status == "resting" and o.ticker == T and o.client_order_id.startswith("cfa-")
+    ]
+
+
+async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "live.db"
+    base = load_policy("default")
+    quoting = base.quoting.model_copy(update={"min_order_age_s": 0.05, "min_requote_s": 0.05})
+    policy = base.model_copy(
+        update={"warmup": Warmup(min_samples=1, max_s=0.2), "quoting": quoting}
+    )
+    async with running_standin(churn_interval=0.003) as s:
+        ex = adapter(s, status_interval=0.05)
+        store = AuditStore.open(db)
+        session = await open_run(ex, store, policy, {"policy": policy.model_dump(mode="json")}, [T])
+        loop = session.loops[T]
+        task = asyncio.create_task(session.run(govern=False))
+        try:
+            await _eventually(
+                lambda: loop.state is LoopState.READY and len(_ours_resting(s)) == 2, what="quotes"
+            )
+            # a market pause: no order call, state kept, resting orders stay at the venue
+            s.world.deactivate(T)
+            await _eventually(lambda: loop.paused == "deactivated", what="pause")
+            calls = len(s.requests)
+            held = sorted(_ours_resting(s))
+            kept = (loop.vol, loop.intensity, loop.account.inventory, session.params.get(T))
+            touch = loop.touch
+            for p in (4700, 4600, 4500):  # others cancel their best bids: the mid moves down
+                s.world.pull(T, "yes", p)
+            await _eventually(lambda: loop.touch != touch, what="the touch to move")
+            await asyncio.sleep(0.2)  # past the minimum order age: a live loop would move
+            s.world.pull(T, "yes", 4400)
+            await _eventually(lambda: loop.touch[0] == 4300, what="the touch to move again")
+            await asyncio.sleep(0.1)
+            writes = [r for r in s.requests[calls:] if r[1].startswith("/portfolio/events/orders")]
+            assert writes == [] and sorted(_ours_resting(s)) == held, "no order call while paused"
+            assert loop.state is LoopState.READY and loop.book.synced
+            assert (loop.vol, loop.intensity, loop.account.inventory, session.params.get(T)) == kept
+            # reactivation: the venue cancelled everything; the loop confirms and quotes anew
+            s.world.activate(T)
+            await _eventually(
+                lambda: loop.paused is None and len(_ours_resting(s)) == 2, what="requote"
+            )
+            assert not set(_ours_resting(s)) & set(held)
+            await _eventually(
+                lambda: {o.order_id for o in loop.resting.values() if o} == set(_ours_resting(s)),
+                what="the loop to hold what rests",
+            )
+            # a finer grid: the loop's grid follows before its next quote
+            s.world.set_grid(T, "deci_cent")
+            await _eventually(lambda: loop.qm.grid == PriceGrid.from_structure("deci_cent"))
+            assert loop.intensity.step == 0.001
+            assert loop.market.price_level_structure == "deci_cent"
+            # an exchange-wide trading pause (orders are sent with cancel_order_on_pause)
+            s.world.pause()
+            await _eventually(lambda: loop.paused == "trading_paused", what="trading pause")
+            assert _ours_resting(s) == []
+            s.world.resume()
+            await _eventually(
+                lambda: loop.paused is None and len(_ours_resting(s)) == 2, what="resume"
+            )
+            assert loop.state is LoopState.READY and loop.error is None
+        finally:
+            session.stop.set()
+            await asyncio.wait_for(task, 10)
+            await ex.close()
+            store.close()
+        assert_no_orphans(s)
+    with sqlite3.connect(db) as c:
+        codes = [
+            r[0]
+            for r in c.execute(
+                "select code from risk_events where kind = 'market_status' order by seq"
+            )
+        ]
+    assert codes == [
+        "paused",
+        "reactivated",
+        "reconciled",
+        "price_grid",
+        "paused",
+        "reactivated",
+        "reconciled",
+    ]
+    # the audit replay reproduces the pauses: the replayed loop records the same transitions
+    report = await replay_exact(db, session.run_id)
+    assert report.ok and report.compared > 0, report.mismatches
+    replayed = AuditReplayExchange(db, session.run_id, [loop.market])
+    kinds = [
+        ev.active
+        for ev in [e async for e in replayed.stream([T])]
+        if isinstance(ev, MarketStatus) and ev.market is None
+    ]
+    assert kinds == [False, True, False, True]

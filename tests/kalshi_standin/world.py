@@ -920,6 +920,20 @@ class World:
         m.status = "active"
         self._lifecycle(ticker, "activated", is_deactivated=False)
 
+    def pull(self, ticker: str, leg: str, price: int) -> int:
+        """The background makers at ``price`` of the ``leg`` ladder cancel (cancels are taken
+        during pauses too); returns the count removed."""
+        m = self._market(ticker)
+        ladder = m.yes if leg == "yes" else m.no
+        queue = ladder.get(price, [])
+        size = sum(mk.size for mk in queue if mk.order is None)
+        queue[:] = [mk for mk in queue if mk.order is not None]
+        if not queue:
+            ladder.pop(price, None)
+        if size:
+            self._delta(m, leg, price, -size, None)
+        return size
+
     def set_grid(self, ticker: str, structure: str) -> None:
         """Move a market to another ``price_level_structure`` (lifecycle
         ``price_level_structure_updated`` with the new ``price_ranges``; resting orders stay)."""
