@@ -8,6 +8,7 @@ no client order id placed twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +34,7 @@ from cfa.core.types import (
     parse_qty,
 )
 from cfa.exchange.base import Event
+from cfa.exchange.feed import KalshiFeedExchange
 from cfa.exchange.replay import AuditReplayExchange
 from cfa.risk.policy import Warmup, load_policy
 from cfa.runtime.loop import LoopState
@@ -442,3 +444,68 @@ async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
         if isinstance(ev, MarketStatus) and ev.market is None
     ]
     assert kinds == [False, True, False, True]
+
+
+# -- recordings keep their form ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header_yes", "no_levels"),
+    [
+        (True, [["0.4900", "7.00"], ["0.5800", "3.00"]]),  # asked for and served in YES-leg
+        (False, [["0.4200", "3.00"], ["0.5100", "7.00"]]),  # an older recording: legacy
+        (True, [["0.4200", "3.00"], ["0.5100", "7.00"]]),  # asked for, a server that ignored it
+    ],
+)
+async def test_feed_replay_reads_a_recording_in_its_book_form(
+    tmp_path: Path, header_yes: bool, no_levels: list[list[str]]
+) -> None:
+    market = {
+        "ticker": "KXREC-26DEC31-T1",
+        "event_ticker": "KXREC-26DEC31",
+        "close_time": "2026-12-31T00:00:00Z",
+        "price_level_structure": "linear_cent",
+    }
+    head: dict[str, Any] = {"kind": "cfa-kalshi-recording", "version": 1, "markets": [market]}
+    if header_yes:
+        head["use_yes_price"] = True
+    msg = {
+        "market_ticker": market["ticker"],
+        "market_id": "id",
+        "yes_dollars_fp": [["0.4000", "5.00"], ["0.4700", "9.00"]],
+        "no_dollars_fp": no_levels,
+    }
+    yes_form = no_levels[0][0] == "0.4900"
+    delta_price = "0.4900" if yes_form else "0.5100"  # the NO level at 51¢ NO / 49¢ YES
+    lines = [
+        head,
+        {"recv_ts": 1.0, "frame": {"type": "subscribed", "id": 1, "msg": {"sid": 2}}},
+        {"recv_ts": 1.0, "frame": {"type": "orderbook_snapshot", "sid": 2, "seq": 1, "msg": msg}},
+        {
+            "recv_ts": 2.0,
+            "frame": {
+                "type": "orderbook_delta",
+                "sid": 2,
+                "seq": 2,
+                "msg": {
+                    "market_ticker": market["ticker"],
+                    "market_id": "id",
+                    "price_dollars": delta_price,
+                    "delta_fp": "-2.00",
+                    "side": "no",
+                },
+            },
+        },
+    ]
+    path = tmp_path / "rec.ndjson"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    feed = KalshiFeedExchange(path)
+    events = [ev async for ev in feed.stream([market["ticker"]])]
+    book = OrderBook(market["ticker"])
+    for ev in events:
+        if isinstance(ev, BookSnapshot):
+            book.apply_snapshot(ev)
+        elif isinstance(ev, BookDelta):
+            book.apply_delta(ev)
+    assert book.snapshot().no == ((4200, 300), (5100, 500))
+    assert (book.best_bid(), book.best_ask()) == (4700, 4900)
