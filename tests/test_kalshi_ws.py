@@ -178,6 +178,34 @@ async def test_terminal_error_on_fill_resubscribes_fill_with_its_own_params(
     assert_no_orphans(quiet)
 
 
+async def test_fill_made_while_the_fill_channel_was_down_is_caught_up(quiet: StandIn) -> None:
+    ex = adapter(quiet, ws_request_timeout=0.3)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        feed = ex._streams[0].feed
+        await asyncio.wait_for(feed.ready.wait(), 2)
+        o = await ex.place_order(OrderRequest(T, "cfa-d-1", Side.BID, 4800, ONE))
+        quiet.ignore("subscribe:fill", 1)  # the first resubscribe goes unanswered
+        assert quiet.channel_error("fill", code=17) == 1
+        await asyncio.sleep(0.05)
+        quiet.world.taker(T, Side.ASK, 4800, ONE)  # no fill subscription: the frame is lost
+        f = await c.until(lambda ev: isinstance(ev, Fill), 3.0)
+        assert isinstance(f, Fill) and f.order_id == o.order_id and f.count == ONE
+        assert feed.stats.subscribe_timeouts == 1 and feed.stats.reconnects == 0
+        o2 = await ex.place_order(OrderRequest(T, "cfa-d-2", Side.BID, 4800, ONE))
+        quiet.world.taker(T, Side.ASK, 4800, ONE)  # the channel is back: streamed as usual
+        f2 = await c.until(lambda ev: isinstance(ev, Fill), 3.0)
+        assert isinstance(f2, Fill) and f2.order_id == o2.order_id
+    finally:
+        await c.close()
+        await ex.close()
+    fills = [e.fill_id for e in c.seen if isinstance(e, Fill)]
+    assert len(fills) == len(set(fills)) == 2
+    assert_no_orphans(quiet)
+
+
 async def test_refused_subscribes_are_retried_and_never_raise(quiet: StandIn) -> None:
     quiet.refuse_subscribe("orderbook_delta", code=17, times=2)
     quiet.refuse_subscribe("fill", code=10, times=1)

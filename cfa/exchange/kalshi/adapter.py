@@ -40,8 +40,10 @@ Contracts beyond the interface:
   200 with an ``error`` on each item that failed: every such item is logged, kept in
   :attr:`KalshiExchange.cancel_errors` and named in the error raised if the order is still
   resting at the end — never silently dropped.
-* **Reconnects.** After a WebSocket reconnect the stream fetches fills and order states over
-  REST and emits the fills it had not seen (by fill id), so no fill is lost to a disconnect.
+* **Reconnects.** After a WebSocket reconnect — and after the ``fill`` or ``user_orders``
+  channel was subscribed again following a terminal channel error — the stream fetches fills
+  and order states over REST and emits the fills it had not seen (by fill id), so no fill is
+  lost to a disconnect or a dead channel.
 * **Pauses and price grids** (docs: getting_started/market_lifecycle, maintenance_and_pauses,
   websockets/market-and-event-lifecycle). The stream emits a :class:`MarketStatus` when
   trading in a market stops or starts again: ``deactivated`` / ``activated`` lifecycle events
@@ -1030,6 +1032,8 @@ class KalshiExchange:
                 for t in sorted(st.tickers):
                     out += self._status_events(st, t, now, why)
                 return out
+            if ftype == "cfa_resubscribed" and frame.get("channel") in ("fill", "user_orders"):
+                return await self._catch_up(st)  # fills and order changes while it was down
             if ftype == "cfa_reconnected":
                 await self._queue_status(st.feed)  # maintenance disconnects come with pauses
                 return await self._catch_up(st)

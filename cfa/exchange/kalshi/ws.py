@@ -37,7 +37,9 @@ frames that are safe to apply, in arrival order, through :meth:`KalshiFeed.get`:
   the ``websockets`` library answers each ping with a pong. The feed also pings every
   ``ping_interval`` seconds and treats a missing pong as a dropped connection.
 
-Other markers: ``{"type": "cfa_gap", "sid", "channel", "tickers"}`` when a gap was found and
+Other markers: ``{"type": "cfa_gap", "sid", "channel", "tickers"}`` when a gap was found,
+``{"type": "cfa_resubscribed", "channel"}`` once a channel subscribed again on a live
+connection is back (what it carried meanwhile is lost: catch up over REST), and
 ``{"type": "cfa_error", "error"}`` for a failed connection attempt or a subscription error.
 ``on_frame(frame, recv_ts)`` sees every decoded frame first (for recording).
 """
@@ -119,6 +121,8 @@ class _Sub:
     sid: int | None = None
     sent_at: float = 0.0
     attempts: int = 0
+    resubscribed: bool = False
+    """Subscribed again on a live connection (its frames in between are lost)."""
 
 
 class KalshiFeed:
@@ -452,6 +456,10 @@ class KalshiFeed:
             # an answer to a subscribe we have re-sent since: one subscription per channel
             self._send({"id": self._take_id(), "cmd": "unsubscribe", "params": {"sids": [sid]}})
             return
+        if sub.resubscribed:
+            sub.resubscribed = False
+            # what the channel carried while it was down is lost: tell the consumer
+            self._queue.put_nowait({"type": "cfa_resubscribed", "channel": sub.channel})
         sub.sid = sid
         sub.attempts = 0
         self._sids[sid] = sub.channel
@@ -530,6 +538,7 @@ class KalshiFeed:
             self._drop(f"subscribe {channel} failed {sub.attempts} times")
             return
         self.stats.resubscribes += 1
+        sub.resubscribed = True
         self.ready.clear()
         old = sub.sid
         if old is not None:
