@@ -278,6 +278,30 @@ async def test_unanswered_snapshot_and_subscribe_are_asked_again_then_reconnect(
     assert_no_orphans(quiet)
 
 
+async def test_refused_snapshot_request_resubscribes_the_books(quiet: StandIn) -> None:
+    ex = adapter(quiet)
+    await ex.start()
+    c = Consumer(ex.stream([T]))
+    try:
+        await c.until(lambda ev: isinstance(ev, BookSnapshot))
+        quiet.refuse_snapshot(code=17)
+        quiet.gap(T)
+        bump(quiet)
+        bump(quiet)
+        await c.until(lambda ev: isinstance(ev, BookSnapshot), 3.0)
+        bump(quiet)
+        await c.until(lambda ev: isinstance(ev, BookDelta), 3.0)
+        feed = ex._streams[0].feed
+        assert feed.stats.resubscribes == 1 and feed.stats.reconnects == 0
+        assert len(subscribes(quiet, "orderbook_delta")) == 2
+        snap = c.books[T].snapshot()
+        assert (snap.yes, snap.no) == world_book(quiet, T)
+    finally:
+        await c.close()
+        await ex.close()
+    assert_no_orphans(quiet)
+
+
 # -- lifecycle, pings, ticker frames ---------------------------------------------------------
 
 

@@ -87,7 +87,8 @@ class Faults:
     gap_next: set[str] = field(default_factory=set)
     """Tickers whose next orderbook delta is lost (its seq is consumed, the frame not sent)."""
     refuse: dict[str, list[int]] = field(default_factory=dict)
-    """Per channel: error codes for its next subscribes (answered by command id, no sid)."""
+    """Per channel: error codes for its next subscribes (answered by command id, no sid);
+    under ``"get_snapshot"``: for the next snapshot requests."""
     ignore: dict[str, int] = field(default_factory=dict)
     """Commands to leave unanswered, by kind (``"subscribe:<channel>"``, ``"get_snapshot"``)."""
     fired: list[str] = field(default_factory=list)
@@ -557,6 +558,12 @@ class StandIn:
             if params.get("action") == "get_snapshot" and ch == "orderbook_delta":
                 if self._take_ignore("get_snapshot"):
                     return
+                codes = self.faults.refuse.get("get_snapshot")
+                if codes:
+                    code = codes.pop(0)
+                    self.faults.fired.append(f"refuse get_snapshot code {code}")
+                    c.send({"id": cid, "type": "error", "msg": {"code": code, "msg": "refused"}})
+                    return
                 wanted = params.get("market_tickers") or sorted(tickers or self.world.markets)
                 c.send(
                     {
@@ -689,6 +696,10 @@ class StandIn:
         """Answer the next ``times`` subscribes of ``channel`` with error ``code`` (by command
         id, no sid; no subscription is made)."""
         self.faults.refuse.setdefault(channel, []).extend([code] * times)
+
+    def refuse_snapshot(self, code: int = 17, times: int = 1) -> None:
+        """Answer the next ``times`` ``get_snapshot`` requests with error ``code`` (by id)."""
+        self.faults.refuse.setdefault("get_snapshot", []).extend([code] * times)
 
     def ignore(self, kind: str, times: int = 1) -> None:
         """Leave the next ``times`` commands of ``kind`` unanswered: ``"get_snapshot"`` or
