@@ -384,6 +384,36 @@ async def test_exchange_pause_is_seen_in_the_exchange_status(quiet: StandIn) -> 
     assert_no_orphans(quiet)
 
 
+async def test_a_pause_in_force_at_start_is_emitted_before_anything_else(quiet: StandIn) -> None:
+    quiet.world.pause()
+    quiet.world.deactivate(MARKETS[1])
+    ex = adapter(quiet, status_interval=None)
+    await ex.start()
+    assert (await ex.get_market(MARKETS[1])).status == "inactive"
+    c = Consumer(ex.stream([T, MARKETS[1]]))
+    try:
+        first: dict[str, list[Event]] = {T: [], MARKETS[1]: []}
+        while any(len(v) < 2 for v in first.values()):
+            ev = await c.until(lambda _: True)
+            if len(first[ev.ticker]) < 2:
+                first[ev.ticker].append(ev)
+        for t in (T, MARKETS[1]):
+            snap, status = first[t]
+            assert isinstance(snap, BookSnapshot) and isinstance(status, MarketStatus)
+            assert status.active is False and status.reason == "trading_paused"
+        quiet.world.resume()
+        await ex._queue_status(ex._streams[0].feed)  # what the poller does
+        ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+        assert isinstance(ev, MarketStatus) and (ev.ticker, ev.active) == (T, True)
+        quiet.world.activate(MARKETS[1])  # the other market opens only with its own event
+        ev = await c.until(lambda ev: isinstance(ev, MarketStatus))
+        assert isinstance(ev, MarketStatus) and (ev.ticker, ev.active) == (MARKETS[1], True)
+    finally:
+        await c.close()
+        await ex.close()
+    assert_no_orphans(quiet)
+
+
 # -- the market loop through pauses and a grid change ----------------------------------------
 
 

@@ -851,9 +851,12 @@ class KalshiExchange:
             on_frame=self.on_frame,
         )
         st = _StreamState(feed, wanted)
-        status = self.reconciliation.exchange_status
-        if status:
-            st.exchange_open, st.exchange_reason = _exchange_open(status)
+        for t in wanted:  # a market paused already (as the last metadata read said)
+            info = self._infos.get(t)
+            if info is not None and info.status == "inactive":
+                st.market_open[t] = False
+        # the exchange as start() found it: a pause in force is emitted before any quote
+        feed.put({"type": "cfa_exchange_status", "status": self.reconciliation.exchange_status})
         self._streams.append(st)
         held: dict[str, list[Event]] = {t: [] for t in wanted}
         settled: set[str] = set()
@@ -1024,12 +1027,12 @@ class KalshiExchange:
                     return [Settlement(t, Outcome(result), ts)]
                 return []
             if ftype == "cfa_exchange_status":
-                is_open, why = _exchange_open(frame.get("status") or {})
-                if is_open == st.exchange_open:
-                    return []
-                st.exchange_open, st.exchange_reason = is_open, why
+                st.exchange_open, st.exchange_reason = _exchange_open(frame.get("status") or {})
                 out: list[Event] = []
                 for t in sorted(st.tickers):
+                    why = st.exchange_reason
+                    if st.exchange_open and not st.market_open[t]:
+                        why = "deactivated"
                     out += self._status_events(st, t, now, why)
                 return out
             if ftype == "cfa_resubscribed" and frame.get("channel") in ("fill", "user_orders"):

@@ -452,7 +452,8 @@ class KalshiFeed:
         cid = frame.get("id")
         mine = self._by_cid.pop(cid, None) if isinstance(cid, int) else None
         sub = self._subs.get(mine or channel)
-        if sub is None or sub.sid is not None or (mine is None and sub.cid != cid):
+        late = mine is None and isinstance(cid, int) and sub is not None and sub.cid != cid
+        if sub is None or sub.sid is not None or late:
             # an answer to a subscribe we have re-sent since: one subscription per channel
             self._send({"id": self._take_id(), "cmd": "unsubscribe", "params": {"sids": [sid]}})
             return
