@@ -141,6 +141,32 @@ async def test_books_are_right_in_every_pricing_form(form: str) -> None:
         assert_no_orphans(s)
 
 
+async def test_a_wrong_form_that_looks_sane_is_caught_by_the_ticker_channel() -> None:
+    # a server that ignores use_yes_price, on a book far from 50¢ (YES bids 30-39¢, NO bids
+    # 50-59¢): read in the asked-for YES-leg form it is not crossed, only wrong (ask 50¢, not
+    # 41¢); the ticker channel's best ask gives it away and the feed switches and resyncs
+    m = MARKETS[1]
+    async with running_standin(churn_interval=None, book_form="legacy") as s:
+        ex = adapter(s)
+        await ex.start()
+        c = Consumer(ex.stream([m]))
+        try:
+            await c.until(lambda ev: isinstance(ev, BookSnapshot))
+            assert c.books[m].best_ask() == 5000  # wrong, but sane
+            for _ in range(3):
+                s.world.taker(m, Side.ASK, 3000, ONE)
+            await c.until(lambda ev: isinstance(ev, BookSnapshot), 3.0)
+            s.world.taker(m, Side.ASK, 3000, ONE)
+            await c.until(lambda ev: isinstance(ev, BookDelta))
+            snap = c.books[m].snapshot()
+            assert (snap.yes, snap.no) == world_book(s, m) and c.books[m].best_ask() == 4100
+            assert ex.feed_stats()[0].form_switches == 1
+        finally:
+            await c.close()
+            await ex.close()
+        assert_no_orphans(s)
+
+
 # -- channel errors --------------------------------------------------------------------------
 
 
@@ -448,6 +474,13 @@ async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
         session = await open_run(ex, store, policy, {"policy": policy.model_dump(mode="json")}, [T])
         loop = session.loops[T]
         task = asyncio.create_task(session.run(govern=False))
+
+        def holds_what_rests() -> bool:
+            """Two orders rest and the loop has the venue's answer for both (stopping the
+            session with a placement in flight would lose that placement's audit row)."""
+            ours = set(_ours_resting(s))
+            return len(ours) == 2 and {o.order_id for o in loop.resting.values() if o} == ours
+
         try:
             await _eventually(
                 lambda: loop.state is LoopState.READY and len(_ours_resting(s)) == 2, what="quotes"
@@ -476,10 +509,7 @@ async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
                 lambda: loop.paused is None and len(_ours_resting(s)) == 2, what="requote"
             )
             assert not set(_ours_resting(s)) & set(held)
-            await _eventually(
-                lambda: {o.order_id for o in loop.resting.values() if o} == set(_ours_resting(s)),
-                what="the loop to hold what rests",
-            )
+            await _eventually(holds_what_rests, what="the loop to hold what rests")
             # a finer grid: the loop's grid follows before its next quote
             s.world.set_grid(T, "deci_cent")
             await _eventually(lambda: loop.qm.grid == PriceGrid.from_structure("deci_cent"))
@@ -490,9 +520,7 @@ async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
             await _eventually(lambda: loop.paused == "trading_paused", what="trading pause")
             assert _ours_resting(s) == []
             s.world.resume()
-            await _eventually(
-                lambda: loop.paused is None and len(_ours_resting(s)) == 2, what="resume"
-            )
+            await _eventually(lambda: loop.paused is None and holds_what_rests(), what="resume")
             assert loop.state is LoopState.READY and loop.error is None
         finally:
             session.stop.set()

@@ -107,6 +107,8 @@ from cfa.exchange.kalshi.ws import KalshiFeed
 log = logging.getLogger(__name__)
 
 _STATUS = {"resting": OrderStatus.RESTING, "canceled": OrderStatus.CANCELED}
+FORM_VOTES = 3
+"""Ticker frames in a row that must contradict a book's pricing form before it is switched."""
 
 
 class WallClock:
@@ -270,6 +272,8 @@ class _StreamState:
         self.exchange_open = True
         """Neither an exchange pause nor a trading pause (``GET /exchange/status``)."""
         self.exchange_reason = ""
+        self.form_votes: dict[str, int] = {}
+        """Per market: ticker frames in a row that say the book is in the other form."""
         self.emitted: dict[str, bool] = dict.fromkeys(tickers, True)
         """Per market: the ``active`` last emitted (markets start active)."""
 
@@ -984,8 +988,8 @@ class KalshiExchange:
             if ftype == "trade":
                 tr = frames.trade(frame, recv_ts=now)
                 return [tr] if tr.ticker in st.tickers else []
-            if ftype == "ticker":
-                frames.ticker(frame, recv_ts=now)  # checked; Kalshi's top of book is not an event
+            if ftype == "ticker":  # Kalshi's top of book is not an event: a check of the form
+                self._check_form(st, frames.ticker(frame, recv_ts=now))
                 return []
             msg = frame.get("msg") or {}
             if ftype == "fill":
@@ -1043,6 +1047,29 @@ class KalshiExchange:
         except (CfaValueError, KeyError, TypeError, ValueError) as exc:
             log.warning("kalshi stream: malformed %s frame skipped: %s", ftype, exc)
         return []
+
+    def _check_form(self, st: _StreamState, tk: frames.Ticker) -> None:
+        """Cross-check a book's pricing form against the ``ticker`` channel.
+
+        The ticker's best YES ask does not depend on the book form. The book's NO ladder read
+        the other way round has its best ask at the lowest NO level. When the ticker agrees with
+        the book's best bid and with that other reading's ask but not with the book's ask,
+        ``FORM_VOTES`` ticker frames in a row, the book is read in the wrong form (a snapshot
+        that looks sane both ways cannot tell, see :func:`frames.yes_price_form`): the feed
+        switches that subscription's form and resyncs the market.
+        """
+        book = st.books.get(tk.ticker)
+        if book is None or not book.synced or not book.no or tk.yes_ask is None:
+            return
+        other = min(book.no)
+        if tk.yes_bid == book.best_bid() and tk.yes_ask == other != book.best_ask():
+            votes = st.form_votes.get(tk.ticker, 0) + 1
+            if votes >= FORM_VOTES:
+                votes = 0
+                st.feed.switch_form(tk.ticker)
+            st.form_votes[tk.ticker] = votes
+        else:
+            st.form_votes.pop(tk.ticker, None)
 
     async def _catch_up(self, st: _StreamState) -> list[Event]:
         """After a reconnect: the fills and order changes the dropped connection missed."""

@@ -445,6 +445,14 @@ class BookForms:
         self.switches = 0
         self._by_sid: dict[Any, bool] = {}
 
+    def switch(self, sid: Any) -> bool:
+        """Take ``sid`` to be in the other form from now on (evidence from outside the book,
+        see :class:`cfa.exchange.kalshi.ws.KalshiFeed`); returns the new form."""
+        form = not self._by_sid.get(sid, self.default)
+        self._by_sid[sid] = form
+        self.switches += 1
+        return form
+
     def of(self, frame: Mapping[str, Any]) -> bool:
         """The form to read this book frame in (other frame types: the default)."""
         sid = frame.get("sid")

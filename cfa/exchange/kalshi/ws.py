@@ -507,6 +507,22 @@ class KalshiFeed:
                 return
         self.synced.discard(ticker)
 
+    def switch_form(self, ticker: str) -> None:
+        """``ticker``'s book is read in the wrong pricing form (the consumer has evidence the
+        snapshot check could not see): read its subscription in the other form from now on and
+        ask for a fresh snapshot (counted in :attr:`FeedStats.form_switches`)."""
+        for sid, channel in self._sids.items():
+            if channel == "orderbook_delta" and ticker in (self._sid_tickers.get(sid) or []):
+                form = self._forms.switch(sid)
+                self.stats.form_switches += 1
+                log.warning(
+                    "kalshi feed: sid %d taken to be in %s pricing from now on",
+                    sid,
+                    "yes-leg" if form else "legacy no-leg",
+                )
+                self._request_snapshots(sid, [ticker])
+                return
+
     def _on_error(self, frame: dict[str, Any]) -> None:
         self.stats.errors += 1
         msg = frame.get("msg") or {}
