@@ -13,7 +13,8 @@ frames that are safe to apply, in arrival order, through :meth:`KalshiFeed.get`:
   orderbook subscription is read in the form it asked for, checked on every snapshot by
   :class:`~cfa.exchange.kalshi.frames.BookForms` (a snapshot that is crossed in the asked-for
   form and not in the other one switches that sid's form, counted in
-  :attr:`FeedStats.form_switches`); the queued book frames carry the form as
+  :attr:`FeedStats.form_switches`; a consumer with other evidence calls
+  :meth:`KalshiFeed.switch_form`); the queued book frames carry the form as
   ``cfa_yes_price`` (``on_frame`` sees the frame unchanged);
 * errors (Kalshi docs, asyncapi "Error Codes Reference"): an error answering one of our
   ``subscribe`` commands (matched by command id: such errors carry no sid) re-sends that
@@ -41,7 +42,8 @@ Other markers: ``{"type": "cfa_gap", "sid", "channel", "tickers"}`` when a gap w
 ``{"type": "cfa_resubscribed", "channel"}`` once a channel subscribed again on a live
 connection is back (what it carried meanwhile is lost: catch up over REST), and
 ``{"type": "cfa_error", "error"}`` for a failed connection attempt or a subscription error.
-``on_frame(frame, recv_ts)`` sees every decoded frame first (for recording).
+``on_frame(frame, recv_ts)`` sees every decoded frame first (for recording), except the
+lifecycle frames of other markets.
 """
 
 from __future__ import annotations
