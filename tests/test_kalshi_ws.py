@@ -519,8 +519,17 @@ async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
             s.world.pause()
             await _eventually(lambda: loop.paused == "trading_paused", what="trading pause")
             assert _ours_resting(s) == []
+            # the venue cannot say what rests at first: the loop stays paused and asks again
+            s.inject("GET", r"^/portfolio/orders$", "500", times=ex.rest.retries + 1)
             s.world.resume()
+            await _eventually(
+                lambda: loop.paused is not None and loop.paused.startswith("reconciling"),
+                what="a reconcile that failed",
+            )
+            assert _ours_resting(s) == []
             await _eventually(lambda: loop.paused is None and holds_what_rests(), what="resume")
+            failed = [f for f in s.faults.fired if f == "500 GET /portfolio/orders"]
+            assert len(failed) == ex.rest.retries + 1  # all spent on the first reconcile
             assert loop.state is LoopState.READY and loop.error is None
         finally:
             session.stop.set()
