@@ -28,10 +28,13 @@ from cfa.audit.records import (
     fill_row,
     order_row,
 )
+from cfa.core.grid import PriceGrid
 from cfa.core.types import (
     BookDelta,
     BookSnapshot,
     Fill,
+    MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -448,6 +451,14 @@ def test_domain_records_round_trip(tmp_path: Path) -> None:
         Fill("f1", "o1", "c1", "M", Side.ASK, 5600, 100, Decimal("0.02"), True, 1.7e9, -100),
         Order("o1", "c1", "M", Side.ASK, 5600, 100, 0, 100, OrderStatus.EXECUTED, 1.7e9),
         Settlement("M", Outcome.YES, 1_700_000_900.0),
+        MarketStatus("M", 1_700_000_002.0, False, "deactivated"),
+        MarketStatus(
+            "M",
+            1_700_000_003.0,
+            True,
+            "price_level_structure_updated",
+            MarketInfo("M", "E", "S", "M?", PriceGrid.from_structure("deci_cent").ranges, 1.8e9),
+        ),
     ]
     fill = events[4]
     req = OrderRequest("M", "c1", Side.ASK, 5600, 100)

@@ -140,6 +140,65 @@ def test_snapshot_use_yes_price_converts_no_levels_back_to_no_terms() -> None:
     assert snap.no == ((5600, 1700),)
 
 
+# The doc example's book (YES bids $0.08/$0.22, NO bids $0.54/$0.56) as a use_yes_price
+# subscription receives it: NO levels at YES-leg prices ($1 − NO price), ascending.
+SNAPSHOT_YES = edited(SNAPSHOT, no_dollars_fp=[["0.4400", "146.00"], ["0.4600", "20.00"]])
+# A book around 45¢ (YES bids 40-47¢, NO bids 42-51¢: YES asks 49-58¢) in both forms.
+NEAR_MID_LEGACY = edited(
+    SNAPSHOT,
+    yes_dollars_fp=[["0.4000", "5.00"], ["0.4700", "9.00"]],
+    no_dollars_fp=[["0.4200", "3.00"], ["0.5100", "7.00"]],
+)
+NEAR_MID_YES = edited(NEAR_MID_LEGACY, no_dollars_fp=[["0.4900", "7.00"], ["0.5800", "3.00"]])
+
+
+def test_both_book_forms_parse_to_the_same_book() -> None:
+    legacy = frames.orderbook_snapshot(SNAPSHOT, recv_ts=1.0)
+    assert legacy.no == ((5400, 2000), (5600, 14600))
+    assert frames.orderbook_snapshot(SNAPSHOT_YES, recv_ts=1.0, use_yes_price=True) == legacy
+    # a NO delta in each form lands on the same NO level, and the book is never crossed
+    for snap, delta, yes_price in (
+        (SNAPSHOT, edited(DELTA, side="no", price_dollars="0.5600"), False),
+        (SNAPSHOT_YES, edited(DELTA, side="no", price_dollars="0.4400"), True),
+    ):
+        book = OrderBook("FED-23DEC-T3.00")
+        book.apply_snapshot(frames.orderbook_snapshot(snap, recv_ts=1.0, use_yes_price=yes_price))
+        book.apply_delta(frames.orderbook_delta(delta, use_yes_price=yes_price))
+        assert book.snapshot().no == ((5400, 2000), (5600, 9200))
+        assert book.best_bid() == 2200 and book.best_ask() == 4400
+
+
+def test_yes_price_form_trusts_what_was_asked_unless_the_book_would_cross() -> None:
+    # read in the form asked for, each is a sane book: the asked-for form stands
+    assert frames.yes_price_form(NEAR_MID_YES, True) is True
+    assert frames.yes_price_form(NEAR_MID_LEGACY, False) is False
+    # a server that ignored the parameter: read in the asked-for form the book is crossed
+    # (best YES bid 47¢ >= a "YES ask" of 42¢ / of 1 − 58¢), read in the other it is not
+    assert frames.yes_price_form(NEAR_MID_LEGACY, True) is False
+    assert frames.yes_price_form(NEAR_MID_YES, False) is True
+    # the doc example is a sane book in both readings: nothing tells, the asked-for form stands
+    assert frames.yes_price_form(SNAPSHOT, True) is True
+    assert frames.yes_price_form(SNAPSHOT_YES, False) is False
+    # an empty side cannot tell either
+    one_sided = edited(NEAR_MID_LEGACY, no_dollars_fp=...)
+    assert frames.yes_price_form(one_sided, True) is True
+    with pytest.raises(CfaValueError, match="no_dollars_fp"):
+        frames.yes_price_form(edited(SNAPSHOT, no_dollars_fp="0.54"), True)
+
+
+def test_book_forms_follow_each_sid_from_its_snapshot() -> None:
+    forms = frames.BookForms(True)
+    assert forms.of(NEAR_MID_YES) is True and forms.switches == 0
+    other_sid = {**NEAR_MID_LEGACY, "sid": 7}
+    assert forms.of(other_sid) is False and forms.switches == 1  # legacy although asked for
+    # the deltas of each sid are read in their snapshot's form
+    assert forms.of({**DELTA, "sid": 7}) is False
+    assert forms.of({**DELTA, "sid": 2}) is True
+    book = OrderBook("FED-23DEC-T3.00")
+    book.apply_snapshot(frames.orderbook_snapshot(other_sid, recv_ts=1.0, use_yes_price=False))
+    assert book.best_bid() == 4700 and book.best_ask() == 4900  # not crossed
+
+
 @pytest.mark.parametrize(
     ("frame", "kwargs", "needle"),
     [

@@ -17,7 +17,9 @@ float epoch seconds; prices, counts as in :mod:`cfa.core.types`:
   our fill (fee as a decimal string);
 * ``["o", ts, order_id, client_order_id, side, price, initial, remaining, filled, status]`` —
   our order's update;
-* ``["x", ts, "yes"|"no"]`` — settlement.
+* ``["x", ts, "yes"|"no"]`` — settlement;
+* ``["m", ts, active, reason, market|null]`` — the venue paused (``active`` false) or
+  reactivated trading, or changed the price grid (``market`` as :func:`market_to_dict`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from cfa.core.types import (
     FeeSchedule,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -44,7 +47,7 @@ from cfa.core.types import (
     Trade,
 )
 
-MarketEvent = BookSnapshot | BookDelta | Trade | Fill | Order | Settlement
+MarketEvent = BookSnapshot | BookDelta | Trade | Fill | Order | Settlement | MarketStatus
 MAX_BATCH = 512
 """Most events in one ``market_events`` row."""
 
@@ -93,6 +96,10 @@ def encode_event(ev: MarketEvent) -> list[Any]:
     if t is Settlement:
         x: Settlement = ev  # type: ignore[assignment]
         return ["x", x.ts, x.result.value]
+    if t is MarketStatus:
+        ms: MarketStatus = ev  # type: ignore[assignment]
+        market = None if ms.market is None else market_to_dict(ms.market)
+        return ["m", ms.ts, ms.active, ms.reason, market]
     raise AuditError(f"not a market event: {t.__name__}")
 
 
@@ -147,6 +154,10 @@ def decode_event(ticker: str, item: list[Any]) -> MarketEvent:
         if kind == "x":
             _, ts, result = item
             return Settlement(ticker, Outcome(result), ts)
+        if kind == "m":
+            _, ts, active, reason, market = item
+            info = None if market is None else market_from_dict(market)
+            return MarketStatus(ticker, ts, bool(active), str(reason), info)
     except (ValueError, TypeError, IndexError) as exc:
         raise AuditError(f"malformed market event {item!r:.120}: {exc}") from exc
     raise AuditError(f"unknown market event kind {item[0]!r}")

@@ -7,7 +7,8 @@ WebSocket is authenticated) and fails with one line naming what is missing.
 Recording format (NDJSON, one object per line), for offline replay:
 
 * line 1: ``{"kind": "cfa-kalshi-recording", "version": 1, "started_ts", "ws_url",
-  "markets": [Market JSON...]}``;
+  "use_yes_price", "markets": [Market JSON...]}`` (``use_yes_price``: the book form the
+  subscription asked for; frames do not say theirs);
 * then one ``{"recv_ts": <epoch s>, "frame": <Kalshi frame, unchanged>}`` per WebSocket frame
   received (subscription replies included), in arrival order —
   :func:`cfa.exchange.kalshi.frames.parse_frame` reads them back.
@@ -210,6 +211,7 @@ async def _record(
             "started_ts": time.time(),
             "started": datetime.now(UTC).isoformat(),
             "ws_url": s.websocket_url,
+            "use_yes_price": True,
             "markets": metas,
         }
         fh.write(json.dumps(header, sort_keys=True) + "\n")
@@ -219,7 +221,9 @@ async def _record(
             fh.write(json.dumps({"recv_ts": recv_ts, "frame": frame}, sort_keys=True) + "\n")
             count += 1
 
-        feed = KalshiFeed(s.websocket_url, signer, tickers, on_frame=write)
+        feed = KalshiFeed(
+            s.websocket_url, signer, tickers, use_yes_price=header["use_yes_price"], on_frame=write
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

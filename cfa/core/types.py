@@ -297,3 +297,23 @@ class Settlement:
     ticker: str
     result: Outcome
     ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarketStatus:
+    """The venue paused or reactivated trading in a market, or changed its price grid.
+
+    ``active`` False: no order may be placed or amended (Kalshi: a deactivated market, or an
+    exchange-wide trading or exchange pause); True: trading is open again, and then ``reason``
+    says whether the venue cancelled every resting order on the way (Kalshi cancels all resting
+    orders when it reactivates a paused market: docs getting_started/market_lifecycle).
+    ``market``, when set, is the market's new description (a ``price_level_structure`` /
+    ``price_ranges`` change): everything that depends on the grid is rebuilt from it. ``ts`` is
+    the venue's time of the change when it gave one (epoch seconds).
+    """
+
+    ticker: str
+    ts: float
+    active: bool
+    reason: str
+    market: MarketInfo | None = None

@@ -25,6 +25,7 @@ from cfa.core.types import (
     BookSnapshot,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     Position,
@@ -34,9 +35,9 @@ from cfa.core.types import (
     Trade,
 )
 
-Event: TypeAlias = BookSnapshot | BookDelta | Trade | Fill | Order | Settlement
+Event: TypeAlias = BookSnapshot | BookDelta | Trade | Fill | Order | Settlement | MarketStatus
 """What :meth:`Exchange.stream` yields: book updates, public trades, own fills, own order
-updates and settlements."""
+updates, settlements and market status changes (pause, reactivation, new price grid)."""
 
 
 class ExchangeError(Exception):

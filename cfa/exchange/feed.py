@@ -473,6 +473,8 @@ class KalshiFeedExchange(BookEmulator):
             self._results[t] = Outcome(r)
         for info in infos.values():
             self._add_market(info)
+        self._forms = frames.BookForms(self._recorded_yes_price())
+        """Pricing form of each recorded orderbook sid (``use_yes_price``, checked per snapshot)."""
         self._streaming = False
         self._replayed = False
         self._snapshotted = tickers
@@ -669,6 +671,13 @@ class KalshiFeedExchange(BookEmulator):
             return None
         return [frames.parse_market(m) for m in head.get("markets", [])]
 
+    def _recorded_yes_price(self) -> bool:
+        """The ``use_yes_price`` a ``cfa record`` header says its books were asked for (False
+        for other files and older recordings: Kalshi's legacy form)."""
+        with self.path.open("rb") as fh:
+            head = _loads(fh.readline() or b"{}")
+        return isinstance(head, dict) and head.get("use_yes_price") is True
+
     @staticmethod
     def _as_frame(obj: Any) -> Any:
         """A ``cfa record`` line ``{"recv_ts", "frame"}`` as a plain frame with ``recv_ts``;
@@ -722,7 +731,7 @@ class KalshiFeedExchange(BookEmulator):
             raise CfaValueError(f"{self.path}: {ftype} frame without recv_ts")
         self._clock.advance_to(float(recv))
         now = self._clock.now()
-        rec = frames.parse_frame(frame, recv_ts=now)
+        rec = frames.parse_frame(frame, recv_ts=now, use_yes_price=self._forms.of(frame))
         if rec is None:  # pragma: no cover - MARKET_DATA_TYPES always parse
             return
         m = cast("_Market | None", self._markets.get(rec.ticker))

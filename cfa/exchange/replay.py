@@ -13,6 +13,11 @@ call at that point in that market — the same order id for a placement (so the 
 find their orders), the same failure where the venue refused (a reject, a failed cancel).
 Comparing the orders the replay asks for with the recorded ones is the replay runner's job
 (:mod:`cfa.runtime.replay`).
+
+A recorded :class:`~cfa.core.types.MarketStatus` is replayed as an event like the others, so
+the replayed loop pauses and resumes where the recorded one did; one that reactivated a market
+(reason ``activated``: Kalshi cancels every resting order then) also empties the replay's
+resting orders of that market, so the loop's ``get_orders`` confirms what the venue did.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cfa.core.types import (
     BookSnapshot,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -228,6 +234,9 @@ class AuditReplayExchange:
                     self._resting.pop(item.order_id, None)
             elif isinstance(item, Settlement):
                 self._account.settle(item.ticker, item.result is Outcome.YES)
+            elif isinstance(item, MarketStatus) and item.active and item.reason == "activated":
+                for oid in [k for k, o in self._resting.items() if o.ticker == item.ticker]:
+                    del self._resting[oid]
             yield item
 
     def _on_recorded_fill(self, f: Fill) -> None:

@@ -21,6 +21,15 @@ its side until the venue confirms the cancel or reports the order gone (filled, 
 unknown); the cancel is sent again with a doubling backoff. REDUCE_ONLY quotes only the side
 that reduces the position, sized to it (never more, never nothing because the position is
 smaller than the quote size; fractional counts included).
+
+Venue pauses (:class:`MarketStatus`): while the venue has trading stopped (a paused market, an
+exchange or trading pause) the loop sends no order call at all and keeps everything else —
+book, estimators, inventory, parameters, state (it is neither STOPPED nor FAILED). When trading
+opens again it asks the venue which of its orders still rest (``get_orders``; Kalshi cancels
+every resting order when it reactivates a market), forgets the others, cancels any order of
+its own it did not know of, and quotes again; until that answer comes (it is asked again
+every ``RECONCILE_RETRY_S``) it stays paused. A new price grid (``MarketStatus.market``)
+rebuilds the quoting grid and the intensity step before the next quote.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from cfa.core.types import (
     BookSnapshot,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -98,6 +108,8 @@ CANCEL_RETRY_S = 0.5
 failing)."""
 CANCEL_RETRY_MAX_S = 8.0
 CANCEL_ALL_ATTEMPTS = 2
+RECONCILE_RETRY_S = 1.0
+"""After a reactivation whose ``get_orders`` failed, seconds until it is asked again."""
 """Venue-wide cancel-all calls one :meth:`MarketLoop.cancel_all` makes before giving up."""
 
 _SIDES = (Side.BID, Side.ASK)
@@ -228,6 +240,11 @@ class MarketLoop:
         self.warm_start: str | None = None
         """The history σ was seeded from (:mod:`cfa.runtime.warmstart`), named in the READY
         reason; None on the cold path."""
+        self.paused: str | None = None
+        """Why the venue has trading stopped in this market (None: it has not). While set,
+        no order call is made (see the module docstring)."""
+        self._reconcile_due = math.inf
+        """Event time of the next try at confirming resting orders after a reactivation."""
 
     # -- events --------------------------------------------------------------------------------
 
@@ -272,9 +289,18 @@ class MarketLoop:
         elif t is Settlement:
             await self._on_settlement(ev)  # type: ignore[arg-type]
             return
+        elif t is MarketStatus:
+            await self._on_status(ev)  # type: ignore[arg-type]
         state = self.state
         if state is not LoopState.WARMING and state is not LoopState.READY:
             return
+        if self.paused is not None:
+            if ts >= self._reconcile_due:
+                await self._reconcile(ts)
+            if self.paused is not None:
+                if update:
+                    await self._update(ts)  # estimators go on; no order call is made
+                return
         if self._pending and ts >= self._pending_due:
             await self._retry_cancels(ts)
         if update:
@@ -330,6 +356,8 @@ class MarketLoop:
         )
         if self.state is LoopState.WARMING and not self._maybe_ready(t):
             return
+        if self.paused is not None:
+            return  # the venue takes no orders: keep the estimators warm, send nothing
         if t >= self.market.close_ts:
             await self._close()
             return
@@ -734,7 +762,9 @@ class MarketLoop:
         """Bring resting orders in line with the clock and the trading state without quoting:
         past close or HALTED, cancel them; REDUCE_ONLY, cancel what would add to the position
         and cut a reducing order down to the position. For a one-sided book (no mid, so no
-        quote) and for a breaker that trips between book updates."""
+        quote) and for a breaker that trips between book updates. Nothing while paused."""
+        if self.paused is not None:
+            return
         if t >= self.market.close_ts:
             await self._close()
             return
@@ -992,6 +1022,108 @@ class MarketLoop:
             "settled",
             self.states.effective(self.ticker).value,
             {"result": s.result.value},
+        )
+
+    async def _on_status(self, s: MarketStatus) -> None:
+        """The venue paused or reopened trading, or changed the grid (module docstring)."""
+        state = self.states.effective(self.ticker).value
+        if s.market is not None:
+            self._regrid(s.market)
+            self.rec.risk_event(
+                self.ticker,
+                s.ts,
+                "market_status",
+                "price_grid",
+                state,
+                {
+                    "reason": s.reason,
+                    "structure": s.market.price_level_structure,
+                    "price_ranges": [[r.start, r.end, r.step] for r in s.market.price_ranges],
+                },
+            )
+        if not s.active:
+            if self.paused is None:
+                self.rec.risk_event(
+                    self.ticker, s.ts, "market_status", "paused", state, {"reason": s.reason}
+                )
+            self.paused = s.reason
+            self._reconcile_due = math.inf
+            self._last_key = None
+            return
+        if self.paused is not None:
+            self.rec.risk_event(
+                self.ticker,
+                s.ts,
+                "market_status",
+                "reactivated",
+                state,
+                {"reason": s.reason, "paused_for": self.paused},
+            )
+            self.paused = f"reconciling after {s.reason}"
+            self._reconcile_due = s.ts  # on_event reconciles right after this
+
+    def _regrid(self, market: MarketInfo) -> None:
+        """Rebuild what depends on the price grid from ``market``; requote at the next tick."""
+        self.market = market
+        self.qm = QuoteMarket.from_market(market)
+        self.intensity.step = min(r.step for r in market.price_ranges) / PRICE_SCALE
+        self._last_key = None
+        self._inputs = ()
+
+    async def _reconcile(self, t: float) -> None:
+        """After a reactivation: keep only the orders the venue says still rest, cancel ours it
+        has that the loop does not know, and end the pause. A failed ``get_orders`` leaves
+        the loop paused and is tried again ``RECONCILE_RETRY_S`` later."""
+        try:
+            listed = await self.exchange.get_orders(self.ticker)
+        except ExchangeError as exc:
+            self._on_error(t, exc)
+            self._reconcile_due = t + RECONCILE_RETRY_S
+            return
+        venue = {
+            o.order_id: o
+            for o in listed
+            if o.status is OrderStatus.RESTING and o.remaining_count > 0
+        }
+        forgotten: list[str] = []
+        for side in _SIDES:
+            o = self.resting[side]
+            if o is None:
+                continue
+            now = venue.get(o.order_id)
+            if now is None:
+                forgotten.append(o.order_id)
+                self._gone(o)
+            else:
+                self.resting[side] = now
+        for oid in list(self._pending):
+            if oid not in venue:
+                forgotten.append(oid)
+                del self._pending[oid]
+        self.paused = None
+        self._reconcile_due = math.inf
+        self._last_key = None
+        self._inputs = ()
+        self._update_risk()
+        known = {o.order_id for o in self.resting.values() if o is not None} | set(self._pending)
+        strays = [
+            o
+            for oid, o in venue.items()
+            if oid not in known and o.client_order_id.startswith(f"{self._prefix}-")
+        ]
+        for o in strays:
+            await self._cancel(t, o, "untracked")
+        self.rec.risk_event(
+            self.ticker,
+            t,
+            "market_status",
+            "reconciled",
+            self.states.effective(self.ticker).value,
+            {
+                "resting": sorted(venue),
+                "forgotten": forgotten,
+                "cancelled": [o.order_id for o in strays],
+            },
         )
 
     async def _resync(self, why: str) -> None:

@@ -7,6 +7,13 @@
 * WebSocket at ``/trade-api/ws/v2`` (its upgrade must be signed over ``GET/trade-api/ws/v2``):
   ``subscribe`` (one sid per channel), ``unsubscribe``, ``update_subscription`` with
   ``get_snapshot``; ``seq`` per sid on orderbook and trade frames and on replies to a sid.
+  Books honour ``use_yes_price`` (NO levels at YES-leg prices) as :attr:`StandIn.book_form`
+  says: ``"honour"`` (Kalshi today: default false), ``"flipped"`` (the announced default
+  true), ``"yes"`` (the flag removed: always YES-leg), ``"legacy"`` (a server that ignores
+  the flag). ``ticker`` frames (docs' field names) follow every book change of a market;
+  ``market_lifecycle_v2`` ignores market filters (as Kalshi's: every market's events reach
+  every subscriber). Pings with body ``heartbeat`` every ``ping_interval`` seconds; pongs
+  are counted in :attr:`StandIn.pongs`.
 
 Faults (see :class:`Faults`): HTTP 429 with Kalshi's flat body, 5xx, a response held past the
 client's timeout (before or after the request took effect), a 5xx or a dropped connection after
@@ -22,6 +29,10 @@ bucket cannot cover is answered 429 ``{"error": "too many requests"}`` and costs
 10 tokens by default, V2 cancel 2, batch create 10 per order, batch cancel 2 per order (billed
 whole: a batch above the bucket's capacity is always refused). Single order writes naming an
 ``exchange_index >= 1`` bill that shard's own write bucket; batches always the unscoped one.
+WebSocket faults: a terminal channel error on any channel (:meth:`StandIn.channel_error`), a
+refused subscribe (an error with the command id and no sid, :meth:`StandIn.refuse_subscribe`),
+commands left unanswered (:meth:`StandIn.ignore`). Market pause / reactivation / price-grid
+change: :meth:`World.deactivate`, :meth:`World.activate`, :meth:`World.set_grid`.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from cfa.core.types import format_qty
+from cfa.core.types import ONE_DOLLAR, format_price, format_qty, parse_price
 from cfa.exchange.kalshi.auth import (
     KEY_HEADER,
     SIGNATURE_HEADER,
@@ -161,6 +172,11 @@ class Faults:
     http: list[Fault] = field(default_factory=list)
     gap_next: set[str] = field(default_factory=set)
     """Tickers whose next orderbook delta is lost (its seq is consumed, the frame not sent)."""
+    refuse: dict[str, list[int]] = field(default_factory=dict)
+    """Per channel: error codes for its next subscribes (answered by command id, no sid);
+    under ``"get_snapshot"``: for the next snapshot requests."""
+    ignore: dict[str, int] = field(default_factory=dict)
+    """Commands to leave unanswered, by kind (``"subscribe:<channel>"``, ``"get_snapshot"``)."""
     fired: list[str] = field(default_factory=list)
 
     def take(self, method: str, path: str) -> Fault | None:
@@ -178,6 +194,8 @@ class _WsClient:
     def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
         self.subs: dict[int, tuple[str, set[str] | None]] = {}
+        self.yes_price: dict[int, bool] = {}
+        """Orderbook sids served with NO levels at YES-leg prices."""
         self.seq: dict[int, int] = {}
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.next_sid = 1
@@ -208,7 +226,11 @@ class StandIn:
         churn_interval: float | None = 0.004,
         churn_batch: int = 1,
         tier: str | None = None,
+        ping_interval: float | None = 10.0,
+        book_form: str = "honour",
     ) -> None:
+        if book_form not in ("honour", "flipped", "yes", "legacy"):
+            raise ValueError(f"book_form: unknown {book_form!r}")
         self.public_key = public_key
         self.key_id = key_id
         self.world = world or World()
@@ -218,6 +240,12 @@ class StandIn:
         """Kalshi's token buckets for ``tier`` (None: no rate limits)."""
         self.churn_interval = churn_interval
         self.churn_batch = churn_batch
+        self.ping_interval = ping_interval
+        self.book_form = book_form
+        self.pongs = 0
+        self.commands: list[dict[str, Any]] = []
+        """Every WebSocket command received, in order."""
+        """Pongs received for the server's heartbeat pings."""
         self.requests: list[tuple[str, str]] = []
         self.auth_failures = 0
         self.ws_connections = 0
@@ -629,6 +657,7 @@ class StandIn:
         self._clients.add(client)
         self.ws_connections += 1
         writer = asyncio.create_task(self._ws_writer(client))
+        pinger = asyncio.create_task(self._ws_pinger(conn))
         try:
             async for raw in conn:
                 try:
@@ -640,10 +669,33 @@ class StandIn:
         except Exception:
             pass
         finally:
+            pinger.cancel()
             self._clients.discard(client)
             client.outbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await writer
+
+    async def _ws_pinger(self, conn: ServerConnection) -> None:
+        """Kalshi's keep-alive: a Ping with body ``heartbeat`` every ``ping_interval`` s."""
+        while self.ping_interval is not None:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                waiter = await conn.ping(b"heartbeat")
+                await asyncio.wait_for(waiter, 5.0)
+            except Exception:  # the connection went away, or no pong came
+                return
+            self.pongs += 1
+
+    def _yes_form(self, params: dict[str, Any]) -> bool:
+        """Whether an orderbook subscription with ``params`` is served in YES-leg pricing."""
+        asked = params.get("use_yes_price")
+        if self.book_form == "yes":
+            return True
+        if self.book_form == "legacy":
+            return False
+        if isinstance(asked, bool):
+            return asked
+        return self.book_form == "flipped"
 
     async def _ws_writer(self, client: _WsClient) -> None:
         while True:
@@ -656,6 +708,7 @@ class StandIn:
                 return
 
     def _command(self, c: _WsClient, cmd: dict[str, Any]) -> None:
+        self.commands.append(cmd)
         cid = cmd.get("id")
         params = cmd.get("params") or {}
         name = cmd.get("cmd")
@@ -668,9 +721,19 @@ class StandIn:
                 [params["market_ticker"]] if params.get("market_ticker") else None
             )
             for ch in channels:
+                if self._take_ignore(f"subscribe:{ch}"):
+                    continue
+                codes = self.faults.refuse.get(ch)
+                if codes:
+                    code = codes.pop(0)
+                    self.faults.fired.append(f"refuse subscribe {ch} code {code}")
+                    c.send({"id": cid, "type": "error", "msg": {"code": code, "msg": "refused"}})
+                    continue
                 sid = c.next_sid
                 c.next_sid += 1
                 c.subs[sid] = (ch, set(tickers) if tickers else None)
+                if ch == "orderbook_delta":
+                    c.yes_price[sid] = self._yes_form(params)
                 c.send({"id": cid, "type": "subscribed", "msg": {"channel": ch, "sid": sid}})
                 if ch == "orderbook_delta":
                     for t in tickers or list(self.world.markets):
@@ -689,6 +752,14 @@ class StandIn:
             sid = sids[0]
             ch, tickers = c.subs[sid]
             if params.get("action") == "get_snapshot" and ch == "orderbook_delta":
+                if self._take_ignore("get_snapshot"):
+                    return
+                codes = self.faults.refuse.get("get_snapshot")
+                if codes:
+                    code = codes.pop(0)
+                    self.faults.fired.append(f"refuse get_snapshot code {code}")
+                    c.send({"id": cid, "type": "error", "msg": {"code": code, "msg": "refused"}})
+                    return
                 wanted = params.get("market_tickers") or sorted(tickers or self.world.markets)
                 c.send(
                     {
@@ -719,6 +790,8 @@ class StandIn:
         if m is None:
             return
         yes, no = self.world.book_levels(m)
+        if c.yes_price.get(sid):
+            no = [[format_price(ONE_DOLLAR - parse_price(p)), q] for p, q in reversed(no)]
         msg: dict[str, Any] = {"market_ticker": ticker, "market_id": f"id-{ticker}"}
         if yes:
             msg["yes_dollars_fp"] = yes
@@ -727,11 +800,18 @@ class StandIn:
         c.send({"type": "orderbook_snapshot", "sid": sid, "seq": c.next_seq(sid), "msg": msg})
 
     def _on_world(self, channel: str, ftype: str, ticker: str, msg: dict[str, Any]) -> None:
+        unfiltered = channel == "market_lifecycle_v2"  # Kalshi: no market filter on it
         for c in list(self._clients):
             for sid, (ch, tickers) in c.subs.items():
-                if ch != channel or (tickers is not None and ticker not in tickers):
+                if ch != channel or (
+                    tickers is not None and ticker not in tickers and not unfiltered
+                ):
                     continue
-                frame: dict[str, Any] = {"type": ftype, "sid": sid, "msg": msg}
+                out = msg
+                if channel == "orderbook_delta" and msg["side"] == "no" and c.yes_price.get(sid):
+                    yes_leg = ONE_DOLLAR - parse_price(msg["price_dollars"])
+                    out = {**msg, "price_dollars": format_price(yes_leg)}
+                frame: dict[str, Any] = {"type": ftype, "sid": sid, "msg": out}
                 if channel in SEQ_CHANNELS:
                     frame["seq"] = c.next_seq(sid)
                     if channel == "orderbook_delta" and ticker in self.faults.gap_next:
@@ -739,6 +819,50 @@ class StandIn:
                         self.faults.fired.append(f"gap {ticker} sid {sid} seq {frame['seq']}")
                         continue  # lost: the seq is consumed, the frame never sent
                 c.send(frame)
+        if channel == "orderbook_delta":
+            self._ticker(ticker)
+
+    def _ticker(self, ticker: str) -> None:
+        """A ``ticker`` frame (docs: websockets/market-ticker) for every subscriber of it."""
+        subs = [
+            (c, sid)
+            for c in list(self._clients)
+            for sid, (ch, tickers) in c.subs.items()
+            if ch == "ticker" and (tickers is None or ticker in tickers)
+        ]
+        m = self.world.markets.get(ticker)
+        if not subs or m is None:
+            return
+        bid = max(m.yes) if m.yes else 0
+        ask = ONE_DOLLAR - max(m.no) if m.no else ONE_DOLLAR
+        ts = time.time()
+        msg = {
+            "market_ticker": ticker,
+            "market_id": f"id-{ticker}",
+            "price_dollars": format_price(bid or ask),
+            "yes_bid_dollars": format_price(bid),
+            "yes_ask_dollars": format_price(ask),
+            "volume_fp": format_qty(m.volume),
+            "open_interest_fp": "0.00",
+            "dollar_volume": m.volume // 100,
+            "dollar_open_interest": 0,
+            "yes_bid_size_fp": format_qty(self.world._level(m.yes, bid)),
+            "yes_ask_size_fp": format_qty(self.world._level(m.no, ONE_DOLLAR - ask)),
+            "last_trade_size_fp": "0.00",
+            "ts": int(ts),
+            "ts_ms": round(ts * 1000),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+        }
+        for c, sid in subs:
+            c.send({"type": "ticker", "sid": sid, "msg": msg})
+
+    def _take_ignore(self, kind: str) -> bool:
+        n = self.faults.ignore.get(kind, 0)
+        if n <= 0:
+            return False
+        self.faults.ignore[kind] = n - 1
+        self.faults.fired.append(f"ignore {kind}")
+        return True
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -749,6 +873,34 @@ class StandIn:
     def gap(self, ticker: str) -> None:
         """Lose the next orderbook delta of ``ticker`` (a sequence gap on every connection)."""
         self.faults.gap_next.add(ticker)
+
+    def channel_error(self, channel: str, code: int = 10) -> int:
+        """A terminal error (docs: 10 channel error, 17 internal, 25 buffer overflow) on every
+        subscription of ``channel``: the error frame names the sid, and the subscription is
+        gone (nothing more is sent on it). Returns how many subscriptions died."""
+        n = 0
+        for c in list(self._clients):
+            for sid, (ch, _) in list(c.subs.items()):
+                if ch == channel:
+                    del c.subs[sid]
+                    c.send({"type": "error", "sid": sid, "msg": {"code": code, "msg": "error"}})
+                    self.faults.fired.append(f"channel error {channel} sid {sid} code {code}")
+                    n += 1
+        return n
+
+    def refuse_subscribe(self, channel: str, code: int = 17, times: int = 1) -> None:
+        """Answer the next ``times`` subscribes of ``channel`` with error ``code`` (by command
+        id, no sid; no subscription is made)."""
+        self.faults.refuse.setdefault(channel, []).extend([code] * times)
+
+    def refuse_snapshot(self, code: int = 17, times: int = 1) -> None:
+        """Answer the next ``times`` ``get_snapshot`` requests with error ``code`` (by id)."""
+        self.faults.refuse.setdefault("get_snapshot", []).extend([code] * times)
+
+    def ignore(self, kind: str, times: int = 1) -> None:
+        """Leave the next ``times`` commands of ``kind`` unanswered: ``"get_snapshot"`` or
+        ``"subscribe:<channel>"``."""
+        self.faults.ignore[kind] = self.faults.ignore.get(kind, 0) + times
 
     async def drop_websockets(self) -> int:
         """Abruptly close every WebSocket connection; returns how many were dropped."""

@@ -942,6 +942,67 @@ class World:
         self.trading_active = True
         self.exchange_active = True
 
+    def _lifecycle(self, ticker: str, event_type: str, **fields: Any) -> None:
+        msg = {"market_ticker": ticker, "event_type": event_type, **fields}
+        self._emit("market_lifecycle_v2", "market_lifecycle_v2", ticker, msg)
+
+    def deactivate(self, ticker: str) -> None:
+        """The exchange pauses one market (status ``inactive``; lifecycle ``deactivated``).
+        Orders are refused (``market_inactive``); resting ones stay until reactivation."""
+        m = self._market(ticker)
+        m.status = "inactive"
+        self._lifecycle(ticker, "deactivated", is_deactivated=True)
+
+    def activate(self, ticker: str) -> None:
+        """The exchange reactivates a paused market: as Kalshi documents
+        (getting_started/market_lifecycle), every resting order is cancelled — ours (with
+        their order updates) and the background's — then the background book refills."""
+        m = self._market(ticker)
+        for o in list(self.orders.values()):
+            if o.ticker == ticker and o.status == "resting":
+                self._cancel(o)
+        for leg, ladder in (("yes", m.yes), ("no", m.no)):
+            for p in sorted(ladder):
+                size = sum(mk.size for mk in ladder[p])
+                if size:
+                    self._delta(m, leg, p, -size, None)
+            ladder.clear()
+        for (lo, hi), leg, ladder in ((m.yes_band, "yes", m.yes), (m.no_band, "no", m.no)):
+            p = hi
+            while p >= lo:
+                ladder[p] = [Maker(2_000)]
+                self._delta(m, leg, p, 2_000, None)
+                p -= 100
+        m.status = "active"
+        self._lifecycle(ticker, "activated", is_deactivated=False)
+
+    def pull(self, ticker: str, leg: str, price: int) -> int:
+        """The background makers at ``price`` of the ``leg`` ladder cancel (cancels are taken
+        during pauses too); returns the count removed."""
+        m = self._market(ticker)
+        ladder = m.yes if leg == "yes" else m.no
+        queue = ladder.get(price, [])
+        size = sum(mk.size for mk in queue if mk.order is None)
+        queue[:] = [mk for mk in queue if mk.order is not None]
+        if not queue:
+            ladder.pop(price, None)
+        if size:
+            self._delta(m, leg, price, -size, None)
+        return size
+
+    def set_grid(self, ticker: str, structure: str) -> None:
+        """Move a market to another ``price_level_structure`` (lifecycle
+        ``price_level_structure_updated`` with the new ``price_ranges``; resting orders stay)."""
+        m = self._market(ticker)
+        m.structure = structure
+        m.grid = PriceGrid.from_structure(structure)
+        self._lifecycle(
+            ticker,
+            "price_level_structure_updated",
+            price_level_structure=structure,
+            price_ranges=m.grid.as_price_ranges(),
+        )
+
     def settle(self, ticker: str, result: str) -> None:
         """Determine and settle a market: cancel its orders, pay out, announce lifecycle."""
         m = self._market(ticker)

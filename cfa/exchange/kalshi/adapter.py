@@ -54,8 +54,19 @@ Contracts beyond the interface:
   200 with an ``error`` on each item that failed: every such item is logged, kept in
   :attr:`KalshiExchange.cancel_errors` and named in the error raised if the order is still
   resting at the end — never silently dropped.
-* **Reconnects.** After a WebSocket reconnect the stream fetches fills and order states over
-  REST and emits the fills it had not seen (by fill id), so no fill is lost to a disconnect.
+* **Reconnects.** After a WebSocket reconnect — and after the ``fill`` or ``user_orders``
+  channel was subscribed again following a terminal channel error — the stream fetches fills
+  and order states over REST and emits the fills it had not seen (by fill id), so no fill is
+  lost to a disconnect or a dead channel.
+* **Pauses and price grids** (docs: getting_started/market_lifecycle, maintenance_and_pauses,
+  websockets/market-and-event-lifecycle). The stream emits a :class:`MarketStatus` when
+  trading in a market stops or starts again: ``deactivated`` / ``activated`` lifecycle events
+  (Kalshi cancels every resting order on that reactivation), and an exchange-wide pause seen
+  in ``GET /exchange/status`` (``exchange_active`` / ``trading_active``, polled every
+  ``status_interval`` seconds and after each reconnect; reasons ``exchange_paused``,
+  ``trading_paused``, ``exchange_resumed``). A ``price_level_structure_updated`` event emits a
+  :class:`MarketStatus` carrying the market's new :class:`MarketInfo`, read over REST (the
+  event's own ``price_ranges`` win if REST still shows the old grid).
 """
 
 from __future__ import annotations
@@ -66,11 +77,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from cfa.core.book import BookSequenceError, OrderBook
+from cfa.core.grid import PriceGrid
 from cfa.core.types import (
     ONE_DOLLAR,
     BookDelta,
@@ -78,6 +90,7 @@ from cfa.core.types import (
     CfaValueError,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -119,6 +132,8 @@ COID_RECENT_S = 30.0
 """Seconds of clock skew and latency allowed when a failed create's order is looked up: a
 finished order with the same client order id counts only if created at most this long before
 the create call began (ids are unique among open orders only)."""
+FORM_VOTES = 3
+"""Ticker frames in a row that must contradict a book's pricing form before it is switched."""
 
 
 # -- Kalshi JSON → cfa records (orders, fills, positions) -----------------------------------------
@@ -260,6 +275,16 @@ class CancelFailure:
         return f"{self.order_id} ({self.ticker}, shard {shard}): {self.code}: {self.message}"
 
 
+def _exchange_open(status: Mapping[str, Any]) -> tuple[bool, str]:
+    """``(open, reason)`` from a Get Exchange Status answer: open unless the exchange or its
+    trading is paused (a missing flag counts as open)."""
+    if status.get("exchange_active") is False:
+        return False, "exchange_paused"
+    if status.get("trading_active") is False:
+        return False, "trading_paused"
+    return True, "exchange_resumed"
+
+
 class _StreamState:
     """One open stream: its feed, per-market local seq, the consumer-side book mirrors."""
 
@@ -270,6 +295,15 @@ class _StreamState:
         self.books: dict[str, OrderBook] = {t: OrderBook(t) for t in tickers}
         self.served: dict[str, int] = {}
         """Per market: seq of a snapshot served by get_orderbook; older deltas are skipped."""
+        self.market_open: dict[str, bool] = dict.fromkeys(tickers, True)
+        """Per market: not deactivated (lifecycle events)."""
+        self.exchange_open = True
+        """Neither an exchange pause nor a trading pause (``GET /exchange/status``)."""
+        self.exchange_reason = ""
+        self.form_votes: dict[str, int] = {}
+        """Per market: ticker frames in a row that say the book is in the other form."""
+        self.emitted: dict[str, bool] = dict.fromkeys(tickers, True)
+        """Per market: the ``active`` last emitted (markets start active)."""
 
 
 class KalshiExchange:
@@ -296,6 +330,8 @@ class KalshiExchange:
         cancel_unknown: bool = False,
         ws_backoff: float = 0.05,
         ws_max_backoff: float = 5.0,
+        status_interval: float | None = 30.0,
+        ws_request_timeout: float = 10.0,
         on_frame: Callable[[dict[str, Any], float], None] | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -314,6 +350,10 @@ class KalshiExchange:
         self.cancel_unknown = cancel_unknown
         self.ws_backoff = ws_backoff
         self.ws_max_backoff = ws_max_backoff
+        self.status_interval = status_interval
+        self.ws_request_timeout = ws_request_timeout
+        """Seconds the feed waits for a subscribe's answer or a snapshot before asking again."""
+        """Seconds between exchange-status polls while a stream is open (None: never)."""
         self.on_frame = on_frame
         self.order_groups: dict[int, str] = {}
         """Order group id per exchange shard (groups are shard-local at Kalshi)."""
@@ -329,6 +369,7 @@ class KalshiExchange:
         self._protected: set[str] = set()
         self._fees: dict[str, tuple[str, Any]] = {}
         self._streams: list[_StreamState] = []
+        self._infos: dict[str, MarketInfo] = {}
 
     def __repr__(self) -> str:
         return f"KalshiExchange(base_url={self.rest.base_url!r}, signer={self.signer!r})"
@@ -447,6 +488,7 @@ class KalshiExchange:
         fee_type, mult = await self._fee_terms(series)
         info = frames.parse_market(m, series_ticker=series, fee_type=fee_type, fee_multiplier=mult)
         self._shard[info.ticker] = info.exchange_index
+        self._infos[info.ticker] = info
         return info
 
     def _learn_shard(self, obj: Mapping[str, Any]) -> None:
@@ -989,15 +1031,28 @@ class KalshiExchange:
             wanted,
             backoff=self.ws_backoff,
             max_backoff=self.ws_max_backoff,
+            request_timeout=self.ws_request_timeout,
             on_frame=self.on_frame,
         )
         st = _StreamState(feed, wanted)
+        for t in wanted:  # a market paused already (as the last metadata read said)
+            info = self._infos.get(t)
+            if info is not None and info.status == "inactive":
+                st.market_open[t] = False
+        # the exchange as start() found it: a pause in force is emitted before any quote
+        feed.put({"type": "cfa_exchange_status", "status": self.reconciliation.exchange_status})
         self._streams.append(st)
         held: dict[str, list[Event]] = {t: [] for t in wanted}
         settled: set[str] = set()
         await feed.start()
+        poller = (
+            asyncio.create_task(self._poll_status(feed, self.status_interval))
+            if self.status_interval is not None
+            else None
+        )
         try:
-            await asyncio.wait_for(feed.ready.wait(), 30)
+            # no wait for the subscriptions: the feed retries them itself, and nothing of a
+            # market is yielded before its first snapshot
             while True:
                 frame = await feed.get()
                 if frame is None:
@@ -1027,8 +1082,58 @@ class KalshiExchange:
                             continue
                     yield ev
         finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await poller
             self._streams.remove(st)
             await feed.close()
+
+    async def _poll_status(self, feed: KalshiFeed, interval: float) -> None:
+        """Every ``interval`` s, queue the exchange status for :meth:`_events` to compare."""
+        while True:
+            await asyncio.sleep(interval)
+            await self._queue_status(feed)
+
+    async def _queue_status(self, feed: KalshiFeed) -> None:
+        try:
+            status = await self.rest.get_exchange_status()
+        except KalshiError as exc:
+            log.warning("kalshi stream: exchange status unreadable: %s", exc)
+            return
+        feed.put({"type": "cfa_exchange_status", "status": status})
+
+    def _status_events(self, st: _StreamState, t: str, ts: float, reason: str) -> list[Event]:
+        """A :class:`MarketStatus` for ``t`` if its effective state differs from what was
+        last emitted (``st.market_open`` / ``st.exchange_open`` already updated)."""
+        active = st.market_open.get(t, True) and st.exchange_open
+        if st.emitted.get(t, True) == active:
+            return []
+        st.emitted[t] = active
+        return [MarketStatus(t, ts, active, reason)]
+
+    async def _grid_event(self, t: str, msg: Mapping[str, Any], ts: float) -> MarketInfo | None:
+        """The new :class:`MarketInfo` of ``t`` after a price-grid change."""
+        ranges = msg.get("price_ranges")
+        grid = None
+        if isinstance(ranges, list) and ranges:
+            grid = PriceGrid.from_price_ranges(ranges)
+        try:
+            info: MarketInfo | None = await self.get_market(t)
+        except (KalshiError, MarketNotFound, CfaValueError) as exc:
+            log.warning("kalshi stream: %s metadata unreadable after a grid change: %s", t, exc)
+            info = self._infos.get(t)
+        if info is None:
+            return None
+        if grid is not None and info.price_ranges != grid.ranges:
+            structure = msg.get("price_level_structure")
+            info = replace(
+                info,
+                price_ranges=grid.ranges,
+                price_level_structure=str(structure or info.price_level_structure),
+            )
+        self._infos[t] = info
+        return info
 
     async def _events(
         self, st: _StreamState, frame: dict[str, Any], settled: set[str]
@@ -1037,13 +1142,15 @@ class KalshiExchange:
         now = self.clock.now()
         try:
             if ftype == "orderbook_snapshot":
-                snap = frames.orderbook_snapshot(frame, seq=0, recv_ts=now)
+                yes_price = frame.get("cfa_yes_price") is True
+                snap = frames.orderbook_snapshot(frame, seq=0, recv_ts=now, use_yes_price=yes_price)
                 if snap.ticker not in st.tickers:
                     return []
                 st.seq[snap.ticker] += 1
                 return [BookSnapshot(snap.ticker, st.seq[snap.ticker], snap.ts, snap.yes, snap.no)]
             if ftype == "orderbook_delta":
-                d = frames.orderbook_delta(frame, seq=0, recv_ts=now)
+                yes_price = frame.get("cfa_yes_price") is True
+                d = frames.orderbook_delta(frame, seq=0, recv_ts=now, use_yes_price=yes_price)
                 if d.ticker not in st.tickers or d.ticker not in st.feed.synced:
                     return []
                 st.seq[d.ticker] += 1
@@ -1061,6 +1168,9 @@ class KalshiExchange:
             if ftype == "trade":
                 tr = frames.trade(frame, recv_ts=now)
                 return [tr] if tr.ticker in st.tickers else []
+            if ftype == "ticker":  # Kalshi's top of book is not an event: a check of the form
+                self._check_form(st, frames.ticker(frame, recv_ts=now))
+                return []
             msg = frame.get("msg") or {}
             if ftype == "fill":
                 coid = self._coid_of(str(msg.get("order_id")))
@@ -1075,6 +1185,21 @@ class KalshiExchange:
             if ftype == "market_lifecycle_v2":
                 t = msg.get("market_ticker")
                 result = msg.get("result")
+                kind = msg.get("event_type")
+                paused = msg.get("is_deactivated")
+                if t in st.tickers and (
+                    kind in ("activated", "deactivated") or isinstance(paused, bool)
+                ):
+                    opened = kind == "activated"
+                    st.market_open[t] = not paused if isinstance(paused, bool) else opened
+                    why = "activated" if st.market_open[t] else "deactivated"
+                    return self._status_events(st, t, now, why)
+                if t in st.tickers and kind == "price_level_structure_updated":
+                    info = await self._grid_event(t, msg, now)
+                    if info is None:
+                        return []
+                    active = st.emitted.get(t, True)
+                    return [MarketStatus(t, now, active, "price_level_structure_updated", info)]
                 if (
                     msg.get("event_type") in ("determined", "settled")
                     and result in ("yes", "no")
@@ -1085,11 +1210,46 @@ class KalshiExchange:
                     ts = float(msg.get("determination_ts") or msg.get("settled_ts") or now)
                     return [Settlement(t, Outcome(result), ts)]
                 return []
+            if ftype == "cfa_exchange_status":
+                st.exchange_open, st.exchange_reason = _exchange_open(frame.get("status") or {})
+                out: list[Event] = []
+                for t in sorted(st.tickers):
+                    why = st.exchange_reason
+                    if st.exchange_open and not st.market_open[t]:
+                        why = "deactivated"
+                    out += self._status_events(st, t, now, why)
+                return out
+            if ftype == "cfa_resubscribed" and frame.get("channel") in ("fill", "user_orders"):
+                return await self._catch_up(st)  # fills and order changes while it was down
             if ftype == "cfa_reconnected":
+                await self._queue_status(st.feed)  # maintenance disconnects come with pauses
                 return await self._catch_up(st)
         except (CfaValueError, KeyError, TypeError, ValueError) as exc:
             log.warning("kalshi stream: malformed %s frame skipped: %s", ftype, exc)
         return []
+
+    def _check_form(self, st: _StreamState, tk: frames.Ticker) -> None:
+        """Cross-check a book's pricing form against the ``ticker`` channel.
+
+        The ticker's best YES ask does not depend on the book form. The book's NO ladder read
+        the other way round has its best ask at the lowest NO level. When the ticker agrees with
+        the book's best bid and with that other reading's ask but not with the book's ask,
+        ``FORM_VOTES`` ticker frames in a row, the book is read in the wrong form (a snapshot
+        that looks sane both ways cannot tell, see :func:`frames.yes_price_form`): the feed
+        switches that subscription's form and resyncs the market.
+        """
+        book = st.books.get(tk.ticker)
+        if book is None or not book.synced or not book.no or tk.yes_ask is None:
+            return
+        other = min(book.no)
+        if tk.yes_bid == book.best_bid() and tk.yes_ask == other != book.best_ask():
+            votes = st.form_votes.get(tk.ticker, 0) + 1
+            if votes >= FORM_VOTES:
+                votes = 0
+                st.feed.switch_form(tk.ticker)
+            st.form_votes[tk.ticker] = votes
+        else:
+            st.form_votes.pop(tk.ticker, None)
 
     async def _catch_up(self, st: _StreamState) -> list[Event]:
         """After a reconnect: the fills and order changes the dropped connection missed."""

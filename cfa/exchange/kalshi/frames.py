@@ -52,6 +52,7 @@ from cfa.core.types import (
 
 __all__ = [
     "MARKET_DATA_TYPES",
+    "BookForms",
     "Ticker",
     "WsRecord",
     "orderbook_delta",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_rfc3339",
     "ticker",
     "trade",
+    "yes_price_form",
 ]
 
 
@@ -380,6 +382,88 @@ def orderbook_delta(
         delta=delta,
         client_order_id=coid,
     )
+
+
+def _raw_prices(msg: Mapping[str, Any], kind: str, leg: str) -> list[Price]:
+    """The prices of one snapshot ladder as sent (no leg conversion), for form detection."""
+    hit = _opt(msg, f"{leg}_dollars_fp", f"{leg}_dollars", leg)
+    if hit is None:
+        return []
+    key, levels = hit
+    if not isinstance(levels, Sequence) or isinstance(levels, str):
+        raise CfaValueError(f"{kind}.{key}: expected a list of [price, count] levels")
+    out = []
+    for i, level in enumerate(levels):
+        if not isinstance(level, Sequence) or isinstance(level, str) or len(level) != 2:
+            raise CfaValueError(f"{kind}.{key}[{i}]: expected [price, count], got {level!r}")
+        what = f"{kind}.{key}[{i}].price"
+        out.append(_cents(level[0], what) if key == leg else _dollars(level[0], what))
+    return out
+
+
+def yes_price_form(frame: Mapping[str, Any], declared: bool) -> bool:
+    """Which pricing form an ``orderbook_snapshot`` is in: True for ``use_yes_price`` (NO levels
+    at YES-leg prices), False for the legacy form (NO levels at NO-leg prices).
+
+    Kalshi's frames do not say which form they are in (docs: getting_started/order_direction,
+    "Orderbook pricing convention"); the form is the one the subscription asked for
+    (``declared``). One check is possible on a snapshot: read in the declared form, a book
+    whose best YES bid is at or above its best YES ask is crossed, which Kalshi's book never
+    is. When the declared reading is crossed and the other is not, the server did not honour
+    the parameter (an old server that ignores it, or one past the flag's removal) and the other
+    form is returned. A snapshot with an empty side cannot tell: ``declared``.
+    """
+    kind = "orderbook_snapshot"
+    msg, _ = _split(frame, kind, None)
+    yes = _raw_prices(msg, kind, "yes")
+    no = _raw_prices(msg, kind, "no")
+    if not yes or not no:
+        return declared
+    best_bid = max(yes)
+    crossed_as_yes = best_bid >= min(no)  # NO levels are YES asks
+    crossed_as_legacy = best_bid >= ONE_DOLLAR - max(no)  # NO bids at NO prices
+    if declared and crossed_as_yes and not crossed_as_legacy:
+        return False
+    if not declared and crossed_as_legacy and not crossed_as_yes:
+        return True
+    return declared
+
+
+class BookForms:
+    """The pricing form of each orderbook subscription (sid) of one connection or recording.
+
+    ``default`` is the form the subscriptions asked for (``use_yes_price`` as sent). Each
+    snapshot is checked with :func:`yes_price_form` and its verdict is kept for the sid, so the
+    deltas that follow are read in the same form as their snapshot. :attr:`switches` counts
+    snapshots whose form differed from what their sid had been taken to be.
+    """
+
+    __slots__ = ("_by_sid", "default", "switches")
+
+    def __init__(self, default: bool) -> None:
+        self.default = default
+        self.switches = 0
+        self._by_sid: dict[Any, bool] = {}
+
+    def switch(self, sid: Any) -> bool:
+        """Take ``sid`` to be in the other form from now on (evidence from outside the book,
+        see :class:`cfa.exchange.kalshi.ws.KalshiFeed`); returns the new form."""
+        form = not self._by_sid.get(sid, self.default)
+        self._by_sid[sid] = form
+        self.switches += 1
+        return form
+
+    def of(self, frame: Mapping[str, Any]) -> bool:
+        """The form to read this book frame in (other frame types: the default)."""
+        sid = frame.get("sid")
+        current = self._by_sid.get(sid, self.default)
+        if frame.get("type") == "orderbook_snapshot":
+            form = yes_price_form(frame, current)
+            if form != current:
+                self.switches += 1
+            self._by_sid[sid] = form
+            return form
+        return current
 
 
 # -- trades and tickers --------------------------------------------------------------------------
