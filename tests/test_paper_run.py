@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from kalshi_standin import test_key
-from kalshi_standin.fixtures import KEY_ID, MARKETS, standin_thread
+from kalshi_standin.fixtures import KEY_ID, MARKETS, make_world, standin_thread
 from typer.testing import CliRunner
 
 from cfa.cli import app
@@ -33,7 +33,9 @@ def test_cfa_run_paper_on_the_standin(
     db = tmp_path / "paper.db"
     for var in ("CFA_KALSHI_KEY_ID", "CFA_KALSHI_PRIVATE_KEY_PATH"):
         monkeypatch.delenv(var, raising=False)
-    with standin_thread(churn_interval=0.002) as s:
+    world = make_world()
+    world.add_history(MARKETS[0], minutes=60, sigma=0.004, trades_per_min=8.0)
+    with standin_thread(world=world, churn_interval=0.002) as s:
         monkeypatch.setenv("CFA_KALSHI_BASE_URL", s.base_url)
         monkeypatch.setenv("CFA_KALSHI_WS_URL", s.ws_url)
         if keyed:
@@ -85,6 +87,8 @@ def test_cfa_run_paper_on_the_standin(
         assert cfg["paper_feed"] == ("websocket" if keyed else "rest")
         placed = c.execute("select count(*) from orders where action = 'place'").fetchone()[0]
         assert placed > 0, "the loop quoted on the paper venue"
+        warm = c.execute("select code from risk_events where kind = 'warm_start'").fetchall()
+        assert warm == [("seeded",)], "paper runs warm-start from public REST history too"
     out = tmp_path / "r.html"
     rep = CliRunner().invoke(app, ["report", "latest", "--db", str(db), "--out", str(out)])
     assert rep.exit_code == 0, rep.output

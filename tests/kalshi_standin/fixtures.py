@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -12,6 +13,8 @@ from cfa.exchange.kalshi.adapter import KalshiExchange
 from cfa.exchange.kalshi.auth import Signer
 
 from . import StandIn, World, test_key
+
+_THREAD_LOOPS: dict[int, asyncio.AbstractEventLoop] = {}
 
 KEY_ID = "0f6e1c2a-5b7d-4c1e-9a3b-standin00001"
 MARKETS = ("KXSTANDIN-26DEC31-T50", "KXDECI-26DEC31-B40")
@@ -62,6 +65,7 @@ def standin_thread(**kw: Any) -> Iterator[StandIn]:
         s = StandIn(test_key().public_key(), KEY_ID, world=world, **kw)
         loop.run_until_complete(s.start())
         box["standin"] = s
+        _THREAD_LOOPS[id(s)] = loop
         ready.set()
         loop.run_forever()
         loop.run_until_complete(s.stop())
@@ -73,5 +77,19 @@ def standin_thread(**kw: Any) -> Iterator[StandIn]:
     try:
         yield box["standin"]
     finally:
+        _THREAD_LOOPS.pop(id(box["standin"]), None)
         box["loop"].call_soon_threadsafe(box["loop"].stop)
         th.join(10)
+
+
+def call_in(s: StandIn, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Run ``fn(*args, **kw)`` on the event loop of a :func:`standin_thread` stand-in (its
+    world is not thread-safe) and return its result; coroutine functions are awaited there."""
+    loop = _THREAD_LOOPS[id(s)]
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run_coroutine_threadsafe(fn(*args, **kw), loop).result(10)
+
+    async def call() -> Any:
+        return fn(*args, **kw)
+
+    return asyncio.run_coroutine_threadsafe(call(), loop).result(10)

@@ -59,6 +59,7 @@ from cfa.core.types import (
 from cfa.exchange.base import Clock, Event, ExchangeError
 from cfa.exchange.emulator.account import Account
 from cfa.exchange.emulator.book import BookEmulator
+from cfa.exchange.history import MarketHistory
 from cfa.exchange.kalshi.adapter import KalshiExchange
 from cfa.exchange.kalshi.auth import Signer, load_signer
 from cfa.exchange.kalshi.ratelimit import DEFAULT_COST, Budget
@@ -103,6 +104,8 @@ class MarketData(Protocol):
     async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]: ...
 
     def stream(self, tickers: Sequence[str]) -> AsyncIterator[Event]: ...
+
+    async def get_history(self, market: MarketInfo, window_s: float) -> MarketHistory: ...
 
     async def close(self) -> None: ...
 
@@ -217,6 +220,11 @@ class PaperExchange(BookEmulator):
     async def get_trades(self, ticker: str, limit: int = 100) -> list[Trade]:
         """Recent public trades from Kalshi's REST, newest last."""
         return await self._data.get_trades(ticker, limit)
+
+    async def get_history(self, market: MarketInfo, window_s: float) -> MarketHistory:
+        """The market's recent candlesticks and trades from Kalshi's public REST (no key): the
+        warm start (:mod:`cfa.runtime.warmstart`) seeds σ and k from it as on a live run."""
+        return await self._data.get_history(market, window_s)
 
     async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
         """Live events of ``tickers`` with our paper orders and fills (module doc)."""

@@ -406,8 +406,6 @@ class KalshiFeed:
         if ftype == "error":
             self._on_error(frame)
             return
-        if ftype in ("ok", "unsubscribed", "list_subscriptions"):
-            return
         sid, seq = frame.get("sid"), frame.get("seq")
         if isinstance(sid, int) and sid not in self._sids:
             self.stats.stale_frames += 1
@@ -420,6 +418,8 @@ class KalshiFeed:
             self._last[sid] = seq
             if last is not None and seq > last + 1:
                 self._gap(sid, last, seq)
+        if ftype in ("ok", "unsubscribed", "list_subscriptions"):
+            return  # an ``ok`` to get_snapshot carries the sid's next seq (asyncapi okResponse)
         if ftype == "orderbook_snapshot":
             switches = self._forms.switches
             form = self._forms.of(frame)
