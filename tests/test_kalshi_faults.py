@@ -17,10 +17,12 @@ from kalshi_standin.fixtures import MARKETS, adapter, running_standin
 
 from cfa.core.book import OrderBook
 from cfa.core.types import (
+    BLIND_BOOK,
     ONE_DOLLAR,
     BookDelta,
     BookSnapshot,
     Fill,
+    MarketStatus,
     Order,
     OrderRequest,
     OrderStatus,
@@ -238,6 +240,21 @@ async def test_sequence_gap_resyncs_from_a_fresh_snapshot(
         await c.until(lambda ev: isinstance(ev, BookDelta))
     stats = ex.feed_stats()[0]
     assert stats.gaps == 3 and stats.resync_requests == 3, stats
+
+    # each gap blinds the book until its fresh snapshot: paused (BLIND_BOOK), snapshot, open
+    def mark(ev: Event) -> str:
+        if isinstance(ev, BookSnapshot):
+            return "snap"
+        assert isinstance(ev, MarketStatus)
+        return "blind" if ev.reason == BLIND_BOOK and not ev.active else ev.reason
+
+    marks = [mark(ev) for ev in c.seen if isinstance(ev, MarketStatus | BookSnapshot)]
+    assert marks == ["snap", *["blind", "snap", "book_resynced"] * 3], marks
+    first_blind = next(i for i, ev in enumerate(c.seen) if isinstance(ev, MarketStatus))
+    resnap = next(
+        i for i, ev in enumerate(c.seen) if i > first_blind and isinstance(ev, BookSnapshot)
+    )
+    assert not any(isinstance(ev, BookDelta) for ev in c.seen[first_blind:resnap])
     # the consumer's book equals the exchange's after the resyncs (quiesce the churn first)
     standin.churn_interval = None
     await c.events.aclose()  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from cfa.audit import AuditStore
 from cfa.core.book import OrderBook
 from cfa.core.grid import PriceGrid
 from cfa.core.types import (
+    BLIND_BOOK,
     BookDelta,
     BookSnapshot,
     Fill,
@@ -563,6 +564,61 @@ async def test_loop_pauses_keeps_its_state_reconciles_and_quotes_the_new_grid(
         if isinstance(ev, MarketStatus) and ev.market is None
     ]
     assert kinds == [False, True, False, True]
+
+
+async def test_loop_cancels_and_waits_while_its_book_is_blind(tmp_path: Path) -> None:
+    """A sequence gap whose snapshot request goes unanswered: the loop cancels its resting
+    orders at once (the venue still trades), places nothing on the stale book, and quotes
+    again once the re-asked snapshot arrives."""
+    db = tmp_path / "blind.db"
+    base = load_policy("default")
+    quoting = base.quoting.model_copy(update={"min_order_age_s": 0.05, "min_requote_s": 0.05})
+    policy = base.model_copy(
+        update={"warmup": Warmup(min_samples=1, max_s=0.2), "quoting": quoting}
+    )
+    async with running_standin(churn_interval=0.003) as s:
+        ex = adapter(s, ws_request_timeout=0.6)
+        store = AuditStore.open(db)
+        session = await open_run(ex, store, policy, {"policy": policy.model_dump(mode="json")}, [T])
+        loop = session.loops[T]
+        task = asyncio.create_task(session.run(govern=False))
+        try:
+            await _eventually(
+                lambda: loop.state is LoopState.READY and len(_ours_resting(s)) == 2, what="quotes"
+            )
+            s.ignore("get_snapshot")
+            s.gap(T)
+            await _eventually(lambda: loop.paused == BLIND_BOOK, what="a blind book")
+            await _eventually(lambda: _ours_resting(s) == [], what="the cancels")
+            calls = len(s.requests)
+            await asyncio.sleep(0.3)  # blind: the first snapshot request is never answered
+            assert loop.paused == BLIND_BOOK
+            creates = [r for r in s.requests[calls:] if r[0] == "POST"]
+            assert creates == [] and _ours_resting(s) == [], "nothing placed on a stale book"
+            await _eventually(
+                lambda: loop.paused is None and len(_ours_resting(s)) == 2, what="requote"
+            )
+            assert ex.feed_stats()[0].snapshot_timeouts >= 1
+        finally:
+            session.stop.set()
+            await asyncio.wait_for(task, 10)
+            await ex.close()
+            store.close()
+        assert_no_orphans(s)
+    with sqlite3.connect(db) as c:
+        codes = [
+            r[0]
+            for r in c.execute(
+                "select code from risk_events where kind = 'market_status' order by seq"
+            )
+        ]
+        cancels = c.execute(
+            "select count(*) from orders where action = 'cancel' and reason = ?", (BLIND_BOOK,)
+        ).fetchone()[0]
+    assert codes[:3] == ["paused", "reactivated", "reconciled"], codes
+    assert cancels == 2
+    report = await replay_exact(db, session.run_id)
+    assert report.ok and report.compared > 0, report.mismatches
 
 
 # -- recordings keep their form ---------------------------------------------------------------

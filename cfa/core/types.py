@@ -299,6 +299,13 @@ class Settlement:
     ts: float
 
 
+BLIND_BOOK = "book_resync"
+"""The :attr:`MarketStatus.reason` of a market whose book fell out of sequence (a gap, a
+resync, a reconnect): the venue has not stopped trading, but no quote may rest on a stale book,
+so the loop cancels its resting orders and places nothing until the fresh snapshot, after
+which a ``book_resynced`` status opens the market again."""
+
+
 @dataclass(frozen=True, slots=True)
 class MarketStatus:
     """The venue paused or reactivated trading in a market, or changed its price grid.

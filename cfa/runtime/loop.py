@@ -29,7 +29,10 @@ opens again it asks the venue which of its orders still rest (``get_orders``; Ka
 every resting order when it reactivates a market), forgets the others, cancels any order of
 its own it did not know of, and quotes again; until that answer comes (it is asked again
 every ``RECONCILE_RETRY_S``) it stays paused. A new price grid (``MarketStatus.market``)
-rebuilds the quoting grid and the intensity step before the next quote.
+rebuilds the quoting grid and the intensity step before the next quote. A blind book
+(:data:`~cfa.core.types.BLIND_BOOK`: the live feed lost sequence and waits for a fresh
+snapshot) pauses the loop the same way, except that it first cancels its resting orders: the
+venue still trades, and a quote set from a stale book must not rest there.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from cfa.core.quoting import Quote, QuoteMarket, quote
 from cfa.core.regime import RegimeFlags, RegimeMonitor
 from cfa.core.signals import MarketSignals
 from cfa.core.types import (
+    BLIND_BOOK,
     PRICE_SCALE,
     QTY_SCALE,
     BookDelta,
@@ -1046,6 +1050,11 @@ class MarketLoop:
                 self.rec.risk_event(
                     self.ticker, s.ts, "market_status", "paused", state, {"reason": s.reason}
                 )
+            if s.reason == BLIND_BOOK:  # trading goes on at the venue: no quote on a stale book
+                for side in _SIDES:
+                    o = self.resting[side]
+                    if o is not None and o.order_id not in self._pending:
+                        await self._cancel(s.ts, o, BLIND_BOOK)
             self.paused = s.reason
             self._reconcile_due = math.inf
             self._last_key = None

@@ -84,6 +84,7 @@ from typing import Any
 from cfa.core.book import BookSequenceError, OrderBook
 from cfa.core.grid import PriceGrid
 from cfa.core.types import (
+    BLIND_BOOK,
     ONE_DOLLAR,
     BookDelta,
     BookSnapshot,
@@ -304,6 +305,11 @@ class _StreamState:
         """Per market: ticker frames in a row that say the book is in the other form."""
         self.emitted: dict[str, bool] = dict.fromkeys(tickers, True)
         """Per market: the ``active`` last emitted (markets start active)."""
+        self.blind: set[str] = set()
+        """Markets whose book fell out of sequence (a gap, a resync, a reconnect) after their
+        first snapshot: blind, no quote, until the fresh snapshot (:data:`BLIND_BOOK`)."""
+        self.epoch = 0
+        """The feed's :attr:`~KalshiFeed.unsynced_epoch` at the last scan for blind books."""
 
 
 class KalshiExchange:
@@ -1066,6 +1072,10 @@ class KalshiExchange:
                         yield ev
                         for h in held.pop(t, []):
                             yield h
+                        if t in st.blind:
+                            st.blind.discard(t)
+                            for e in self._status_events(st, t, ev.ts, "book_resynced"):
+                                yield e
                         continue
                     if t in held:  # nothing before the market's first snapshot
                         held[t].append(ev)
@@ -1081,6 +1091,15 @@ class KalshiExchange:
                             feed.resync(t)
                             continue
                     yield ev
+                if feed.unsynced_epoch != st.epoch:
+                    st.epoch = feed.unsynced_epoch
+                    now = self.clock.now()
+                    for t in wanted:
+                        if t in held or t in st.blind or t in feed.synced:
+                            continue
+                        st.blind.add(t)
+                        for e in self._status_events(st, t, now, BLIND_BOOK):
+                            yield e
         finally:
             if poller is not None:
                 poller.cancel()
@@ -1105,8 +1124,9 @@ class KalshiExchange:
 
     def _status_events(self, st: _StreamState, t: str, ts: float, reason: str) -> list[Event]:
         """A :class:`MarketStatus` for ``t`` if its effective state differs from what was
-        last emitted (``st.market_open`` / ``st.exchange_open`` already updated)."""
-        active = st.market_open.get(t, True) and st.exchange_open
+        last emitted (``st.market_open`` / ``st.exchange_open`` / ``st.blind`` already
+        updated)."""
+        active = st.market_open.get(t, True) and st.exchange_open and t not in st.blind
         if st.emitted.get(t, True) == active:
             return []
         st.emitted[t] = active

@@ -48,6 +48,7 @@ from cfa.core.types import (
     BookSnapshot,
     Fill,
     MarketInfo,
+    MarketStatus,
     Order,
     OrderRequest,
     Outcome,
@@ -333,6 +334,9 @@ class PaperExchange(BookEmulator):
                 self.account.settle(ev.ticker, ev.result is Outcome.YES)
                 self._pending.append(ev)
         else:  # other market events (lifecycle) pass through unchanged
+            if isinstance(ev, MarketStatus) and ev.active and ev.reason == "activated":
+                for o in self._orders_in(m):  # Kalshi cancels every resting order then
+                    self._cancel(m, o)
             self._pending.append(ev)
 
     async def _poll(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:

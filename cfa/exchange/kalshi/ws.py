@@ -175,6 +175,9 @@ class KalshiFeed:
         """Set while every channel of the current connection is subscribed."""
         self.synced: set[str] = set()
         """Tickers whose book is in sequence since their last snapshot."""
+        self.unsynced_epoch = 0
+        """Counts the times tickers left :attr:`synced` (a gap, a resync, a reconnect, a
+        resubscribe): a consumer rescans which of its books are blind when it moves."""
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -276,6 +279,7 @@ class KalshiFeed:
                 self._ws = None
                 self.ready.clear()
                 self.synced.clear()
+                self.unsynced_epoch += 1
             if self._closed:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -291,6 +295,7 @@ class KalshiFeed:
         self._snap_cids.clear()
         self._forms = frames.BookForms(self.use_yes_price)
         self.synced.clear()
+        self.unsynced_epoch += 1
         self.ready.clear()
 
     def _params(self, channel: str) -> dict[str, Any]:
@@ -318,6 +323,7 @@ class KalshiFeed:
         sub.attempts += 1
         self._by_cid[sub.cid] = sub.channel
         if sub.channel == "orderbook_delta":
+            self.unsynced_epoch += 1
             for t in self.tickers:
                 self.synced.discard(t)
                 self._awaiting[t] = (sub.sent_at, self._awaiting.get(t, (0.0, 0))[1] + 1)
@@ -483,6 +489,7 @@ class KalshiFeed:
 
     def _request_snapshots(self, sid: int, tickers: Sequence[str]) -> None:
         now = time.monotonic()
+        self.unsynced_epoch += 1
         for t in tickers:
             self.synced.discard(t)
             self._awaiting[t] = (now, self._awaiting.get(t, (0.0, 0))[1] + 1)
@@ -508,6 +515,7 @@ class KalshiFeed:
                 self._request_snapshots(sid, [ticker])
                 return
         self.synced.discard(ticker)
+        self.unsynced_epoch += 1
 
     def switch_form(self, ticker: str) -> None:
         """``ticker``'s book is read in the wrong pricing form (the consumer has evidence the
