@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from cfa.risk.policy import load_policy
 from cfa.runtime.session import Session
 
 T = MARKETS[0]
+T2 = "KXBTC15M-26DEC311700-00"
+"""A crypto market (exchange shard 2)."""
 ONE = 100
 BEST_BID = 4700  # the stand-in's touch for T: yes_band top
 BEST_ASK = ONE_DOLLAR - 5100  # 1 - no_band top
@@ -395,6 +398,32 @@ async def test_batch_create_is_split_to_fit_the_basic_write_bucket() -> None:
                 retry=False,
             )
         assert "too many requests" in str(exc.value) and s.world.creates == 20
+        await e.cancel_all()
+        assert resting(s) == []
+        await e.close()
+
+
+async def test_orders_on_two_shards_use_both_write_budgets() -> None:
+    """Against the stand-in's Basic-tier buckets (per-shard for single writes, as documented):
+    eight creates on shard 0 and eight on shard 2 go out at once, with no wait and no 429 —
+    sixteen on one bucket would have to wait for it to refill."""
+    async with running_standin(churn_interval=None, tier="basic") as s:
+        s.world.add_market(T2, exchange_index=2)
+        s.world.fund(2, Decimal(1_000))
+        e = adapter(s, budget=Budget.tier("basic"), order_group_limit=None)
+        await e.start()
+        await e.get_markets([T, T2])
+        waited = e.limiter.waited_s
+        for i in range(8):
+            for t in (T, T2):
+                coid = f"cfa-s{s.world.markets[t].exchange_index}-{i}"
+                await e.place_order(OrderRequest(t, coid, Side.BID, 3000 + 100 * i, ONE))
+        assert e.limiter.waited_s == waited, "a shard's writes waited on another's bucket"
+        assert s.buckets is not None and s.buckets.refused == 0
+        assert {s.world.markets[o.ticker].exchange_index for o in s.world.orders.values()} == {
+            0,
+            2,
+        }
         await e.cancel_all()
         assert resting(s) == []
         await e.close()

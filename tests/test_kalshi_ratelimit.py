@@ -106,3 +106,24 @@ def test_budget_from_account_limits() -> None:
     lim.set_budget(b)
     assert lim.write.capacity == 2000 and lim.cancel_reserve == 400
     assert 30 <= lim.write.tokens < 40  # tokens carry over (plus a moment's refill)
+
+
+async def test_single_writes_to_a_shard_draw_from_that_shards_bucket() -> None:
+    """rate_limits: "Sharded exchanges have per-shard Write budgets" — a single order write
+    naming exchange_index >= 1 bills that shard's bucket (full tier budget each); shard 0,
+    auto-routed writes and batches bill the unscoped one."""
+    c = FakeClock()
+    lim = RateLimiter(Budget(write_rate=100, write_burst_s=1.0), cancel_reserve=0, clock=c)
+    for _ in range(10):  # shard 0's (unscoped) bucket: 100 tokens, now empty
+        await lim.acquire("write", 10, shard=0)
+    assert lim.write.tokens == 0
+    for _ in range(10):  # shard 2 has its own 100, untouched by shard 0's spending
+        await lim.acquire("write", 10, shard=2)
+    await lim.acquire("cancel", 2, shard=3)
+    assert lim.waited_s == 0.0
+    assert lim.write_bucket(2).tokens == 0 and lim.write_bucket(3).tokens == 98
+    assert lim.write_bucket(None) is lim.write and lim.write_bucket(-1) is lim.write
+    lim.throttled("write", 3)  # a 429 on shard 3 backs off shard 3 only
+    assert lim.write_bucket(3).tokens == 0 and lim.write_bucket(2) is not lim.write_bucket(3)
+    lim.set_budget(Budget(write_rate=200, write_burst_s=1.0))  # the account's tier, read later
+    assert lim.write_bucket(2).capacity == 200 and lim.write_bucket(2).tokens == 0

@@ -8,6 +8,11 @@ once"): one that costs more than the bucket holds is a 429 every time, so batche
 with :meth:`RateLimiter.max_batch` and :meth:`TokenBucket.try_take` refuses a cost above
 capacity instead of letting it through.
 
+Sharded exchanges have per-shard write budgets (rate_limits: "Sharded exchanges have per-shard
+Write budgets"): a single order write naming ``exchange_index >= 1`` draws from that shard's own
+write bucket, each with the full tier budget; shard 0, auto-routed writes and every batch bill
+the unscoped bucket; reads are not shard-scoped. ``acquire(..., shard=)`` follows that.
+
 Cancels come first: a cancel waits only for its own tokens, while any other write must leave
 ``cancel_reserve`` tokens in the write bucket and also waits while a cancel is queued. So when
 tokens are short, pulling quotes is never starved by placing them.
@@ -141,6 +146,8 @@ class RateLimiter:
             cancel_reserve if cancel_reserve is not None else 0.2 * self.write.capacity
         )
         self._cancels_waiting = 0
+        self._shard_write: dict[int, TokenBucket] = {}
+        """Per-shard write buckets (shards >= 1), made on first use."""
         self.waited_s = 0.0
         """Total seconds callers spent waiting for tokens (a health figure)."""
 
@@ -157,6 +164,11 @@ class RateLimiter:
             new = TokenBucket(rate, rate * burst, self._clock)
             new.tokens = min(old.tokens, new.capacity)
             setattr(self, name, new)
+        for shard, old_b in list(self._shard_write.items()):
+            old_b._refill()
+            nb = TokenBucket(self.write.rate, self.write.capacity, self._clock)
+            nb.tokens = min(old_b.tokens, nb.capacity)
+            self._shard_write[shard] = nb
         if self._reserve_given is None:
             self.cancel_reserve = 0.2 * self.write.capacity
 
@@ -176,15 +188,30 @@ class RateLimiter:
         room = bucket.capacity - (self.cancel_reserve if kind == "write" else 0.0)
         return max(1, int(room // item_cost))
 
-    async def acquire(self, kind: Kind, cost: float = DEFAULT_COST) -> None:
-        """Spend ``cost`` tokens of the bucket for ``kind``; cancels are served first."""
+    def write_bucket(self, shard: int | None = None) -> TokenBucket:
+        """The write bucket a single order write to ``shard`` draws from: that shard's own
+        (created on first use, full tier budget) for ``shard >= 1``, else the unscoped one."""
+        if shard is None or shard < 1:
+            return self.write
+        b = self._shard_write.get(shard)
+        if b is None:
+            b = TokenBucket(self.write.rate, self.write.capacity, self._clock)
+            self._shard_write[shard] = b
+        return b
+
+    async def acquire(
+        self, kind: Kind, cost: float = DEFAULT_COST, shard: int | None = None
+    ) -> None:
+        """Spend ``cost`` tokens of the bucket for ``kind`` (writes: of ``shard``'s bucket,
+        see :meth:`write_bucket`; batches pass no shard); cancels are served first."""
         if kind == "read":
             await self._wait(lambda: self.read.try_take(cost))
             return
+        bucket = self.write_bucket(shard)
         if kind == "cancel":
             self._cancels_waiting += 1
             try:
-                await self._wait(lambda: self.write.try_take(cost))
+                await self._wait(lambda: bucket.try_take(cost))
             finally:
                 self._cancels_waiting -= 1
             return
@@ -192,7 +219,7 @@ class RateLimiter:
         def other() -> float:
             if self._cancels_waiting:
                 return 0.005
-            return self.write.try_take(cost, self.cancel_reserve)
+            return bucket.try_take(cost, self.cancel_reserve)
 
         await self._wait(other)
 
@@ -205,6 +232,6 @@ class RateLimiter:
             self.waited_s += wait
             await asyncio.sleep(wait)
 
-    def throttled(self, kind: Kind) -> None:
+    def throttled(self, kind: Kind, shard: int | None = None) -> None:
         """Kalshi answered 429: empty that bucket so callers back off."""
-        (self.read if kind == "read" else self.write).drain()
+        (self.read if kind == "read" else self.write_bucket(shard)).drain()

@@ -67,6 +67,11 @@ def _clean(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (params or {}).items() if v is not None and v != ""}
 
 
+def _shard_of(index: Any) -> int | None:
+    """The shard an order body's ``exchange_index`` names (None: unscoped)."""
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
+
+
 class KalshiRest:
     """One REST session. ``signer`` None allows only public endpoints.
 
@@ -121,11 +126,14 @@ class KalshiRest:
         cost: float = DEFAULT_COST,
         retry: bool | None = None,
         market: bool = False,
+        shard: int | None = None,
     ) -> dict[str, Any]:
         """Send one call (with retries when ``retry``; default: GET only) and return its JSON.
 
-        ``kind``/``cost``: which bucket pays and how much. ``market``: a 404 means an unknown
-        market (:class:`~errors.KalshiMarketNotFound`) rather than an unknown order.
+        ``kind``/``cost``: which bucket pays and how much; ``shard``: the ``exchange_index`` a
+        single order write names (its shard's own write bucket, see
+        :meth:`RateLimiter.write_bucket`). ``market``: a 404 means an unknown market
+        (:class:`~errors.KalshiMarketNotFound`) rather than an unknown order.
         """
         method = method.upper()
         if retry is None:
@@ -139,11 +147,11 @@ class KalshiRest:
                 self.retried += 1
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
-            await self.limiter.acquire(kind, cost)
+            await self.limiter.acquire(kind, cost, shard)
             try:
                 return await self._once(method, path, params, json, auth, what, market)
             except KalshiRateLimited as exc:
-                self.limiter.throttled(kind)
+                self.limiter.throttled(kind, shard)
                 last = exc
             except KalshiServerError as exc:
                 last = exc
@@ -308,7 +316,14 @@ class KalshiRest:
         """
         if not order.get("client_order_id"):
             raise ValueError("create_order needs a client_order_id (idempotency relies on it)")
-        return await self.request("POST", ORDERS_V2, json=dict(order), kind="write", retry=False)
+        return await self.request(
+            "POST",
+            ORDERS_V2,
+            json=dict(order),
+            kind="write",
+            retry=False,
+            shard=_shard_of(order.get("exchange_index")),
+        )
 
     async def amend_order(self, order_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST …/{order_id}/amend`` with ``ticker, side, price, count`` (new total) and,
@@ -317,7 +332,12 @@ class KalshiRest:
         if not body.get("ticker"):
             raise ValueError(f"amend_order {order_id}: needs the market ticker (shard routing)")
         return await self.request(
-            "POST", f"{ORDERS_V2}/{order_id}/amend", json=_clean(body), kind="write", retry=True
+            "POST",
+            f"{ORDERS_V2}/{order_id}/amend",
+            json=_clean(body),
+            kind="write",
+            retry=True,
+            shard=_shard_of(body.get("exchange_index")),
         )
 
     async def decrease_order(
@@ -351,6 +371,7 @@ class KalshiRest:
             json=body,
             kind="write",
             retry=reduce_to is not None,
+            shard=exchange_index,
         )
 
     async def cancel_order(
@@ -370,6 +391,7 @@ class KalshiRest:
             kind="cancel",
             cost=CANCEL_COST,
             retry=True,
+            shard=exchange_index,
         )
 
     async def batch_create(self, orders: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
