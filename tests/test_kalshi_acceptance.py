@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from kalshi_standin import StandIn, test_key
-from kalshi_standin.fixtures import KEY_ID, MARKETS, call_in, make_world, standin_thread
+from kalshi_standin import StandIn
+from kalshi_standin.fixtures import (
+    MARKETS,
+    call_in,
+    make_world,
+    standin_thread,
+    use_standin,
+    write_test_pem,
+)
 from typer.testing import CliRunner
 
 from cfa.cli import app
@@ -63,14 +69,7 @@ def _script(s: StandIn) -> list[tuple[float, str, Callable[[], Any]]]:
 def test_two_shards_every_fault_no_orphan(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(
-        test_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    pem = write_test_pem(tmp_path / "k.pem")
     policy = tmp_path / "p.yaml"
     text = (Path(__file__).parents[1] / "policies" / "default.yaml").read_text()
     policy.write_text(re.sub(r"max_s: \d+", "max_s: 30", text))
@@ -82,13 +81,7 @@ def test_two_shards_every_fault_no_orphan(
     db = tmp_path / "accept.db"
     fired: list[str] = []
     with standin_thread(world=world, churn_interval=0.003, book_form="flipped", tier="basic") as s:
-        for k, v in {
-            "CFA_KALSHI_BASE_URL": s.base_url,
-            "CFA_KALSHI_WS_URL": s.ws_url,
-            "CFA_KALSHI_KEY_ID": KEY_ID,
-            "CFA_KALSHI_PRIVATE_KEY_PATH": str(pem),
-        }.items():
-            monkeypatch.setenv(k, v)
+        use_standin(monkeypatch, s, pem)
         t0 = time.monotonic()
 
         def play() -> None:

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from kalshi_standin import test_key
+from kalshi_standin.fixtures import write_test_pem
 
 from cfa.exchange.base import MarketNotFound, OrderNotFound, OrderRejected
 from cfa.exchange.kalshi.auth import (
@@ -36,15 +37,7 @@ from cfa.exchange.kalshi.settings import HOSTS, KalshiSettings
 
 
 def _pem(tmp_path: Path) -> Path:
-    p = tmp_path / "key.pem"
-    p.write_bytes(
-        test_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return p
+    return write_test_pem(tmp_path / "key.pem")
 
 
 def test_signature_is_rsa_pss_sha256_over_ts_method_path() -> None:

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 import typer
-from cryptography.hazmat.primitives import serialization
-from kalshi_standin import test_key
-from kalshi_standin.fixtures import KEY_ID, MARKETS, adapter, running_standin, standin_thread
+from kalshi_standin.fixtures import (
+    KEY_ID,
+    MARKETS,
+    adapter,
+    running_standin,
+    standin_thread,
+    write_test_pem,
+)
 from typer.testing import CliRunner
 
 from cfa.audit import AuditStore
@@ -103,14 +108,7 @@ def test_cli_record_without_credentials_is_one_clear_line(
 def test_cli_record_writes_replayable_frames(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(
-        test_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    pem = write_test_pem(tmp_path / "k.pem")
     out = tmp_path / "feed.ndjson"
     with standin_thread(churn_interval=0.002) as s:
         _env(monkeypatch, s.base_url, s.ws_url)

@@ -9,9 +9,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from kalshi_standin import test_key
-from kalshi_standin.fixtures import KEY_ID, MARKETS, make_world, standin_thread
+from kalshi_standin.fixtures import (
+    MARKETS,
+    make_world,
+    standin_thread,
+    use_standin,
+    write_test_pem,
+)
 from typer.testing import CliRunner
 
 from cfa.cli import app
@@ -19,14 +23,7 @@ from cfa.runtime.replay import replay_exact
 
 
 def test_cfa_run_on_the_kalshi_standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(
-        test_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    pem = write_test_pem(tmp_path / "k.pem")
     policy = tmp_path / "fast.yaml"
     text = (Path(__file__).parents[1] / "policies" / "default.yaml").read_text()
     policy.write_text(
@@ -34,10 +31,7 @@ def test_cfa_run_on_the_kalshi_standin(monkeypatch: pytest.MonkeyPatch, tmp_path
     )
     db = tmp_path / "live.db"
     with standin_thread(churn_interval=0.002) as s:
-        monkeypatch.setenv("CFA_KALSHI_BASE_URL", s.base_url)
-        monkeypatch.setenv("CFA_KALSHI_WS_URL", s.ws_url)
-        monkeypatch.setenv("CFA_KALSHI_KEY_ID", KEY_ID)
-        monkeypatch.setenv("CFA_KALSHI_PRIVATE_KEY_PATH", str(pem))
+        use_standin(monkeypatch, s, pem)
         r = CliRunner().invoke(
             app,
             [
@@ -77,14 +71,7 @@ def test_cfa_run_is_ready_within_seconds_from_rest_history(
     seeded (``source="warmup"``, the history named); one without history stays on the cold
     path and goes READY only when ``warmup.max_s`` (3 s here) runs out. Default σ warm-up
     otherwise: 12 long returns, 175 s of live book."""
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(
-        test_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    pem = write_test_pem(tmp_path / "k.pem")
     policy = tmp_path / "warm.yaml"
     text = (Path(__file__).parents[1] / "policies" / "default.yaml").read_text()
     policy.write_text(re.sub(r"max_s: \d+", "max_s: 3", text))
@@ -92,10 +79,7 @@ def test_cfa_run_is_ready_within_seconds_from_rest_history(
     world = make_world()
     world.add_history(MARKETS[0], minutes=120, sigma=0.004, trades_per_min=8.0)
     with standin_thread(world=world, churn_interval=0.002) as s:
-        monkeypatch.setenv("CFA_KALSHI_BASE_URL", s.base_url)
-        monkeypatch.setenv("CFA_KALSHI_WS_URL", s.ws_url)
-        monkeypatch.setenv("CFA_KALSHI_KEY_ID", KEY_ID)
-        monkeypatch.setenv("CFA_KALSHI_PRIVATE_KEY_PATH", str(pem))
+        use_standin(monkeypatch, s, pem)
         args = ["run", "--exchange", "kalshi", "-m", MARKETS[0], "-m", MARKETS[1]]
         args += ["--duration", "5s", "--policy", str(policy), "--db", str(db), "--quiet"]
         r = CliRunner().invoke(app, [*args, "--no-agents"])

@@ -9,9 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from kalshi_standin import test_key
-from kalshi_standin.fixtures import KEY_ID, MARKETS, make_world, standin_thread
+from kalshi_standin.fixtures import KEY_ID, MARKETS, make_world, standin_thread, write_test_pem
 from typer.testing import CliRunner
 
 from cfa.cli import app
@@ -39,14 +37,7 @@ def test_cfa_run_paper_on_the_standin(
         monkeypatch.setenv("CFA_KALSHI_BASE_URL", s.base_url)
         monkeypatch.setenv("CFA_KALSHI_WS_URL", s.ws_url)
         if keyed:
-            pem = tmp_path / "k.pem"
-            pem.write_bytes(
-                test_key().private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
+            pem = write_test_pem(tmp_path / "k.pem")
             monkeypatch.setenv("CFA_KALSHI_KEY_ID", KEY_ID)
             monkeypatch.setenv("CFA_KALSHI_PRIVATE_KEY_PATH", str(pem))
         r = CliRunner().invoke(

@@ -6,9 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from kalshi_standin import test_key
-from kalshi_standin.fixtures import KEY_ID, MARKETS, standin_thread
+from kalshi_standin.fixtures import MARKETS, standin_thread, use_standin, write_test_pem
 from typer.testing import CliRunner
 
 from cfa.audit import AuditStore
@@ -21,20 +19,10 @@ from cfa.runtime.session import Session
 def test_recorded_feed_replays_through_the_loop(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(
-        test_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    pem = write_test_pem(tmp_path / "k.pem")
     out = tmp_path / "feed.ndjson"
     with standin_thread(churn_interval=0.002) as s:
-        monkeypatch.setenv("CFA_KALSHI_BASE_URL", s.base_url)
-        monkeypatch.setenv("CFA_KALSHI_WS_URL", s.ws_url)
-        monkeypatch.setenv("CFA_KALSHI_KEY_ID", KEY_ID)
-        monkeypatch.setenv("CFA_KALSHI_PRIVATE_KEY_PATH", str(pem))
+        use_standin(monkeypatch, s, pem)
         r = CliRunner().invoke(
             app, ["record", "-m", MARKETS[0], "--duration", "1s", "--out", str(out)]
         )

@@ -7,7 +7,11 @@ import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
 
 from cfa.exchange.kalshi.adapter import KalshiExchange
 from cfa.exchange.kalshi.auth import Signer
@@ -30,6 +34,31 @@ def make_world(seed: int = 5) -> World:
         no_band=(5000, 5900),
     )
     return w
+
+
+def write_test_pem(path: Path) -> Path:
+    """Write the stand-in's private key to ``path`` as an unencrypted PKCS#8 PEM file."""
+    path.write_bytes(
+        test_key().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def use_standin(monkeypatch: pytest.MonkeyPatch, s: StandIn, pem: Path | None) -> None:
+    """Point the ``CFA_KALSHI_*`` settings at stand-in ``s`` (with the key file ``pem``;
+    None: no credentials at all)."""
+    monkeypatch.setenv("CFA_KALSHI_BASE_URL", s.base_url)
+    monkeypatch.setenv("CFA_KALSHI_WS_URL", s.ws_url)
+    if pem is None:
+        for var in ("CFA_KALSHI_KEY_ID", "CFA_KALSHI_PRIVATE_KEY_PATH"):
+            monkeypatch.delenv(var, raising=False)
+        return
+    monkeypatch.setenv("CFA_KALSHI_KEY_ID", KEY_ID)
+    monkeypatch.setenv("CFA_KALSHI_PRIVATE_KEY_PATH", str(pem))
 
 
 def signer() -> Signer:
