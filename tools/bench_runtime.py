@@ -4,7 +4,9 @@
 * ``sim``: simulated book events per second end to end (simulator + market loop + audit store
   on disk), for 1 and for 100 ``calm`` markets, and 1,000 ``thin`` markets (about 5 book events
   per second each: is the throughput at least the rate those markets produce, i.e. sustainable
-  in real time?).
+  in real time?). Beside events/s: wall and CPU seconds, CPU µs per event, and what the run
+  did at the venue (orders placed, amended, cancelled, denied, fills, from its audit store);
+  exits 1 when a configuration placed no order (its figure would measure no order traffic).
   Each configuration runs in a fresh subprocess so its peak memory (max RSS) is its own.
 * ``agents``: the fast path's book-event-to-order-decision latency (one ``MarketLoop.on_event``
   call: book, estimators, quote, diff, risk gate, order calls on the simulator) while market
@@ -34,39 +36,74 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def _one(markets: int, seconds: float, scenario: str, db: Path) -> dict[str, Any]:
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def order_traffic(db: Path) -> dict[str, int]:
+    """What the run did at the venue, from its audit store: orders placed, amended and
+    cancelled, our fills, and the risk gate's denials (a benchmark that places no order
+    measures no order traffic, and must say so)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        actions = dict(c.execute("select action, count(*) from orders group by action").fetchall())
+        (fills,) = c.execute("select count(*) from fills").fetchone()
+    return {
+        "placed": int(actions.get("place", 0)),
+        "amended": int(actions.get("amend", 0)),
+        "cancelled": int(actions.get("cancel", 0)),
+        "denied": int(actions.get("deny", 0)),
+        "fills": int(fills),
+    }
+
+
+async def _one(markets: int, seconds: float, scenario: str, db: Path, seed: int) -> dict[str, Any]:
     from cfa.audit import AuditStore
     from cfa.exchange.sim import SimExchange
     from cfa.risk.policy import load_policy
     from cfa.runtime.session import Session
 
-    ex = SimExchange.from_scenarios([scenario] * markets, seed=11, duration=seconds)
+    ex = SimExchange.from_scenarios([scenario] * markets, seed=seed, duration=seconds)
     await ex.start()
     store = AuditStore.open(db)
     session = Session(
         ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     await session.run()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     store.close()
     return {
         "markets": markets,
+        "seed": seed,
         "simulated_s": seconds,
         "events": session.events,
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
         "events_per_s": round(session.events / wall),
+        "cpu_us_per_event": round(1e6 * cpu / max(session.events, 1), 2),
         "produced_per_sim_s": round(session.events / seconds, 1),
         "realtime_factor": round(seconds / wall, 2),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **order_traffic(db),
     }
 
 
 def configure_sim(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds-1", type=float, default=1800.0, help="simulated seconds, 1 market")
-    p.add_argument("--seconds-100", type=float, default=60.0, help="simulated seconds, 100 markets")
     p.add_argument(
-        "--seconds-1000", type=float, default=60.0, help="simulated s, 1000 slow markets"
+        "--seconds-100", type=float, default=240.0, help="simulated seconds, 100 markets"
+    )
+    p.add_argument(
+        "--seconds-1000", type=float, default=240.0, help="simulated s, 1000 slow markets"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="simulator seed (1: every configuration trades; a run that places no order fails)",
     )
     p.add_argument("--json", action="store_true")
 
@@ -91,6 +128,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                     str(seconds),
                     scenario,
                     str(tmp / f"{markets}.db"),
+                    str(args.seed),
                 ],
                 capture_output=True,
                 text=True,
@@ -98,21 +136,30 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 cwd=ROOT,
             )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    idle = [r for r in results if r["placed"] == 0]
+    load = os.getloadavg()[0]
     if args.json:
-        print(json.dumps({"machine": machine_info(), "results": results}))
-        return 0
-    m = machine_info()
-    print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}")
-    print("simulator + market loop + audit store (SQLite file), no agents:")
-    for r in results:
+        print(json.dumps({"machine": machine_info(), "load_1m": load, "results": results}))
+    else:
+        m = machine_info()
+        print(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, load {load:.2f}")
+        print(f"simulator + market loop + audit store (SQLite file), no agents, seed {args.seed}:")
+        for r in results:
+            print(
+                f"  {r['markets']:>5} markets  {r['simulated_s']:>6.0f} sim s  "
+                f"{r['events']:>9,} events  {r['wall_s']:>7.2f} s wall  {r['cpu_s']:>7.2f} s CPU  "
+                f"{r['events_per_s']:>8,} events/s  {r['cpu_us_per_event']:>6.2f} µs CPU/event  "
+                f"x{r['realtime_factor']} real time  max RSS {r['max_rss_mb']} MB\n"
+                f"                 orders placed {r['placed']:,}  amended {r['amended']:,}  "
+                f"cancelled {r['cancelled']:,}  denied {r['denied']:,}  fills {r['fills']:,}"
+            )
+    for r in idle:
         print(
-            f"  {r['markets']:>5} markets  {r['simulated_s']:>6.0f} sim s  "
-            f"{r['events']:>9,} events  {r['wall_s']:>7.2f} s wall  "
-            f"{r['events_per_s']:>8,} events/s  "
-            f"produced {r['produced_per_sim_s']:>8,.1f}/sim s  x{r['realtime_factor']} real time  "
-            f"max RSS {r['max_rss_mb']} MB"
+            f"FAILED: {r['markets']} market(s) with seed {r['seed']} placed no order: the "
+            "figure measures no order traffic (pick a seed that trades)",
+            file=sys.stderr,
         )
-    return 0
+    return 1 if idle else 0
 
 
 class _SlowReasoner:
@@ -384,5 +431,7 @@ def cmd_context(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_one":
     sys.path.insert(0, str(ROOT))
-    res = asyncio.run(_one(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], Path(sys.argv[5])))
+    res = asyncio.run(
+        _one(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], Path(sys.argv[5]), int(sys.argv[6]))
+    )
     print(json.dumps(res))
