@@ -841,6 +841,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         bench_runtime.configure_context,
         bench_runtime.cmd_context,
     ),
+    "startup": Subcommand(
+        "CPU seconds of `cfa --help`, `cfa govern …` and `cfa audit verify` from a cold start",
+        bench_runtime.configure_startup,
+        bench_runtime.cmd_startup,
+    ),
     "killswitch": Subcommand(
         "ms from spawning `cfa govern halt --all` (and from its request) to orders cancelled",
         bench_runtime.configure_killswitch,

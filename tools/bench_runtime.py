@@ -11,6 +11,9 @@
 * ``agents``: the fast path's book-event-to-order-decision latency (one ``MarketLoop.on_event``
   call: book, estimators, quote, diff, risk gate, order calls on the simulator) while market
   agents run in the background on a reasoner that takes 2 s per call.
+* ``startup``: CPU seconds of short ``cfa`` commands from a cold interpreter (``--help``,
+  ``govern status``/``pending``, ``audit verify`` of a small store); exits 1 when a ``--help``
+  or ``govern`` command's median exceeds 0.5 s.
 * ``killswitch``: a real ``cfa govern halt --all`` process against a ``cfa run`` at 20x: wall
   time from spawning the halt process (interpreter start-up and imports included) to the
   session having cancelled its orders, from the request it wrote to the same point (target
@@ -427,6 +430,64 @@ def cmd_context(args: argparse.Namespace) -> int:
         f"max {sizes[-1]} chars (limit 2,000)"
     )
     return 0
+
+
+STARTUP_TARGET_S = 0.5
+"""CPU seconds (user + sys) a `cfa --help` or `cfa govern …` may cost (issue 13)."""
+
+
+def _child_cpu(cmd: list[str], cwd: Path) -> float:
+    """User + sys CPU seconds of one run of ``cmd`` (its own, children included); exits when
+    ``cmd`` fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:  # a command that failed early would look fast
+        raise SystemExit(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-500:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def configure_startup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeat", type=int, default=5, help="runs per command (5)")
+
+
+def cmd_startup(args: argparse.Namespace) -> int:
+    """CPU of short `cfa` commands from a cold interpreter (imports included), on a store
+    written by a short simulated run; exits 1 when one's median exceeds the target."""
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    cfa = _cfa_command()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        db = tmp / "cfa.db"
+        subprocess.run(
+            [*cfa, "run", "--duration", "2m", "--quiet", "--no-agents", "--db", str(db)],
+            cwd=tmp,
+            capture_output=True,
+            check=True,
+        )
+        commands = {
+            "cfa --help": [*cfa, "--help"],
+            "cfa govern --help": [*cfa, "govern", "--help"],
+            "cfa govern status": [*cfa, "govern", "status", "--db", str(db)],
+            "cfa govern pending": [*cfa, "govern", "pending", "--db", str(db)],
+            "cfa audit verify": [*cfa, "audit", "verify", "--db", str(db)],
+        }
+        over = []
+        load = os.getloadavg()[0]
+        print(f"CPU (user + sys) per command, {args.repeat} runs each, load {load:.2f}:")
+        for name, cmd in commands.items():
+            runs = [_child_cpu(cmd, tmp) for _ in range(args.repeat)]
+            med = statistics.median(runs)
+            gated = not name.startswith("cfa audit")
+            flag = ""
+            if gated and med > STARTUP_TARGET_S:
+                over.append(name)
+                flag = f"  over the {STARTUP_TARGET_S} s target"
+            print(f"  {name:<20} median {med:.3f} s  max {max(runs):.3f} s{flag}")
+    for name in over:
+        print(f"FAILED: {name} costs more than {STARTUP_TARGET_S} s of CPU", file=sys.stderr)
+    return 1 if over else 0
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_one":
