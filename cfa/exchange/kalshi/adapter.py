@@ -121,7 +121,7 @@ from cfa.exchange.kalshi.errors import (
     KalshiNotFound,
     KalshiServerError,
 )
-from cfa.exchange.kalshi.ratelimit import CANCEL_COST, Budget, RateLimiter
+from cfa.exchange.kalshi.ratelimit import Budget, RateLimiter
 from cfa.exchange.kalshi.rest import KalshiRest
 from cfa.exchange.kalshi.settings import KalshiSettings
 from cfa.exchange.kalshi.ws import KalshiFeed
@@ -881,45 +881,42 @@ class KalshiExchange:
         return self._canceled(o, ts)
 
     async def _cancel_ids(self, orders: Sequence[Order]) -> list[CancelFailure]:
-        """Batch-cancel ``orders`` (each routed by its ticker and shard), as many per call as
-        the write bucket holds at once (a bigger batch would be a 429 every time).
+        """Batch-cancel ``orders`` (each routed by its ticker and shard; :meth:`KalshiRest.
+        batch_cancel` splits them to what the write bucket holds at once).
 
         Returns the items Kalshi answered with an ``error`` (or left out of its answer); each
         is logged and appended to :attr:`cancel_errors`. Transport errors raise."""
         failed: list[CancelFailure] = []
-        size = self.limiter.max_batch("cancel", CANCEL_COST)  # a batch is billed whole
-        for i in range(0, len(orders), size):
-            chunk = list(orders[i : i + size])
-            items = []
-            shards: dict[str, int | None] = {}
-            for o in chunk:
-                shards[o.order_id] = await self._shard_or_none(o.ticker)
-                items.append(
-                    {
-                        "order_id": o.order_id,
-                        "market_ticker": o.ticker,
-                        "exchange_index": shards[o.order_id],
-                    }
-                )
-            results = {str(r.get("order_id")): r for r in await self.rest.batch_cancel(items)}
-            for o in chunk:
-                r = results.get(o.order_id)
-                err = None if r is None else r.get("error")
-                if r is not None and not err:
-                    continue
-                e = err if isinstance(err, Mapping) else {}
-                f = CancelFailure(
-                    o.order_id,
-                    o.ticker,
-                    shards[o.order_id],
-                    str(e.get("code") or ("missing_result" if r is None else "error")),
-                    str(
-                        e.get("message")
-                        or ("no result for this item in the batch answer" if r is None else err)
-                    ),
-                )
-                log.warning("kalshi: batch cancel item failed: %s", f)
-                failed.append(f)
+        shards: dict[str, int | None] = {}
+        items = []
+        for o in orders:
+            shards[o.order_id] = await self._shard_or_none(o.ticker)
+            items.append(
+                {
+                    "order_id": o.order_id,
+                    "market_ticker": o.ticker,
+                    "exchange_index": shards[o.order_id],
+                }
+            )
+        results = {str(r.get("order_id")): r for r in await self.rest.batch_cancel(items)}
+        for o in orders:
+            r = results.get(o.order_id)
+            err = None if r is None else r.get("error")
+            if r is not None and not err:
+                continue
+            e = err if isinstance(err, Mapping) else {}
+            f = CancelFailure(
+                o.order_id,
+                o.ticker,
+                shards[o.order_id],
+                str(e.get("code") or ("missing_result" if r is None else "error")),
+                str(
+                    e.get("message")
+                    or ("no result for this item in the batch answer" if r is None else err)
+                ),
+            )
+            log.warning("kalshi: batch cancel item failed: %s", f)
+            failed.append(f)
         self.cancel_errors.extend(failed)
         return failed
 

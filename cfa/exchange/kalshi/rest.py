@@ -401,20 +401,9 @@ class KalshiRest:
         for o in orders:
             if not o.get("ticker"):
                 raise ValueError("batch_create: every order needs its ticker (shard routing)")
-        size = self.limiter.max_batch("write", BATCH_CREATE_COST)
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(orders), size):
-            chunk = [dict(o) for o in orders[i : i + size]]
-            data = await self.request(
-                "POST",
-                f"{ORDERS_V2}/batched",
-                json={"orders": chunk},
-                kind="write",
-                cost=BATCH_CREATE_COST * len(chunk),
-                retry=False,
-            )
-            out.extend(data.get("orders") or [])
-        return out
+        return await self._batched(
+            "POST", [dict(o) for o in orders], "write", BATCH_CREATE_COST, retry=False
+        )
 
     async def batch_cancel(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """``DELETE …/batched`` (JSON body, BatchCancelOrdersV2Request): per-item results;
@@ -431,17 +420,24 @@ class KalshiRest:
                     f"batch_cancel: every item needs order_id and market_ticker, got {dict(it)!r}"
                 )
             body.append(_clean(dict(it)))
-        size = self.limiter.max_batch("cancel", CANCEL_COST)
+        return await self._batched("DELETE", body, "cancel", CANCEL_COST, retry=True)
+
+    async def _batched(
+        self, method: str, items: list[dict[str, Any]], kind: Kind, item_cost: int, *, retry: bool
+    ) -> list[dict[str, Any]]:
+        """Send ``items`` to ``…/batched`` in chunks the write bucket holds at once (a batch is
+        billed whole: a bigger one is a 429 every time); the per-item answers, in order."""
+        size = self.limiter.max_batch(kind, item_cost)
         out: list[dict[str, Any]] = []
-        for i in range(0, len(body), size):
-            chunk = body[i : i + size]
+        for i in range(0, len(items), size):
+            chunk = items[i : i + size]
             data = await self.request(
-                "DELETE",
+                method,
                 f"{ORDERS_V2}/batched",
                 json={"orders": chunk},
-                kind="cancel",
-                cost=CANCEL_COST * len(chunk),
-                retry=True,
+                kind=kind,
+                cost=item_cost * len(chunk),
+                retry=retry,
             )
             out.extend(data.get("orders") or [])
         return out
