@@ -94,3 +94,49 @@ def test_incremental_best_matches_a_full_scan(moves: list[tuple[Outcome, int, in
         assert b.best_ask() == (10_000 - max(b.no) if b.no else None)
         assert all(q > 0 for q in b.yes.values()) and all(q > 0 for q in b.no.values())
     assert b.snapshot().seq == seq
+
+
+_levels = st.dictionaries(
+    st.integers(1, 99).map(lambda c: c * 100), st.integers(1, 5000), max_size=8
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    yes=_levels,
+    no=_levels,
+    own_bid=st.one_of(st.none(), st.tuples(st.integers(1, 99), st.integers(1, 6000))),
+    own_ask=st.one_of(st.none(), st.tuples(st.integers(1, 99), st.integers(1, 6000))),
+    pick=st.booleans(),
+)
+def test_others_touch_is_the_exclusion_of_our_orders(
+    yes: dict[int, int],
+    no: dict[int, int],
+    own_bid: tuple[int, int] | None,
+    own_ask: tuple[int, int] | None,
+    pick: bool,
+) -> None:
+    """``others_touch`` (allocation-free) agrees with ``best_*_excluding`` and the level sizes
+    less ours, wherever our orders rest: at the best (alone or sharing it), deeper, or off the
+    book; an order larger than its level (a stale view) removes the level."""
+    b = OrderBook("T")
+    b.apply_snapshot(
+        BookSnapshot("T", 1, 0.0, tuple(sorted(yes.items())), tuple(sorted(no.items())))
+    )
+    ob = None if own_bid is None else (own_bid[0] * 100, own_bid[1])
+    oa = None if own_ask is None else (own_ask[0] * 100, own_ask[1])
+    if pick and ob is not None and b.best_bid() is not None:
+        ob = (b.best_bid(), ob[1])  # our bid at the best, where the exclusion matters most
+    if pick and oa is not None and b.best_ask() is not None:
+        oa = (b.best_ask(), oa[1])
+    bb = b.best_bid() if ob is None else b.best_bid_excluding({ob[0]: ob[1]})
+    ba = b.best_ask() if oa is None else b.best_ask_excluding({oa[0]: oa[1]})
+    qb = 0 if bb is None else b.bid_size(bb) - (ob[1] if ob is not None and ob[0] == bb else 0)
+    qa = 0 if ba is None else b.ask_size(ba) - (oa[1] if oa is not None and oa[0] == ba else 0)
+    got = b.others_touch(
+        None if ob is None else ob[0],
+        0 if ob is None else ob[1],
+        None if oa is None else oa[0],
+        0 if oa is None else oa[1],
+    )
+    assert got == (bb, qb, ba, qa)

@@ -152,6 +152,42 @@ class OrderBook:
         n = _best_excluding(self.no, self._best_no, own_no)
         return None if n is None else ONE_DOLLAR - n
 
+    def others_touch(
+        self, bid_price: Price | None, bid_size: Qty, ask_price: Price | None, ask_size: Qty
+    ) -> tuple[Price | None, Qty, Price | None, Qty]:
+        """Everyone else's touch: ``(best bid, its size, best ask, its size)`` after removing
+        one resting bid of ours (``bid_size`` at YES price ``bid_price``; ``None``: no bid)
+        and one resting ask (``ask_size`` at YES price ``ask_price``). Prices in price units,
+        sizes in count units; an empty side is ``(None, 0)``.
+
+        The same answer as :meth:`best_bid_excluding`/:meth:`best_ask_excluding` and the
+        level sizes less ours, in one call that allocates nothing but the result unless our
+        order is alone at the best price (then the next level is found by a scan).
+        """
+        b = self._best_yes
+        qb = 0
+        if b is not None:
+            qb = self.yes[b]
+            if b == bid_price:
+                qb -= bid_size
+                if qb <= 0:
+                    b = max((p for p in self.yes if p != bid_price), default=None)
+                    qb = 0 if b is None else self.yes[b]
+        n = self._best_no
+        qa = 0
+        a: Price | None = None
+        if n is not None:
+            qa = self.no[n]
+            own_no = None if ask_price is None else ONE_DOLLAR - ask_price
+            if n == own_no:
+                qa -= ask_size
+                if qa <= 0:
+                    n = max((p for p in self.no if p != own_no), default=None)
+                    qa = 0 if n is None else self.no[n]
+            if n is not None:
+                a = ONE_DOLLAR - n
+        return b, qb, a, qa
+
     def snapshot(self) -> BookSnapshot:
         """The book as a snapshot record (ascending ladders, Kalshi's order)."""
         return BookSnapshot(

@@ -16,7 +16,7 @@ has already seen returns that order and never creates a second one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from decimal import Decimal
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -116,3 +116,32 @@ class Exchange(Protocol):
 
     async def get_balance(self) -> Decimal:
         """Available cash in dollars."""
+
+
+def event_chunks(exchange: Exchange, tickers: Sequence[str]) -> AsyncIterator[Iterable[Event]]:
+    """The events of :meth:`Exchange.stream` handed over in chunks, with one await per chunk.
+
+    Each chunk is an iterable of events; the consumer must exhaust it (handling each event in
+    turn, awaiting what it must) before it asks for the next. An exchange that can deliver
+    many events without suspending defines ``stream_chunks(tickers)`` with this contract (the
+    simulator does: a chunk steps the world lazily, so an order placed while one event is
+    handled acts before the next one is made, exactly as with :meth:`Exchange.stream`); any
+    other exchange's stream is wrapped one event per chunk. The method is looked up on the
+    exchange's class, never forwarded by a wrapper's ``__getattr__``.
+    """
+    # looked up on the class: a wrapper that forwards attributes to another exchange (one that
+    # paces or filters its stream, say) must be streamed through its own ``stream``
+    chunks = getattr(type(exchange), "stream_chunks", None)
+    if chunks is not None:
+        return chunks(exchange, tickers)  # type: ignore[no-any-return]
+    return _single_events(exchange.stream(tickers))
+
+
+async def _single_events(stream: AsyncIterator[Event]) -> AsyncIterator[Iterable[Event]]:
+    try:
+        async for ev in stream:
+            yield (ev,)
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -45,6 +45,7 @@ import hashlib
 import json
 import math
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -346,26 +347,56 @@ class AgentRuntime:
 
         In lockstep, first every deferred decision whose time has come runs (in the order its
         context was taken), then new due decisions take their context snapshot; with
-        ``latency_s == 0`` they run at once, at this same event.
+        ``latency_s == 0`` they run at once, at this same event. The same as awaiting what
+        :meth:`poll` returns.
         """
+        pending = self.poll(loop, now)
+        if pending is not None:
+            await pending
+
+    def poll(self, loop: MarketLoop, now: float) -> Coroutine[Any, Any, None] | None:
+        """:meth:`after_event` without a coroutine when nothing is due (the session's hot
+        path): returns the coroutine to await, or None."""
         if now >= self.control.next_expiry:
             self.control.expire(now)
         if self.lockstep:
             if now >= self._next_deferred:
-                await self._run_deferred(now)
+                return self._lockstep(loop, now, None, None)
             if self.due(loop, now):
-                decision_id = self._schedule_market(loop, now)
-                self._defer(loop.ticker, decision_id, now, self._context(loop.ticker))
-                if now >= self._next_deferred:  # no latency: now, as inline would
-                    await self._run_deferred(now)
+                return self._lockstep(loop, now, True, None)
             if self.governance_due(now):
-                decision_id = self._schedule_governance(now)
-                self._defer("*", decision_id, now, self._portfolio("*"))
-                if now >= self._next_deferred:
-                    await self._run_deferred(now)
-            return
+                return self._lockstep(loop, now, False, True)
+            return None
         if self.due(loop, now):
-            await self._start(loop.ticker, self._run_market(loop, now))
+            return self._start_due(loop, now)
+        if self.governance_due(now):
+            return self._start("*", self._run_governance(now))
+        return None
+
+    async def _lockstep(
+        self, loop: MarketLoop, now: float, market_due: bool | None, gov_due: bool | None
+    ) -> None:
+        """The lockstep body of :meth:`after_event`; ``market_due``/``gov_due`` already
+        decided by :meth:`poll` (None: decide here, after the deferred decisions ran)."""
+        if market_due is None and now >= self._next_deferred:
+            await self._run_deferred(now)
+        if market_due is None:
+            market_due = self.due(loop, now)
+        if market_due:
+            decision_id = self._schedule_market(loop, now)
+            self._defer(loop.ticker, decision_id, now, self._context(loop.ticker))
+            if now >= self._next_deferred:  # no latency: now, as inline would
+                await self._run_deferred(now)
+        if gov_due is None:
+            gov_due = self.governance_due(now)
+        if gov_due:
+            decision_id = self._schedule_governance(now)
+            self._defer("*", decision_id, now, self._portfolio("*"))
+            if now >= self._next_deferred:
+                await self._run_deferred(now)
+
+    async def _start_due(self, loop: MarketLoop, now: float) -> None:
+        await self._start(loop.ticker, self._run_market(loop, now))
         if self.governance_due(now):
             await self._start("*", self._run_governance(now))
 

@@ -40,7 +40,8 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from cfa.core.book import BookSequenceError, OrderBook
 from cfa.core.estimators import (
@@ -56,6 +57,7 @@ from cfa.core.regime import RegimeFlags, RegimeMonitor
 from cfa.core.signals import MarketSignals
 from cfa.core.types import (
     BLIND_BOOK,
+    ONE_DOLLAR,
     PRICE_SCALE,
     QTY_SCALE,
     BookDelta,
@@ -257,24 +259,66 @@ class MarketLoop:
 
         Book events and our fills re-run the fast path (:meth:`_update`); every event, of any
         kind, also runs the breakers when due and re-sends failed cancels whose backoff passed.
+        The same as running :meth:`feed` and awaiting what it returns.
         """
-        self.rec.market_event(ev)
+        pending = self.feed(ev)
+        if pending is not None:
+            await pending
+
+    def feed(self, ev: Event) -> Coroutine[Any, Any, None] | None:
+        """Consume one event synchronously as far as no await is needed; return the coroutine
+        that finishes it (an order call, a cancel, a resync, an order update, a settlement, a
+        venue status) or None when the event is done.
+
+        The hot path of the session: most book events change nothing the quote depends on,
+        and end here without creating a coroutine. The caller must await what is returned
+        before it feeds the next event (:meth:`on_event` does both).
+        """
+        t = type(ev)
+        if t is Order or t is Settlement or t is MarketStatus:
+            return self._on_rare(ev)
+        self.rec.market_event(ev)  # type: ignore[arg-type]
         self.events += 1
         ts = ev.ts
         self.now = ts
         if self._start_t is None:
             self._start_t = ts
-        t = type(ev)
         update = True
         if t is BookDelta:
             try:
                 self.book.apply_delta(ev)  # type: ignore[arg-type]
             except BookSequenceError as exc:
                 if not self._awaiting_book:  # once per gap, not on every delta after it
-                    await self._resync(str(exc))
-                return
-            if ev.client_order_id is not None:  # type: ignore[union-attr]
+                    return self._resync(str(exc))
+                return None
+            d: BookDelta = ev  # type: ignore[assignment]
+            if d.client_order_id is not None:
                 update = False  # our own order moved the book: nothing new about the market
+            else:
+                # A delta strictly behind everyone else's touch changes neither its prices nor
+                # its sizes: when nothing else the quote depends on has changed either, the
+                # event ends here (the same outcome as the full fast path, sooner).
+                bb, ba = self.touch
+                if (
+                    bb is not None
+                    and ba is not None
+                    and bb < ba
+                    and (d.price < bb if d.outcome is Outcome.YES else d.price < ONE_DOLLAR - ba)
+                    and self.state is LoopState.READY
+                    and self.paused is None
+                    and not self._pending
+                ):
+                    if ts >= self._risk_due:
+                        self._check_breakers(ts)
+                    if ts < self._next_tick and self._inputs == (
+                        bb,
+                        ba,
+                        self.account.inventory,
+                        self.params.version,
+                        self.states.version,
+                    ):
+                        return None
+                    return self._update_now(ts)
         elif t is BookSnapshot:
             self.book.apply_snapshot(ev)  # type: ignore[arg-type]
             self._awaiting_book = False
@@ -287,17 +331,41 @@ class MarketLoop:
             update = False
         elif t is Fill:
             self._on_fill(ev)  # type: ignore[arg-type]
-        elif t is Order:
+        state = self.state
+        if state is not LoopState.WARMING and state is not LoopState.READY:
+            return None
+        if self.paused is not None or (self._pending and ts >= self._pending_due):
+            return self._tail(ts, update, state)
+        if update:
+            return self._update_now(ts)
+        if ts >= self._risk_due and self._check_breakers(ts) and state is LoopState.READY:
+            return self._enforce(ts)
+        return None
+
+    async def _on_rare(self, ev: Event) -> None:
+        """:meth:`on_event` for our order updates, settlements and venue status changes."""
+        self.rec.market_event(ev)  # type: ignore[arg-type]
+        self.events += 1
+        ts = ev.ts
+        self.now = ts
+        if self._start_t is None:
+            self._start_t = ts
+        t = type(ev)
+        if t is Order:
             await self._on_order(ev)  # type: ignore[arg-type]
-            update = False
         elif t is Settlement:
             await self._on_settlement(ev)  # type: ignore[arg-type]
             return
-        elif t is MarketStatus:
+        else:
             await self._on_status(ev)  # type: ignore[arg-type]
         state = self.state
         if state is not LoopState.WARMING and state is not LoopState.READY:
             return
+        await self._tail(ts, t is MarketStatus, state)
+
+    async def _tail(self, ts: float, update: bool, state: LoopState) -> None:
+        """What follows an event once applied: reconcile after a pause, re-send failed
+        cancels that are due, then the fast path (``update``) or the breakers."""
         if self.paused is not None:
             if ts >= self._reconcile_due:
                 await self._reconcile(ts)
@@ -313,21 +381,22 @@ class MarketLoop:
             await self._enforce(ts)
 
     async def _update(self, t: float) -> None:
+        pending = self._update_now(t)
+        if pending is not None:
+            await pending
+
+    def _update_now(self, t: float) -> Coroutine[Any, Any, None] | None:
+        """The fast path at event time ``t``: touch, estimators, quote; returns the order
+        calls to await (None when nothing is to be sent)."""
         book = self.book
         if not book.synced:  # a gap and no fresh book yet: nothing to quote on
-            if self.state is LoopState.READY:
-                await self._enforce(t)
-            return
+            return self._enforce(t) if self.state is LoopState.READY else None
         ob, oa = self.resting[Side.BID], self.resting[Side.ASK]
-        bb = (
-            book.best_bid()
-            if ob is None
-            else book.best_bid_excluding({ob.price: ob.remaining_count})
-        )
-        ba = (
-            book.best_ask()
-            if oa is None
-            else book.best_ask_excluding({oa.price: oa.remaining_count})
+        bb, qb, ba, qa = book.others_touch(
+            None if ob is None else ob.price,
+            0 if ob is None else ob.remaining_count,
+            None if oa is None else oa.price,
+            0 if oa is None else oa.remaining_count,
         )
         self.touch = (bb, ba)
         if t >= self._risk_due:
@@ -336,16 +405,13 @@ class MarketLoop:
             if self.mid is not None:
                 self._last_mid = self.mid
                 self.mid = None
-            if self.state is LoopState.READY:
-                await self._enforce(t)
-            return
-        qb = book.bid_size(bb) - (ob.remaining_count if ob is not None and ob.price == bb else 0)
-        qa = book.ask_size(ba) - (oa.remaining_count if oa is not None and oa.price == ba else 0)
+            return self._enforce(t) if self.state is LoopState.READY else None
         self.touch_size = (qb, qa)
         self.signals.on_touch(t, bb, qb, ba, qa)
-        inputs = (bb, ba, self.account.inventory, self.params.version, self.states.version)
-        if inputs == self._inputs and t < self._next_tick:
-            return  # nothing the quote depends on has changed since the last tick
+        inventory = self.account.inventory
+        inputs = (bb, ba, inventory, self.params.version, self.states.version)
+        if t < self._next_tick and inputs == self._inputs:
+            return None  # nothing the quote depends on has changed since the last tick
         self._inputs = inputs
         self._next_tick = t + TICK_S
         mid = (bb + ba) / (2 * PRICE_SCALE)
@@ -355,19 +421,16 @@ class MarketLoop:
         self.regime.observe(t, mid, (qb - qa) / (qb + qa) if qb + qa > 0 else None, self._flow)
         self._flow = 0.0
         self.markouts.on_mid(t, mid)
-        self.fill_rates.mark(
-            t, self.resting[Side.BID] is not None, self.resting[Side.ASK] is not None
-        )
+        self.fill_rates.mark(t, ob is not None, oa is not None)
         if self.state is LoopState.WARMING and not self._maybe_ready(t):
-            return
+            return None
         if self.paused is not None:
-            return  # the venue takes no orders: keep the estimators warm, send nothing
+            return None  # the venue takes no orders: keep the estimators warm, send nothing
         if t >= self.market.close_ts:
-            await self._close()
-            return
+            return self._close()
         if t >= self._next_sample:
             self._next_sample = t + 1.0
-            self.holding.update(t, self.account.inventory / QTY_SCALE)
+            self.holding.update(t, inventory / QTY_SCALE)
             self._mids.append((t, mid))
             while self._mids[0][0] < t - RECENT_FILLS_S:
                 self._mids.popleft()
@@ -377,18 +440,18 @@ class MarketLoop:
         tstate = self.states.effective(self.ticker)
         if tstate is TradingState.HALTED:
             if self._orders_to_cancel():
-                await self.cancel_all("halted")
+                return self._cancel_halted()
             self._last_key = None
-            return
+            return None
         mp = self.params.get(self.ticker)
-        key = (bb, ba, self.account.inventory, mp.quote, tstate)
+        key = (bb, ba, inventory, mp.quote, tstate)
         if key == self._last_key and t - self._last_quote_t < self.policy.quoting.min_requote_s:
-            return
+            return None
         self._last_key = key
         self._last_quote_t = t
         q = quote(
             mid=mid,
-            inventory=self.account.inventory,
+            inventory=inventory,
             time_to_close=self.market.close_ts - t,
             params=mp.quote,
             market=self.qm,
@@ -400,7 +463,33 @@ class MarketLoop:
             holding_s=self.holding_s(t),
         )
         self.last_quote = q
-        await self._apply_quote(t, self._within_band(t, q), tstate)
+        q = self._within_band(t, q)
+        if tstate is not TradingState.REDUCE_ONLY and (
+            self._side_kept(t, Side.BID, q.bid, q.bid_size)
+            and self._side_kept(t, Side.ASK, q.ask, q.ask_size)
+        ):
+            return None  # both orders already rest where the quote wants them
+        return self._apply_quote(t, q, tstate)
+
+    async def _cancel_halted(self) -> None:
+        await self.cancel_all("halted")
+        self._last_key = None
+
+    def _side_kept(self, t: float, side: Side, price: int | None, size: Qty) -> bool:
+        """True when :meth:`_set_side` would make no order call for this side (outside
+        REDUCE_ONLY): the same early returns, without a coroutine."""
+        cur = self.resting[side]
+        pending = self._pending
+        if pending and (
+            (cur is not None and cur.order_id in pending)
+            or (cur is None and self._pending_on(side))
+        ):
+            return True
+        if price is None or size <= 0:
+            return cur is None
+        if cur is None:
+            return False
+        return cur.price == price or t - self._placed_at[side] < self.policy.quoting.min_order_age_s
 
     def min_edge(self, t: float) -> float:
         """Dollars per contract the quote must clear beyond the fee model: the policy's edge

@@ -35,7 +35,7 @@ from cfa.control.outcomes import ToolOutcome
 from cfa.control.params import ParameterStore
 from cfa.control.plane import ControlPlane
 from cfa.core.types import QTY_SCALE, Fill, MarketInfo, Settlement, Side, TradingState
-from cfa.exchange.base import Exchange, ExchangeError
+from cfa.exchange.base import Exchange, ExchangeError, event_chunks
 from cfa.exchange.history import HistorySource
 from cfa.risk.gate import RiskGate
 from cfa.risk.policy import Policy
@@ -225,7 +225,7 @@ class Session:
         """
         if isinstance(self.exchange, HistorySource):  # seed σ and k before the first quote
             await warm_start(self.exchange, self.loops.values(), self.exchange.clock.now())
-        stream = self.exchange.stream(list(self.loops))
+        stream = event_chunks(self.exchange, list(self.loops))
         self._started_wall = time.time()
         self._beat("running")
         background = [
@@ -267,56 +267,72 @@ class Session:
         return [summarize(loop) for loop in self.loops.values()]
 
     async def _consume(self, stream: Any) -> None:
+        """Hand every event of ``stream`` (chunks, :func:`~cfa.exchange.base.event_chunks`)
+        to its market's loop, in order: the feed watchdog first, then the loop's fast path
+        (:meth:`MarketLoop.feed`, awaited only when it has an order call to make), then the
+        agents; a loop that raises fails alone. Flushes the audit store every
+        ``flush_every`` events and, on the wall clock, every ``flush_interval`` seconds."""
         loops = self.loops
         flush_every = self.flush_every
         flush_interval = self.flush_interval
         agents = self.agents
         probe = self.probe
         feed = self.portfolio.feed
+        states = self.states
+        stop = self.stop
+        failed = LoopState.FAILED
         next_check = -math.inf
-        async for ev in stream:
-            self.now = ev.ts
-            if feed is not None:
-                clock_now = self.exchange.clock.now()
-                # the silence before this event, on the exchange's clock: a replay's recorded
-                # silence trips here, as the timer task would have live (it polls wall time)
-                trip = feed.check(clock_now, self.states.global_state)
-                if trip is not None:
-                    self.states.set(None, trip.state, source=trip.source, reason=trip.reason)
-                    await self._cancel_halted()
-                trip = feed.on_event(clock_now, self.states.global_state)
-                if trip is not None:
-                    self.states.set(None, trip.state, source=trip.source, reason=trip.reason)
-            if probe is not None and ev.ts >= next_check:
-                next_check = ev.ts + 1.0
-                probe.tick(ev.ts)
-            loop = loops.get(ev.ticker)
-            if loop is not None and loop.state is not LoopState.FAILED:
-                try:
-                    if probe is not None and (type(ev) is Fill or type(ev) is Settlement):
-                        probe.own(loop, ev)  # type: ignore[arg-type]
-                    await loop.on_event(ev)
-                    if agents is not None:
-                        await agents.after_event(loop, ev.ts)
-                except Exception as exc:  # one market's failure never stops the others
-                    loop.fail(exc)
-                    with contextlib.suppress(Exception):
-                        await loop.cancel_all("loop_failed")
-            self.events += 1
-            n = self.events
-            if n % flush_every == 0:
-                self.recorder.flush_events()
-                try:
-                    self.sink.maybe_flush()
-                except Exception as exc:
-                    self._audit_failed(exc)
-            elif (
-                not n & (_CLOCK_EVERY - 1)
-                and time.monotonic() - self._last_flush_wall >= flush_interval
-            ):
-                self._time_flush()  # the timer task is starved when the stream never waits
-            if self.stop.is_set():
-                break
+        next_flush = self.events + flush_every
+        next_clock = self.events + _CLOCK_EVERY
+        async for chunk in stream:
+            for ev in chunk:
+                ts = ev.ts
+                self.now = ts
+                if feed is not None:
+                    clock_now = self.exchange.clock.now()
+                    # the silence before this event, on the exchange's clock: a replay's
+                    # recorded silence trips here, as the timer task would have live (it polls
+                    # wall time)
+                    trip = feed.check(clock_now, states.global_state)
+                    if trip is not None:
+                        states.set(None, trip.state, source=trip.source, reason=trip.reason)
+                        await self._cancel_halted()
+                    trip = feed.on_event(clock_now, states.global_state)
+                    if trip is not None:
+                        states.set(None, trip.state, source=trip.source, reason=trip.reason)
+                if probe is not None and ts >= next_check:
+                    next_check = ts + 1.0
+                    probe.tick(ts)
+                loop = loops.get(ev.ticker)
+                if loop is not None and loop.state is not failed:
+                    try:
+                        if probe is not None and (type(ev) is Fill or type(ev) is Settlement):
+                            probe.own(loop, ev)  # type: ignore[arg-type]
+                        pending = loop.feed(ev)
+                        if pending is not None:
+                            await pending
+                        if agents is not None:
+                            pending = agents.poll(loop, ts)
+                            if pending is not None:
+                                await pending
+                    except Exception as exc:  # one market's failure never stops the others
+                        loop.fail(exc)
+                        with contextlib.suppress(Exception):
+                            await loop.cancel_all("loop_failed")
+                self.events = n = self.events + 1
+                if n >= next_flush:
+                    next_flush = n + flush_every
+                    self.recorder.flush_events()
+                    try:
+                        self.sink.maybe_flush()
+                    except Exception as exc:
+                        self._audit_failed(exc)
+                elif n >= next_clock:
+                    next_clock = n + _CLOCK_EVERY
+                    if time.monotonic() - self._last_flush_wall >= flush_interval:
+                        self._time_flush()  # the timer task is starved when the stream never waits
+                if stop.is_set():
+                    return
 
     # -- audit durability: time flushes, heartbeat, write failures ----------------------------
 

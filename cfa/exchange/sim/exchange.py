@@ -43,7 +43,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -246,61 +246,84 @@ class SimExchange(OrderDesk):
 
     async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
         """Snapshots of ``tickers`` now, then every event of theirs as the world advances."""
+        async for chunk in self.stream_chunks(tickers):
+            for ev in chunk:
+                yield ev
+
+    async def stream_chunks(self, tickers: Sequence[str]) -> AsyncGenerator[Iterator[Event], None]:
+        """:meth:`stream` in chunks (:func:`cfa.exchange.base.event_chunks`): the snapshots,
+        then iterators that step the world lazily, one event at a time as the consumer asks,
+        and end where the stream must await (every :data:`YIELD_EVERY` events or steps, or
+        to pace). Exhaust each chunk before asking for the next."""
         markets = [self._market(t) for t in dict.fromkeys(tickers)]
         if not markets:
             return
         q: deque[Event] = deque()
         for m in markets:
             self._attach(m, q)
+        try:
+            # all snapshots first: an order placed while the consumer handles one of them must
+            # show up as a delta after every snapshot, never inside a later one as well
+            yield iter([m.snapshot(self._clock.t) for m in markets])
+            seen_done = [-1]
+            pause = [0.0]
+            while True:
+                pause[0] = 0.0
+                yield self._pull(markets, q, seen_done, pause)
+                if pause[0] < 0:
+                    return
+                await asyncio.sleep(pause[0])
+        finally:
+            for m in markets:
+                self._detach(m, q)
+
+    def _pull(
+        self, markets: list[SimMarket], q: deque[Event], seen_done: list[int], pause: list[float]
+    ) -> Iterator[Event]:
+        """One chunk: deliver ``q``, stepping the market whose next event comes first when it
+        is empty. Ends after ``YIELD_EVERY`` events or steps (``pause[0]`` 0), when pacing
+        must wait (``pause[0]`` the seconds to sleep) or at the end (``pause[0]`` -1)."""
         heap, world, clock = self._heap, self._list, self._clock
         paced = self._speed is not None
         replace = heapq.heapreplace
         inf, end = math.inf, self._end_ts
-        try:
-            # all snapshots first: an order placed while the consumer handles one of them must
-            # show up as a delta after every snapshot, never inside a later one as well
-            for snap in [m.snapshot(clock.t) for m in markets]:
-                yield snap
-            seen_done = -1
-            n = 0
-            while True:
-                while q:
-                    yield q.popleft()
-                    n += 1
-                    if n >= YIELD_EVERY:
-                        n = 0
-                        await asyncio.sleep(0)
-                if seen_done != self._done_count:
-                    seen_done = self._done_count
-                    if all(m.done for m in markets):
-                        return
-                # step the market whose next event comes first (inlined: this is the hot loop)
-                t, i = heap[0]
-                if t > end or t == inf:  # the run is over (perhaps ended by another stream)
-                    self._finish(t)
-                    while q:
-                        yield q.popleft()
-                    return
-                if paced:
-                    wait = self._wall_wait(t)
-                    if wait > 0:  # in slices, so our own order events are not held back
-                        await asyncio.sleep(min(wait, PACE_SLICE))
-                        continue
-                if t > clock.t:
-                    clock.t = t
-                m = world[i]
-                m.step()
-                t = m.next_t
-                if t == inf:
-                    self._done_count += 1
-                replace(heap, (t, i))
+        popleft = q.popleft
+        n = 0
+        while True:
+            while q:
+                yield popleft()
                 n += 1
                 if n >= YIELD_EVERY:
-                    n = 0
-                    await asyncio.sleep(0)
-        finally:
-            for m in markets:
-                self._detach(m, q)
+                    return
+            if seen_done[0] != self._done_count:
+                seen_done[0] = self._done_count
+                if all(m.done for m in markets):
+                    pause[0] = -1.0
+                    return
+            # step the market whose next event comes first (inlined: this is the hot loop)
+            t, i = heap[0]
+            if t > end or t == inf:  # the run is over (perhaps ended by another stream)
+                self._finish(t)
+                while q:
+                    yield popleft()
+                pause[0] = -1.0
+                return
+            if paced:
+                wait = self._wall_wait(t)
+                if wait > 0:  # in slices, so our own order events are not held back
+                    pause[0] = min(wait, PACE_SLICE)
+                    return
+            if t > clock.t:
+                clock.t = t
+            m = world[i]
+            m.step()
+            t = m.next_t
+            if t == inf:
+                self._done_count += 1
+            replace(heap, (t, i))
+            n += 1
+            if n >= YIELD_EVERY:
+                return
 
     # -- the order desk's hooks (cfa.exchange.emulator.orders) ---------------------------------
 
