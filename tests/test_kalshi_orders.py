@@ -488,6 +488,7 @@ class LoopRun:
         (tmp_path / "fast.yaml").write_text(re.sub(r"min_samples: \d+", "min_samples: 1", fast))
         self.tmp_path, self.s, self.ex = tmp_path, s, ex
         self.worst = 0.0
+        self.checks = 0
 
     async def run(self) -> None:
         s, ex = self.s, self.ex
@@ -497,11 +498,16 @@ class LoopRun:
         session = Session(ex, markets, policy, store, store.start_run({"t": 1}))
         loop = session.loops[T]
         since: float | None = None
-        original = loop.on_event
+        original = loop.feed  # what the session calls for each event
 
-        async def checked(ev: Any) -> None:
+        def checked(ev: Any) -> Any:
+            return check_after(original(ev))
+
+        async def check_after(pending: Any) -> None:
             nonlocal since
-            await original(ev)
+            if pending is not None:
+                await pending
+            self.checks += 1
             live = [o for o in s.world.orders.values() if o.status == "resting"]
             known = {o.order_id for o in loop.resting.values() if o is not None}
             sides = [o.side for o in live]
@@ -512,7 +518,7 @@ class LoopRun:
             else:
                 since = None
 
-        loop.on_event = checked  # type: ignore[method-assign]
+        loop.feed = checked  # type: ignore[method-assign]
 
         async def move_then_stop() -> None:
             # move the touch a cent in and out, one side at a time (never locking the book),
@@ -579,6 +585,7 @@ async def test_loop_on_refused_amends_and_lost_create_answers(tmp_path: Path) ->
         assert any(what == "amended" for what, _ in outcomes[refused[0] :]), "quoted again"
         assert s.faults.http[0].times == 0 and s.faults.http[1].times == 0  # faults fired
         assert s.world.creates == len({o.client_order_id for o in s.world.orders.values()})
+        assert run.checks > 0, "the check ran after the loop's events"
         assert run.worst < 1.0, f"an order rested unknown or doubled for {run.worst:.2f}s"
         assert resting(s) == [], "no orphan after shutdown"
         await ex.close()
@@ -605,6 +612,7 @@ async def test_loop_adopts_or_cancels_a_create_that_failed_yet_landed(tmp_path: 
         run = LoopRun(tmp_path, s, ex)
         await run.run()
         assert len(landed) == 2
+        assert run.checks > 0, "the check ran after the loop's events"
         assert run.worst < 1.0, f"an order rested unknown or doubled for {run.worst:.2f}s"
         assert resting(s) == [], "no orphan after shutdown"
         await ex.close()

@@ -132,12 +132,18 @@ async def test_no_order_of_ours_rests_unknown_to_its_loop(tmp_path: Path) -> Non
     session.attach_agents(HeuristicReasoner(), interval_s=60.0)
     unknown_since: dict[str, tuple[str, float]] = {}  # order id -> (ticker, first seen)
     worst = 0.0
+    checks = 0
     for loop in session.loops.values():
-        original = loop.on_event
+        original = loop.feed  # what the session calls for each event
 
-        async def checked(ev: Any, loop: Any = loop, original: Any = original) -> None:
-            nonlocal worst
-            await original(ev)
+        def checked(ev: Any, loop: Any = loop, original: Any = original) -> Any:
+            return check_after(ev, loop, original(ev))
+
+        async def check_after(ev: Any, loop: Any, pending: Any) -> None:
+            nonlocal worst, checks
+            if pending is not None:
+                await pending
+            checks += 1
             venue = {o.order_id for o in await ex.get_orders(loop.ticker)}
             known = {o.order_id for o in loop.resting.values() if o is not None}
             unknown = venue - known
@@ -148,8 +154,9 @@ async def test_no_order_of_ours_rests_unknown_to_its_loop(tmp_path: Path) -> Non
                 _, first = unknown_since.setdefault(oid, (loop.ticker, ev.ts))
                 worst = max(worst, ev.ts - first)
 
-        loop.on_event = checked  # type: ignore[method-assign]
+        loop.feed = checked  # type: ignore[method-assign]
     await session.run(govern=False)
     store.close()
+    assert checks == session.events, "every event was checked"
     # in flight for an event or two while the fill and its order update arrive, never longer
     assert worst < 2.0, f"an order rested unknown to its loop for {worst:.1f}s"

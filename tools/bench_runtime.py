@@ -8,8 +8,9 @@
   did at the venue (orders placed, amended, cancelled, denied, fills, from its audit store);
   exits 1 when a configuration placed no order (its figure would measure no order traffic).
   Each configuration runs in a fresh subprocess so its peak memory (max RSS) is its own.
-* ``agents``: the fast path's book-event-to-order-decision latency (one ``MarketLoop.on_event``
-  call: book, estimators, quote, diff, risk gate, order calls on the simulator) while market
+* ``agents``: the fast path's book-event-to-order-decision latency (one ``MarketLoop.feed``
+  call and the order calls it returns: book, estimators, quote, diff, risk gate, order calls on
+  the simulator) while market
   agents run in the background on a reasoner that takes 2 s per call.
 * ``startup``: CPU seconds of short ``cfa`` commands from a cold interpreter (``--help``,
   ``govern status``/``pending``, ``audit verify`` of a small store); exits 1 when a ``--help``
@@ -203,14 +204,21 @@ async def _agents(seconds: float, speed: float, delay: float) -> dict[str, Any]:
         agents = session.attach_agents(_SlowReasoner(delay), interval_s=20.0)  # type: ignore[arg-type]
         lat: list[int] = []
         for loop in session.loops.values():
-            inner = loop.on_event
+            inner = loop.feed  # what the session calls for each event
 
-            async def timed(ev: Any, inner: Any = inner) -> None:
+            def timed(ev: Any, inner: Any = inner) -> Any:
                 t0 = time.perf_counter_ns()
-                await inner(ev)
+                pending = inner(ev)
+                if pending is None:
+                    lat.append(time.perf_counter_ns() - t0)
+                    return None
+                return finish(pending, t0)
+
+            async def finish(pending: Any, t0: int) -> None:
+                await pending  # the order calls the event led to
                 lat.append(time.perf_counter_ns() - t0)
 
-            loop.on_event = timed  # type: ignore[method-assign]
+            loop.feed = timed  # type: ignore[method-assign]
         await session.run()
         store.close()
     lat.sort()

@@ -304,7 +304,7 @@ class MarketLoop:
                     and ba is not None
                     and bb < ba
                     and (d.price < bb if d.outcome is Outcome.YES else d.price < ONE_DOLLAR - ba)
-                    and self.state is LoopState.READY
+                    and (self.state is LoopState.READY or self.state is LoopState.WARMING)
                     and self.paused is None
                     and not self._pending
                 ):
