@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from cfa.audit.encoding import encode_row_values
+from cfa.audit.encoding import encode_row_values, row_values_bytes
 from cfa.audit.errors import AuditError, AuditIntegrityError
 from cfa.audit.schema import chained_tables, quote_ident
 
@@ -65,7 +65,7 @@ class ChainHead:
 class RowHasher:
     """Computes row hashes for one table with a fixed list of content columns."""
 
-    __slots__ = ("_full", "_ncols", "_prefixes", "names", "table")
+    __slots__ = ("_bprefixes", "_full", "_ncols", "_prefixes", "names", "table")
 
     def __init__(self, table: str, names: Sequence[str]) -> None:
         self.table = table
@@ -80,6 +80,7 @@ class RowHasher:
             for n in range(self._ncols + 1)
         ]
         self._full = self._prefixes[-1]
+        self._bprefixes = [p.encode() for p in self._prefixes]
 
     def _trimmed(self, values: Sequence[Any]) -> tuple[str, Sequence[Any]]:
         if len(values) != self._ncols:
@@ -97,13 +98,25 @@ class RowHasher:
         return f'{prefix}{seq},"{prev_hash}",{encode_row_values(vals)}]'
 
     def digest(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
-        """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush)."""
+        """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush and
+        verify). The values array is written by :func:`~cfa.audit.encoding.row_values_bytes`
+        (orjson, byte-identical) when it can, else by the stdlib encoder."""
         if values[-1] is not None and len(values) == self._ncols:
-            prefix = self._full
+            n = self._ncols
         else:
-            prefix, values = self._trimmed(values)
+            values = self._trimmed(values)[1]
+            n = len(values)
+        body = row_values_bytes(values)
         h = _SHA256_EMPTY.copy()
-        h.update(f'{prefix}{seq},"{prev_hash}",{encode_row_values(values)}]'.encode())
+        if body is None:
+            h.update(
+                f'{self._prefixes[n]}{seq},"{prev_hash}",{encode_row_values(values)}]'.encode()
+            )
+        else:
+            h.update(self._bprefixes[n])
+            h.update(f'{seq},"{prev_hash}",'.encode())
+            h.update(body)
+            h.update(b"]")
         return h.hexdigest()
 
 
