@@ -305,7 +305,7 @@ class Session:
             self.events += 1
             n = self.events
             if n % flush_every == 0:
-                self.recorder.flush_events()
+                self.recorder.close_aged(ev.ts)
                 try:
                     self.sink.maybe_flush()
                 except Exception as exc:
