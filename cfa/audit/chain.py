@@ -34,11 +34,13 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -316,6 +318,23 @@ def _anchor_problem(
     return (anchor.seq, None, f"row seq {anchor.seq} of the anchor is missing")
 
 
+def _pool_context() -> BaseContext:
+    """How verify workers start: ``fork`` when this process runs a single thread, else
+    ``forkserver`` (or ``spawn``).
+
+    A forked child could inherit a SQLite mutex held by *another* thread of this process (an
+    open AuditStore's checkpointer) and deadlock, so with other threads running the workers
+    start fresh. But a fresh worker re-runs the parent's main script first (multiprocessing's
+    main-module fix-up): under the ``cfa`` console script that imports the whole CLI in every
+    worker, which made two workers slower than one. With one thread no lock can be held by
+    anyone else at the fork (this thread is between SQLite calls; the workers open their own
+    connections and never touch the inherited one), and a forked worker imports nothing."""
+    methods = get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return get_context("fork")
+    return get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def verify(
     path: str | os.PathLike[str],
     *,
@@ -375,11 +394,7 @@ def verify(
             if lo <= s[2] and lo + step - 1 >= s[1]
         ]
         if parts > 1:
-            # forkserver/spawn, not fork: a forked child could inherit a SQLite mutex held by a
-            # thread of this process (an open AuditStore's checkpointer) and deadlock.
-            methods = get_all_start_methods()
-            ctx = get_context("forkserver" if "forkserver" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
                 results = list(pool.map(_check_unit, *zip(*units, strict=True)))
         else:
             results = [_check_unit(*u) for u in units]
