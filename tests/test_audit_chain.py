@@ -304,6 +304,23 @@ def test_parallel_verify_agrees(db: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not r.ok and r.first_bad_seq == 7, r
 
 
+def test_verify_workers_fork_only_without_other_threads(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single-threaded caller (the CLI) forks its workers (no re-import of the main script);
+    with another thread running (an open store's checkpointer) they start fresh."""
+    import threading
+
+    monkeypatch.setattr(chain_mod, "_PARALLEL_MIN_ROWS", 10)
+    if threading.active_count() == 1:
+        assert chain_mod._pool_context().get_start_method() == "fork"
+    with AuditStore.open(db.parent / "other.db"):  # starts the checkpointer thread
+        assert threading.active_count() > 1
+        assert chain_mod._pool_context().get_start_method() != "fork"
+        r = verify(db, workers=2)
+    assert r.ok and r.rows == N_ROWS and r.head == verify(db, workers=1).head
+
+
 def test_added_nullable_column_keeps_old_hashes(db: Path) -> None:
     tamper(db, "ALTER TABLE market_events ADD COLUMN venue TEXT")
     assert verify(db).ok

@@ -34,16 +34,18 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from cfa.audit.encoding import encode_row_values
+from cfa.audit.encoding import encode_row_values, row_values_bytes
 from cfa.audit.errors import AuditError, AuditIntegrityError
 from cfa.audit.schema import chained_tables, quote_ident
 
@@ -65,7 +67,7 @@ class ChainHead:
 class RowHasher:
     """Computes row hashes for one table with a fixed list of content columns."""
 
-    __slots__ = ("_full", "_ncols", "_prefixes", "names", "table")
+    __slots__ = ("_bprefixes", "_full", "_ncols", "_prefixes", "names", "table")
 
     def __init__(self, table: str, names: Sequence[str]) -> None:
         self.table = table
@@ -80,6 +82,7 @@ class RowHasher:
             for n in range(self._ncols + 1)
         ]
         self._full = self._prefixes[-1]
+        self._bprefixes = [p.encode() for p in self._prefixes]
 
     def _trimmed(self, values: Sequence[Any]) -> tuple[str, Sequence[Any]]:
         if len(values) != self._ncols:
@@ -97,13 +100,25 @@ class RowHasher:
         return f'{prefix}{seq},"{prev_hash}",{encode_row_values(vals)}]'
 
     def digest(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
-        """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush)."""
+        """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush and
+        verify). The values array is written by :func:`~cfa.audit.encoding.row_values_bytes`
+        (orjson, byte-identical) when it can, else by the stdlib encoder."""
         if values[-1] is not None and len(values) == self._ncols:
-            prefix = self._full
+            n = self._ncols
         else:
-            prefix, values = self._trimmed(values)
+            values = self._trimmed(values)[1]
+            n = len(values)
+        body = row_values_bytes(values)
         h = _SHA256_EMPTY.copy()
-        h.update(f'{prefix}{seq},"{prev_hash}",{encode_row_values(values)}]'.encode())
+        if body is None:
+            h.update(
+                f'{self._prefixes[n]}{seq},"{prev_hash}",{encode_row_values(values)}]'.encode()
+            )
+        else:
+            h.update(self._bprefixes[n])
+            h.update(f'{seq},"{prev_hash}",'.encode())
+            h.update(body)
+            h.update(b"]")
         return h.hexdigest()
 
 
@@ -303,6 +318,23 @@ def _anchor_problem(
     return (anchor.seq, None, f"row seq {anchor.seq} of the anchor is missing")
 
 
+def _pool_context() -> BaseContext:
+    """How verify workers start: ``fork`` when this process runs a single thread, else
+    ``forkserver`` (or ``spawn``).
+
+    A forked child could inherit a SQLite mutex held by *another* thread of this process (an
+    open AuditStore's checkpointer) and deadlock, so with other threads running the workers
+    start fresh. But a fresh worker re-runs the parent's main script first (multiprocessing's
+    main-module fix-up): under the ``cfa`` console script that imports the whole CLI in every
+    worker, which made two workers slower than one. With one thread no lock can be held by
+    anyone else at the fork (this thread is between SQLite calls; the workers open their own
+    connections and never touch the inherited one), and a forked worker imports nothing."""
+    methods = get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return get_context("fork")
+    return get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def verify(
     path: str | os.PathLike[str],
     *,
@@ -362,11 +394,7 @@ def verify(
             if lo <= s[2] and lo + step - 1 >= s[1]
         ]
         if parts > 1:
-            # forkserver/spawn, not fork: a forked child could inherit a SQLite mutex held by a
-            # thread of this process (an open AuditStore's checkpointer) and deadlock.
-            methods = get_all_start_methods()
-            ctx = get_context("forkserver" if "forkserver" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
                 results = list(pool.map(_check_unit, *zip(*units, strict=True)))
         else:
             results = [_check_unit(*u) for u in units]

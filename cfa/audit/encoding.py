@@ -27,6 +27,13 @@ or a list (dicts and lists are checked recursively); a string value is still red
 applies to keys only: free-text columns (``reason``, ...) are written as given, so never put a
 secret in one. Redactions are counted in :attr:`AuditStore.stats`.
 
+**Typed event batches.** A ``market_events`` payload built by :func:`cfa.audit.records.events_row`
+from typed events is an :class:`EventBatch`: ``{"events": [...], "n": len}`` whose items are the
+compact arrays of :mod:`cfa.audit.records` (fixed positions, no free dict keys). It is encoded by
+orjson when that is provably byte-identical to the rule above, with no secret scan (there is no
+key to scan); see :func:`event_batch_json` for the guards. Any other payload (a plain dict from
+anywhere) takes the general path and is scanned.
+
 **Typed columns** are normalised so that what SQLite stores (and later returns to the chain
 verifier) is exactly what was hashed: ``int`` columns take ints (bools and ``IntEnum`` become
 ints), ``real`` columns take finite floats (ints become floats; NaN and ±inf are rejected),
@@ -49,6 +56,11 @@ from json import encoder as _json_encoder
 from typing import Any, Final
 
 from cfa.audit.errors import AuditError
+
+try:  # a declared dependency; without it every payload takes the (identical, slower) stdlib path
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
 
 REDACTED: Final = "[REDACTED]"
 """What a secret value is replaced with."""
@@ -187,13 +199,106 @@ def _sanitize(obj: Any, redactions: list[int], depth: int = 0) -> Any:
     return _sanitize(converted, redactions, depth + 1)
 
 
+class EventBatch(Mapping[str, Any]):
+    """The payload of one ``market_events`` row: ``{"events": events, "n": len(events)}``.
+
+    ``events`` are compact event arrays made by :func:`cfa.audit.records.encode_event` (a list
+    per event: a kind letter, then fixed fields: str, int, float, bool, None, str enums, and
+    lists of ``[price, size]`` pairs; a ``"m"`` item may hold a market dict). Read like the dict
+    it stands for; its canonical text is :func:`event_batch_json`. The list is not copied:
+    do not change it after the row was appended.
+    """
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[list[Any]]) -> None:
+        self.events = events
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "events":
+            return self.events
+        if key == "n":
+            return len(self.events)
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(("events", "n"))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __repr__(self) -> str:
+        return f"EventBatch(n={len(self.events)})"
+
+
+_ORJSON_STRICT: Final = (
+    0
+    if _orjson is None
+    else _orjson.OPT_PASSTHROUGH_DATETIME
+    | _orjson.OPT_PASSTHROUGH_DATACLASS
+    | _orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+"""orjson options under which every type it does not encode exactly like the stdlib rule
+(datetimes, dataclasses, str/int/dict/list subclasses other than enums) raises instead."""
+
+_ORJSON_FLOAT_MIN: Final = 1e-4
+"""orjson writes a float exactly as Python's ``repr`` when it is finite and ``0`` or of
+magnitude ``>= 1e-4`` (below, ``repr`` uses ``1e-05`` and orjson ``0.00001``; non-finite
+floats become ``null``, which the rule forbids)."""
+
+_TS_AT_2: Final = frozenset(("d", "s"))
+"""Event kinds whose ``ts`` is item[2] (after ``seq``); the others have it at item[1]."""
+
+
+def event_batch_json(items: list[list[Any]]) -> tuple[str, int]:
+    """Canonical text of ``{"events": items, "n": len(items)}`` (and 0 redactions, or the
+    general path's count), byte-identical to :func:`canonical_json` of that dict.
+
+    Fast path (orjson, no secret scan) only when all of these hold, else the general path:
+
+    * orjson encodes the items under :data:`_ORJSON_STRICT` (it raises for ints beyond 64 bits,
+      non-str keys, ``Decimal``, bytes, datetimes, dataclasses, subclasses of str/int other
+      than enums, which then take the general path); str enums are written as their values,
+      as the stdlib encoder writes them (their str data);
+    * the text holds no ``{``: no dict at any depth (so no key that could name a secret, no
+      market dict of an ``"m"`` item with floats inside) and no ``{`` in any string;
+    * every item's ``ts`` (the float field of each kind) is finite and ``>= 1e-4``
+      (:data:`_ORJSON_FLOAT_MIN`).
+
+    **Precondition (not checked: it would cost as much as the encoding):** the other fields
+    have the types of the event dataclasses (ints, strings, bools, None). A float in an int
+    field is a type error of the producer; it is still written exactly unless it is
+    non-finite or of magnitude below 1e-4 (orjson would write ``null`` or ``1e-7`` where the
+    rule writes ``"NaN"`` or ``1e-07``). The simulator, the Kalshi decoders and
+    :func:`~cfa.audit.records.decode_event` produce the declared types.
+    """
+    if _orjson is not None and items:
+        try:
+            body = _orjson.dumps(items, option=_ORJSON_STRICT)
+        except (TypeError, ValueError):
+            body = b"{"
+        if b"{" not in body:
+            try:
+                ts = [it[2] if it[0] in _TS_AT_2 else it[1] for it in items]
+                ok = min(ts) >= _ORJSON_FLOAT_MIN and math.isfinite(sum(ts))
+            except (TypeError, IndexError):
+                ok = False
+            if ok:
+                text = body.decode()
+                return f'{{"events":{text},"n":{len(items)}}}', 0
+    return canonical_json({"events": items, "n": len(items)})
+
+
 def canonical_json(obj: Any) -> tuple[str, int]:
     """Canonical payload text of ``obj`` and the number of secrets redacted from it.
 
-    Fast path: one C-encoder pass; the slower sanitising walk runs only when the text mentions
-    a secret word anywhere or the value holds a non-finite float or a key JSON cannot sort.
+    An :class:`EventBatch` takes :func:`event_batch_json`. Otherwise: one C-encoder pass; the
+    slower sanitising walk runs only when the text mentions a secret word anywhere or the value
+    holds a non-finite float or a key JSON cannot sort.
     Raises :class:`AuditError` for values that are not storable.
     """
+    if type(obj) is EventBatch:
+        return event_batch_json(obj.events)
     try:
         text = _encode_payload(obj)
     except (ValueError, TypeError, RecursionError):
@@ -321,3 +426,31 @@ _ROW_ENCODE: Callable[[Any], str] = _make_encoder(
 def encode_row_values(values: Sequence[Any]) -> str:
     """Compact JSON array (non-ASCII kept) of normalised column values (the chain's body)."""
     return _ROW_ENCODE(values)
+
+
+_ROW_OPTS: Final = 0 if _orjson is None else _ORJSON_STRICT
+_FLOAT = float
+
+
+def row_values_bytes(values: Sequence[Any]) -> bytes | None:
+    """UTF-8 of :func:`encode_row_values` by orjson, or None when orjson cannot be trusted to
+    write the same bytes (then the caller uses :func:`encode_row_values`).
+
+    Column values are None, ints, strs and finite floats (what SQLite returns). orjson writes
+    str exactly as the stdlib encoder with ``ensure_ascii=False`` (the same escapes: a backslash
+    before a quote or a backslash, the short forms of backspace, form feed, newline, return and
+    tab, ``u00XX`` for the other controls below 0x20; everything else as UTF-8)
+    and ints as their digits; it raises for ints beyond 64 bits, bytes, lone surrogates and
+    subclasses, and a float is handed to the stdlib unless it is ``0`` or of magnitude in
+    ``[1e-4, inf)`` (:data:`_ORJSON_FLOAT_MIN`).
+    """
+    if _orjson is None:
+        return None
+    for v in values:
+        if type(v) is _FLOAT and not (v == 0.0 or _ORJSON_FLOAT_MIN <= abs(v) < math.inf):
+            return None
+    try:
+        out: bytes = _orjson.dumps(values, option=_ROW_OPTS)
+    except (TypeError, ValueError):
+        return None
+    return out

@@ -1,10 +1,24 @@
 """Records what the runtime consumed and did, for one run, in the audit store.
 
 Market events are buffered per market and written as one ``market_events`` row per batch
-(:mod:`cfa.audit.records`); a market's batch is closed before any other row about that market
-(an order, a fill, a parameter change, a risk event, a decision) is written, so the audit store
-holds each market's history in the exact order it happened. :meth:`Recorder.flush_events`
-closes every open batch (the session calls it before flushing the store and at the end).
+(:mod:`cfa.audit.records`). **When a market's batch is closed** (appended to the sink as one
+row):
+
+* when it holds :data:`~cfa.audit.records.MAX_BATCH` events;
+* before any other row about that market (an order, a fill, a parameter change, a risk event,
+  a decision) is written, so the audit store holds each market's history in the exact order it
+  happened;
+* by :meth:`Recorder.close_aged` (the session's periodic flush) once its oldest event is
+  ``max_age_s`` or more seconds of *event time* older than the event being consumed;
+* by :meth:`Recorder.flush_events` (every batch: the wall-time flush, halts, shutdown).
+
+**Durability.** An open batch lives only in this process: a crash loses the open batches (and
+what the store had not committed yet, see :mod:`cfa.audit.store`). That is bounded: per market
+at most ``MAX_BATCH`` events, and — with ``close_aged`` called at least every ``flush_every``
+events and ``flush_events`` on the wall-time flush — at most ``max_age_s`` seconds of event time
+plus the events of one flush period, whichever flush comes first. Only market data can be lost
+that way, never a decision: a market's batch is closed before each of its order, fill, parameter
+and risk rows, so every event a recorded decision followed was appended before it.
 """
 
 from __future__ import annotations
@@ -24,31 +38,66 @@ class RowSink(Protocol):
     def append(self, table: str, row: Mapping[str, Any]) -> None: ...
 
 
+DEFAULT_MAX_AGE_S = 2.0
+"""Default age limit of an open batch, seconds of event time. A thin market (about 5 events a
+second) then writes about 10 events per row instead of one or two, a busy one (above 256 events
+a second) still fills :data:`MAX_BATCH` first, and a crash loses at most about 2 s of a market's
+data, which is also about the store's own commit horizon for a live run (wall-time flush)."""
+
+
 class Recorder:
-    """Appends the rows of one run to a :class:`RowSink`."""
+    """Appends the rows of one run to a :class:`RowSink` (see the module doc for batching).
 
-    __slots__ = ("_pending", "run_id", "sink")
+    ``max_age_s``: the age limit of an open batch for :meth:`close_aged`, seconds of event
+    time (> 0).
+    """
 
-    def __init__(self, sink: RowSink, run_id: str) -> None:
+    __slots__ = ("_opened", "_pending", "max_age_s", "run_id", "sink")
+
+    def __init__(self, sink: RowSink, run_id: str, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
+        if not max_age_s > 0:
+            raise ValueError(f"max_age_s must be > 0, not {max_age_s!r}")
         self.sink = sink
         self.run_id = run_id
+        self.max_age_s = max_age_s
         self._pending: dict[str, list[list[Any]]] = {}
+        self._opened: dict[str, float] = {}
+        """Per market with an open batch: its first event's ts (epoch seconds)."""
 
     def market_event(self, ev: MarketEvent) -> None:
         """Buffer one consumed event (cheap: no encoding to JSON, no I/O)."""
         items = self._pending.get(ev.ticker)
         if items is None:
             items = self._pending[ev.ticker] = []
+            self._opened[ev.ticker] = ev.ts
         items.append(encode_event(ev))
         if len(items) >= MAX_BATCH:
             self._close(ev.ticker)
 
     def _close(self, market: str) -> None:
         items = self._pending.pop(market, None)
+        self._opened.pop(market, None)
         if items:
             row = events_row(market, items)
             row["run_id"] = self.run_id
             self.sink.append("market_events", row)
+
+    @property
+    def open_batches(self) -> int:
+        """Markets with an open (not yet appended) batch of events."""
+        return len(self._pending)
+
+    def close_aged(self, now_ts: float) -> int:
+        """Close the batches whose oldest event is ``max_age_s`` or more older than ``now_ts``
+        (event time, epoch seconds: the event being consumed); returns how many were closed.
+
+        Cost: one pass over the markets with an open batch (a dict comprehension), then one row
+        per closed batch. Closed in the order the batches were opened."""
+        limit = now_ts - self.max_age_s
+        aged = [m for m, t in self._opened.items() if t <= limit]
+        for market in aged:
+            self._close(market)
+        return len(aged)
 
     def flush_events(self) -> None:
         """Close every market's open batch of events."""

@@ -322,7 +322,7 @@ class Session:
                 self.events = n = self.events + 1
                 if n >= next_flush:
                     next_flush = n + flush_every
-                    self.recorder.flush_events()
+                    self.recorder.close_aged(ts)
                     try:
                         self.sink.maybe_flush()
                     except Exception as exc:
