@@ -23,16 +23,34 @@ from cfa.exchange.sim import SimExchange
 DURATION = 240.0
 
 GOLDEN: dict[tuple[str, int], tuple[str, int]] = {
-    ('calm', 1): ('bd5c966845e0f8a2c2fc1d910967c6a5f0a355f13f1c812fa6d6e7b099cce97f', 28375),
-    ('calm', 7): ('ee160ba96ed492964f655c7e9ccc1131834808a82a8d67ca4439f3ab96e43710', 40424),
-    ('thin', 1): ('5b5d79cc5ee6bd6eb040f5bfcb9e4f269f4a580d7dfd8c1cd5e0f230cb3c642d', 3169),
-    ('thin', 7): ('62eb0ea94712c89500e8dee3b55f0cd6d238c7409cdc582d6e109f7227c6203c', 3493),
-    ('regime-shift', 1): ('ef83a70eb5965f766ecf3a16f58709412480e491b24acd424c8252aa2b655ebe', 33119),
-    ('regime-shift', 7): ('f621475fa830e653eac0c5f75039bfbd3f85722fe6ea24d3938b15605faee9e4', 34137),
-    ('informed-flow', 1): ('bce2e8023ffeb7ee7d21f52e2ea5d8bb644810b6793803ed0b4d818b7f31ddd3', 46030),
-    ('informed-flow', 7): ('eb9f29e91a8e22ebc9b426457f86a2e2bf17038cc4c6c1a211c30507605e9f69', 44327),
-    ('close-approach', 1): ('77830c25a715e1866cced80121b7b423fdedc3ba0f705d719a9784125cef795a', 67123),
-    ('close-approach', 7): ('1fd1743b40fe0ba88189ec7b73e06c4e459f382196040e777a356f363a4962e8', 77549),
+    ("calm", 1): ("bd5c966845e0f8a2c2fc1d910967c6a5f0a355f13f1c812fa6d6e7b099cce97f", 28375),
+    ("calm", 7): ("ee160ba96ed492964f655c7e9ccc1131834808a82a8d67ca4439f3ab96e43710", 40424),
+    ("thin", 1): ("5b5d79cc5ee6bd6eb040f5bfcb9e4f269f4a580d7dfd8c1cd5e0f230cb3c642d", 3169),
+    ("thin", 7): ("62eb0ea94712c89500e8dee3b55f0cd6d238c7409cdc582d6e109f7227c6203c", 3493),
+    ("regime-shift", 1): (
+        "ef83a70eb5965f766ecf3a16f58709412480e491b24acd424c8252aa2b655ebe",
+        33119,
+    ),
+    ("regime-shift", 7): (
+        "f621475fa830e653eac0c5f75039bfbd3f85722fe6ea24d3938b15605faee9e4",
+        34137,
+    ),
+    ("informed-flow", 1): (
+        "bce2e8023ffeb7ee7d21f52e2ea5d8bb644810b6793803ed0b4d818b7f31ddd3",
+        46030,
+    ),
+    ("informed-flow", 7): (
+        "eb9f29e91a8e22ebc9b426457f86a2e2bf17038cc4c6c1a211c30507605e9f69",
+        44327,
+    ),
+    ("close-approach", 1): (
+        "77830c25a715e1866cced80121b7b423fdedc3ba0f705d719a9784125cef795a",
+        67123,
+    ),
+    ("close-approach", 7): (
+        "1fd1743b40fe0ba88189ec7b73e06c4e459f382196040e777a356f363a4962e8",
+        77549,
+    ),
 }
 
 
