@@ -359,9 +359,11 @@ class RegimeMonitor:
         "_cache_samples",
         "_flow",
         "_imb",
+        "_mid",
         "_n",
         "_prev_x",
         "_x",
+        "_x_mid",
         "causality_level",
         "d2_cap_level",
         "lags",
@@ -411,7 +413,11 @@ class RegimeMonitor:
         self._buf = np.empty((2 * window, K), dtype=np.float64)
         self._n = 0
         self._bin: int | None = None
-        self._x: float | None = None
+        self._mid: float | None = None
+        """The last valid mid seen (dollars)."""
+        self._x = 0.0
+        self._x_mid: float | None = None
+        """The mid whose logit ``_x`` holds."""
         self._imb: float | None = None
         self._flow = 0.0
         self._prev_x: float | None = None
@@ -428,9 +434,11 @@ class RegimeMonitor:
         the taker contracts of this event (+ bought YES, − sold YES), 0 for a book-only event.
         None or non-finite values (and mids outside (0, 1)) leave the last known value in place.
         """
-        self._advance(t)
+        k = math.floor(t / self.sample_interval)
+        if self._bin is None or k > self._bin:
+            self._advance_to(k)
         if mid is not None and 0.0 < mid < 1.0:
-            self._x = math.log(mid / (1.0 - mid))
+            self._mid = mid  # logit taken when the interval closes: only its last mid counts
         if imbalance is not None and math.isfinite(imbalance):
             self._imb = imbalance
         if signed_flow and math.isfinite(signed_flow):
@@ -467,7 +475,9 @@ class RegimeMonitor:
     # -- sampling ---------------------------------------------------------------------------
 
     def _advance(self, t: float) -> None:
-        k = math.floor(t / self.sample_interval)
+        self._advance_to(math.floor(t / self.sample_interval))
+
+    def _advance_to(self, k: int) -> None:
         if self._bin is None:
             self._bin = k
             return
@@ -480,9 +490,13 @@ class RegimeMonitor:
 
     def _close_interval(self) -> None:
         flow, self._flow = self._flow, 0.0
-        x, imb = self._x, self._imb
-        if x is None or imb is None:
+        mid, imb = self._mid, self._imb
+        if mid is None or imb is None:
             return
+        x = self._x
+        if mid != self._x_mid:  # logit of the last mid seen, computed once per distinct mid
+            x = self._x = math.log(mid / (1.0 - mid))
+            self._x_mid = mid
         if self._prev_x is None:
             self._prev_x = x
             return

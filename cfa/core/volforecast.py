@@ -192,6 +192,8 @@ class GarchForecast:
         """
         if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0.0):
             return
+        if self._last_x is not None and t - self._last_sample_t < self.interval_s:
+            return  # before the next sample is due (checked before the log: every check returns)
         if not (isinstance(mid, (int, float)) and 0.0 < mid < 1.0):  # NaN fails too
             return
         x = math.log(mid / (1.0 - mid))
@@ -201,8 +203,6 @@ class GarchForecast:
             self._last_x, self._last_sample_t = x, t
             return
         elapsed = t - self._last_sample_t
-        if elapsed < self.interval_s:
-            return
         r = (x - self._last_x) * math.sqrt(self.interval_s / elapsed)
         self._returns.append(r)
         self._version += 1
