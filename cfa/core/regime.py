@@ -374,6 +374,10 @@ class RegimeMonitor:
         "window",
     )
 
+    SLACK = 64
+    """Rows beyond ``window`` in the sample buffer: the last ``window`` rows are moved to the
+    front once every ``SLACK`` samples (a buffer of ``2·window`` rows cost 14 KB a market)."""
+
     def __init__(
         self,
         window: int = DEFAULT_WINDOW,
@@ -410,7 +414,7 @@ class RegimeMonitor:
         self.d2_cap_level = d2_cap_level
         self.samples = 0
         """Samples taken since creation (rows ever appended)."""
-        self._buf = np.empty((2 * window, K), dtype=np.float64)
+        self._buf = np.empty((window + self.SLACK, K), dtype=np.float64)
         self._n = 0
         self._bin: int | None = None
         self._mid: float | None = None
@@ -500,8 +504,8 @@ class RegimeMonitor:
         if self._prev_x is None:
             self._prev_x = x
             return
-        if self._n == self._buf.shape[0]:
-            self._buf[: self.window] = self._buf[self.window :]
+        if self._n == self._buf.shape[0]:  # keep the last window rows, at the front
+            self._buf[: self.window] = self._buf[self._n - self.window : self._n]
             self._n = self.window
         row = self._buf[self._n]
         row[0] = x - self._prev_x
