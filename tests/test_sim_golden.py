@@ -100,3 +100,20 @@ async def test_event_stream_is_unchanged(scenario: str, seed: int) -> None:
     digest, n = await stream_digest(scenario, seed)
     assert n > 100
     assert GOLDEN[(scenario, seed)] == (digest, n)
+
+
+async def test_get_trades_gives_the_streamed_trades_newest_last() -> None:
+    """The compact store of recent trades gives back the trades the stream carried, also once
+    more than ``RECENT_TRADES`` have printed (the store is a ring)."""
+    from cfa.core.types import Trade
+    from cfa.exchange.sim.matching import RECENT_TRADES
+
+    for duration in (60.0, 3600.0):
+        ex = SimExchange.from_scenarios(["informed-flow"], seed=3, duration=duration)
+        t = ex.tickers[0]
+        seen = [ev async for ev in ex.stream([t]) if isinstance(ev, Trade)]
+        assert seen
+        for limit in (1, 5, 100, RECENT_TRADES, RECENT_TRADES + 50):
+            assert await ex.get_trades(t, limit) == seen[-min(limit, RECENT_TRADES) :]
+        assert await ex.get_trades(t, 0) == []
+    assert len(seen) > 2 * RECENT_TRADES

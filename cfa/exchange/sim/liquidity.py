@@ -68,9 +68,10 @@ NOOP = 7
 class Tape:
     """One batch of pre-drawn events, in time order (see the module docstring for columns).
 
-    Columns are numpy arrays (8 bytes per event and column, 1 for ``kind``), not lists of
-    Python scalars (about 30 bytes per value): a market holds one batch of up to ``CHUNK``
-    events at all times, so this is most of a simulated market's memory. The market turns
+    Columns are numpy arrays (8 bytes per event and column; 4 for an integer column whose
+    values fit, 1 for ``kind``), not lists of Python scalars (about 30 bytes per value): a
+    market holds one batch of up to ``CHUNK`` events at all times, so this is most of a
+    simulated market's memory. The market turns
     them into lists a slice at a time (``.tolist()`` gives the same Python values).
     """
 
@@ -85,6 +86,16 @@ class Tape:
         self.size: np.ndarray = _EMPTY_I
         self.pu: np.ndarray = _EMPTY_F
         self.n = 0
+
+
+_I32 = np.iinfo(np.int32)
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """``a`` (int64) as int32 when every value fits (half the memory, the same values)."""
+    if a.size and _I32.min <= int(a.min()) and int(a.max()) <= _I32.max:
+        return a.astype(np.int32)
+    return a
 
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
@@ -265,10 +276,10 @@ class FlowModel:
 
         tape.t = np.ascontiguousarray(times, dtype=np.float64)
         tape.kind = code.astype(np.int8)  # 0..7
-        tape.lvl = lvl.astype(np.int64)
-        tape.aux = aux.astype(np.int64)
-        tape.thr = np.rint(thr).astype(np.int64)
-        tape.size = size.astype(np.int64)
+        tape.lvl = _narrow(lvl.astype(np.int64))
+        tape.aux = _narrow(aux.astype(np.int64))
+        tape.thr = _narrow(np.rint(thr).astype(np.int64))
+        tape.size = _narrow(size.astype(np.int64))
         tape.pu = np.asarray(pu, dtype=np.float64)
         tape.n = m
         return tape, reached

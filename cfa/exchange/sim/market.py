@@ -42,7 +42,7 @@ from cfa.exchange.sim.scenarios import Scenario
 
 CHUNK = 4096
 """Most events drawn per batch (fewer when a rare event or the close comes first)."""
-ROWS = 256
+ROWS = 64
 """Tape rows turned into Python lists at a time (the tape itself stays in numpy arrays)."""
 CHUNK_SECONDS = 30.0
 """A batch covers about this much simulated time (at least 256 events), so that a thin market
