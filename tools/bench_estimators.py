@@ -8,12 +8,16 @@ into fresh estimators ``--repeat`` times and reports CPU µs per recorded call a
 event of the run. No clock, no I/O in the replay: it measures the estimators only.
 
     .venv/bin/python tools/bench_estimators.py [--seconds 1800] [--seed 1] [--repeat 5]
+    .venv/bin/python tools/bench_estimators.py --save calls.pkl   # then, for instructions:
+    valgrind --tool=callgrind .venv/bin/python tools/bench_estimators.py --load calls.pkl \
+        --repeat 1   # minus the same with --repeat 0
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import pickle
 import resource
 import sys
 import tempfile
@@ -110,8 +114,25 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=1800.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--save", type=Path, help="also write the recorded calls here (pickle)")
+    p.add_argument(
+        "--load",
+        type=Path,
+        help="replay calls written by --save instead of recording (one replay per --repeat, "
+        "no per-kind figures: for `valgrind --tool=callgrind`, with --repeat 0 as baseline)",
+    )
     args = p.parse_args()
+    if args.load is not None:
+        with args.load.open("rb") as f:
+            calls, events = pickle.load(f)
+        for _ in range(args.repeat):
+            replay(calls)
+        print(f"replayed {len(calls):,} calls x {args.repeat} ({events:,} events)")
+        return 0
     calls, events = record(args.seconds, args.seed)
+    if args.save is not None:
+        with args.save.open("wb") as f:
+            pickle.dump((calls, events), f)
     best = min(replay(calls) for _ in range(args.repeat))
     kinds = Counter(k for k, _ in calls)
     print(f"calm market, seed {args.seed}, {args.seconds:g} sim s: {events:,} events")
