@@ -219,3 +219,22 @@ def test_never_raises_or_warns_on_pathological_input(
     if fit is not None:
         assert 0.0 <= fit.persistence <= 1.0 and fit.omega > 0.0
         assert math.isfinite(fit.sigma_long_run) and fit.sigma_long_run > 0.0
+
+
+def test_the_window_is_the_last_max_returns_returns() -> None:
+    """The compact buffer holds exactly what a deque(maxlen=max_returns) of the returns would."""
+    from collections import deque
+
+    g = GarchForecast(interval_s=1.0, min_returns=10, max_returns=50, min_nonzero=1)
+    ref: deque[float] = deque(maxlen=50)
+    x_prev = None
+    for k in range(1, 400):
+        mid = 0.5 + 0.2 * math.sin(k * 0.37)
+        g.update(float(k), mid)
+        x = math.log(mid / (1.0 - mid))
+        if x_prev is not None:
+            ref.append(x - x_prev)
+        x_prev = x
+        assert g.samples == len(ref)
+        held = list(g._returns[len(g._returns) - g.samples :])
+        assert held == list(ref)

@@ -182,9 +182,9 @@ class LogitVolatility:
 
     def update(self, t: float, mid: float) -> None:
         """Observe the mid (dollars, strictly inside (0, 1)) at time ``t`` seconds."""
-        if not (0.0 < mid < 1.0) or not math.isfinite(t):
-            return
         if self._last_x is not None and t - self._last_t < self.interval:
+            return  # (checked first: the common case; both checks only return)
+        if not (0.0 < mid < 1.0) or not math.isfinite(t):
             return
         x = math.log(mid / (1.0 - mid))
         if self._last_x is not None:
@@ -255,11 +255,14 @@ class FillRates:
     """
 
     __slots__ = (
+        "_ask_fills",
+        "_ask_quoted",
+        "_ask_quoting",
+        "_bid_fills",
+        "_bid_quoted",
+        "_bid_quoting",
         "_decay",
-        "_fills",
         "_last_t",
-        "_quoted",
-        "_quoting",
         "last_fill_t",
         "min_quoted",
     )
@@ -267,47 +270,54 @@ class FillRates:
     def __init__(self, half_life: float = 600.0, min_quoted: float = 30.0) -> None:
         self._decay = math.log(2.0) / half_life
         self.min_quoted = min_quoted
-        self._fills = {Side.BID: 0.0, Side.ASK: 0.0}
-        self._quoted = {Side.BID: 0.0, Side.ASK: 0.0}
-        self._quoting = {Side.BID: False, Side.ASK: False}
+        self._bid_fills = self._ask_fills = 0.0
+        self._bid_quoted = self._ask_quoted = 0.0
+        self._bid_quoting = self._ask_quoting = False
         self._last_t: float | None = None
         self.last_fill_t: dict[Side, float | None] = {Side.BID: None, Side.ASK: None}
 
     def mark(self, t: float, bid_quoted: bool, ask_quoted: bool) -> None:
         """Advance to ``t`` and record which sides are quoted from now on."""
-        if self._last_t is not None and t > self._last_t:
-            dt = t - self._last_t
-            f = math.exp(-self._decay * dt)
-            for side in (Side.BID, Side.ASK):
-                self._fills[side] *= f
-                if self._quoting[side]:
-                    # quoted time accrues while it decays: ∫ e^{-λ(t-s)} ds over the step
-                    self._quoted[side] = self._quoted[side] * f + (1.0 - f) / self._decay
+        last = self._last_t
+        if last is None or t > last:
+            if last is not None:
+                f = math.exp(-self._decay * (t - last))
+                self._bid_fills *= f
+                self._ask_fills *= f
+                # quoted time accrues while it decays: ∫ e^{-λ(t-s)} ds over the step
+                if self._bid_quoting:
+                    self._bid_quoted = self._bid_quoted * f + (1.0 - f) / self._decay
                 else:
-                    self._quoted[side] *= f
-        if self._last_t is None or t > self._last_t:
+                    self._bid_quoted *= f
+                if self._ask_quoting:
+                    self._ask_quoted = self._ask_quoted * f + (1.0 - f) / self._decay
+                else:
+                    self._ask_quoted *= f
             self._last_t = t
-        self._quoting[Side.BID] = bid_quoted
-        self._quoting[Side.ASK] = ask_quoted
+        self._bid_quoting = bid_quoted
+        self._ask_quoting = ask_quoted
 
     def on_fill(self, t: float, side: Side) -> None:
         """Count one fill (of any size)."""
-        self._fills[side] += 1.0
+        if side is Side.BID:
+            self._bid_fills += 1.0
+        else:
+            self._ask_fills += 1.0
         self.last_fill_t[side] = t
 
     def per_minute(self, side: Side) -> float | None:
         """Decayed fills per quoted minute, or None with under ``min_quoted`` quoted seconds."""
-        quoted = self._quoted[side]
+        quoted = self.quoted_seconds(side)
         if quoted < self.min_quoted:
             return None
-        return 60.0 * self._fills[side] / quoted
+        return 60.0 * self.fills(side) / quoted
 
     def fills(self, side: Side) -> float:
         """Decayed fill count behind :meth:`per_minute` (an effective sample size)."""
-        return self._fills[side]
+        return self._bid_fills if side is Side.BID else self._ask_fills
 
     def quoted_seconds(self, side: Side) -> float:
-        return self._quoted[side]
+        return self._bid_quoted if side is Side.BID else self._ask_quoted
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,20 +350,31 @@ class Markouts:
         self._n = {h: DecayedMean(half_life) for h in horizons}
         self.count: dict[float, int] = dict.fromkeys(horizons, 0)
         """Fills resolved at each horizon since the start (not decayed)."""
+        self._due = math.inf
+        """No pending fill resolves before this time: ``min(q[0].t + h)`` over the horizons
+        with a pending fill (inf when none), so :meth:`on_mid` before it has nothing to do."""
 
     def on_fill(self, t: float, side: Side, price_dollars: float, contracts: float = 1.0) -> None:
         rec = _PendingFill(t, side.sign, price_dollars, contracts)
-        for q in self._pending.values():
+        for h, q in self._pending.items():
+            if not q:
+                self._due = min(self._due, t + h)
             q.append(rec)
 
     def on_mid(self, t: float, mid: float) -> None:
         """Resolve every pending fill whose horizon has passed, against this mid."""
+        if t < self._due:  # (a NaN t goes on to the loop, which resolves nothing)
+            return
+        due = math.inf
         for h, q in self._pending.items():
             while q and q[0].t + h <= t:
                 rec = q.popleft()
                 self._mean[h].add(t, rec.sign * (mid - rec.price), rec.count)
                 self._n[h].add(t, 1.0)
                 self.count[h] += 1
+            if q:
+                due = min(due, q[0].t + h)
+        self._due = due
 
     def n(self, horizon: float, now: float | None = None) -> float:
         """Decayed number of fills behind the average at ``horizon`` (as of ``now``)."""

@@ -359,9 +359,11 @@ class RegimeMonitor:
         "_cache_samples",
         "_flow",
         "_imb",
+        "_mid",
         "_n",
         "_prev_x",
         "_x",
+        "_x_mid",
         "causality_level",
         "d2_cap_level",
         "lags",
@@ -371,6 +373,10 @@ class RegimeMonitor:
         "test_size",
         "window",
     )
+
+    SLACK = 64
+    """Rows beyond ``window`` in the sample buffer: the last ``window`` rows are moved to the
+    front once every ``SLACK`` samples (a buffer of ``2·window`` rows cost 14 KB a market)."""
 
     def __init__(
         self,
@@ -408,10 +414,14 @@ class RegimeMonitor:
         self.d2_cap_level = d2_cap_level
         self.samples = 0
         """Samples taken since creation (rows ever appended)."""
-        self._buf = np.empty((2 * window, K), dtype=np.float64)
+        self._buf = np.empty((window + self.SLACK, K), dtype=np.float64)
         self._n = 0
         self._bin: int | None = None
-        self._x: float | None = None
+        self._mid: float | None = None
+        """The last valid mid seen (dollars)."""
+        self._x = 0.0
+        self._x_mid: float | None = None
+        """The mid whose logit ``_x`` holds."""
         self._imb: float | None = None
         self._flow = 0.0
         self._prev_x: float | None = None
@@ -428,9 +438,11 @@ class RegimeMonitor:
         the taker contracts of this event (+ bought YES, − sold YES), 0 for a book-only event.
         None or non-finite values (and mids outside (0, 1)) leave the last known value in place.
         """
-        self._advance(t)
+        k = math.floor(t / self.sample_interval)
+        if self._bin is None or k > self._bin:
+            self._advance_to(k)
         if mid is not None and 0.0 < mid < 1.0:
-            self._x = math.log(mid / (1.0 - mid))
+            self._mid = mid  # logit taken when the interval closes: only its last mid counts
         if imbalance is not None and math.isfinite(imbalance):
             self._imb = imbalance
         if signed_flow and math.isfinite(signed_flow):
@@ -467,7 +479,9 @@ class RegimeMonitor:
     # -- sampling ---------------------------------------------------------------------------
 
     def _advance(self, t: float) -> None:
-        k = math.floor(t / self.sample_interval)
+        self._advance_to(math.floor(t / self.sample_interval))
+
+    def _advance_to(self, k: int) -> None:
         if self._bin is None:
             self._bin = k
             return
@@ -480,14 +494,18 @@ class RegimeMonitor:
 
     def _close_interval(self) -> None:
         flow, self._flow = self._flow, 0.0
-        x, imb = self._x, self._imb
-        if x is None or imb is None:
+        mid, imb = self._mid, self._imb
+        if mid is None or imb is None:
             return
+        x = self._x
+        if mid != self._x_mid:  # logit of the last mid seen, computed once per distinct mid
+            x = self._x = math.log(mid / (1.0 - mid))
+            self._x_mid = mid
         if self._prev_x is None:
             self._prev_x = x
             return
-        if self._n == self._buf.shape[0]:
-            self._buf[: self.window] = self._buf[self.window :]
+        if self._n == self._buf.shape[0]:  # keep the last window rows, at the front
+            self._buf[: self.window] = self._buf[self._n - self.window : self._n]
             self._n = self.window
         row = self._buf[self._n]
         row[0] = x - self._prev_x

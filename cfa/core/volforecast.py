@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import deque
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +176,9 @@ class GarchForecast:
         self.min_returns = min_returns
         self.max_returns = max_returns
         self.min_nonzero = min_nonzero
-        self._returns: deque[float] = deque(maxlen=max_returns)
+        self._returns = array("d")
+        """The returns, oldest first; the last ``max_returns`` are the window (the buffer is
+        trimmed to them when it reaches twice that: 8 bytes a return, not a float object)."""
         self._last_x: float | None = None
         self._last_sample_t = -math.inf
         self._version = 0  # returns appended so far
@@ -192,6 +194,8 @@ class GarchForecast:
         """
         if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0.0):
             return
+        if self._last_x is not None and t - self._last_sample_t < self.interval_s:
+            return  # before the next sample is due (checked before the log: every check returns)
         if not (isinstance(mid, (int, float)) and 0.0 < mid < 1.0):  # NaN fails too
             return
         x = math.log(mid / (1.0 - mid))
@@ -201,22 +205,23 @@ class GarchForecast:
             self._last_x, self._last_sample_t = x, t
             return
         elapsed = t - self._last_sample_t
-        if elapsed < self.interval_s:
-            return
         r = (x - self._last_x) * math.sqrt(self.interval_s / elapsed)
-        self._returns.append(r)
+        rets = self._returns
+        rets.append(r)
+        if len(rets) >= 2 * self.max_returns:
+            del rets[: len(rets) - self.max_returns]
         self._version += 1
         self._last_x, self._last_sample_t = x, t
 
     @property
     def samples(self) -> int:
         """Returns held (≤ ``max_returns``)."""
-        return len(self._returns)
+        return min(len(self._returns), self.max_returns)
 
     @property
     def window_s(self) -> float:
         """Seconds the held returns cover on the nominal grid: ``interval_s × samples``."""
-        return self.interval_s * len(self._returns)
+        return self.interval_s * self.samples
 
     @property
     def last_fit(self) -> GarchFit | None:
@@ -240,10 +245,10 @@ class GarchForecast:
         return None if fit is None else fit.sigma(horizon_s)
 
     def _fit_now(self) -> GarchFit | None:
-        n = len(self._returns)
+        n = self.samples
         if n < self.min_returns:
             return None
-        r = np.fromiter(self._returns, dtype=float, count=n)
+        r = np.array(self._returns[len(self._returns) - n :], dtype=float)
         if int(np.count_nonzero(r)) < self.min_nonzero:
             return None
         rms = math.sqrt(float(np.mean(r * r)))

@@ -32,7 +32,7 @@ that mean, so updates cluster in bursts as they do on Kalshi. Each event is one 
   every ask below ``p − informed_edge`` (or sells every bid above ``p + informed_edge``) up to
   its size; it does nothing when the book is not mispriced. This is the adverse selection.
 
-Tape columns (lists of Python scalars): ``t`` time; ``kind`` (constants below); ``lvl`` and
+Tape columns (numpy arrays, one row per event): ``t`` time; ``kind`` (constants below); ``lvl`` and
 ``aux`` (grid indices or a price distance, by kind); ``thr`` (add/cancel threshold, count
 units); ``size`` (count units); ``pu`` (latent price, float price units).
 """
@@ -66,19 +66,41 @@ NOOP = 7
 
 
 class Tape:
-    """One batch of pre-drawn events, in time order (see the module docstring for columns)."""
+    """One batch of pre-drawn events, in time order (see the module docstring for columns).
+
+    Columns are numpy arrays (8 bytes per event and column; 4 for an integer column whose
+    values fit, 1 for ``kind``), not lists of Python scalars (about 30 bytes per value): a
+    market holds one batch of up to ``CHUNK`` events at all times, so this is most of a
+    simulated market's memory. The market turns
+    them into lists a slice at a time (``.tolist()`` gives the same Python values).
+    """
 
     __slots__ = ("aux", "kind", "lvl", "n", "pu", "size", "t", "thr")
 
     def __init__(self) -> None:
-        self.t: list[float] = []
-        self.kind: list[int] = []
-        self.lvl: list[int] = []
-        self.aux: list[int] = []
-        self.thr: list[int] = []
-        self.size: list[int] = []
-        self.pu: list[float] = []
+        self.t: np.ndarray = _EMPTY_F
+        self.kind: np.ndarray = _EMPTY_I8
+        self.lvl: np.ndarray = _EMPTY_I
+        self.aux: np.ndarray = _EMPTY_I
+        self.thr: np.ndarray = _EMPTY_I
+        self.size: np.ndarray = _EMPTY_I
+        self.pu: np.ndarray = _EMPTY_F
         self.n = 0
+
+
+_I32 = np.iinfo(np.int32)
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """``a`` (int64) as int32 when every value fits (half the memory, the same values)."""
+    if a.size and _I32.min <= int(a.min()) and int(a.max()) <= _I32.max:
+        return a.astype(np.int32)
+    return a
+
+
+_EMPTY_F = np.empty(0, dtype=np.float64)
+_EMPTY_I = np.empty(0, dtype=np.int64)
+_EMPTY_I8 = np.empty(0, dtype=np.int8)
 
 
 class FlowModel:
@@ -252,13 +274,13 @@ class FlowModel:
         sig = np.where(refresh, b.size_sigma, tk.size_sigma)
         size = np.maximum(1.0, np.rint(med * np.exp(sig * zsize))) * QTY_SCALE
 
-        tape.t = times.tolist()
-        tape.kind = code.astype(np.int64).tolist()
-        tape.lvl = lvl.astype(np.int64).tolist()
-        tape.aux = aux.astype(np.int64).tolist()
-        tape.thr = np.rint(thr).astype(np.int64).tolist()
-        tape.size = size.astype(np.int64).tolist()
-        tape.pu = pu.tolist()
+        tape.t = np.ascontiguousarray(times, dtype=np.float64)
+        tape.kind = code.astype(np.int8)  # 0..7
+        tape.lvl = _narrow(lvl.astype(np.int64))
+        tape.aux = _narrow(aux.astype(np.int64))
+        tape.thr = _narrow(np.rint(thr).astype(np.int64))
+        tape.size = _narrow(size.astype(np.int64))
+        tape.pu = np.asarray(pu, dtype=np.float64)
         tape.n = m
         return tape, reached
 

@@ -42,6 +42,8 @@ from cfa.exchange.sim.scenarios import Scenario
 
 CHUNK = 4096
 """Most events drawn per batch (fewer when a rare event or the close comes first)."""
+ROWS = 64
+"""Tape rows turned into Python lists at a time (the tape itself stays in numpy arrays)."""
 CHUNK_SECONDS = 30.0
 """A batch covers about this much simulated time (at least 256 events), so that a thin market
 does not hold thousands of pre-drawn events in memory."""
@@ -128,145 +130,153 @@ class SimMarket(MatchingBook):
             stop = min(latent.next_rare(), close_ts)
             tape, reached = flow.draw(latent, t, stop, self._chunk)
             m = tape.n
-            T, KIND, LVL, AUX = tape.t, tape.kind, tape.lvl, tape.aux
-            THR, SIZE, PU = tape.thr, tape.size, tape.pu
-            boundary = stop if reached else T[m - 1]
-            next_times = T[1:]
-            next_times.append(boundary)
-            self.next_t = T[0] if m else boundary
+            boundary = stop if reached else float(tape.t[m - 1])
+            self.next_t = float(tape.t[0]) if m else boundary
             yield
-            for k in range(m):
-                ts = T[k]
-                kind = KIND[k]
-                if kind <= REFRESH_BID_STALE:
-                    i = LVL[k]
-                    if kind == REFRESH_BID_STALE:
-                        b = self.bb
-                        if b > AUX[k] and bg_bid[b]:
-                            bg_cancel(True, b, bg_bid[b], ts)
-                            i = -1
-                    if i >= 0:
-                        level = bg_bid[i]
-                        if level < THR[k]:
-                            s = SIZE[k]
-                            if i >= self.ba:
-                                bg_add(True, i, s, ts)
-                            else:
-                                bg_bid[i] = level + s
-                                if i > self.bb:
-                                    self.bb = i
-                                self.seq = seq = self.seq + 1
-                                emit = self.emit
-                                if emit is not None:  # make_delta(...), inlined
-                                    ev = new(BookDelta)
-                                    d_ticker(ev, ticker)
-                                    d_seq(ev, seq)
-                                    d_ts(ev, ts)
-                                    d_outcome(ev, yes_leg)
-                                    d_price(ev, prices[i])
-                                    d_delta(ev, s)
-                                    d_coid(ev, None)
-                                    emit(ev)
-                        elif level:
-                            if own_bid[i]:
-                                bg_cancel(True, i, SIZE[k], ts)
-                            else:
-                                c = SIZE[k]
-                                if c >= level:
-                                    c = level
-                                    bg_bid[i] = 0
-                                    if i == self.bb:
-                                        self._rescan_bid(i)
+            for lo in range(0, m, ROWS):  # the tape's columns as lists, a slice at a time
+                hi = min(lo + ROWS, m)
+                T = tape.t[lo:hi].tolist()
+                KIND = tape.kind[lo:hi].tolist()
+                LVL = tape.lvl[lo:hi].tolist()
+                AUX = tape.aux[lo:hi].tolist()
+                THR = tape.thr[lo:hi].tolist()
+                SIZE = tape.size[lo:hi].tolist()
+                PU = tape.pu[lo:hi].tolist()
+                next_times = tape.t[lo + 1 : hi + 1].tolist()
+                if hi == m:
+                    next_times.append(boundary)
+                for k in range(hi - lo):
+                    ts = T[k]
+                    kind = KIND[k]
+                    if kind <= REFRESH_BID_STALE:
+                        i = LVL[k]
+                        if kind == REFRESH_BID_STALE:
+                            b = self.bb
+                            if b > AUX[k] and bg_bid[b]:
+                                bg_cancel(True, b, bg_bid[b], ts)
+                                i = -1
+                        if i >= 0:
+                            level = bg_bid[i]
+                            if level < THR[k]:
+                                s = SIZE[k]
+                                if i >= self.ba:
+                                    bg_add(True, i, s, ts)
                                 else:
-                                    bg_bid[i] = level - c
-                                self.seq = seq = self.seq + 1
-                                emit = self.emit
-                                if emit is not None:  # make_delta(...), inlined
-                                    ev = new(BookDelta)
-                                    d_ticker(ev, ticker)
-                                    d_seq(ev, seq)
-                                    d_ts(ev, ts)
-                                    d_outcome(ev, yes_leg)
-                                    d_price(ev, prices[i])
-                                    d_delta(ev, -c)
-                                    d_coid(ev, None)
-                                    emit(ev)
-                elif kind <= REFRESH_ASK_STALE:
-                    i = LVL[k]
-                    if kind == REFRESH_ASK_STALE:
-                        a = self.ba
-                        if a < AUX[k] and bg_ask[a]:
-                            bg_cancel(False, a, bg_ask[a], ts)
-                            i = -1
-                    if i >= 0:
-                        level = bg_ask[i]
-                        if level < THR[k]:
-                            s = SIZE[k]
-                            if i <= self.bb:
-                                bg_add(False, i, s, ts)
-                            else:
-                                bg_ask[i] = level + s
-                                if i < self.ba:
-                                    self.ba = i
-                                self.seq = seq = self.seq + 1
-                                emit = self.emit
-                                if emit is not None:  # make_delta(...), inlined
-                                    ev = new(BookDelta)
-                                    d_ticker(ev, ticker)
-                                    d_seq(ev, seq)
-                                    d_ts(ev, ts)
-                                    d_outcome(ev, no_leg)
-                                    d_price(ev, no_prices[i])
-                                    d_delta(ev, s)
-                                    d_coid(ev, None)
-                                    emit(ev)
-                        elif level:
-                            if own_ask[i]:
-                                bg_cancel(False, i, SIZE[k], ts)
-                            else:
-                                c = SIZE[k]
-                                if c >= level:
-                                    c = level
-                                    bg_ask[i] = 0
-                                    if i == self.ba:
-                                        self._rescan_ask(i)
+                                    bg_bid[i] = level + s
+                                    if i > self.bb:
+                                        self.bb = i
+                                    self.seq = seq = self.seq + 1
+                                    emit = self.emit
+                                    if emit is not None:  # make_delta(...), inlined
+                                        ev = new(BookDelta)
+                                        d_ticker(ev, ticker)
+                                        d_seq(ev, seq)
+                                        d_ts(ev, ts)
+                                        d_outcome(ev, yes_leg)
+                                        d_price(ev, prices[i])
+                                        d_delta(ev, s)
+                                        d_coid(ev, None)
+                                        emit(ev)
+                            elif level:
+                                if own_bid[i]:
+                                    bg_cancel(True, i, SIZE[k], ts)
                                 else:
-                                    bg_ask[i] = level - c
-                                self.seq = seq = self.seq + 1
-                                emit = self.emit
-                                if emit is not None:  # make_delta(...), inlined
-                                    ev = new(BookDelta)
-                                    d_ticker(ev, ticker)
-                                    d_seq(ev, seq)
-                                    d_ts(ev, ts)
-                                    d_outcome(ev, no_leg)
-                                    d_price(ev, no_prices[i])
-                                    d_delta(ev, -c)
-                                    d_coid(ev, None)
-                                    emit(ev)
-                elif kind == TAKER_BUY:
-                    a = self.ba
-                    if a < n:
-                        b = self.bb
-                        mid = (prices[b] + prices[a]) * 0.5 if b >= 0 else PU[k]
-                        limit = mid + AUX[k]
-                        if prices[a] <= limit:
-                            sweep(True, bisect_right(prices, limit) - 1, SIZE[k], ts, None)
-                elif kind == TAKER_SELL:
-                    b = self.bb
-                    if b >= 0:
+                                    c = SIZE[k]
+                                    if c >= level:
+                                        c = level
+                                        bg_bid[i] = 0
+                                        if i == self.bb:
+                                            self._rescan_bid(i)
+                                    else:
+                                        bg_bid[i] = level - c
+                                    self.seq = seq = self.seq + 1
+                                    emit = self.emit
+                                    if emit is not None:  # make_delta(...), inlined
+                                        ev = new(BookDelta)
+                                        d_ticker(ev, ticker)
+                                        d_seq(ev, seq)
+                                        d_ts(ev, ts)
+                                        d_outcome(ev, yes_leg)
+                                        d_price(ev, prices[i])
+                                        d_delta(ev, -c)
+                                        d_coid(ev, None)
+                                        emit(ev)
+                    elif kind <= REFRESH_ASK_STALE:
+                        i = LVL[k]
+                        if kind == REFRESH_ASK_STALE:
+                            a = self.ba
+                            if a < AUX[k] and bg_ask[a]:
+                                bg_cancel(False, a, bg_ask[a], ts)
+                                i = -1
+                        if i >= 0:
+                            level = bg_ask[i]
+                            if level < THR[k]:
+                                s = SIZE[k]
+                                if i <= self.bb:
+                                    bg_add(False, i, s, ts)
+                                else:
+                                    bg_ask[i] = level + s
+                                    if i < self.ba:
+                                        self.ba = i
+                                    self.seq = seq = self.seq + 1
+                                    emit = self.emit
+                                    if emit is not None:  # make_delta(...), inlined
+                                        ev = new(BookDelta)
+                                        d_ticker(ev, ticker)
+                                        d_seq(ev, seq)
+                                        d_ts(ev, ts)
+                                        d_outcome(ev, no_leg)
+                                        d_price(ev, no_prices[i])
+                                        d_delta(ev, s)
+                                        d_coid(ev, None)
+                                        emit(ev)
+                            elif level:
+                                if own_ask[i]:
+                                    bg_cancel(False, i, SIZE[k], ts)
+                                else:
+                                    c = SIZE[k]
+                                    if c >= level:
+                                        c = level
+                                        bg_ask[i] = 0
+                                        if i == self.ba:
+                                            self._rescan_ask(i)
+                                    else:
+                                        bg_ask[i] = level - c
+                                    self.seq = seq = self.seq + 1
+                                    emit = self.emit
+                                    if emit is not None:  # make_delta(...), inlined
+                                        ev = new(BookDelta)
+                                        d_ticker(ev, ticker)
+                                        d_seq(ev, seq)
+                                        d_ts(ev, ts)
+                                        d_outcome(ev, no_leg)
+                                        d_price(ev, no_prices[i])
+                                        d_delta(ev, -c)
+                                        d_coid(ev, None)
+                                        emit(ev)
+                    elif kind == TAKER_BUY:
                         a = self.ba
-                        mid = (prices[b] + prices[a]) * 0.5 if a < n else PU[k]
-                        limit = mid - AUX[k]
-                        if prices[b] >= limit:
-                            sweep(False, bisect_left(prices, limit), SIZE[k], ts, None)
-                elif kind == INFORMED:
-                    if self.ba <= LVL[k]:
-                        sweep(True, LVL[k], SIZE[k], ts, None)
-                    elif self.bb >= AUX[k]:
-                        sweep(False, AUX[k], SIZE[k], ts, None)
-                self.next_t = next_times[k]
-                yield
+                        if a < n:
+                            b = self.bb
+                            mid = (prices[b] + prices[a]) * 0.5 if b >= 0 else PU[k]
+                            limit = mid + AUX[k]
+                            if prices[a] <= limit:
+                                sweep(True, bisect_right(prices, limit) - 1, SIZE[k], ts, None)
+                    elif kind == TAKER_SELL:
+                        b = self.bb
+                        if b >= 0:
+                            a = self.ba
+                            mid = (prices[b] + prices[a]) * 0.5 if a < n else PU[k]
+                            limit = mid - AUX[k]
+                            if prices[b] >= limit:
+                                sweep(False, bisect_left(prices, limit), SIZE[k], ts, None)
+                    elif kind == INFORMED:
+                        if self.ba <= LVL[k]:
+                            sweep(True, LVL[k], SIZE[k], ts, None)
+                        elif self.bb >= AUX[k]:
+                            sweep(False, AUX[k], SIZE[k], ts, None)
+                    self.next_t = next_times[k]
+                    yield
             t = boundary
             if not reached:
                 continue

@@ -29,7 +29,7 @@ the changes that our orders cause carry their ``client_order_id``, as Kalshi's d
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from collections.abc import Callable
 
 from cfa.core.types import (
@@ -81,7 +81,13 @@ class MatchingBook:
         self.seq = 0
         self.emit: Callable[[Event], None] | None = None
         self.account = account
-        self._trades: deque[Trade] = deque(maxlen=RECENT_TRADES)
+        # the last RECENT_TRADES public trades as columns (trade k at (k - 1) % RECENT_TRADES,
+        # a ring once full): 25 bytes a trade instead of a Trade object and its id string
+        # (about 160); recent_trades() rebuilds equal Trade objects
+        self._tr_ts = array("d")
+        self._tr_price = array("q")
+        self._tr_count = array("q")
+        self._tr_buy = bytearray()
         self._trade_no = 0
         self._trade_prefix = f"{self.ticker}-t"
 
@@ -99,8 +105,22 @@ class MatchingBook:
         """The last ``limit`` public trades, newest last."""
         if limit <= 0:
             return []
-        t = list(self._trades)
-        return t[-limit:]
+        last = self._trade_no
+        held = len(self._tr_ts)
+        out: list[Trade] = []
+        for no in range(last - min(limit, held) + 1, last + 1):
+            k = (no - 1) % RECENT_TRADES
+            out.append(
+                make_trade(
+                    self.ticker,
+                    self._trade_prefix + str(no),
+                    self._tr_ts[k],
+                    self._tr_price[k],
+                    self._tr_count[k],
+                    Side.BID if self._tr_buy[k] else Side.ASK,
+                )
+            )
+        return out
 
     def best_bid_price(self) -> Price | None:
         return self.prices[self.bb] if self.bb >= 0 else None
@@ -126,11 +146,20 @@ class MatchingBook:
                 )
 
     def _trade(self, price: Price, count: Qty, taker_side: Side, ts: float) -> None:
-        self._trade_no += 1
-        tr = make_trade(
-            self.ticker, self._trade_prefix + str(self._trade_no), ts, price, count, taker_side
-        )
-        self._trades.append(tr)
+        self._trade_no = no = self._trade_no + 1
+        tr = make_trade(self.ticker, self._trade_prefix + str(no), ts, price, count, taker_side)
+        buy = 1 if taker_side is Side.BID else 0
+        if len(self._tr_ts) < RECENT_TRADES:
+            self._tr_ts.append(ts)
+            self._tr_price.append(price)
+            self._tr_count.append(count)
+            self._tr_buy.append(buy)
+        else:
+            k = (no - 1) % RECENT_TRADES
+            self._tr_ts[k] = ts
+            self._tr_price[k] = price
+            self._tr_count[k] = count
+            self._tr_buy[k] = buy
         emit = self.emit
         if emit is not None:
             emit(tr)
