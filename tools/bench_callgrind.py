@@ -18,10 +18,12 @@ divides by the session's own event count (``Session.events``, counted in the chi
 
 Instruction counts do not move with machine load, unlike CPU seconds; ``--runs`` (2) repeats
 the measurement to show it. The child runs with ``PYTHONHASHSEED=0`` so that dict and set
-layouts are the same each time. What can still differ between runs: the session commits the
-audit store at least every 0.25 s and beats its heartbeat every 1 s of *wall* time, and valgrind
-slows the run by 20–50x, so the number of commits depends on how fast the machine runs the
-child (a few hundred instructions per event at most; the spread is printed).
+layouts are the same each time, and with the session's two *wall-clock* timers off: the audit
+commit at least every 0.25 s of wall time (``flush_interval``) and the heartbeat every 1 s.
+Valgrind slows the run 20–50x, so those would fire 20–50x more often than at native speed and
+make the count depend on how fast the machine ran the child (0.7 % between two runs on a
+loaded machine with them on); the commit every ``flush_every`` (2,000) events, which is what
+commits natively in a run this short, stays. The spread between runs is printed.
 
 ``--top N`` prints the N functions with the most *exclusive* (self) Ir of the last run
 (``callgrind_annotate``). For Python they are the interpreter's C functions (the eval loop, dict
@@ -47,6 +49,7 @@ import asyncio
 import contextlib
 import cProfile
 import json
+import math
 import os
 import pstats
 import re
@@ -91,8 +94,14 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def _prepare(seconds: float, seed: int, db: Path) -> tuple[Any, Any]:
-    """The exchange, store and session of the workload, ready to run."""
+async def _prepare(
+    seconds: float, seed: int, db: Path, wall_timers: bool = True
+) -> tuple[Any, Any]:
+    """The exchange, store and session of the workload, ready to run. ``wall_timers=False``
+    turns off the session's wall-clock commit timer and heartbeat (see the module docstring)."""
+    import inspect
+
+    import cfa.runtime.session as session_mod
     from cfa.audit import AuditStore
     from cfa.exchange.sim import SimExchange
     from cfa.risk.policy import load_policy
@@ -101,8 +110,14 @@ async def _prepare(seconds: float, seed: int, db: Path) -> tuple[Any, Any]:
     ex = SimExchange.from_scenarios(["calm"], seed=seed, duration=seconds)
     await ex.start()
     store = AuditStore.open(db)
+    extra: dict[str, Any] = {}
+    if not wall_timers:
+        if "flush_interval" in inspect.signature(Session).parameters:
+            extra["flush_interval"] = math.inf
+        if hasattr(session_mod, "HEARTBEAT_INTERVAL_S"):
+            session_mod.HEARTBEAT_INTERVAL_S = math.inf  # type: ignore[misc]
     session = Session(
-        ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
+        ex, await ex.get_markets(), load_policy("default"), store, store.start_run({}), **extra
     )
     return store, session
 
@@ -115,10 +130,15 @@ def _traffic(db: Path) -> dict[str, int]:
 
 
 async def _workload(
-    seconds: float, seed: int, db: Path, before: Callable[[], None], after: Callable[[], None]
+    seconds: float,
+    seed: int,
+    db: Path,
+    before: Callable[[], None],
+    after: Callable[[], None],
+    wall_timers: bool = True,
 ) -> int:
     """Run the workload; ``before`` and ``after`` bracket ``Session.run()``. Returns events."""
-    store, session = await _prepare(seconds, seed, db)
+    store, session = await _prepare(seconds, seed, db, wall_timers)
     before()
     await session.run()
     after()
@@ -139,7 +159,7 @@ def _child(seconds: float, seed: int, db: Path) -> None:
         sys.stdout.flush()
         sys.stdin.readline()
 
-    events = asyncio.run(_workload(seconds, seed, db, before, after))
+    events = asyncio.run(_workload(seconds, seed, db, before, after, wall_timers=False))
     print(json.dumps({"events": events, **_traffic(db)}), flush=True)
 
 
