@@ -37,6 +37,7 @@ def _bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow  # about 19 s, most of it numba compiling the strategy
 @pytest.mark.skipif(not HAVE_HBT, reason="hftbacktest not installed: pip install -e '.[bench]'")
 def test_compare_runs_all_three_on_the_same_events() -> None:
     done = _bench("compare", "--events", "20000", "--json")
