@@ -110,15 +110,31 @@ def test_to_hftbacktest_maps_ladders_and_trades() -> None:
     assert (arr["local_ts"] == arr["exch_ts"]).all()
 
 
-def test_profile_groups_cover_the_run() -> None:
-    done = _bench("callgrind", "--profile", "--seconds", "600", "--json")
+@pytest.mark.parametrize(
+    ("profiler", "seconds", "groups"),
+    [
+        # every group shows under cProfile (deterministic); the sampler's 4 ms ticks may miss
+        # the small ones (quote, risk: 2-3 %) in a short run, so only the big ones are asserted
+        (
+            "cprofile",
+            "600",
+            ("loop/session", "audit", "simulator", "book", "estimators", "quote", "risk"),
+        ),
+        ("sample", "1200", ("loop/session", "audit", "simulator", "book", "estimators")),
+    ],
+)
+def test_profile_groups_cover_the_run(profiler: str, seconds: str, groups: tuple[str, ...]) -> None:
+    done = _bench("callgrind", "--profile", "--profiler", profiler, "--seconds", seconds, "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
+    assert out["profiler"] == profiler
     assert out["events"] > 10_000
     assert out["placed"] > 0
+    if profiler == "sample":
+        assert out["samples"] > 50
     pct = out["groups_pct"]
     assert sum(pct.values()) == pytest.approx(100.0, abs=0.5)
-    for g in ("loop/session", "audit", "simulator", "book", "estimators", "quote", "risk"):
+    for g in groups:
         assert pct[g] > 0, g
     assert out["top_functions"] and out["top_functions"][0]["pct"] > 0
 
