@@ -8,7 +8,7 @@ Subcommands:
   ``GarchForecast.update``; median and p99 ms per GARCH(1,1) fit on 360 and 720 returns.
 * ``sim``, ``agents``, ``context``, ``killswitch``: runtime figures (``tools/bench_runtime.py``).
 * ``compare``: cfa against hftbacktest on the same generated events (``tools/bench_compare.py``).
-* ``callgrind``: instruction counts per event under valgrind, and ``--profile``, the cProfile
+* ``callgrind``: instruction counts per event under valgrind, and ``--profile``, the sampled CPU
   share per cfa module group (``tools/bench_callgrind.py``).
 * ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
   ≤ 10 s).
@@ -863,7 +863,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "callgrind": Subcommand(
         "instructions (valgrind callgrind) per event of a fixed one-market run; --profile: "
-        "cProfile share per cfa module group",
+        "sampled CPU share per cfa module group",
         bench_callgrind.configure_callgrind,
         bench_callgrind.cmd_callgrind,
     ),
