@@ -7,6 +7,9 @@ Subcommands:
 * ``signals``: µs per update of the OFI, momentum, VPIN and refill estimators and of
   ``GarchForecast.update``; median and p99 ms per GARCH(1,1) fit on 360 and 720 returns.
 * ``sim``, ``agents``, ``context``, ``killswitch``: runtime figures (``tools/bench_runtime.py``).
+* ``compare``: cfa against hftbacktest on the same generated events (``tools/bench_compare.py``).
+* ``callgrind``: instruction counts per event under valgrind, and ``--profile``, the sampled CPU
+  share per cfa module group (``tools/bench_callgrind.py``).
 * ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
   ≤ 10 s).
 
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 if __package__ in (None, ""):  # run as a script from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_callgrind
+import bench_compare
 import bench_runtime
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -850,6 +855,17 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "ms from spawning `cfa govern halt --all` (and from its request) to orders cancelled",
         bench_runtime.configure_killswitch,
         bench_runtime.cmd_killswitch,
+    ),
+    "compare": Subcommand(
+        "cfa vs hftbacktest 2.4.4 (numba and Python AS strategies) on the same generated events",
+        bench_compare.configure_compare,
+        bench_compare.cmd_compare,
+    ),
+    "callgrind": Subcommand(
+        "instructions (valgrind callgrind) per event of a fixed one-market run; --profile: "
+        "sampled CPU share per cfa module group",
+        bench_callgrind.configure_callgrind,
+        bench_callgrind.cmd_callgrind,
     ),
 }
 """Subcommand name -> :class:`Subcommand`. Add ``sim``, ``agents``, ``verify``, … here."""
