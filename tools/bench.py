@@ -7,6 +7,8 @@ Subcommands:
 * ``signals``: µs per update of the OFI, momentum, VPIN and refill estimators and of
   ``GarchForecast.update``; median and p99 ms per GARCH(1,1) fit on 360 and 720 returns.
 * ``sim``, ``agents``, ``context``, ``killswitch``: runtime figures (``tools/bench_runtime.py``).
+* ``replay``: frames/s of a recorded Kalshi feed, feed-only and end to end
+  (``tools/bench_replay.py``).
 * ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
   ≤ 10 s).
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 if __package__ in (None, ""):  # run as a script from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_replay
 import bench_runtime
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -840,6 +843,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "size of the market agents' context JSON over a demo run",
         bench_runtime.configure_context,
         bench_runtime.cmd_context,
+    ),
+    "replay": Subcommand(
+        "frames/s of a recorded Kalshi feed replayed, feed-only and end to end",
+        bench_replay.configure_replay,
+        bench_replay.cmd_replay,
     ),
     "startup": Subcommand(
         "CPU seconds of `cfa --help`, `cfa govern …` and `cfa audit verify` from a cold start",
