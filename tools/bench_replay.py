@@ -263,14 +263,20 @@ async def _feed_only(paths: list[Path]) -> dict[str, Any]:
     return {"frames": frames, "events": events, "wall_s": wall, "cpu_s": cpu}
 
 
-async def _end_to_end(paths: list[Path], db: Path, agents: bool) -> dict[str, Any]:
+async def _end_to_end(
+    paths: list[Path], db: Path, agents: bool, taper: tuple[float, float] | None
+) -> dict[str, Any]:
     from bench_runtime import order_traffic  # type: ignore[import-not-found]  # tools/ on path
 
     from cfa.audit import AuditStore
     from cfa.exchange.feed import KalshiFeedExchange
-    from cfa.risk.policy import load_policy
+    from cfa.risk.policy import CloseTaper, load_policy
     from cfa.runtime.session import Session
 
+    policy = load_policy("default")
+    if taper is not None:
+        close = CloseTaper(reduce_only_s=taper[0], halt_s=taper[1])
+        policy = policy.model_copy(update={"close": close})
     frames = events = 0
     traffic: dict[str, int] = {}
     wall = cpu = 0.0
@@ -281,7 +287,7 @@ async def _end_to_end(paths: list[Path], db: Path, agents: bool) -> dict[str, An
         await ex.start()
         store = AuditStore.open(store_path)
         run_id = store.start_run({"replay": p.name})
-        session = Session(ex, await ex.get_markets(), load_policy("default"), store, run_id)
+        session = Session(ex, await ex.get_markets(), policy, store, run_id)
         if agents:
             from cfa.agents.reasoners.heuristic import HeuristicReasoner
 
@@ -305,20 +311,22 @@ async def _end_to_end(paths: list[Path], db: Path, agents: bool) -> dict[str, An
 
 
 def _child(argv: list[str]) -> None:
-    """``bench_replay.py _feed|_e2e DB|- AGENTS PATH...``: one measurement, printed as JSON."""
-    mode, db, agents, *paths = argv
+    """``bench_replay.py _feed|_e2e DB AGENTS TAPER PATH...``: one measurement, as JSON."""
+    mode, db, agents, taper_arg, *paths = argv
+    taper = _taper(taper_arg)
     files = [Path(p) for p in paths]
     if mode == "_feed":
         out = asyncio.run(_feed_only(files))
     else:
-        out = asyncio.run(_end_to_end(files, Path(db), agents == "1"))
+        out = asyncio.run(_end_to_end(files, Path(db), agents == "1", taper))
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out))
 
 
-def _run_child(mode: str, files: list[Path], db: Path, agents: bool) -> dict[str, Any]:
+def _run_child(mode: str, files: list[Path], db: Path, agents: bool, taper: str) -> dict[str, Any]:
+    flag = "1" if agents else "0"
     proc = subprocess.run(
-        [sys.executable, __file__, mode, str(db), "1" if agents else "0", *map(str, files)],
+        [sys.executable, __file__, mode, str(db), flag, taper, *map(str, files)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -333,6 +341,14 @@ def _run_child(mode: str, files: list[Path], db: Path, agents: bool) -> dict[str
     r["wall_s"] = round(r["wall_s"], 3)
     r["cpu_s"] = round(r["cpu_s"], 3)
     return r
+
+
+def _taper(text: str) -> tuple[float, float] | None:
+    """``"120,30"`` → (reduce-only s, halt s) before close; ``"none"`` → None."""
+    if text.lower() == "none":
+        return None
+    reduce_s, halt_s = (float(x) for x in text.split(","))
+    return reduce_s, halt_s
 
 
 def _sources(args: argparse.Namespace, tmp: Path) -> tuple[str, list[Path]]:
@@ -379,6 +395,14 @@ def configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="generated feed: simulator seed")
     p.add_argument("--defects", action="store_true", help="generated feed: gaps, jumps, ...")
     p.add_argument("--agents", action="store_true", help="end to end: heuristic agents too")
+    p.add_argument(
+        "--close-taper",
+        default="120,30",
+        metavar="REDUCE_S,HALT_S",
+        help="end to end: replace the policy's close taper, as tools/replay_captures.py "
+        "--close-taper does (the default policy is reduce-only for a 15-minute market's whole "
+        "life, so it would place no order); 'none' keeps the policy's (default 120,30)",
+    )
     p.add_argument("--feed-only", action="store_true", help="skip the end-to-end run")
     p.add_argument("--frames", type=Path, nargs="*", help="replay these frames files instead")
     p.add_argument("--json", action="store_true")
@@ -393,9 +417,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             what, files = f"{len(args.frames)} given frames file(s)", list(args.frames)
         else:
             what, files = _sources(args, tmp)
-        results = {"feed_only": _run_child("_feed", files, tmp / "none.db", False)}
+        results = {"feed_only": _run_child("_feed", files, tmp / "none.db", False, "none")}
         if not args.feed_only:
-            results["end_to_end"] = _run_child("_e2e", files, tmp / "e2e.db", args.agents)
+            results["end_to_end"] = _run_child(
+                "_e2e", files, tmp / "e2e.db", args.agents, args.close_taper
+            )
     load = os.getloadavg()
     if args.json:
         print(
@@ -410,6 +436,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         )
         print(f"source: {what}")
+        print(
+            f"end to end: default policy, close taper {args.close_taper} (reduce-only s, halt s "
+            f"before close), {'heuristic agents' if args.agents else 'no agents'}, audit on disk"
+        )
         for name, r in results.items():
             print(
                 f"  {name:<10} {r['frames']:>9,} frames  {r['events']:>9,} events  "
