@@ -92,19 +92,20 @@ def generate_feed(
     Deterministic for given arguments.
     """
     return asyncio.run(
-        _generate(Path(out), markets, seconds, scenario, seed, ticker_every, defects)
+        agenerate_feed(Path(out), markets, seconds, scenario, seed, ticker_every, defects)
     )
 
 
-async def _generate(
+async def agenerate_feed(
     out: Path,
-    markets: int,
-    seconds: float,
-    scenario: str,
-    seed: int,
-    ticker_every: int,
-    defects: bool,
+    markets: int = 1,
+    seconds: float = 1800.0,
+    scenario: str = "calm",
+    seed: int = 1,
+    ticker_every: int = 40,
+    defects: bool = False,
 ) -> int:
+    """:func:`generate_feed` inside a running event loop."""
     from cfa.core.book import OrderBook
     from cfa.core.types import BookDelta, BookSnapshot, Side, Trade
     from cfa.exchange.feed import metadata_path

@@ -664,13 +664,10 @@ class KalshiFeedExchange(BookEmulator):
                     self._frame(line)
                 else:
                     f = loads(line)
+                    if type(f) is dict and ("frame" in f or "kind" in f):
+                        f = as_frame(f)  # a ``cfa record`` line (or its header)
                     msg = None
-                    if (
-                        type(f) is dict
-                        and f.get("type") == "orderbook_delta"
-                        and "frame" not in f
-                        and "kind" not in f
-                    ):
+                    if type(f) is dict and f.get("type") == "orderbook_delta":
                         msg = f.get("msg")
                         seq = f.get("seq")
                         recv = f.get("recv_ts")
@@ -696,7 +693,7 @@ class KalshiFeedExchange(BookEmulator):
                         else:
                             msg = None
                     if msg is None:
-                        record(as_frame(f))
+                        record(f)
                     else:
                         self.frames_read += 1
                         if recv > clock.t:
