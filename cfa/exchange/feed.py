@@ -151,7 +151,7 @@ from cfa.exchange.base import (
 )
 from cfa.exchange.clock import EventClock
 from cfa.exchange.emulator.account import Account
-from cfa.exchange.emulator.book import BookEmulator, EmulatedMarket, make_delta
+from cfa.exchange.emulator.book import BookEmulator, EmulatedMarket
 from cfa.exchange.emulator.fills import FILL_MODELS
 from cfa.exchange.kalshi import frames
 from cfa.exchange.kalshi.frames import Ticker
@@ -181,6 +181,8 @@ YIELD_EVERY = 256
 """The stream awaits ``asyncio.sleep(0)`` at least this often, so other tasks run."""
 
 _OUTCOMES = {"yes": Outcome.YES, "no": Outcome.NO}
+_DECODED_MAX = 65_536
+"""Distinct price and count strings the stream keeps decoded (the cache restarts beyond)."""
 
 DEFAULT_STRUCTURE = "tapered_deci_cent"
 DEFAULT_FEE = FeeSchedule(fee_type="quadratic", multiplier=Decimal(1))
@@ -407,6 +409,25 @@ class FeedHealth:
 
 
 # -- the exchange --------------------------------------------------------------------------------
+
+
+class _RecordedDelta:
+    """A recorded ``orderbook_delta`` as :meth:`BookEmulator._on_delta` reads it: the fields of
+    :class:`BookDelta`, in a plain mutable object that the stream refills for each frame
+    (cheaper than building a frozen record that nothing keeps: ``_on_delta`` reads the
+    recorded delta during the call, applies it to the recorded book and streams a new
+    :class:`BookDelta` of its own)."""
+
+    __slots__ = ("client_order_id", "delta", "outcome", "price", "seq", "ticker", "ts")
+
+    def __init__(self) -> None:
+        self.ticker = ""
+        self.seq = 0
+        self.ts = 0.0
+        self.outcome = Outcome.YES
+        self.price = 0
+        self.delta = 0
+        self.client_order_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -637,10 +658,14 @@ class KalshiFeedExchange(BookEmulator):
         outcomes = _OUTCOMES
         cached_price = frames._cached_price
         cached_qty = frames._cached_qty
+        every = want >= self._markets.keys()  # the stream wants every market: no filter
+        prices: dict[str, int] = {}  # decoded strings: a dict lookup is cheaper than lru_cache's
+        counts: dict[str, int] = {}
         no = Outcome.NO
         on_delta = self._on_delta
         record = self._record
         as_frame = self._as_frame
+        rec: Any = _RecordedDelta()  # read by _on_delta during the call, never kept
         msg: Any
         seq: Any
         recv: Any
@@ -666,33 +691,36 @@ class KalshiFeedExchange(BookEmulator):
                     f = loads(line)
                     if type(f) is dict and ("frame" in f or "kind" in f):
                         f = as_frame(f)  # a ``cfa record`` line (or its header)
-                    msg = None
-                    if type(f) is dict and f.get("type") == "orderbook_delta":
-                        msg = f.get("msg")
-                        seq = f.get("seq")
-                        recv = f.get("recv_ts")
-                        if type(msg) is dict and type(seq) is int and seq >= 0:
-                            side = msg.get("side")
-                            raw_price = msg.get("price_dollars")
-                            raw_delta = msg.get("delta_fp")
-                            ts_ms = msg.get("ts_ms")
-                            ticker = msg.get("market_ticker")
-                            if not (
-                                type(recv) is float
-                                and type(side) is str
-                                and type(raw_price) is str
-                                and type(raw_delta) is str
-                                and type(ts_ms) is int
-                                and ts_ms >= 0
-                                and type(ticker) is str
-                                and ticker
-                                and msg.get("client_order_id") is None
-                                and side in outcomes
-                            ):
-                                msg = None
-                        else:
-                            msg = None
-                    if msg is None:
+                    ok = False
+                    if type(f) is dict:
+                        try:  # reads only: a missing key or a non-object takes _record
+                            if f["type"] == "orderbook_delta":
+                                msg = f["msg"]
+                                seq = f["seq"]
+                                recv = f["recv_ts"]
+                                side = msg["side"]
+                                raw_price = msg["price_dollars"]
+                                raw_delta = msg["delta_fp"]
+                                ts_ms = msg["ts_ms"]
+                                ticker = msg["market_ticker"]
+                                ok = (
+                                    type(msg) is dict
+                                    and type(seq) is int
+                                    and seq >= 0
+                                    and type(recv) is float
+                                    and type(side) is str
+                                    and type(raw_price) is str
+                                    and type(raw_delta) is str
+                                    and type(ts_ms) is int
+                                    and ts_ms >= 0
+                                    and type(ticker) is str
+                                    and ticker != ""
+                                    and msg.get("client_order_id") is None
+                                    and side in outcomes
+                                )
+                        except (KeyError, TypeError):
+                            ok = False
+                    if not ok:
                         record(f)
                     else:
                         self.frames_read += 1
@@ -700,22 +728,34 @@ class KalshiFeedExchange(BookEmulator):
                             clock.t = recv
                         now = clock.t
                         outcome = outcomes[side]
-                        price = cached_price(raw_price, "orderbook_delta.price_dollars")
+                        price = prices.get(raw_price)
+                        if price is None:
+                            if len(prices) >= _DECODED_MAX:
+                                prices.clear()
+                            price = cached_price(raw_price, "orderbook_delta.price_dollars")
+                            prices[raw_price] = price
                         if outcome is no and by_sid.get(f.get("sid"), forms.default):
                             price = ONE_DOLLAR - price
-                        delta = cached_qty(raw_delta, "orderbook_delta.delta_fp")
+                        delta = counts.get(raw_delta)
+                        if delta is None:
+                            if len(counts) >= _DECODED_MAX:
+                                counts.clear()
+                            delta = cached_qty(raw_delta, "orderbook_delta.delta_fp")
+                            counts[raw_delta] = delta
                         m = markets.get(ticker)
                         if m is not None:
                             if now >= m.info.close_ts and self._resting:
                                 self._close_if_due(m, now)
-                            on_delta(
-                                m,
-                                make_delta(ticker, seq, ts_ms / 1000.0, outcome, price, delta),
-                                now,
-                            )
+                            rec.ticker = ticker
+                            rec.seq = seq
+                            rec.ts = ts_ms / 1000.0
+                            rec.outcome = outcome
+                            rec.price = price
+                            rec.delta = delta
+                            on_delta(m, rec, now)
                 while pending:
                     ev = popleft()
-                    if ev.ticker in want:
+                    if every or ev.ticker in want:
                         self.events_emitted += 1
                         yield ev
                     n += 1

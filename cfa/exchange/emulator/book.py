@@ -189,7 +189,8 @@ class BookEmulator(OrderDesk):
         self._after_book(m, now)
 
     def _on_delta(self, m: EmulatedMarket, d: BookDelta, now: float) -> None:
-        """One change of the feed's book (module doc: holes)."""
+        """One change of the feed's book (module doc: holes). ``d`` is read during the call and
+        not kept (the feed passes a reused object with :class:`BookDelta`'s fields)."""
         if not m.started:
             return  # no snapshot yet: nothing to apply it to
         try:
@@ -207,7 +208,8 @@ class BookEmulator(OrderDesk):
             self._level_changed(m, d)
             self._after_book(m, now)
             return
-        self._level_changed(m, d)
+        if self._resting and self.model.tracks_queue:
+            self._level_changed(m, d)
         # fills first: the counterparty that moved the book would have reached us first
         self._after_book(m, now)
         if m.hole:
