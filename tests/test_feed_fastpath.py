@@ -131,6 +131,29 @@ async def test_fast_path_on_a_cfa_record_file_in_yes_prices(
     _same_events(got, await _replay(KalshiFeedExchange(defects_feed)))
 
 
+class _OneByOne:
+    """A feed seen only through :meth:`stream` (``event_chunks`` wraps it one event per
+    chunk: ``stream_chunks`` is looked up on the class, not forwarded)."""
+
+    def __init__(self, inner: KalshiFeedExchange) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def stream(self, tickers: Any) -> Any:
+        return self.inner.stream(tickers)
+
+
+async def test_chunks_are_the_stream(tmp_path: Path) -> None:
+    path = tmp_path / "chunks.jsonl"
+    await agenerate_feed(path, markets=2, seconds=120, defects=True, seed=9)
+    ex = KalshiFeedExchange(path)
+    chunked = [ev async for chunk in ex.stream_chunks(ex.tickers) for ev in chunk]
+    _same_events(chunked, await _replay(KalshiFeedExchange(path)))
+    assert ex.finished and ex.events_emitted == len(chunked)
+
+
 async def test_a_session_over_the_fast_path_places_the_same_orders(tmp_path: Path) -> None:
     bench_runtime = pytest.importorskip("bench_runtime")
     from cfa.audit import AuditStore
@@ -140,9 +163,13 @@ async def test_a_session_over_the_fast_path_places_the_same_orders(tmp_path: Pat
     feed = tmp_path / "s.jsonl"
     await agenerate_feed(feed, markets=1, seconds=900, defects=True, seed=2)
     out = []
-    for cls in (KalshiFeedExchange, _Reference):
-        ex = cls(feed)
-        db = tmp_path / f"{cls.__name__}.db"
+    exchanges: list[Any] = [
+        KalshiFeedExchange(feed),
+        _Reference(feed),
+        _OneByOne(KalshiFeedExchange(feed)),
+    ]
+    for i, ex in enumerate(exchanges):
+        db = tmp_path / f"{i}.db"
         store = AuditStore.open(db)
         session = Session(
             ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
@@ -150,7 +177,7 @@ async def test_a_session_over_the_fast_path_places_the_same_orders(tmp_path: Pat
         await session.run(govern=False)
         store.close()
         out.append((session.events, bench_runtime.order_traffic(db), ex.account.fills))
-    assert out[0] == out[1]
+    assert out[0] == out[1] == out[2]
     assert out[0][1]["placed"] > 0 and out[0][1]["fills"] > 0
 
 

@@ -628,20 +628,62 @@ class KalshiFeedExchange(BookEmulator):
 
     async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
         """Replay the file once (see the module doc); events of ``tickers`` only. After
-        :meth:`open_books`, what it read comes first.
+        :meth:`open_books`, what it read comes first. The events of :meth:`stream_chunks`,
+        one at a time."""
+        chunks = self.stream_chunks(tickers)
+        try:
+            async for chunk in chunks:
+                for ev in chunk:
+                    yield ev
+        finally:
+            await chunks.aclose()
+
+    async def stream_chunks(self, tickers: Sequence[str]) -> AsyncGenerator[Iterator[Event], None]:
+        """:meth:`stream` in chunks (:func:`cfa.exchange.base.event_chunks`): iterators that
+        read the file lazily, a frame at a time as the consumer asks for the next event (so an
+        order placed while one event is handled acts before the next frame is read, exactly as
+        with :meth:`stream`), each ending where the stream awaits (every
+        :data:`YIELD_EVERY` events). Exhaust each chunk before asking for the next.
 
         Hot path: an ``orderbook_delta`` frame in Kalshi's current shape (``price_dollars`` and
         ``delta_fp`` strings, an integer ``ts_ms``, a ``market_ticker``, no
-        ``client_order_id``, a float ``recv_ts``, an integer ``seq``) is decoded here, inline,
-        into the same record :func:`cfa.exchange.kalshi.frames.orderbook_delta` returns and
-        handed to the emulator as :meth:`_frame` would; every other line takes
-        :meth:`_frame`. The two give the same events, field for field
-        (``tests/test_feed_fastpath.py``). A subclass or instance that replaces
-        :meth:`_frame` gets every line through it."""
+        ``client_order_id``, a float ``recv_ts``, an integer ``seq``; plain or as a ``cfa
+        record`` line) is decoded inline into what
+        :func:`cfa.exchange.kalshi.frames.orderbook_delta` would return and handed to the
+        emulator as :meth:`_frame` would; every other line takes :meth:`_frame`. The two give
+        the same events, field for field (``tests/test_feed_fastpath.py``). A subclass or
+        instance that replaces :meth:`_frame` gets every line through it."""
         want = {self._market(t).info.ticker for t in tickers}
         if self._streaming or self._replayed:
             raise ExchangeError("the feed is replayed once, by one stream", code="stream_busy")
         self._streaming = True
+        every = want >= self._markets.keys()  # the stream wants every market: no filter
+        prices: dict[str, int] = {}  # decoded strings: a dict lookup is cheaper than lru_cache's
+        counts: dict[str, int] = {}
+        done = [False]
+        try:
+            while True:
+                yield self._pull(want, every, prices, counts, done)
+                if done[0]:
+                    return
+                await asyncio.sleep(0)
+        finally:
+            self._streaming = False
+            self._replayed = True
+            self.closed = True
+            self._close_file()
+
+    def _pull(
+        self,
+        want: set[str],
+        every: bool,
+        prices: dict[str, int],
+        counts: dict[str, int],
+        done: list[bool],
+    ) -> Iterator[Event]:
+        """One chunk of :meth:`stream_chunks`: what is queued, then frame after frame; ends
+        after :data:`YIELD_EVERY` events (queued ones of other markets count) or, with
+        ``done[0]`` set, at the end of the file."""
         pending = self._pending
         popleft = pending.popleft
         n = 0
@@ -658,9 +700,6 @@ class KalshiFeedExchange(BookEmulator):
         outcomes = _OUTCOMES
         cached_price = frames._cached_price
         cached_qty = frames._cached_qty
-        every = want >= self._markets.keys()  # the stream wants every market: no filter
-        prices: dict[str, int] = {}  # decoded strings: a dict lookup is cheaper than lru_cache's
-        counts: dict[str, int] = {}
         no = Outcome.NO
         on_delta = self._on_delta
         record = self._record
@@ -672,107 +711,100 @@ class KalshiFeedExchange(BookEmulator):
         side: Any
         ts_ms: Any
         ticker: Any
-        try:
+        while pending:
+            ev = popleft()
+            if every or ev.ticker in want:
+                self.events_emitted += 1
+                yield ev
+            n += 1
+            if n >= YIELD_EVERY:
+                return
+        for line in self._lines():
+            if line[:1] != b"{" and not line.strip():
+                continue
+            if not fast:
+                self._frame(line)
+            else:
+                f = loads(line)
+                if type(f) is dict and ("frame" in f or "kind" in f):
+                    f = as_frame(f)  # a ``cfa record`` line (or its header)
+                ok = False
+                if type(f) is dict:
+                    try:  # reads only: a missing key or a non-object takes _record
+                        if f["type"] == "orderbook_delta":
+                            msg = f["msg"]
+                            seq = f["seq"]
+                            recv = f["recv_ts"]
+                            side = msg["side"]
+                            raw_price = msg["price_dollars"]
+                            raw_delta = msg["delta_fp"]
+                            ts_ms = msg["ts_ms"]
+                            ticker = msg["market_ticker"]
+                            ok = (
+                                type(msg) is dict
+                                and type(seq) is int
+                                and seq >= 0
+                                and type(recv) is float
+                                and type(side) is str
+                                and type(raw_price) is str
+                                and type(raw_delta) is str
+                                and type(ts_ms) is int
+                                and ts_ms >= 0
+                                and type(ticker) is str
+                                and ticker != ""
+                                and msg.get("client_order_id") is None
+                                and side in outcomes
+                            )
+                    except (KeyError, TypeError):
+                        ok = False
+                if not ok:
+                    record(f)
+                else:
+                    self.frames_read += 1
+                    if recv > clock.t:
+                        clock.t = recv
+                    now = clock.t
+                    outcome = outcomes[side]
+                    price = prices.get(raw_price)
+                    if price is None:
+                        if len(prices) >= _DECODED_MAX:
+                            prices.clear()
+                        price = cached_price(raw_price, "orderbook_delta.price_dollars")
+                        prices[raw_price] = price
+                    if outcome is no and by_sid.get(f.get("sid"), forms.default):
+                        price = ONE_DOLLAR - price
+                    delta = counts.get(raw_delta)
+                    if delta is None:
+                        if len(counts) >= _DECODED_MAX:
+                            counts.clear()
+                        delta = cached_qty(raw_delta, "orderbook_delta.delta_fp")
+                        counts[raw_delta] = delta
+                    m = markets.get(ticker)
+                    if m is not None:
+                        if now >= m.info.close_ts and self._resting:
+                            self._close_if_due(m, now)
+                        rec.ticker = ticker
+                        rec.seq = seq
+                        rec.ts = ts_ms / 1000.0
+                        rec.outcome = outcome
+                        rec.price = price
+                        rec.delta = delta
+                        on_delta(m, rec, now)
             while pending:
                 ev = popleft()
-                if ev.ticker in want:
+                if every or ev.ticker in want:
                     self.events_emitted += 1
                     yield ev
                 n += 1
                 if n >= YIELD_EVERY:
-                    n = 0
-                    await asyncio.sleep(0)
-            for line in self._lines():
-                if line[:1] != b"{" and not line.strip():
-                    continue
-                if not fast:
-                    self._frame(line)
-                else:
-                    f = loads(line)
-                    if type(f) is dict and ("frame" in f or "kind" in f):
-                        f = as_frame(f)  # a ``cfa record`` line (or its header)
-                    ok = False
-                    if type(f) is dict:
-                        try:  # reads only: a missing key or a non-object takes _record
-                            if f["type"] == "orderbook_delta":
-                                msg = f["msg"]
-                                seq = f["seq"]
-                                recv = f["recv_ts"]
-                                side = msg["side"]
-                                raw_price = msg["price_dollars"]
-                                raw_delta = msg["delta_fp"]
-                                ts_ms = msg["ts_ms"]
-                                ticker = msg["market_ticker"]
-                                ok = (
-                                    type(msg) is dict
-                                    and type(seq) is int
-                                    and seq >= 0
-                                    and type(recv) is float
-                                    and type(side) is str
-                                    and type(raw_price) is str
-                                    and type(raw_delta) is str
-                                    and type(ts_ms) is int
-                                    and ts_ms >= 0
-                                    and type(ticker) is str
-                                    and ticker != ""
-                                    and msg.get("client_order_id") is None
-                                    and side in outcomes
-                                )
-                        except (KeyError, TypeError):
-                            ok = False
-                    if not ok:
-                        record(f)
-                    else:
-                        self.frames_read += 1
-                        if recv > clock.t:
-                            clock.t = recv
-                        now = clock.t
-                        outcome = outcomes[side]
-                        price = prices.get(raw_price)
-                        if price is None:
-                            if len(prices) >= _DECODED_MAX:
-                                prices.clear()
-                            price = cached_price(raw_price, "orderbook_delta.price_dollars")
-                            prices[raw_price] = price
-                        if outcome is no and by_sid.get(f.get("sid"), forms.default):
-                            price = ONE_DOLLAR - price
-                        delta = counts.get(raw_delta)
-                        if delta is None:
-                            if len(counts) >= _DECODED_MAX:
-                                counts.clear()
-                            delta = cached_qty(raw_delta, "orderbook_delta.delta_fp")
-                            counts[raw_delta] = delta
-                        m = markets.get(ticker)
-                        if m is not None:
-                            if now >= m.info.close_ts and self._resting:
-                                self._close_if_due(m, now)
-                            rec.ticker = ticker
-                            rec.seq = seq
-                            rec.ts = ts_ms / 1000.0
-                            rec.outcome = outcome
-                            rec.price = price
-                            rec.delta = delta
-                            on_delta(m, rec, now)
-                while pending:
-                    ev = popleft()
-                    if every or ev.ticker in want:
-                        self.events_emitted += 1
-                        yield ev
-                    n += 1
-                    if n >= YIELD_EVERY:
-                        n = 0
-                        await asyncio.sleep(0)
-            self._finish()
-            while pending:
-                ev = popleft()
-                if ev.ticker in want:
-                    self.events_emitted += 1
-                    yield ev
-        finally:
-            self._streaming = False
-            self._replayed = True
-            self.closed = True
-            self._close_file()
+                    return  # the chunk ends: the stream awaits, the next chunk goes on
+        self._finish()
+        while pending:
+            ev = popleft()
+            if every or ev.ticker in want:
+                self.events_emitted += 1
+                yield ev
+        done[0] = True
 
     def open_books(self) -> None:
         """Read the file up to the first snapshot of every market that has one, so that the
