@@ -10,6 +10,8 @@ Subcommands:
 * ``compare``: cfa against hftbacktest on the same generated events (``tools/bench_compare.py``).
 * ``callgrind``: instruction counts per event under valgrind, and ``--profile``, the sampled CPU
   share per cfa module group (``tools/bench_callgrind.py``).
+* ``replay``: frames/s of a recorded Kalshi feed, feed-only and end to end
+  (``tools/bench_replay.py``).
 * ``verify``: seconds for :func:`cfa.audit.verify` over a 1,000,000-row audit file (target
   ≤ 10 s).
 
@@ -44,6 +46,7 @@ if __package__ in (None, ""):  # run as a script from a checkout without install
 
 import bench_callgrind
 import bench_compare
+import bench_replay
 import bench_runtime
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -845,6 +848,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "size of the market agents' context JSON over a demo run",
         bench_runtime.configure_context,
         bench_runtime.cmd_context,
+    ),
+    "replay": Subcommand(
+        "frames/s of a recorded Kalshi feed replayed, feed-only and end to end",
+        bench_replay.configure_replay,
+        bench_replay.cmd_replay,
     ),
     "startup": Subcommand(
         "CPU seconds of `cfa --help`, `cfa govern …` and `cfa audit verify` from a cold start",

@@ -120,13 +120,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import mmap
 import re
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from zoneinfo import ZoneInfo
 
 from cfa.core.book import OrderBook
@@ -178,6 +179,10 @@ DEFAULT_CASH = Decimal(10_000)
 
 YIELD_EVERY = 256
 """The stream awaits ``asyncio.sleep(0)`` at least this often, so other tasks run."""
+
+_OUTCOMES = {"yes": Outcome.YES, "no": Outcome.NO}
+_DECODED_MAX = 65_536
+"""Distinct price and count strings the stream keeps decoded (the cache restarts beyond)."""
 
 DEFAULT_STRUCTURE = "tapered_deci_cent"
 DEFAULT_FEE = FeeSchedule(fee_type="quadratic", multiplier=Decimal(1))
@@ -406,6 +411,25 @@ class FeedHealth:
 # -- the exchange --------------------------------------------------------------------------------
 
 
+class _RecordedDelta:
+    """A recorded ``orderbook_delta`` as :meth:`BookEmulator._on_delta` reads it: the fields of
+    :class:`BookDelta`, in a plain mutable object that the stream refills for each frame
+    (cheaper than building a frozen record that nothing keeps: ``_on_delta`` reads the
+    recorded delta during the call, applies it to the recorded book and streams a new
+    :class:`BookDelta` of its own)."""
+
+    __slots__ = ("client_order_id", "delta", "outcome", "price", "seq", "ticker", "ts")
+
+    def __init__(self) -> None:
+        self.ticker = ""
+        self.seq = 0
+        self.ts = 0.0
+        self.outcome = Outcome.YES
+        self.price = 0
+        self.delta = 0
+        self.client_order_id: str | None = None
+
+
 @dataclass(slots=True)
 class _Market(EmulatedMarket):
     last_ticker: Ticker | None = None
@@ -423,6 +447,10 @@ class KalshiFeedExchange(BookEmulator):
     trades from the ``ticker`` channel's volume. ``results``: known outcomes
     (``{"TICKER": "yes"}``), settled at the end of the file. ``cash``: starting balance in dollars.
     """
+
+    _fast = True
+    """Decode current-shape ``orderbook_delta`` frames inline in :meth:`stream` (False: every
+    line through :meth:`_frame`, the reference the fast path is tested against)."""
 
     def __init__(
         self,
@@ -478,7 +506,7 @@ class KalshiFeedExchange(BookEmulator):
         self._streaming = False
         self._replayed = False
         self._snapshotted = tickers
-        self._reader: Iterator[bytes] | None = None
+        self._reader: BinaryIO | None = None
         self.frames_read = 0
         """Frames read from the file so far (control frames included)."""
         self.events_emitted = 0
@@ -600,38 +628,183 @@ class KalshiFeedExchange(BookEmulator):
 
     async def stream(self, tickers: Sequence[str]) -> AsyncGenerator[Event, None]:
         """Replay the file once (see the module doc); events of ``tickers`` only. After
-        :meth:`open_books`, what it read comes first."""
+        :meth:`open_books`, what it read comes first. The events of :meth:`stream_chunks`,
+        one at a time."""
+        chunks = self.stream_chunks(tickers)
+        try:
+            async for chunk in chunks:
+                for ev in chunk:
+                    yield ev
+        finally:
+            await chunks.aclose()
+
+    async def stream_chunks(self, tickers: Sequence[str]) -> AsyncGenerator[Iterator[Event], None]:
+        """:meth:`stream` in chunks (:func:`cfa.exchange.base.event_chunks`): iterators that
+        read the file lazily, a frame at a time as the consumer asks for the next event (so an
+        order placed while one event is handled acts before the next frame is read, exactly as
+        with :meth:`stream`), each ending where the stream awaits (every
+        :data:`YIELD_EVERY` events). Exhaust each chunk before asking for the next.
+
+        Hot path: an ``orderbook_delta`` frame in Kalshi's current shape (``price_dollars`` and
+        ``delta_fp`` strings, an integer ``ts_ms``, a ``market_ticker``, no
+        ``client_order_id``, a float ``recv_ts``, an integer ``seq``; plain or as a ``cfa
+        record`` line) is decoded inline into what
+        :func:`cfa.exchange.kalshi.frames.orderbook_delta` would return and handed to the
+        emulator as :meth:`_frame` would; every other line takes :meth:`_frame`. The two give
+        the same events, field for field (``tests/test_feed_fastpath.py``). A subclass or
+        instance that replaces :meth:`_frame` gets every line through it."""
         want = {self._market(t).info.ticker for t in tickers}
         if self._streaming or self._replayed:
             raise ExchangeError("the feed is replayed once, by one stream", code="stream_busy")
         self._streaming = True
-        pending = self._pending
-        n = 0
+        every = want >= self._markets.keys()  # the stream wants every market: no filter
+        prices: dict[str, int] = {}  # decoded strings: a dict lookup is cheaper than lru_cache's
+        counts: dict[str, int] = {}
+        done = [False]
         try:
             while True:
-                while pending:
-                    ev = pending.popleft()
-                    if ev.ticker in want:
-                        self.events_emitted += 1
-                        yield ev
-                    n += 1
-                    if n >= YIELD_EVERY:
-                        n = 0
-                        await asyncio.sleep(0)
-                line = next(self._lines(), None)
-                if line is None:
-                    break
-                self._frame(line)
-            self._finish()
-            while pending:
-                ev = pending.popleft()
-                if ev.ticker in want:
-                    self.events_emitted += 1
-                    yield ev
+                yield self._pull(want, every, prices, counts, done)
+                if done[0]:
+                    return
+                await asyncio.sleep(0)
         finally:
             self._streaming = False
             self._replayed = True
             self.closed = True
+            self._close_file()
+
+    def _pull(
+        self,
+        want: set[str],
+        every: bool,
+        prices: dict[str, int],
+        counts: dict[str, int],
+        done: list[bool],
+    ) -> Iterator[Event]:
+        """One chunk of :meth:`stream_chunks`: what is queued, then frame after frame; ends
+        after :data:`YIELD_EVERY` events (queued ones of other markets count) or, with
+        ``done[0]`` set, at the end of the file."""
+        pending = self._pending
+        popleft = pending.popleft
+        n = 0
+        fast = (
+            self._fast
+            and "_frame" not in vars(self)
+            and (type(self)._frame is KalshiFeedExchange._frame)
+        )
+        loads = _loads
+        clock = self._clock
+        markets = self._markets
+        forms = self._forms
+        by_sid = forms._by_sid
+        outcomes = _OUTCOMES
+        cached_price = frames._cached_price
+        cached_qty = frames._cached_qty
+        no = Outcome.NO
+        on_delta = self._on_delta
+        record = self._record
+        as_frame = self._as_frame
+        rec: Any = _RecordedDelta()  # read by _on_delta during the call, never kept
+        msg: Any
+        seq: Any
+        recv: Any
+        side: Any
+        ts_ms: Any
+        ticker: Any
+        while pending:
+            ev = popleft()
+            if every or ev.ticker in want:
+                self.events_emitted += 1
+                yield ev
+            n += 1
+            if n >= YIELD_EVERY:
+                return
+        for line in self._lines():
+            if line[:1] != b"{" and not line.strip():
+                continue
+            if not fast:
+                self._frame(line)
+            else:
+                f = loads(line)
+                if type(f) is dict and ("frame" in f or "kind" in f):
+                    f = as_frame(f)  # a ``cfa record`` line (or its header)
+                ok = False
+                if type(f) is dict:
+                    try:  # reads only: a missing key or a non-object takes _record
+                        if f["type"] == "orderbook_delta":
+                            msg = f["msg"]
+                            seq = f["seq"]
+                            recv = f["recv_ts"]
+                            side = msg["side"]
+                            raw_price = msg["price_dollars"]
+                            raw_delta = msg["delta_fp"]
+                            ts_ms = msg["ts_ms"]
+                            ticker = msg["market_ticker"]
+                            ok = (
+                                type(msg) is dict
+                                and type(seq) is int
+                                and seq >= 0
+                                and type(recv) is float
+                                and type(side) is str
+                                and type(raw_price) is str
+                                and type(raw_delta) is str
+                                and type(ts_ms) is int
+                                and ts_ms >= 0
+                                and type(ticker) is str
+                                and ticker != ""
+                                and msg.get("client_order_id") is None
+                                and side in outcomes
+                            )
+                    except (KeyError, TypeError):
+                        ok = False
+                if not ok:
+                    record(f)
+                else:
+                    self.frames_read += 1
+                    if recv > clock.t:
+                        clock.t = recv
+                    now = clock.t
+                    outcome = outcomes[side]
+                    price = prices.get(raw_price)
+                    if price is None:
+                        if len(prices) >= _DECODED_MAX:
+                            prices.clear()
+                        price = cached_price(raw_price, "orderbook_delta.price_dollars")
+                        prices[raw_price] = price
+                    if outcome is no and by_sid.get(f.get("sid"), forms.default):
+                        price = ONE_DOLLAR - price
+                    delta = counts.get(raw_delta)
+                    if delta is None:
+                        if len(counts) >= _DECODED_MAX:
+                            counts.clear()
+                        delta = cached_qty(raw_delta, "orderbook_delta.delta_fp")
+                        counts[raw_delta] = delta
+                    m = markets.get(ticker)
+                    if m is not None:
+                        if now >= m.info.close_ts and self._resting:
+                            self._close_if_due(m, now)
+                        rec.ticker = ticker
+                        rec.seq = seq
+                        rec.ts = ts_ms / 1000.0
+                        rec.outcome = outcome
+                        rec.price = price
+                        rec.delta = delta
+                        on_delta(m, rec, now)
+            while pending:
+                ev = popleft()
+                if every or ev.ticker in want:
+                    self.events_emitted += 1
+                    yield ev
+                n += 1
+                if n >= YIELD_EVERY:
+                    return  # the chunk ends: the stream awaits, the next chunk goes on
+        self._finish()
+        while pending:
+            ev = popleft()
+            if every or ev.ticker in want:
+                self.events_emitted += 1
+                yield ev
+        done[0] = True
 
     def open_books(self) -> None:
         """Read the file up to the first snapshot of every market that has one, so that the
@@ -644,22 +817,23 @@ class KalshiFeedExchange(BookEmulator):
         if all(m.started for m in waiting):
             return
         for line in self._lines():
+            if not line.strip():
+                continue
             self._frame(line)
             if all(m.started for m in waiting):
                 return
 
     def _lines(self) -> Iterator[bytes]:
-        """The file's non-empty lines, read once (shared by :meth:`open_books` and the
-        stream)."""
+        """The file's lines (blank ones included: callers skip them), read once, shared by
+        :meth:`open_books` and the stream: an open binary file, closed at the end of the
+        stream."""
         if self._reader is None:
-            self._reader = self._read_lines()
+            self._reader = self.path.open("rb")
         return self._reader
 
-    def _read_lines(self) -> Iterator[bytes]:
-        with self.path.open("rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield line
+    def _close_file(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
 
     # -- reading the file -----------------------------------------------------------------------
 
@@ -691,35 +865,70 @@ class KalshiFeedExchange(BookEmulator):
         return obj
 
     def _prescan(self) -> tuple[list[str], float, float]:
-        """Markets with a snapshot (in order of appearance), first and last receive times."""
+        """Markets with a snapshot (in order of appearance), first and last receive times.
+
+        Not a second pass of Python over every line: the file is memory-mapped, the lines up
+        to the first with a ``recv_ts`` are decoded, then only the lines that contain
+        ``orderbook_snapshot`` (found with ``bytes.find``, at memory speed) and the last
+        non-blank line. Same answer and same errors as decoding every such line in order."""
         tickers: dict[str, None] = {}
-        first = last = None
+        first: float | None = None
+
+        def snapshot_line(line: bytes, frame: Any = None) -> None:
+            if frame is None:
+                frame = self._as_frame(_loads(line))
+                if not isinstance(frame, dict):
+                    raise CfaValueError(f"{self.path}: a line is not a JSON object")
+            if frame.get("type") == "orderbook_snapshot":
+                msg = frame.get("msg") or {}
+                t = msg.get("market_ticker") or msg.get("ticker")
+                if isinstance(t, str):
+                    tickers.setdefault(t)
+
         with self.path.open("rb") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                is_snap = b"orderbook_snapshot" in line
-                if first is None or is_snap:
+            if fh.seek(0, 2) == 0:
+                raise CfaValueError(f"{self.path}: no frames with recv_ts")
+            fh.seek(0)
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                size = len(data)
+                pos = 0
+                while first is None and pos < size:  # decode lines until one has recv_ts
+                    end = data.find(b"\n", pos)
+                    end = size if end < 0 else end + 1
+                    line = data[pos:end]
+                    pos = end
+                    if not line.strip():
+                        continue
                     frame = self._as_frame(_loads(line))
                     if not isinstance(frame, dict):
                         raise CfaValueError(f"{self.path}: a line is not a JSON object")
-                    if first is None and isinstance(frame.get("recv_ts"), int | float):
+                    if isinstance(frame.get("recv_ts"), int | float):
                         first = float(frame["recv_ts"])
-                    if frame.get("type") == "orderbook_snapshot":
-                        msg = frame.get("msg") or {}
-                        t = msg.get("market_ticker") or msg.get("ticker")
-                        if isinstance(t, str):
-                            tickers.setdefault(t)
-                last_line = line
-        if first is None:
-            raise CfaValueError(f"{self.path}: no frames with recv_ts")
-        end = self._as_frame(_loads(last_line)).get("recv_ts")
-        last = float(end) if isinstance(end, int | float) else first
+                    if b"orderbook_snapshot" in line:
+                        snapshot_line(line, frame)
+                if first is None:
+                    raise CfaValueError(f"{self.path}: no frames with recv_ts")
+                hit = data.find(b"orderbook_snapshot", pos)
+                while hit >= 0:
+                    start = data.rfind(b"\n", 0, hit) + 1
+                    end = data.find(b"\n", hit)
+                    end = size if end < 0 else end + 1
+                    snapshot_line(data[start:end])
+                    hit = data.find(b"orderbook_snapshot", end)
+                end = size  # the last non-blank line
+                while end > 0 and data[end - 1 : end].isspace():
+                    end -= 1
+                last_line = data[data.rfind(b"\n", 0, end) + 1 : end]
+        last_end = self._as_frame(_loads(last_line)).get("recv_ts")
+        last = float(last_end) if isinstance(last_end, int | float) else first
         return list(tickers), first, max(first, last)
 
     def _frame(self, line: bytes) -> None:
         """Read one frame: move the clock, update the book, run the fill model, queue events."""
-        frame = self._as_frame(_loads(line))
+        self._record(self._as_frame(_loads(line)))
+
+    def _record(self, frame: Any) -> None:
+        """:meth:`_frame` after decoding: ``frame`` as :meth:`_as_frame` returns it."""
         self.frames_read += 1
         if not isinstance(frame, dict):
             raise CfaValueError(f"{self.path}: a line is not a JSON object")

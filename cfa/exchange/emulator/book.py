@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cfa.core.book import BookSequenceError, OrderBook
 from cfa.core.grid import PriceGrid
@@ -59,6 +60,36 @@ from cfa.exchange.emulator.orders import OrderDesk, OwnOrder
 
 RECENT_TRADES = 200
 """Public trades kept per market for :meth:`BookEmulator.get_trades`."""
+
+_new: Any = object.__new__
+_D: dict[str, Any] = {f: BookDelta.__dict__[f].__set__ for f in BookDelta.__slots__}
+_d_ticker, _d_seq, _d_ts, _d_outcome = _D["ticker"], _D["seq"], _D["ts"], _D["outcome"]
+_d_price, _d_delta, _d_coid = _D["price"], _D["delta"], _D["client_order_id"]
+
+
+def make_delta(
+    ticker: str,
+    seq: int,
+    ts: float,
+    outcome: Outcome,
+    price: Price,
+    delta: Qty,
+    client_order_id: str | None = None,
+) -> BookDelta:
+    """``BookDelta(ticker, seq, ts, outcome, price, delta, client_order_id)``, built the way
+    :func:`cfa.exchange.sim.records.make_delta` builds it (slots written through their
+    descriptors, about twice as fast as the frozen dataclass's ``__init__``; the same
+    ordinary, equal instance). Kept here so that the feeds do not import the simulator
+    (numpy); ``tests/test_feed_fastpath.py`` pins the equality."""
+    o: BookDelta = _new(BookDelta)
+    _d_ticker(o, ticker)
+    _d_seq(o, seq)
+    _d_ts(o, ts)
+    _d_outcome(o, outcome)
+    _d_price(o, price)
+    _d_delta(o, delta)
+    _d_coid(o, client_order_id)
+    return o
 
 
 @dataclass(slots=True)
@@ -158,7 +189,8 @@ class BookEmulator(OrderDesk):
         self._after_book(m, now)
 
     def _on_delta(self, m: EmulatedMarket, d: BookDelta, now: float) -> None:
-        """One change of the feed's book (module doc: holes)."""
+        """One change of the feed's book (module doc: holes). ``d`` is read during the call and
+        not kept (the feed passes a reused object with :class:`BookDelta`'s fields)."""
         if not m.started:
             return  # no snapshot yet: nothing to apply it to
         try:
@@ -171,18 +203,19 @@ class BookEmulator(OrderDesk):
                 m.hole_since = now
                 m.out_seq += 2
                 self._pending.append(
-                    BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None)
+                    make_delta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None)
                 )
             self._level_changed(m, d)
             self._after_book(m, now)
             return
-        self._level_changed(m, d)
+        if self._resting and self.model.tracks_queue:
+            self._level_changed(m, d)
         # fills first: the counterparty that moved the book would have reached us first
         self._after_book(m, now)
         if m.hole:
             return
         m.out_seq += 1
-        self._pending.append(BookDelta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta, None))
+        self._pending.append(make_delta(d.ticker, m.out_seq, now, d.outcome, d.price, d.delta))
 
     def _on_print(
         self,
