@@ -278,7 +278,6 @@ class Session:
         agents = self.agents
         probe = self.probe
         feed = self.portfolio.feed
-        states = self.states
         stop = self.stop
         failed = LoopState.FAILED
         next_check = -math.inf
@@ -290,16 +289,11 @@ class Session:
                 self.now = ts
                 if feed is not None:
                     clock_now = self.exchange.clock.now()
-                    # the silence before this event, on the exchange's clock: a replay's
-                    # recorded silence trips here, as the timer task would have live (it polls
-                    # wall time)
-                    trip = feed.check(clock_now, states.global_state)
-                    if trip is not None:
-                        states.set(None, trip.state, source=trip.source, reason=trip.reason)
-                        await self._cancel_halted()
-                    trip = feed.on_event(clock_now, states.global_state)
-                    if trip is not None:
-                        states.set(None, trip.state, source=trip.source, reason=trip.reason)
+                    last = feed.last_event
+                    if feed.tripped or (last is not None and clock_now - last > feed.stale_after_s):
+                        await self._feed_resumed(clock_now)
+                    else:
+                        feed.last_event = clock_now  # all that check() and on_event() would do
                 if probe is not None and ts >= next_check:
                     next_check = ts + 1.0
                     probe.tick(ts)
@@ -333,6 +327,21 @@ class Session:
                         self._time_flush()  # the timer task is starved when the stream never waits
                 if stop.is_set():
                     return
+
+    async def _feed_resumed(self, clock_now: float) -> None:
+        """An event after a silence on the exchange's clock (or while the dead-feed breaker
+        holds): a replay's recorded silence trips here, as the timer task would have live (it
+        polls wall time), and the event that ends it lifts the halt."""
+        feed = self.portfolio.feed
+        assert feed is not None
+        states = self.states
+        trip = feed.check(clock_now, states.global_state)
+        if trip is not None:
+            states.set(None, trip.state, source=trip.source, reason=trip.reason)
+            await self._cancel_halted()
+        trip = feed.on_event(clock_now, states.global_state)
+        if trip is not None:
+            states.set(None, trip.state, source=trip.source, reason=trip.reason)
 
     # -- audit durability: time flushes, heartbeat, write failures ----------------------------
 
