@@ -107,7 +107,13 @@ def test_cfa_run_on_a_full_disk_is_one_line(tmp_path: Path, monkeypatch: Any) ->
     assert lines[0].startswith("error: cannot write audit store") and str(db) in lines[0]
     assert "database or disk is full" in lines[0] and "0 left resting" in lines[0]
     res = verify(db)
-    assert res.ok and res.rows > 100, res
+    # rows hold up to 512 events since batches close by age, not at every flush: count both
+    assert res.ok and res.rows > 20, res
+    with sqlite3.connect(db) as c:
+        (events,) = c.execute(
+            "SELECT sum(json_extract(payload, '$.n')) FROM market_events"
+        ).fetchone()
+    assert events > 100, events
     # The close anchor covers what was committed: the anchors agree with the file.
     res = CliRunner().invoke(app, ["audit", "verify", "--db", str(db)])
     assert res.exit_code == 0 and "ANCHORS OK" in res.output, res.output

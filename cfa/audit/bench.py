@@ -4,6 +4,7 @@ Run ``python -m cfa.audit.bench [--rows N] [--path FILE] [--workers W]``. It app
 ``market_events`` rows shaped like the loop's book deltas (through :meth:`AuditStore.append`,
 with automatic flushes of 2,000 rows, exactly as the runtime writes), then verifies the file.
 Prints wall and CPU figures; :func:`run` returns them for ``tools/bench.py``.
+``--recorder DB`` instead times the audit share of the fast path (:func:`recorder_path`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,42 @@ def run(
             tmp.cleanup()
 
 
+def recorder_path(source: Path, events: int = 100_000, repeat: int = 5) -> dict[str, Any]:
+    """CPU µs per event of the audit share of the fast path: the market events recorded in the
+    store ``source`` (all runs, in time order, looped to ``events``) through
+    :meth:`Recorder.market_event`, the session's every-2,000-events ``close_aged``,
+    :meth:`AuditStore.append` and the commits, into a fresh file; best of ``repeat`` runs
+    (opening and closing the store included)."""
+    from cfa.audit.queries import AuditReader
+    from cfa.audit.records import events_from_rows
+    from cfa.runtime.recorder import Recorder
+
+    with AuditReader.open(source) as r:
+        recorded = list(events_from_rows(r.rows("market_events")))
+    if not recorded:
+        raise RuntimeError(f"{source} holds no market events")
+    recorded.sort(key=lambda e: e.ts)
+    evs = (recorded * (events // len(recorded) + 1))[:events]
+    best, rows = float("inf"), 0
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(repeat):
+            store = AuditStore.open(Path(d) / f"r{i}.db", checkpoint_interval=None)
+            rec = Recorder(store, store.start_run({}))
+            me = rec.market_event
+            c0 = time.process_time()
+            for n, ev in enumerate(evs, 1):
+                me(ev)
+                if n % 2000 == 0:
+                    rec.close_aged(ev.ts)
+                    store.maybe_flush()
+            rec.flush_events()
+            store.flush()
+            best = min(best, time.process_time() - c0)
+            rows = store.stats.written - 1
+            store.close()
+    return {"events": len(evs), "rows": rows, "cpu_us_per_event": best / len(evs) * 1e6}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``python -m cfa.audit.bench``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,7 +148,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--path", type=Path, default=None, help="file to write (default: a temp dir)")
     ap.add_argument("--workers", type=int, default=None, help="verify processes (default 2)")
     ap.add_argument("--writer", choices=("inline", "process"), default="inline")
+    ap.add_argument(
+        "--recorder",
+        type=Path,
+        default=None,
+        metavar="DB",
+        help="instead: the recorder + store path over the market events recorded in DB",
+    )
     args = ap.parse_args(argv)
+    if args.recorder is not None:
+        rr = recorder_path(args.recorder, args.rows if args.rows != 1_000_000 else 100_000)
+        print(
+            f"recorder + store: {rr['events']:,} events in {rr['rows']:,} rows, "
+            f"{rr['cpu_us_per_event']:.2f} us CPU/event (best of 5)"
+        )
+        return
     r = run(args.rows, args.path, args.workers, args.writer)
     print(
         f"write ({r['writer']}): {r['rows']:,} market_events rows in {r['write_seconds']:.2f} s = "
