@@ -232,6 +232,10 @@ class MarketLoop:
         """Best bid and ask of everyone else (our own resting orders removed), price units."""
         self.touch_size: tuple[Qty, Qty] = (0, 0)
         """Everyone else's size at :attr:`touch` (count units)."""
+        self._touch_for: tuple[Order | None, Order | None] | None = None
+        """Our resting (bid, ask) that :attr:`touch` was computed without; None once the book
+        changed otherwise than by a delta behind that touch (a snapshot, our own order's
+        delta, an event not run through the fast path): the touch must be recomputed."""
         self.band_clipped: dict[Side, bool] = {Side.BID: False, Side.ASK: False}
         """Sides whose model price lies outside the policy's price band (not quoted)."""
         self._written_off: dict[str, None] = {}
@@ -294,13 +298,20 @@ class MarketLoop:
             d: BookDelta = ev  # type: ignore[assignment]
             if d.client_order_id is not None:
                 update = False  # our own order moved the book: nothing new about the market
+                self._touch_for = None
             else:
                 # A delta strictly behind everyone else's touch changes neither its prices nor
                 # its sizes: when nothing else the quote depends on has changed either, the
-                # event ends here (the same outcome as the full fast path, sooner).
+                # event ends here (the same outcome as the full fast path, sooner). The stored
+                # touch is trusted only while our resting orders are the ones it was computed
+                # without and the book moved only by such deltas since (``_touch_for``).
                 bb, ba = self.touch
+                tf = self._touch_for
                 if (
-                    bb is not None
+                    tf is not None
+                    and tf[0] is self.resting[Side.BID]
+                    and tf[1] is self.resting[Side.ASK]
+                    and bb is not None
                     and ba is not None
                     and bb < ba
                     and (d.price < bb if d.outcome is Outcome.YES else d.price < ONE_DOLLAR - ba)
@@ -322,6 +333,7 @@ class MarketLoop:
         elif t is BookSnapshot:
             self.book.apply_snapshot(ev)  # type: ignore[arg-type]
             self._awaiting_book = False
+            self._touch_for = None
         elif t is Trade:
             tr: Trade = ev  # type: ignore[assignment]
             if self.mid is not None:
@@ -333,6 +345,7 @@ class MarketLoop:
             self._on_fill(ev)  # type: ignore[arg-type]
         state = self.state
         if state is not LoopState.WARMING and state is not LoopState.READY:
+            self._touch_for = None
             return None
         if self.paused is not None or (self._pending and ts >= self._pending_due):
             return self._tail(ts, update, state)
@@ -390,6 +403,7 @@ class MarketLoop:
         calls to await (None when nothing is to be sent)."""
         book = self.book
         if not book.synced:  # a gap and no fresh book yet: nothing to quote on
+            self._touch_for = None
             return self._enforce(t) if self.state is LoopState.READY else None
         ob, oa = self.resting[Side.BID], self.resting[Side.ASK]
         bb, qb, ba, qa = book.others_touch(
@@ -399,6 +413,7 @@ class MarketLoop:
             0 if oa is None else oa.remaining_count,
         )
         self.touch = (bb, ba)
+        self._touch_for = (ob, oa)
         if t >= self._risk_due:
             self._check_breakers(t)
         if bb is None or ba is None or bb >= ba:
@@ -1244,6 +1259,7 @@ class MarketLoop:
             return
         self.rec.market_event(snap)
         self.book.apply_snapshot(snap)
+        self._touch_for = None
 
     def regime_flags(self) -> RegimeFlags:
         """VAR regime flags as of now (refits only when a new sample arrived: a few ms)."""
