@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,25 @@ async def record_sim_run(
     store.end_run(run_id, {"markets": [r.as_dict() for r in rows]})
     store.close()
     return run_id
+
+
+async def trade_log(
+    venue: Any, db: Path
+) -> tuple[int, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Run a session (default policy, no agents) over the started exchange ``venue`` into audit
+    store ``db``; return the events it consumed, its order actions (market, ts_ms, action,
+    side, price, count, reason) and its fills (market, ts_ms, side, price, count), in order."""
+    store = AuditStore.open(db)
+    session = Session(
+        venue, await venue.get_markets(), load_policy("default"), store, store.start_run({})
+    )
+    await session.run()
+    store.close()
+    with sqlite3.connect(db) as c:
+        orders = c.execute(
+            "select market, ts_ms, action, side, price, count, reason from orders order by seq"
+        ).fetchall()
+        fills = c.execute(
+            "select market, ts_ms, side, price, count from fills order by seq"
+        ).fetchall()
+    return session.events, orders, fills

@@ -4,15 +4,13 @@ the same events, orders and fills as one awaited event at a time."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from cfa.audit import AuditStore
+from sim_run import trade_log
+
 from cfa.exchange.base import event_chunks
 from cfa.exchange.sim import SimExchange
-from cfa.risk.policy import load_policy
-from cfa.runtime.session import Session
 
 
 class _OneByOne:  # forwards everything but the class-level stream_chunks
@@ -26,28 +24,10 @@ class _OneByOne:  # forwards everything but the class-level stream_chunks
         return getattr(self._inner, name)  # stream_chunks too: event_chunks must not use it
 
 
-def _rows(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    with sqlite3.connect(db) as c:
-        orders = c.execute(
-            "select market, ts_ms, action, side, price, count, reason from orders order by seq"
-        ).fetchall()
-        fills = c.execute(
-            "select market, ts_ms, side, price, count from fills order by seq"
-        ).fetchall()
-    return orders, fills
-
-
 async def _run(tmp: Path, name: str, chunked: bool) -> tuple[Any, ...]:
     ex = SimExchange.from_scenarios(["calm", "informed-flow", "thin"], seed=3, duration=900.0)
     await ex.start()
-    venue: Any = ex if chunked else _OneByOne(ex)
-    store = AuditStore.open(tmp / f"{name}.db")
-    session = Session(
-        venue, await ex.get_markets(), load_policy("default"), store, store.start_run({})
-    )
-    await session.run()
-    store.close()
-    return (session.events, *_rows(tmp / f"{name}.db"))
+    return await trade_log(ex if chunked else _OneByOne(ex), tmp / f"{name}.db")
 
 
 async def test_chunks_reproduce_one_event_at_a_time(tmp_path: Path) -> None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
+from sim_run import trade_log
 
-from cfa.audit import AuditStore
 from cfa.exchange.sim import SimExchange
-from cfa.risk.policy import load_policy
-from cfa.runtime.session import Session
 
 GOLDEN = [
     (("calm",), 1, 398, 28, "5fb739800dd5f3d50f6b1cbf7823af85c6f0bc48c4ade2dbbe1ea050a90701ca"),
@@ -43,18 +40,6 @@ async def test_orders_and_fills_match_the_recorded_digest(
 ) -> None:
     ex = SimExchange.from_scenarios(list(scenarios), seed=seed, duration=900.0)
     await ex.start()
-    store = AuditStore.open(tmp_path / "run.db")
-    session = Session(
-        ex, await ex.get_markets(), load_policy("default"), store, store.start_run({})
-    )
-    await session.run()
-    store.close()
-    with sqlite3.connect(tmp_path / "run.db") as c:
-        orders = c.execute(
-            "select market, ts_ms, action, side, price, count, reason from orders order by seq"
-        ).fetchall()
-        fills = c.execute(
-            "select market, ts_ms, side, price, count from fills order by seq"
-        ).fetchall()
+    _, orders, fills = await trade_log(ex, tmp_path / "run.db")
     assert (len(orders), len(fills)) == (n_orders, n_fills)
     assert hashlib.sha256(json.dumps([orders, fills]).encode()).hexdigest() == digest

@@ -27,8 +27,8 @@ import pytest
 
 from cfa.core.types import BookDelta, CfaValueError, Outcome
 from cfa.exchange.captures import list_datasets
-from cfa.exchange.emulator.book import make_delta
 from cfa.exchange.feed import KalshiFeedExchange, metadata_path, write_feed
+from cfa.exchange.records import make_delta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from bench_replay import agenerate_feed, generate_feed

@@ -25,8 +25,8 @@ from cfa.core.types import (
     notional,
 )
 from cfa.exchange.base import Event, OrderNotFound, OrderRejected
+from cfa.exchange.records import make_delta, make_trade
 from cfa.exchange.sim import SimExchange, load_scenario
-from cfa.exchange.sim.records import make_delta, make_trade
 
 ONE = 100
 

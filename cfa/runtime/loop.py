@@ -278,15 +278,15 @@ class MarketLoop:
         and end here without creating a coroutine. The caller must await what is returned
         before it feeds the next event (:meth:`on_event` does both).
         """
-        t = type(ev)
-        if t is Order or t is Settlement or t is MarketStatus:
-            return self._on_rare(ev)
         self.rec.market_event(ev)  # type: ignore[arg-type]
         self.events += 1
         ts = ev.ts
         self.now = ts
         if self._start_t is None:
             self._start_t = ts
+        t = type(ev)
+        if t is Order or t is Settlement or t is MarketStatus:
+            return self._on_rare(ev, ts)
         update = True
         if t is BookDelta:
             try:
@@ -355,14 +355,9 @@ class MarketLoop:
             return self._enforce(ts)
         return None
 
-    async def _on_rare(self, ev: Event) -> None:
-        """:meth:`on_event` for our order updates, settlements and venue status changes."""
-        self.rec.market_event(ev)  # type: ignore[arg-type]
-        self.events += 1
-        ts = ev.ts
-        self.now = ts
-        if self._start_t is None:
-            self._start_t = ts
+    async def _on_rare(self, ev: Event, ts: float) -> None:
+        """The rest of :meth:`feed` for our order updates, settlements and venue status
+        changes (recorded and counted already)."""
         t = type(ev)
         if t is Order:
             await self._on_order(ev)  # type: ignore[arg-type]
@@ -494,17 +489,22 @@ class MarketLoop:
         """True when :meth:`_set_side` would make no order call for this side (outside
         REDUCE_ONLY): the same early returns, without a coroutine."""
         cur = self.resting[side]
-        pending = self._pending
-        if pending and (
-            (cur is not None and cur.order_id in pending)
-            or (cur is None and self._pending_on(side))
-        ):
+        if self._side_waits(side, cur):
             return True
         if price is None or size <= 0:
             return cur is None
         if cur is None:
             return False
         return cur.price == price or t - self._placed_at[side] < self.policy.quoting.min_order_age_s
+
+    def _side_waits(self, side: Side, cur: Order | None) -> bool:
+        """True when an order of ours whose cancel is unconfirmed may rest on ``side`` (the
+        slot's ``cur`` or an untracked one): no order call is made there until it is gone."""
+        pending = self._pending
+        return bool(pending) and (
+            (cur is not None and cur.order_id in pending)
+            or (cur is None and self._pending_on(side))
+        )
 
     def min_edge(self, t: float) -> float:
         """Dollars per contract the quote must clear beyond the fee model: the policy's edge
@@ -640,11 +640,7 @@ class MarketLoop:
         size of 0: no order). At ``price`` already, the order is kept (queue priority; size
         drift is tolerated) except under REDUCE_ONLY, where its size follows ``size``."""
         cur = self.resting[side]
-        pending = self._pending
-        if pending and (
-            (cur is not None and cur.order_id in pending)
-            or (cur is None and self._pending_on(side))
-        ):
+        if self._side_waits(side, cur):
             return  # an order of ours whose cancel is unconfirmed may rest here: wait for it
         if price is None or size <= 0:
             if cur is not None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from cfa.core.book import BookSequenceError, OrderBook
 from cfa.core.grid import PriceGrid
@@ -57,39 +56,10 @@ from cfa.exchange.base import Event, MarketNotFound, OrderRejected
 from cfa.exchange.emulator.account import Account
 from cfa.exchange.emulator.fills import FillModel, fill_model
 from cfa.exchange.emulator.orders import OrderDesk, OwnOrder
+from cfa.exchange.records import make_delta
 
 RECENT_TRADES = 200
 """Public trades kept per market for :meth:`BookEmulator.get_trades`."""
-
-_new: Any = object.__new__
-_D: dict[str, Any] = {f: BookDelta.__dict__[f].__set__ for f in BookDelta.__slots__}
-_d_ticker, _d_seq, _d_ts, _d_outcome = _D["ticker"], _D["seq"], _D["ts"], _D["outcome"]
-_d_price, _d_delta, _d_coid = _D["price"], _D["delta"], _D["client_order_id"]
-
-
-def make_delta(
-    ticker: str,
-    seq: int,
-    ts: float,
-    outcome: Outcome,
-    price: Price,
-    delta: Qty,
-    client_order_id: str | None = None,
-) -> BookDelta:
-    """``BookDelta(ticker, seq, ts, outcome, price, delta, client_order_id)``, built the way
-    :func:`cfa.exchange.sim.records.make_delta` builds it (slots written through their
-    descriptors, about twice as fast as the frozen dataclass's ``__init__``; the same
-    ordinary, equal instance). Kept here so that the feeds do not import the simulator
-    (numpy); ``tests/test_feed_fastpath.py`` pins the equality."""
-    o: BookDelta = _new(BookDelta)
-    _d_ticker(o, ticker)
-    _d_seq(o, seq)
-    _d_ts(o, ts)
-    _d_outcome(o, outcome)
-    _d_price(o, price)
-    _d_delta(o, delta)
-    _d_coid(o, client_order_id)
-    return o
 
 
 @dataclass(slots=True)

@@ -26,8 +26,8 @@ import numpy as np
 
 from cfa.core.grid import PriceGrid
 from cfa.core.types import BookDelta, MarketInfo, Outcome, Price, PriceRange, Settlement
+from cfa.exchange import records
 from cfa.exchange.emulator.account import Account
-from cfa.exchange.sim import records
 from cfa.exchange.sim.latent import LatentProcess
 from cfa.exchange.sim.liquidity import (
     INFORMED,

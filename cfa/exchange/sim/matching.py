@@ -47,7 +47,7 @@ from cfa.core.types import (
 from cfa.exchange.base import Event
 from cfa.exchange.emulator.account import Account
 from cfa.exchange.emulator.orders import OwnOrder
-from cfa.exchange.sim.records import make_delta, make_trade
+from cfa.exchange.records import make_delta, make_trade
 
 RECENT_TRADES = 1000
 """How many public trades :meth:`MatchingBook.recent_trades` keeps per market."""

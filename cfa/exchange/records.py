@@ -6,7 +6,8 @@ more than the rest of a simulated event. These helpers create the same records b
 the slots directly through their descriptors (about 40% faster). The result is an ordinary
 instance of the class: equal to, hashing like and printing like one built by ``__init__``.
 This is valid only because neither class has a ``__post_init__`` or field defaults that
-compute anything; ``tests/test_sim_matching.py`` pins the equality.
+compute anything; ``tests/test_sim_matching.py`` pins the equality. They live outside the
+simulator so that the feeds and the venue emulator use them without importing it (numpy).
 """
 
 from __future__ import annotations
