@@ -285,6 +285,11 @@ def market_to_dict(m: MarketInfo) -> dict[str, Any]:
         "rules": m.rules,
         "status": m.status,
         "exchange_index": m.exchange_index,
+        "strike_type": m.strike_type,
+        "floor_strike": m.floor_strike,
+        "cap_strike": m.cap_strike,
+        "mutually_exclusive": m.mutually_exclusive,
+        "exhaustive": m.exhaustive,
     }
 
 
@@ -312,6 +317,16 @@ def market_from_dict(d: dict[str, Any]) -> MarketInfo:
             rules=d.get("rules", ""),
             status=d.get("status", "active"),
             exchange_index=int(d.get("exchange_index", 0)),
+            strike_type=str(d.get("strike_type") or ""),
+            floor_strike=_opt_float(d.get("floor_strike")),
+            cap_strike=_opt_float(d.get("cap_strike")),
+            mutually_exclusive=bool(d.get("mutually_exclusive", False)),
+            exhaustive=bool(d.get("exhaustive", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditError(f"recorded market metadata is incomplete: {exc}") from exc
+
+
+def _opt_float(v: Any) -> float | None:
+    """A recorded optional number (None stays None)."""
+    return None if v is None else float(v)

@@ -196,6 +196,17 @@ class MarketInfo:
     status: str = "active"
     exchange_index: int = 0
     """Kalshi exchange shard the market trades on (0: the default shard; the simulator's)."""
+    strike_type: str = ""
+    """Kalshi's ``strike_type`` (``greater``, ``between``, …; empty when unknown)."""
+    floor_strike: float | None = None
+    """Kalshi's ``floor_strike``: the strike of an "above" market, the floor of a range."""
+    cap_strike: float | None = None
+    """Kalshi's ``cap_strike``: the cap of a range or of a "below" market."""
+    mutually_exclusive: bool = False
+    """The market's event is mutually exclusive (Kalshi's event ``mutually_exclusive``): at
+    most one of its markets resolves YES (see :mod:`cfa.core.events`)."""
+    exhaustive: bool = False
+    """With ``mutually_exclusive``: exactly one market of the event resolves YES."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ Every malformed input (missing key, wrong type, bad number, off-grid price) rais
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -650,7 +651,22 @@ def parse_market(
         rules=rules,
         status=str(m.get("status") or "active"),
         exchange_index=parse_exchange_index(m.get("exchange_index"), f"market {tick}"),
+        strike_type=str(m.get("strike_type") or ""),
+        floor_strike=_strike(m.get("floor_strike"), f"market {tick}: floor_strike"),
+        cap_strike=_strike(m.get("cap_strike"), f"market {tick}: cap_strike"),
     )
+
+
+def _strike(value: Any, what: str) -> float | None:
+    """A Kalshi strike (a JSON number; absent or null: None); anything else is an error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CfaValueError(f"{what}: not a number: {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise CfaValueError(f"{what}: not finite: {value!r}")
+    return v
 
 
 def parse_exchange_index(value: Any, what: str) -> int:
