@@ -427,3 +427,43 @@ def test_edge_floor_and_queue_aware_placement(
             assert q.ask > best_bid
     if holding is not None:
         assert q.tau <= holding + eps
+
+
+# -- the other markets of the event ---------------------------------------------------------------
+
+
+def test_cross_risk_is_inventory_held_elsewhere_in_the_event() -> None:
+    """``cross_risk = Σ_{j≠i} Σ_ij q_j`` shifts the AS centre exactly as the same price risk
+    held in this market would: one contract here is ``σ_p²`` of it."""
+    sig_p = sigma_price(0.5, PARAMS.sigma)
+    flat, long = _q(0), _q(3)
+    via_sibling = _q(0, cross_risk=3 * sig_p * sig_p)
+    assert via_sibling.reservation == pytest.approx(long.reservation, abs=1e-15)
+    assert via_sibling.half_spread == flat.half_spread
+    hedged = _q(3, cross_risk=-3 * sig_p * sig_p)  # short the same risk in a sibling
+    assert hedged.reservation == pytest.approx(flat.reservation, abs=1e-15)
+
+
+def test_cross_skew_moves_both_glft_quotes_by_its_dollars() -> None:
+    params = QuoteParams(gamma=PARAMS.gamma, sigma=PARAMS.sigma, k=PARAMS.k, model="glft")
+    args = dict(mid=0.5, inventory=0, time_to_close=3600.0, params=params, market=MARKET)
+    base = quote(**args)  # type: ignore[arg-type]
+    moved = quote(**args, cross_skew=0.004)  # type: ignore[arg-type]
+    assert moved.reservation == pytest.approx(base.reservation - 0.004, abs=1e-15)
+    assert moved.half_spread == base.half_spread
+
+
+def test_zero_cross_terms_are_the_single_market_quote_exactly() -> None:
+    for inv in (-4, 0, 2):
+        assert _q(inv, cross_risk=0.0, cross_skew=0.0) == _q(inv)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_cross_terms_are_refused(bad: float) -> None:
+    with pytest.raises(CfaValueError, match="cross_risk"):
+        _q(1, cross_risk=bad)
+    params = QuoteParams(gamma=PARAMS.gamma, sigma=PARAMS.sigma, k=PARAMS.k, model="glft")
+    with pytest.raises(CfaValueError, match="cross_skew"):
+        quote(
+            mid=0.5, inventory=0, time_to_close=3600.0, params=params, market=MARKET, cross_skew=bad
+        )

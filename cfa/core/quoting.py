@@ -190,6 +190,8 @@ def quote(
     ask_queue: Qty = 0,
     min_edge: float = 0.0,
     holding_s: float | None = None,
+    cross_risk: float = 0.0,
+    cross_skew: float = 0.0,
 ) -> Quote:
     """Two-sided quote for one Kalshi market.
 
@@ -199,6 +201,13 @@ def quote(
     sizes there (count units). ``min_edge`` (dollars per contract, ≥ 0) is the measured adverse
     selection the quote must clear beyond the fee; ``holding_s`` the measured time inventory is
     held (seconds): ``τ = min(time_to_close, params.horizon, holding_s)``.
+
+    The other markets of the same event (:mod:`cfa.core.multiasset`): ``cross_risk`` is
+    ``Σ_{j≠i} Σ_ij·q_j`` (dollars²/s × contracts, Σ the price covariance per second), which the
+    ``as`` model adds to its own ``q·σ_p²``: the multi-asset reservation price
+    ``r = s − γ·τ·Σ_j Σ_ij·q_j``; ``cross_skew`` (dollars) is what the ``glft`` model's quotes
+    move down by, ``√γ·Σ_{j≠i} Γ_ij·q_j`` from the multi-asset closed form. Both 0 (the
+    default): the single-market formulas, exactly. ``naive`` ignores both.
 
     Contract:
 
@@ -233,11 +242,15 @@ def quote(
     if p.model == "glft":
         raw_bid, raw_ask = glft_quotes(mid, q, p.gamma, sig_p, p.A, p.k)
         centre = 0.5 * (raw_bid + raw_ask)
+        if cross_skew:
+            centre -= _finite(cross_skew, "cross_skew")
         half = 0.5 * (raw_ask - raw_bid)
     elif naive:
         centre, half = mid, p.half_spread
     else:
         centre = mid - q * p.gamma * sig_p * sig_p * tau
+        if cross_risk:
+            centre -= _finite(cross_risk, "cross_risk") * p.gamma * tau
         half = 0.5 * (p.gamma * sig_p * sig_p * tau + (2.0 / p.gamma) * math.log1p(p.gamma / p.k))
     if naive:
         bid = grid.floor_units((centre - half) * PRICE_SCALE)
@@ -307,3 +320,9 @@ def quote(
     if ask is None:
         ask_size = 0
     return Quote(bid, ask, bid_size, ask_size, centre, half, sig_p, tau)
+
+
+def _finite(v: float, name: str) -> float:
+    if not math.isfinite(v):
+        raise CfaValueError(f"quote: {name} must be a finite number, got {v!r}")
+    return v
