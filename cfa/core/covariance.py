@@ -130,44 +130,60 @@ class EventCovariance:
     not taken.
 
     **Estimate.** :meth:`correlation` forms the realised (uncentred: over a few seconds the
-    drift is nothing against the noise) correlation ``r_ij = S_ij / √(S_ii S_jj)`` with
-    ``S = Σ_k x_k x_kᵀ`` over the ring, and shrinks it toward the prior
+    drift is nothing against the noise) correlation ``r_ij = S_ij / √(S_ii S_jj)`` over the
+    ring's ``m`` samples, with ``lags = 1`` (the default) the flat one-lag realised kernel
+    (Zhou 1996; Barndorff-Nielsen et al. 2011 with one lag)::
+
+        S = Σ_k w_k,   w_k = x_k x_kᵀ + x_k x_{k−1}ᵀ + x_{k−1} x_kᵀ
+
+    and with ``lags = 0`` ``w_k = x_k x_kᵀ``. The lead–lag terms put back the covariance of a
+    common move that reached two markets in adjacent samples (staleness, below), and the
+    negative first autocovariance of grid noise cancels the noise's inflation of ``S_ii``. A
+    kernel variance below a quarter of the plain sum of squares is floored there (a noise
+    estimate never explains away most of a market's variance, as in
+    :class:`cfa.core.estimators.LogitVolatility`). ``r`` is then shrunk toward the prior
     ``f = structural_correlation(structure, probs)``::
 
         R* = δ·f + (1 − δ)·r,   δ = Σ_{i≠j} Var̂(r_ij) / Σ_{i≠j} (r_ij − f_ij)²  clipped to [0, 1]
 
-    (Schäfer & Strimmer 2005's intensity for a correlation target, the Ledoit–Wolf argument with
-    the target held fixed). ``Var̂``: with the scales treated as known, ``r_ij`` is the mean over
-    the ``m`` samples of ``w_k = x_ki x_kj / √(S_ii S_jj / m)``, so its variance is estimated by
-    the sample variance of ``w`` over ``m``::
+    (Schäfer & Strimmer 2005's intensity for a correlation target: the Ledoit–Wolf argument with
+    the target held fixed, so ``δ`` minimises the expected squared error of ``R*``.) ``Var̂``:
+    with the scales treated as known, ``r_ij = Σ_k w_k,ij / √(S_ii S_jj)`` is a sum of ``m``
+    terms, so ``Var̂(r_ij) = V_ij / (S_ii S_jj)`` with ``V`` the variance of that sum estimated
+    from the terms themselves (Newey–West, Bartlett weight ½ on lag 1 when ``lags = 1``, since
+    consecutive terms share a sample; never negative)::
 
-        Var̂(r_ij) = Σ_k (w_k − r_ij)² / (m(m − 1)) = (m·Q_ij / (S_ii S_jj) − r_ij²) / (m − 1)
+        V_ij = m/(m − 1) · [Σ_k (w_k − w̄)² + lags·Σ_k (w_k − w̄)(w_{k+1} − w̄)]
 
-    with ``Q_ij = Σ_k x_ki² x_kj²`` — a fourth-moment estimate that stays honest for the heavy
-    tails of mids that move by whole ticks. ``δ`` goes to 0 as ``1/m`` when the truth differs
-    from the prior and stays large while it is within the noise of it.
+    For ``lags = 0`` this is ``(m·Q_ij/(S_ii S_jj) − r_ij²)/(m − 1)`` with
+    ``Q_ij = Σ_k x_ki² x_kj²``: a fourth-moment estimate that stays honest for the heavy tails
+    of mids moving by whole ticks. ``δ`` goes to 0 as ``1/m`` when the truth differs from the
+    prior and stays large while the data cannot tell them apart.
 
     **Warm-up.** The prior alone (``δ = 1``) with fewer than ``min_samples`` samples. After that, a
     market with no mid yet or whose logit mid never moved in the window has its row and column
     from the prior, and ``δ`` is formed over the other pairs. The result is always symmetric
-    with a unit diagonal, entries in ``[−1, 1]`` and PSD: a mixture of two PSD matrices is PSD;
-    when prior rows were spliced in, negative eigenvalues are clipped to 0 and the diagonal
-    rescaled to 1.
+    with a unit diagonal, entries in ``[−1, 1]`` and PSD: a mixture of two PSD matrices is PSD,
+    and when the kernel or spliced prior rows leave it indefinite, negative eigenvalues are
+    clipped to 0 and the diagonal rescaled to 1.
 
     **Bias (Epps effect).** Previous-tick sampling uses a market's last mid before the boundary.
     When a market's *book* lags a common move (a thin rung re-quoted late), the move lands in a
-    later sample for it than for its neighbours and the measured correlation shrinks toward 0:
-    for markets whose latent value is seen at Poisson times of rate ``λ`` each, the expected
-    estimate is ``ρ·(1 − 1/(λ·interval))`` (overlap of the two sampled intervals, ``interval −
-    E|staleness_i − staleness_j|``, over their length; the tests measure it). A market that goes
-    unseen for a whole sample contributes 0 there, the same shrinkage. Ticks and bid–ask bounce
-    act as independent noise and shrink it too. A book that is always current but moves only
-    every few seconds on a tick grid (the simulator's calm scenario: the touch moves every
-    ~1–10 s) is not stale: its bias is the grid noise, small at ``interval = 5`` s once the mids
-    move by more than a tick per sample. Longer intervals cut both biases and cost samples; the
-    defaults (5 s, a 30-minute ring, 2 minutes of warm-up) follow
-    :class:`cfa.core.estimators.LogitVolatility`'s 5-s sampling, and the shrinkage makes the
-    short warm-up safe.
+    later sample for it than for its neighbours, and without the lead–lag terms the measured
+    correlation shrinks toward 0: for markets whose latent value is seen at Poisson times of
+    rate ``λ`` each, ``lags = 0`` estimates ``ρ·(1 − 1/(λ·interval))`` (the overlap of the two
+    sampled intervals, ``interval − E|staleness_i − staleness_j|``, over their length). A market
+    unseen for a whole sample contributes a zero change there, which shrinks it the same way.
+    Grid noise and bid–ask bounce inflate the variances and shrink the correlation too: a book
+    that is always current but whose latent value moves less than a tick per sample (the
+    simulator's calm scenario: the touch moves every ~1–10 s) loses half its correlation at
+    ``lags = 0``. Measured (tests/test_covariance.py, 4 markets, ρ̄ = 0.53): grid noise at
+    ``σ_x = 0.004``/√s on a half-cent mid grid biases ``lags = 0`` by −0.25 and ``lags = 1`` by
+    < 0.03; staleness at ``λ = 0.5``/s by −0.20 and −0.03. The kernel removes most of both
+    biases at the price of more variance (which the shrinkage sees); longer intervals cut them
+    too but cost samples. Defaults: 5-s samples as
+    :class:`cfa.core.estimators.LogitVolatility`, a 30-minute ring, 2 minutes of warm-up (the
+    shrinkage makes the short warm-up safe).
 
     ``structure`` (optional) gives the prior; without it the markets are independent (identity
     prior). Raises :class:`CfaValueError` for a non-finite time, a mid outside ``(0, 1)`` (NaN and
@@ -186,6 +202,7 @@ class EventCovariance:
         "_shrinkage",
         "_version",
         "interval",
+        "lags",
         "min_samples",
         "n",
         "samples",
@@ -200,6 +217,7 @@ class EventCovariance:
         interval: float = 5.0,
         window: int = 360,
         min_samples: int = 24,
+        lags: int = 1,
         structure: EventStructure | None = None,
     ) -> None:
         if n < 1:
@@ -211,6 +229,8 @@ class EventCovariance:
                 "EventCovariance: need 2 <= min_samples <= window, got "
                 f"min_samples={min_samples}, window={window}"
             )
+        if lags not in (0, 1):
+            raise CfaValueError(f"EventCovariance: lags must be 0 or 1, got {lags!r}")
         if structure is not None and structure.n != n:
             raise CfaValueError(
                 f"EventCovariance: structure {structure.event_ticker} has {structure.n} markets, "
@@ -220,6 +240,7 @@ class EventCovariance:
         self.interval = float(interval)
         self.window = window
         self.min_samples = min_samples
+        self.lags = lags
         self.structure = structure
         self.samples = 0
         """Samples in the ring (at most ``window``)."""
@@ -304,31 +325,88 @@ class EventCovariance:
         """The intensity ``δ`` of the last :meth:`correlation`: 1.0 (the prior alone) before any."""
         return self._shrinkage
 
+    def _ordered(self) -> FloatArray:
+        """The ring's samples, oldest first."""
+        m = self.samples
+        if m < self.window:
+            return self._ring[:m]
+        return np.concatenate((self._ring[self._head :], self._ring[: self._head]))
+
     def _stats(self) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
-        """``(r, Var̂(r), valid)`` over the ring, recomputed only when a sample came in."""
+        """``(r, Var̂(r), valid)`` over the ring, recomputed only when a sample came in.
+
+        Every sum over samples of a product of the terms ``w_k`` factors into per-market
+        columns, so each is one ``(m × n)ᵀ(m × n)`` product: O(m·n²), no ``m × n × n`` array.
+        """
         if self._cached is not None and self._cache_version == self._version:
             return self._cached
-        m = self.samples
-        x = self._ring[:m]
-        s = x.T @ x
-        x2 = x * x
-        q = x2.T @ x2
-        d = np.diagonal(s).copy()
-        valid = (d > 0.0) & np.array([b is not None for b in self._base])
+        x = self._ordered()
+        m = x.shape[0]
+        lag = np.zeros_like(x)
+        lag[1:] = x[:-1]
+        # w_k[i, j] = Σ_t u_t[k, i]·v_t[k, j]
+        terms = [(x, x), (x, lag), (lag, x)] if self.lags else [(x, x)]
+
+        def up(a: FloatArray) -> FloatArray:  # row k holds row k + 1 (the last row 0)
+            out = np.zeros_like(a)
+            out[:-1] = a[1:]
+            return out
+
+        nxt = [(up(u), up(v)) for u, v in terms]
+        s = sum((u.T @ v for u, v in terms), np.zeros((self.n, self.n)))
+        w0 = sum((np.outer(u[0], v[0]) for u, v in terms), np.zeros((self.n, self.n)))
+        wl = sum((np.outer(u[-1], v[-1]) for u, v in terms), np.zeros((self.n, self.n)))
+        sq = np.zeros((self.n, self.n))
+        for u, v in terms:
+            for uu, vv in terms:
+                sq += (u * uu).T @ (v * vv)
+        mean = s / m
+        v = sq - m * mean * mean  # Σ_k (w_k − w̄)²
+        if self.lags:
+            lp = np.zeros((self.n, self.n))
+            for u, vv in terms:
+                for u1, v1 in nxt:
+                    lp += (u * u1).T @ (vv * v1)
+            # Σ_{k<m−1} (w_k − w̄)(w_{k+1} − w̄)
+            g1 = lp - mean * ((s - wl) + (s - w0)) + (m - 1) * mean * mean
+            v = v + np.maximum(g1, -v)  # Bartlett ½ on lag 1, twice: γ0 + γ1, never < 0
+        plain = np.einsum("ki,ki->i", x, x)
+        d = np.maximum(np.diagonal(s), 0.25 * plain)
+        s = 0.5 * (s + s.T)
+        np.fill_diagonal(s, d)
+        valid = (plain > 0.0) & np.array([b is not None for b in self._base])
         scale = np.sqrt(np.where(valid, d, 1.0))
-        r = s / np.outer(scale, scale)
-        var = (m * q / np.outer(scale * scale, scale * scale) - r * r) / (m - 1)
-        self._cached = (r, np.maximum(var, 0.0), valid)
+        norm = np.outer(scale, scale)
+        r = np.clip(s / norm, -1.0, 1.0)
+        var = np.maximum(v, 0.0) * (m / (m - 1)) / (norm * norm)
+        self._cached = (r, var, valid)
         self._cache_version = self._version
         return self._cached
+
+    def _stats_direct(self) -> tuple[FloatArray, FloatArray]:
+        """``(S, V)`` from the ``m × n × n`` terms themselves: the reference for the tests."""
+        x = self._ordered()
+        m = x.shape[0]
+        w = x[:, :, None] * x[:, None, :]
+        if self.lags:
+            lag = np.zeros_like(x)
+            lag[1:] = x[:-1]
+            cross = x[:, :, None] * lag[:, None, :]
+            w = w + cross + cross.transpose(0, 2, 1)
+        s = w.sum(axis=0)
+        dev = w - s / m
+        v = (dev * dev).sum(axis=0)
+        if self.lags:
+            v = v + np.maximum((dev[1:] * dev[:-1]).sum(axis=0), -v)
+        return s, v
 
     def correlation(self, probs: Sequence[float] | FloatArray) -> FloatArray:
         """The shrunk correlation matrix ``n × n`` at the markets' current probabilities.
 
         ``probs`` (dollars in ``[0, 1]``, structure order) set the prior
         (:func:`structural_correlation`); see the class docstring for the estimate. Costs
-        O(window·n²) after a new sample, O(n²) (plus an O(n³) eigendecomposition when prior rows
-        are spliced in) otherwise. Updates :attr:`shrinkage`.
+        O(window·n²) after a new sample, O(n³) (a symmetric eigendecomposition, with ``lags = 1``
+        or prior rows spliced in; else O(n²)) otherwise. Updates :attr:`shrinkage`.
         """
         if self.structure is not None:
             prior = structural_correlation(self.structure, probs)
@@ -352,7 +430,7 @@ class EventCovariance:
         self._shrinkage = delta
         out = np.where(pair, delta * prior + (1.0 - delta) * r, prior)
         np.fill_diagonal(out, 1.0)
-        if not valid.all():
+        if self.lags or not valid.all():
             out = _nearest_correlation(out)
         return np.clip(0.5 * (out + out.T), -1.0, 1.0)
 
