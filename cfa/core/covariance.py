@@ -286,8 +286,7 @@ class EventCovariance:
         self._last[i] = mid
 
     def _sample(self, crossed: int) -> None:
-        row = self._ring[self._head]
-        row[:] = 0.0
+        row = [0.0] * self.n
         seen = False
         last, base, base_mid = self._last, self._base, self._base_mid
         for j in range(self.n):
@@ -307,6 +306,7 @@ class EventCovariance:
                 base_mid[j] = m
         if not seen:
             return
+        self._ring[self._head] = row
         self._push()
         for _ in range(min(crossed, self.window) - 1):
             self._ring[self._head] = 0.0
