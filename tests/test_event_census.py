@@ -200,6 +200,7 @@ def test_the_census_counts_add_up_on_the_synthetic_index(index: Path) -> None:
     assert (exc["events"], exc["markets"], exc["traded_24h"]) == (2, 5, 4)
     assert r["by_frequency"]["hourly"][ec.LADDER] == {"events": 1, "traded_24h": 1}
     assert list(r["by_category"])[:3] == ["Climate", "Politics", "Sports"]  # 2 each, by name
+    assert r["single_marked_exclusive"] == 1  # LONE-1
     assert r["strike_types"][ec.LADDER] == {
         "greater": 1,
         "greater+greater_or_equal": 1,

@@ -29,9 +29,9 @@ This is :func:`cfa.core.events.event_structures`'s rule where the index allows: 
 also needs distinct ``floor_strike`` values, which the index does not carry, and it calls
 "below" ladders and one-market exclusive events otherwise (``docs/events.md``).
 
-Run ``python tools/event_census.py`` for tables (``--json`` for machine output, ``--data DIR``
-for another copy of the index). Exits 2 with one line when the index is absent, 1 when it
-is malformed or its files disagree.
+Run ``python tools/event_census.py`` for tables (``--markdown`` or ``--json`` for other output,
+``--series REGEX`` to count some series only, ``--data DIR`` for another copy of the index).
+Exits 2 with one line when the index is absent, 1 when it is malformed or its files disagree.
 """
 
 from __future__ import annotations
@@ -390,28 +390,48 @@ def census(
         "by_frequency": _crosstab(events, by_event, classes, lambda e: e.frequency),
         "by_template": _crosstab(events, by_event, classes, lambda e: e.template),
         "strike_types": {c: dict(strike_mix[c].most_common(top_strike_types)) for c in CLASSES},
+        "single_marked_exclusive": sum(
+            classes[e.event_ticker][0] == SINGLE and e.mutually_exclusive for e in events
+        ),
     }
 
 
-def run(data: Path) -> dict[str, Any]:
-    """Read the index in ``data`` and return :func:`census` with the source files and checks."""
+def run(data: Path, *, series: str | None = None) -> dict[str, Any]:
+    """Read the index in ``data`` and return :func:`census` with the source files and checks.
+
+    ``series``: a regular expression; only events whose series ticker it matches (``re.search``)
+    are counted, after the whole index has been read and cross-checked.
+    """
     files = find_index(data)
     events = read_events(files.events)
     markets = read_markets(files.markets)
+    group_markets(events, markets)  # the cross-check, on the whole index
+    n_events, n_markets = len(events), len(markets)
+    if series is not None:
+        try:
+            pattern = re.compile(series)
+        except re.error as exc:
+            raise CensusError(f"--series {series!r}: not a regular expression: {exc}") from None
+        events = [e for e in events if pattern.search(e.series_ticker)]
+        kept = {e.event_ticker for e in events}
+        markets = [m for m in markets if m.event_ticker in kept]
+        if not events:
+            raise CensusError(f"--series {series!r}: no series matches")
     out = census(events, markets)
     out["source"] = {
         "date": files.date,
         "events_file": files.events.name,
         "markets_file": files.markets.name,
-        "event_rows": len(events),
-        "market_rows": len(markets),
+        "event_rows": n_events,
+        "market_rows": n_markets,
         "series": len({e.series_ticker for e in events}),
+        "series_filter": series,
     }
     if files.series is not None:
         rollup = read_series_markets(files.series)
-        if rollup != len(markets):
+        if rollup != n_markets:
             raise CensusError(
-                f"{files.series.name}: n_markets sums to {rollup}, markets index has {len(markets)}"
+                f"{files.series.name}: n_markets sums to {rollup}, markets index has {n_markets}"
             )
         out["source"]["series_file"] = files.series.name
     return out
@@ -533,12 +553,20 @@ def tables(result: Mapping[str, Any], *, top: int = 10) -> list[TableData]:
 
 def _heading(result: Mapping[str, Any]) -> str:
     src = result["source"]
+    tot = result["totals"]
+    only = ""
+    if src.get("series_filter") is not None:
+        only = (
+            f" Counted here: the {tot['events']:,} events and {tot['markets']:,} markets of the "
+            f"{src['series']:,} series matching {src['series_filter']!r}."
+        )
     return (
         f"Kalshi events open on {src['date']}: {src['event_rows']:,} events, "
-        f"{src['market_rows']:,} markets, {src['series']:,} series "
-        f"({src['events_file']}, {src['markets_file']}). The index has no prices or volumes: "
+        f"{src['market_rows']:,} markets ({src['events_file']}, {src['markets_file']}).{only} "
+        "The index has no prices or volumes: "
         "activity is counted in markets traded in the last 24 h, ever traded, and with a "
-        "two-sided book."
+        f"two-sided book. {result['single_marked_exclusive']:,} single-market events are marked "
+        "mutually exclusive."
     )
 
 
@@ -593,11 +621,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.add_argument("--json", action="store_true", help="print the census as JSON")
     out.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--top", type=int, default=10, help="rows per cross-table (default 10)")
+    parser.add_argument(
+        "--series",
+        metavar="REGEX",
+        help="count only the events of series whose ticker matches REGEX (e.g. '^KXBTCD$')",
+    )
     args = parser.parse_args(argv)
     if args.top < 1:
         parser.error("--top must be at least 1")
     try:
-        result = run(args.data)
+        result = run(args.data, series=args.series)
     except IndexMissing as exc:
         print(f"event_census: {exc}", file=sys.stderr)
         return 2
