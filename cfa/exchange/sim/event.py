@@ -174,8 +174,12 @@ class EventDriver:
 
     def next_rare_after(self, t: float) -> float:
         """The first regime switch or jump strictly after ``t``."""
-        self._rare_to(t)  # leaves both pending events after t
-        return min(self._next_switch, self._next_jump)
+        self._rare_to(t)  # the pending (not yet listed) events are after t
+        i = bisect_right(self._switches, t)
+        switch = self._switches[i] if i < len(self._switches) else self._next_switch
+        j = bisect_right(self._jump_t, t)
+        jump = self._jump_t[j] if j < len(self._jump_t) else self._next_jump
+        return min(switch, jump)
 
     def _rare_to(self, t: float) -> None:
         """Draw every switch and jump at or before ``t`` (in time order, one generator)."""

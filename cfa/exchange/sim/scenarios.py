@@ -587,10 +587,6 @@ def _event(ev: _Section, book: _Section, takers: _Section, where: str) -> EventP
                 takers=_takers(_override(takers, leg, "takers", _TAKER_KEYS)),
             )
         )
-    codes = [leg.code.upper() for leg in legs]
-    dup = sorted({c for c in codes if codes.count(c) > 1})
-    if dup:
-        raise CfaValueError(f"{where}.legs: two legs share the code {dup[0]}")
     if kind == "ladder":
         for i in range(1, len(legs)):
             a, b = legs[i - 1], legs[i]
@@ -613,6 +609,10 @@ def _event(ev: _Section, book: _Section, takers: _Section, where: str) -> EventP
                 f"got {total:.6g}"
             )
         _check_buckets(legs, where)
+    codes = [leg.code.upper() for leg in legs]
+    dup = sorted({c for c in codes if codes.count(c) > 1})
+    if dup:
+        raise CfaValueError(f"{where}.legs: two legs share the code {dup[0]}")
     return EventParams(
         kind=kind, legs=tuple(legs), grid_step=ev.num("grid_step", 0.25, lo=0.01, hi=10.0)
     )
@@ -703,7 +703,9 @@ def parse_scenario(data: object, name: str) -> Scenario:
         )
     b = top.section("book", _BOOK_KEYS)
     t = top.section("takers", _TAKER_KEYS)
-    event = _event(top.section("event", _EVENT_KEYS), b, t, f"{where}.event") if is_event else None
+    event = (
+        _event(top.section("event", _EVENT_KEYS), b, t, f"{top.where}.event") if is_event else None
+    )
     latent = LatentParams(
         p0=event.legs[0].p0 if event is not None else la.num("p0", lo=_P_LO, hi=_P_HI),
         calm=regime("calm"),
