@@ -14,6 +14,11 @@ clock unless ``speed`` is set; then the streams pace themselves so that simulate
 :func:`asyncio.sleep`. As fast as possible, a stream still yields to the event loop
 (``asyncio.sleep(0)``) every :data:`YIELD_EVERY` events or steps.
 
+Events: an event scenario (one with an ``event`` section: a strike ladder or a mutually
+exclusive set, see :mod:`cfa.exchange.sim.event`) makes one market per leg, all driven by one
+:class:`~cfa.exchange.sim.event.EventDriver`; several entries of the same event scenario make
+distinct events (``-2``, ``-3`` on the event ticker, and so on every leg's ticker).
+
 A stream ends once all its markets have settled, or when simulated time reaches
 ``start_ts + duration`` (the clock then reads exactly that time). A stream that joins late
 starts with snapshots of the books as they are; several streams may run at once (one per
@@ -65,7 +70,8 @@ from cfa.exchange.base import (
 from cfa.exchange.emulator.account import Account
 from cfa.exchange.emulator.orders import OrderDesk, OwnOrder
 from cfa.exchange.sim.clock import DEFAULT_START_TS, SimClock
-from cfa.exchange.sim.market import SimMarket
+from cfa.exchange.sim.event import EventDriver, LegView
+from cfa.exchange.sim.market import SimMarket, market_seed
 from cfa.exchange.sim.scenarios import Scenario, load_scenario
 
 YIELD_EVERY = 256
@@ -89,11 +95,11 @@ def _fanout(queues: tuple[deque[Event], ...]) -> Callable[[Event], None]:
 class SimExchange(OrderDesk):
     """The embedded simulator. Implements :class:`cfa.exchange.base.Exchange`.
 
-    ``scenarios``: one market per entry; several entries of the same scenario get distinct
-    tickers (``…-2``, ``…-3``). ``seed`` (≥ 0) fixes the world. ``start_ts``: simulated start,
-    epoch seconds. ``duration``: simulated seconds until the streams end (None: until every
-    market has settled). ``speed``: None for as fast as possible, else the multiple of real
-    time. ``cash``: starting balance in dollars.
+    ``scenarios``: one market per entry (an event scenario: one per leg); several entries of
+    the same scenario get distinct tickers (``…-2``, ``…-3``). ``seed`` (≥ 0) fixes the
+    world. ``start_ts``: simulated start, epoch seconds. ``duration``: simulated seconds
+    until the streams end (None: until every market has settled). ``speed``: None for as
+    fast as possible, else the multiple of real time. ``cash``: starting balance in dollars.
     """
 
     def __init__(
@@ -118,16 +124,40 @@ class SimExchange(OrderDesk):
         self.seed = seed
         self._init_desk(Account(Decimal(cash)), "sim-o")
         self._markets: dict[str, SimMarket] = {}
+        self._drivers: dict[str, EventDriver] = {}
         copies: dict[str, int] = {}
         for sc in scenarios:
             copy = copies.get(sc.name, 0)
             copies[sc.name] = copy + 1
-            info = sc.market_info(start_ts, copy)
-            if info.ticker in self._markets:
-                raise ValueError(f"two markets would share the ticker {info.ticker}")
-            self._markets[info.ticker] = SimMarket(
-                sc, info, seed=seed, start_ts=start_ts, account=self.account
+            infos = sc.market_infos(start_ts, copy)
+            for info in infos:
+                if info.ticker in self._markets:
+                    raise ValueError(f"two markets would share the ticker {info.ticker}")
+            if sc.event is None:
+                self._markets[infos[0].ticker] = SimMarket(
+                    sc, infos[0], seed=seed, start_ts=start_ts, account=self.account
+                )
+                continue
+            event_ticker = infos[0].event_ticker
+            if event_ticker in self._drivers:
+                raise ValueError(f"two events would share the ticker {event_ticker}")
+            driver = EventDriver(
+                sc.latent,
+                sc.event,
+                market_seed(seed, event_ticker),
+                start_ts,
+                infos[0].close_ts,
             )
+            self._drivers[event_ticker] = driver
+            for i, info in enumerate(infos):
+                self._markets[info.ticker] = SimMarket(
+                    sc.leg_scenario(i),
+                    info,
+                    seed=seed,
+                    start_ts=start_ts,
+                    account=self.account,
+                    latent=driver.view(i),
+                )
         self._list = list(self._markets.values())
         self._heap = [(m.next_t, i) for i, m in enumerate(self._list)]
         heapq.heapify(self._heap)
@@ -182,8 +212,21 @@ class SimExchange(OrderDesk):
         return self._end_ts
 
     def latent_probability(self, ticker: str) -> float:
-        """The hidden "true" probability of YES now (for diagnostics and tests only)."""
-        return self._market(ticker).latent_p
+        """The hidden "true" probability of YES now (for diagnostics and tests only).
+
+        A leg of an event answers at the clock's time, so that the legs' answers are of one
+        instant (a ladder's non-increasing in the strike, an exclusive set's summing to 1); a
+        single market answers as of the end of the batch of events it has drawn."""
+        m = self._market(ticker)
+        lat = m.latent
+        if isinstance(lat, LegView):
+            return lat.p_at(self._clock.t)
+        return m.latent_p
+
+    @property
+    def events(self) -> dict[str, EventDriver]:
+        """The drivers of the run's multi-market events, by event ticker (for tests, tools)."""
+        return dict(self._drivers)
 
     def result(self, ticker: str) -> Outcome | None:
         """The market's outcome once settled, else None."""

@@ -11,6 +11,11 @@ probability at close — pays out our position and publishes a :class:`Settlemen
 Randomness: one ``numpy.random.Generator(PCG64)`` per market, seeded from
 ``SeedSequence([seed, hash(ticker)])`` (a stable SHA-256 hash, not Python's ``hash``). Our
 orders never draw from it, so the background world is the same whatever we do.
+
+A market of a multi-market event gets its latent probability from outside: a
+:class:`~cfa.exchange.sim.event.LegView` of the event's driver instead of its own
+:class:`LatentProcess` (its generator then draws only the flow, and the outcome is the
+event's single draw).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from cfa.core.grid import PriceGrid
 from cfa.core.types import BookDelta, MarketInfo, Outcome, Price, PriceRange, Settlement
 from cfa.exchange import records
 from cfa.exchange.emulator.account import Account
+from cfa.exchange.sim.event import LegView
 from cfa.exchange.sim.latent import LatentProcess
 from cfa.exchange.sim.liquidity import (
     INFORMED,
@@ -84,12 +90,17 @@ class SimMarket(MatchingBook):
         seed: int,
         start_ts: float,
         account: Account,
+        latent: LegView | None = None,
     ) -> None:
         self.grid = PriceGrid(info.price_ranges)
         super().__init__(info, grid_prices(self.grid), account)
         self.scenario = scenario
         rng = np.random.Generator(np.random.PCG64(market_seed(seed, info.ticker)))
-        self.latent = LatentProcess(scenario.latent, rng, start_ts, info.close_ts)
+        self.latent: LatentProcess | LegView = (
+            LatentProcess(scenario.latent, rng, start_ts, info.close_ts)
+            if latent is None
+            else latent
+        )
         self.flow = FlowModel(scenario.book, scenario.takers, self.prices, rng)
         peak = self.flow.base_rate * max(
             scenario.latent.calm.activity, scenario.latent.volatile.activity
@@ -128,7 +139,7 @@ class SimMarket(MatchingBook):
         d_coid = records.d_coid
         while True:
             stop = min(latent.next_rare(), close_ts)
-            tape, reached = flow.draw(latent, t, stop, self._chunk)
+            tape, reached = flow.draw(latent, t, stop, self._chunk)  # type: ignore[arg-type]
             m = tape.n
             boundary = stop if reached else float(tape.t[m - 1])
             self.next_t = float(tape.t[0]) if m else boundary
