@@ -31,6 +31,9 @@ def test_policy_from_a_file(tmp_path: Path) -> None:
         (("max_position: 50", "max_position: .nan"), "market.max_position"),
         (("default: 0.1,", "default: 99.0,"), "params.gamma"),
         (("model: as", "model: black_scholes"), "quoting.model"),
+        (("max_event_worst_loss: 300", "max_event_worst_loss: -1"), "max_event_worst_loss"),
+        (("event_resume_below: 0.7", "event_resume_below: 0.95"), "event_resume_below"),
+        (("event_resume_below: 0.7", "event_resume_belwo: 0.7"), "unknown key"),
     ],
 )
 def test_invalid_policy_names_key_and_file(

@@ -17,6 +17,18 @@ is ever skipped because a comparison with NaN came out false.
 a long YES position of ``q`` contracts bought at ``c`` costs ``q·c`` if NO wins, a short one
 sold at ``c`` costs ``q·(1 − c)`` if YES wins, a resting bid at ``p`` ties up ``p`` per contract
 and a resting ask ``1 − p``. Offsetting fills are ignored: the figure is conservative.
+
+Two limits span an event. ``Deny.EVENT_EXPOSURE`` caps the *sum* of its markets' dollars at
+risk (``portfolio.max_event_exposure``): coarse, as if every market could lose at once, which a
+strike ladder or an exclusive set rules out. ``Deny.EVENT_WORST_LOSS`` caps the event's
+worst-case loss over its outcomes (``portfolio.max_event_worst_loss``, see
+:mod:`cfa.risk.event_risk`) when the caller passes the per-outcome fields of :class:`Exposure`:
+an order is denied when, with it added, the worst case would exceed the limit **and** be higher
+than without it. An order that leaves the worst case where it is (a hedge: it adds loss only on
+outcomes that are not the worst) passes even above the limit, unless another limit denies it.
+Both are skipped in ``REDUCE_ONLY``, like every exposure limit: an order that only brings the
+position towards zero may not be blocked (unwinding one leg of a hedged pair can raise the
+event's worst case for a while; forbidding it could leave no way out).
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import TYPE_CHECKING
 
 from cfa.core.types import (
@@ -65,6 +79,10 @@ class Deny(enum.StrEnum):
     """The price is inside the range but not on the market's grid."""
     INVALID_SIZE = "invalid_size"
     """The count is not an integer number of count units."""
+    EVENT_WORST_LOSS = "event_worst_loss"
+    """The event's worst-case loss over its outcomes would exceed the limit, and rise."""
+    EVENT_SHAPE = "event_shape"
+    """The exposure's per-outcome fields differ in length (a caller's bug: fail closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +93,11 @@ class Exposure:
     ``resting_*`` and ``*_collateral`` describe the market's other resting orders (excluding one
     being replaced); ``others_at_risk`` and ``event_others_at_risk`` are the dollars at risk of
     every other market, and of the other markets of the same event.
+
+    ``event_others_by_outcome`` holds, per outcome of the market's event, the loss in dollars of
+    the event's *other* markets on that outcome, and ``event_yes`` whether this market resolves
+    YES on it (:meth:`cfa.risk.portfolio.Portfolio.event_outcome_others` gives both). Empty:
+    no event worst-case check.
     """
 
     position: Qty
@@ -87,6 +110,8 @@ class Exposure:
     others_at_risk: float = 0.0
     event_others_at_risk: float = 0.0
     orders_last_min: int = 0
+    event_others_by_outcome: tuple[float, ...] = ()
+    event_yes: tuple[bool, ...] = ()
 
 
 def dollars_at_risk(
@@ -148,8 +173,13 @@ class RiskGate:
             + x.event_others_at_risk
             + x.orders_last_min
         )
+        others = x.event_others_by_outcome
+        if others:
+            s += sum(others)
         if s - s != 0 or (mid is not None and mid - mid != 0):
             return Deny.NOT_FINITE
+        if len(others) != len(x.event_yes):
+            return Deny.EVENT_SHAPE
         if grid is None:
             if price <= 0 or price >= ONE_DOLLAR:
                 return Deny.PRICE_RANGE
@@ -195,7 +225,44 @@ class RiskGate:
                 return Deny.GROSS_EXPOSURE
             if exposure.event_others_at_risk + risk > pol.portfolio.max_event_exposure + 1e-9:
                 return Deny.EVENT_EXPOSURE
+            if others:
+                # this market's leg (cfa.risk.event_risk.leg_losses) with the order added
+                q = pos / QTY_SCALE
+                c = exposure.avg_price
+                yes = ac - q * (1.0 - c)
+                no = bc + q * c
+                limit = pol.portfolio.max_event_worst_loss + 1e-9
+                # cheap bound first: the worst other outcome plus this market's worse side
+                if max(others) + (yes if yes > no else no) > limit and _raises_worst(
+                    others, x.event_yes, yes, no, new, bid, limit
+                ):
+                    return Deny.EVENT_WORST_LOSS
         return None
+
+
+def _raises_worst(
+    others: tuple[float, ...],
+    flags: tuple[bool, ...],
+    yes: float,
+    no: float,
+    new: float,
+    bid: bool,
+    limit: float,
+) -> bool:
+    """Whether this market's leg ``(yes, no)``, which includes an order of collateral ``new``
+    (a bid if ``bid``), takes the event's worst-case loss above ``limit`` and above where it
+    was without the order.
+
+    The event's loss on outcome ``k`` is ``others[k] + (yes if flags[k] else no)``, so the
+    worst case is ``max(Y + yes, N + no)`` with ``Y`` (``N``) the largest ``others[k]`` over the
+    outcomes where this market is YES (NO). A bid adds ``new`` to ``no`` only, an ask to ``yes``
+    only: the order raises the worst case exactly when the side it adds to becomes the worst.
+    """
+    y_max = max(compress(others, flags), default=-math.inf)
+    n_max = max(compress(others, map(not_, flags)), default=-math.inf)
+    raised, other = (n_max + no, y_max + yes) if bid else (y_max + yes, n_max + no)
+    # after = max(raised, other), before = max(raised - new, other)
+    return raised > limit and raised > other + 1e-9 and new > 1e-9
 
 
 def _bad_units(price: object, count: object) -> Deny:

@@ -135,7 +135,28 @@ class PortfolioLimits(_Frozen):
     max_gross_exposure: float = Field(default=1000.0, gt=0)
     """Dollars at risk summed over all markets."""
     max_event_exposure: float = Field(default=500.0, gt=0)
-    """Dollars at risk summed over the markets of one event."""
+    """Dollars at risk summed over the markets of one event (each market's worst case added up,
+    as if they could all lose at once: a coarse cap that ignores how the markets are tied)."""
+    max_event_worst_loss: float = Field(default=300.0, gt=0)
+    """Dollars: the event's worst-case settlement loss over its outcomes (a strike ladder's
+    intervals, an exclusive set's winners; see :mod:`cfa.risk.event_risk`), positions plus
+    resting orders counted where they hurt. An order that would take it above this is denied
+    (``event_worst_loss``) unless it does not raise it (a hedge)."""
+    event_reduce_only_at: float = Field(default=0.9, gt=0, le=1)
+    """Fraction of ``max_event_worst_loss``: at or above it the event's markets go
+    ``REDUCE_ONLY`` (the event breaker)."""
+    event_resume_below: float = Field(default=0.7, gt=0, lt=1)
+    """Fraction of ``max_event_worst_loss``: the event breaker lifts its ``REDUCE_ONLY`` once
+    the worst case is below it (hysteresis; less than ``event_reduce_only_at``)."""
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Self:
+        if self.event_resume_below >= self.event_reduce_only_at:
+            raise ValueError(
+                "event_resume_below must be less than event_reduce_only_at, got "
+                f"{self.event_resume_below} and {self.event_reduce_only_at}"
+            )
+        return self
 
 
 class LossLimits(_Frozen):

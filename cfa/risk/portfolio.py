@@ -8,17 +8,68 @@ about once a second and on fills and settlement, and checks :meth:`Portfolio.che
 right after: the daily-loss and drawdown breakers thus run on every market's clock, whatever
 the shape of any book. :attr:`Portfolio.feed` is the dead-feed breaker for whoever watches the
 whole stream (the session).
+
+**Per outcome.** Each loop also reports its market's *leg*, ``(loss_if_yes, loss_if_no)``
+(:func:`cfa.risk.event_risk.leg_losses`), with :meth:`Portfolio.update_legs`. The portfolio
+keeps, per event registered with :meth:`Portfolio.set_structures` (a strike ladder or an
+exclusive set), the event's loss on each of its outcomes, updated in O(outcomes of that event)
+a change, and hands the gate the *other* markets' loss per outcome
+(:meth:`Portfolio.event_outcome_others`, cached per market until the event changes). Markets of
+no registered event, and of an ``INDEPENDENT`` one, are grouped by the event they report: their
+worst case is ``Σ max(yes, no)``, and each sees its event as two outcomes (its own YES and NO)
+with the others' sum on both. Sums are kept incrementally in floats: they agree with a
+from-scratch computation to rounding (about 1e-12 dollars after a million changes).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from cfa.core.events import EventKind, EventStructure
+from cfa.core.types import CfaValueError
 from cfa.risk.breakers import DeadFeed, PortfolioBreakers, Trip
 
 if TYPE_CHECKING:
     from cfa.core.types import TradingState
     from cfa.risk.policy import Policy
+
+_INDEPENDENT_FLAGS = (True, False)
+"""The two outcomes a market of an independent event sees: its own YES, its own NO."""
+
+
+class _Event:
+    """One event's per-outcome totals (ladder, exclusive) or its sum of worst legs (independent).
+
+    ``flags[market]``: the market's YES flag per outcome; ``totals``: the event's loss per
+    outcome (empty for independent events, whose ``total`` is ``Σ max(yes, no)``); ``version``
+    bumps on every change (it invalidates the per-market caches).
+    """
+
+    __slots__ = ("flags", "independent", "total", "totals", "version")
+
+    def __init__(self, structure: EventStructure | None) -> None:
+        self.independent = structure is None or structure.kind is EventKind.INDEPENDENT
+        self.flags: dict[str, tuple[bool, ...]] = {}
+        self.totals: list[float] = []
+        self.total = 0.0
+        self.version = 0
+        if structure is not None and not self.independent:
+            outcomes = structure.outcomes()
+            self.totals = [0.0] * len(outcomes)
+            for i, t in enumerate(structure.tickers):
+                self.flags[t] = tuple(o[i] for o in outcomes)
+
+    def add(self, market: str, yes: float, no: float) -> None:
+        """Add the leg ``(yes, no)`` of ``market`` (negative values remove one)."""
+        self.version += 1
+        if self.independent:
+            self.total += yes if yes > no else no
+            return
+        totals = self.totals
+        for k, f in enumerate(self.flags[market]):
+            totals[k] += yes if f else no
 
 
 class Portfolio:
@@ -27,6 +78,14 @@ class Portfolio:
     def __init__(self, policy: Policy | None = None) -> None:
         self._by_market: dict[str, tuple[str, float]] = {}
         self._by_event: dict[str, float] = {}
+        self._structures: dict[str, EventStructure] = {}
+        self._registered: dict[str, str] = {}
+        """Market → event, for the markets of the registered structures."""
+        self._legs: dict[str, tuple[str, float, float]] = {}
+        """Market → (event, loss_if_yes, loss_if_no) as last reported."""
+        self._events: dict[str, _Event] = {}
+        self._others: dict[str, tuple[int, tuple[float, ...], tuple[bool, ...]]] = {}
+        """Market → (its event's version, others per outcome, YES flags): the gate's input."""
         self.total = 0.0
         """Dollars at risk summed over every market."""
         self._pnl: dict[str, float] = {}
@@ -64,6 +123,154 @@ class Portfolio:
     def event_others(self, market: str, event: str) -> float:
         """Dollars at risk of the other markets of ``event``."""
         return self._by_event.get(event, 0.0) - self.at_risk(market)
+
+    # -- worst case per event ------------------------------------------------------------
+
+    def set_structures(self, structures: Iterable[EventStructure]) -> None:
+        """Register how the markets of these events resolve together (replacing an earlier
+        structure of the same event) and recompute every event's totals from the legs reported
+        so far. Raises :class:`CfaValueError` when a market would belong to two events."""
+        new = dict(self._structures)
+        for st in structures:
+            new[st.event_ticker] = st
+        registered: dict[str, str] = {}
+        for ev, st in new.items():
+            for t in st.tickers:
+                other = registered.setdefault(t, ev)
+                if other != ev:
+                    raise CfaValueError(f"market {t} is in two events: {other} and {ev}")
+        for t, (ev, _, _) in self._legs.items():
+            if t not in registered and ev in new:
+                raise CfaValueError(f"market {t} reported event {ev}, whose structure omits it")
+        self._structures = new
+        self._registered = registered
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Recompute every event's totals from the legs (after a change of structures)."""
+        self._events = {}
+        self._others = {}
+        for market, (ev, yes, no) in list(self._legs.items()):
+            ev = self._registered.get(market, ev)
+            self._legs[market] = (ev, yes, no)
+            self._event(ev).add(market, yes, no)
+
+    def _event(self, event: str) -> _Event:
+        e = self._events.get(event)
+        if e is None:
+            e = self._events[event] = _Event(self._structures.get(event))
+        return e
+
+    def update_legs(self, market: str, event: str, yes_loss: float, no_loss: float) -> None:
+        """Set ``market``'s leg: its loss in dollars if it resolves YES and if NO
+        (:func:`cfa.risk.event_risk.leg_losses`). ``event`` is the market's event ticker; for a
+        market of a registered structure it must be that structure's. O(outcomes of the
+        event). Raises :class:`CfaValueError` on a non-finite loss or a mismatched event."""
+        if not (math.isfinite(yes_loss) and math.isfinite(no_loss)):
+            raise CfaValueError(
+                f"market {market}: leg losses must be finite, got ({yes_loss}, {no_loss})"
+            )
+        reg = self._registered.get(market)
+        if reg != event and (reg is not None or event in self._structures):
+            raise CfaValueError(
+                f"market {market} belongs to event {reg}, not {event}"
+                if reg is not None
+                else f"market {market} is not one of the registered event {event}'s markets"
+            )
+        old = self._legs.get(market)
+        if old is not None and old[0] != event:
+            self._remove(market, old)
+            old = None
+        e = self._event(event)
+        if old is None:
+            e.add(market, yes_loss, no_loss)
+        else:
+            _, oy, on = old
+            if e.independent:
+                e.version += 1
+                e.total += (yes_loss if yes_loss > no_loss else no_loss) - (oy if oy > on else on)
+            else:
+                e.add(market, yes_loss - oy, no_loss - on)
+        self._legs[market] = (event, yes_loss, no_loss)
+
+    def _remove(self, market: str, old: tuple[str, float, float]) -> None:
+        ev, oy, on = old
+        e = self._event(ev)
+        if e.independent:
+            e.version += 1
+            e.total -= oy if oy > on else on
+        else:
+            e.add(market, -oy, -on)
+        del self._legs[market]
+
+    def legs(self, market: str) -> tuple[float, float]:
+        """``market``'s last reported ``(loss_if_yes, loss_if_no)`` (zeros if none)."""
+        leg = self._legs.get(market)
+        return (0.0, 0.0) if leg is None else (leg[1], leg[2])
+
+    def event_of(self, market: str) -> str | None:
+        """The event ``market`` belongs to: its registered structure's, else the one it last
+        reported; None for a market the portfolio has not heard of."""
+        reg = self._registered.get(market)
+        if reg is not None:
+            return reg
+        leg = self._legs.get(market)
+        return None if leg is None else leg[0]
+
+    def event_outcome_others(self, market: str) -> tuple[tuple[float, ...], tuple[bool, ...]]:
+        """For the gate (:class:`cfa.risk.gate.Exposure`): the loss in dollars of the *other*
+        markets of ``market``'s event on each outcome, and ``market``'s YES flag on each.
+
+        Ladder and exclusive events: the outcomes of the structure. Independent events (and
+        markets of no registered event): two outcomes, this market's YES and NO, each with the
+        other markets' ``Σ max(yes, no)``. A market not heard of: ``((0.0, 0.0), (True,
+        False))``. Cached per market until its event changes: O(1) a call between changes.
+        """
+        ev = self.event_of(market)
+        e = None if ev is None else self._events.get(ev)
+        if e is None:
+            if ev is not None and ev in self._structures:
+                e = self._event(ev)
+            else:
+                return (0.0, 0.0), _INDEPENDENT_FLAGS
+        cached = self._others.get(market)
+        if cached is not None and cached[0] == e.version:
+            return cached[1], cached[2]
+        yes, no = self.legs(market)
+        if e.independent:
+            rest = e.total - (yes if yes > no else no)
+            out: tuple[tuple[float, ...], tuple[bool, ...]] = ((rest, rest), _INDEPENDENT_FLAGS)
+        else:
+            flags = e.flags[market]
+            out = (
+                tuple(t - (yes if f else no) for t, f in zip(e.totals, flags, strict=True)),
+                flags,
+            )
+        self._others[market] = (e.version, *out)
+        return out
+
+    def event_outcome_losses(self, event: str) -> tuple[float, ...]:
+        """The loss in dollars of ``event`` on each outcome of its registered ladder or
+        exclusive structure (zeros before any report); empty for an independent or unknown
+        event."""
+        e = self._events.get(event)
+        if e is None:
+            st = self._structures.get(event)
+            if st is None or st.kind is EventKind.INDEPENDENT:
+                return ()
+            return (0.0,) * len(st.outcomes())
+        return tuple(e.totals)
+
+    def event_worst_loss(self, event: str) -> float:
+        """``event``'s worst-case settlement loss in dollars: the largest per-outcome loss of a
+        ladder or exclusive set (negative: a profit on every outcome), ``Σ max(yes, no)`` of an
+        independent event; 0 for an event nobody reported. O(outcomes)."""
+        e = self._events.get(event)
+        if e is None:
+            return 0.0
+        if e.independent:
+            return e.total
+        return max(e.totals)
 
     def report_pnl(self, market: str, pnl: float) -> None:
         """Set ``market``'s marked PnL (dollars)."""
