@@ -118,8 +118,8 @@ def check_event(
     and ``fee_allowance`` (dollars, ≥ 0) set the fees a violation must exceed to be flagged
     (see the module docstring). ``mid_tolerance`` (price units, ≥ 0) turns on the soft
     ``ladder_mids_not_monotone`` check: a higher strike's mid above a lower strike's mid by
-    more than the tolerance, for a pair that is not already a hard violation; ``None`` (the
-    default) leaves it off.
+    more than the tolerance, for a pair not already reported as ``ladder_not_monotone``;
+    ``None`` (the default) leaves it off.
 
     Ladder pairs are every ``i < j`` (not only neighbours), in order of ``i`` then ``j``; an
     exclusive set yields at most one violation of each kind. Raises
