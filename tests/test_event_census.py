@@ -265,6 +265,7 @@ def test_the_subject_heuristic_strips_the_strike() -> None:
     assert ec.subject("OTHER-NYC", "SOMETHING-ELSE") == "NYC"
 
 
+@pytest.mark.data
 @pytest.mark.skipif(
     not REAL.is_dir(),
     reason=f"Kalshi's market-structure index is not at {REAL} (it stays outside the repo; "
