@@ -325,7 +325,7 @@ def brute_force_ladder(
     s: EventStructure, books: dict[str, Quote], fee: Decimal, tolerance: int | None
 ) -> list[tuple[str, tuple[str, ...], Decimal, Decimal]]:
     """Every pair i < j checked directly: the definition the pruned scan must agree with."""
-    out = []
+    out: list[tuple[str, tuple[str, ...], Decimal, Decimal]] = []
     for i in range(s.n):
         for j in range(i + 1, s.n):
             (bl, al), (bh, ah) = books[s.tickers[i]], books[s.tickers[j]]

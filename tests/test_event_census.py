@@ -276,7 +276,7 @@ def test_the_real_index_totals_match_the_files() -> None:
 
     def rows(path: Path) -> int:
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as f:  # type: ignore[operator]
+        with opener(path, "rt", newline="") as f:
             return sum(1 for _ in csv.reader(f)) - 1  # minus the header
 
     n_events, n_markets = rows(files.events), rows(files.markets)
