@@ -312,3 +312,46 @@ def test_bids_summing_above_one_flag_by_exactly_the_excess(
     }
     (v,) = check_event(s, books)
     assert v.kind == EXCLUSIVE_BIDS_ABOVE_ONE and v.amount == usd(d)
+
+
+@st.composite
+def any_quote(draw: st.DrawFn) -> Quote:
+    bid = draw(st.none() | st.integers(1, TOP - 1))
+    ask = draw(st.none() | st.integers((bid or 0) + 1, TOP))
+    return (bid, ask)
+
+
+def brute_force_ladder(
+    s: EventStructure, books: dict[str, Quote], fee: Decimal, tolerance: int | None
+) -> list[tuple[str, tuple[str, ...], Decimal, Decimal]]:
+    """Every pair i < j checked directly: the definition the pruned scan must agree with."""
+    out: list[tuple[str, tuple[str, ...], Decimal, Decimal]] = []
+    for i in range(s.n):
+        for j in range(i + 1, s.n):
+            (bl, al), (bh, ah) = books[s.tickers[i]], books[s.tickers[j]]
+            pair = (s.tickers[i], s.tickers[j])
+            if al is not None and bh is not None and usd(bh - al) > 2 * fee:
+                out.append((LADDER_NOT_MONOTONE, pair, usd(bh - al), 2 * fee))
+            elif tolerance is not None and None not in (bl, al, bh, ah):
+                gap = Decimal(bh + ah - bl - al) / 2  # type: ignore[operator]
+                if gap > tolerance:
+                    out.append((LADDER_MIDS_NOT_MONOTONE, pair, gap / PRICE_SCALE, Decimal(0)))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(any_quote(), min_size=2, max_size=8),
+    st.sampled_from([Decimal(0), Decimal("0.0001"), Decimal("0.01")]),
+    st.none() | st.integers(0, 300),
+)
+def test_the_ladder_scan_finds_every_pair_the_definition_does(
+    quotes: list[Quote], fee: Decimal, tolerance: int | None
+) -> None:
+    s = ladder(len(quotes))
+    books = dict(zip(s.tickers, quotes, strict=True))
+    got = [
+        (v.kind, v.tickers, v.amount, v.fees)
+        for v in check_event(s, books, fee_per_contract=lambda p: fee, mid_tolerance=tolerance)
+    ]
+    assert got == brute_force_ladder(s, books, fee, tolerance)

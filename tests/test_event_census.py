@@ -74,7 +74,7 @@ EVENTS: list[tuple[Any, ...]] = [
         "Sports",
         "entity_menu",
         "custom",
-        [("CAR3", ACTIVE, "greater", 1, 1, 1), ("ARI7", ACTIVE, "greater", 1, 1, 1)],
+        [("AAA3", ACTIVE, "greater", 1, 1, 1), ("BBB7", ACTIVE, "greater", 1, 1, 1)],
         fee="quadratic_with_maker_fees",
     ),
     event(
@@ -258,13 +258,14 @@ def test_a_malformed_or_inconsistent_index_is_refused_by_name(
 
 
 def test_the_subject_heuristic_strips_the_strike() -> None:
-    assert ec.subject("KXBTCD-26AUG0317-T96499.99", "KXBTCD-26AUG0317") == "T"
-    assert ec.subject("KXCPI-26NOV-T-0.1", "KXCPI-26NOV") == "T"
-    assert ec.subject("KXNFLSPREAD-26AUG06CARARI-CAR17", "KXNFLSPREAD-26AUG06CARARI") == "CAR"
+    assert ec.subject("KXBTCD-26DEC0217-T96499.99", "KXBTCD-26DEC0217") == "T"
+    assert ec.subject("KXSYN-26JAN-T-0.1", "KXSYN-26JAN") == "T"
+    assert ec.subject("KXSPREAD-26JAN01AAABBB-AAA17", "KXSPREAD-26JAN01AAABBB") == "AAA"
     assert ec.subject("EUCLIMATE-2030", "EUCLIMATE") == ""
     assert ec.subject("OTHER-NYC", "SOMETHING-ELSE") == "NYC"
 
 
+@pytest.mark.data
 @pytest.mark.skipif(
     not REAL.is_dir(),
     reason=f"Kalshi's market-structure index is not at {REAL} (it stays outside the repo; "
@@ -275,7 +276,7 @@ def test_the_real_index_totals_match_the_files() -> None:
 
     def rows(path: Path) -> int:
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", newline="") as f:  # type: ignore[operator]
+        with opener(path, "rt", newline="") as f:
             return sum(1 for _ in csv.reader(f)) - 1  # minus the header
 
     n_events, n_markets = rows(files.events), rows(files.markets)

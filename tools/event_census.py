@@ -309,8 +309,8 @@ def subject(ticker: str, event_ticker: str) -> str:
     """What a market's ticker says it is about, with the strike removed (a heuristic).
 
     The part of ``ticker`` after ``event_ticker-`` (else after its last ``-``) without a
-    trailing number: ``KXBTCD-26AUG0317-T96499.99`` → ``T``, ``KXNFLSPREAD-…-CAR7`` → ``CAR``,
-    ``KXRAIN-26AUG04-NYC`` → ``NYC``. Rungs of one ladder share it; an event whose "above"
+    trailing number: ``KXBTCD-…-T96499.99`` → ``T``, a team code ``AAA`` from ``…SPREAD-…-AAA7``,
+    a city code from ``KXRAIN-…-<city>``. Rungs of one ladder share it; an event whose "above"
     markets do not (a spread per team, rain per city, a price by several dates) is several
     ladders, or none, under one event ticker.
     """

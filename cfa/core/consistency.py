@@ -118,8 +118,8 @@ def check_event(
     and ``fee_allowance`` (dollars, ≥ 0) set the fees a violation must exceed to be flagged
     (see the module docstring). ``mid_tolerance`` (price units, ≥ 0) turns on the soft
     ``ladder_mids_not_monotone`` check: a higher strike's mid above a lower strike's mid by
-    more than the tolerance, for a pair that is not already a hard violation; ``None`` (the
-    default) leaves it off.
+    more than the tolerance, for a pair not already reported as ``ladder_not_monotone``;
+    ``None`` (the default) leaves it off.
 
     Ladder pairs are every ``i < j`` (not only neighbours), in order of ``i`` then ``j``; an
     exclusive set yields at most one violation of each kind. Raises
@@ -148,49 +148,76 @@ def _check_ladder(
     fees: _Fees,
     mid_tolerance: Price | None,
 ) -> list[Violation]:
-    out: list[Violation] = []
-    tickers = structure.tickers
-    for i in range(len(tickers)):
-        bid_lo, ask_lo = quotes[i]
-        for j in range(i + 1, len(tickers)):
-            bid_hi, ask_hi = quotes[j]
-            pair = (tickers[i], tickers[j])
-            if ask_lo is not None and bid_hi is not None and bid_hi > ask_lo:
-                amount = Decimal(bid_hi - ask_lo) / _SCALE
-                cost = fees.of(ask_lo, bid_hi)
-                if amount > cost:
-                    out.append(
-                        Violation(
-                            LADDER_NOT_MONOTONE,
-                            pair,
-                            amount,
-                            cost,
-                            f"{pair[1]} (higher strike) bid {_fmt(bid_hi)} above {pair[0]} "
-                            f"ask {_fmt(ask_lo)}: buying {pair[0]} and selling {pair[1]} "
-                            f"locks in ${amount} a contract (fees ${cost})",
-                        )
-                    )
-                    continue  # a hard violation: the soft mid check would only repeat it
-            if mid_tolerance is None:
-                continue
-            mid_lo = _mid(bid_lo, ask_lo)
-            mid_hi = _mid(bid_hi, ask_hi)
-            if mid_lo is None or mid_hi is None:
-                continue
-            gap = mid_hi - mid_lo  # price units, possibly a half unit
-            if gap > mid_tolerance:
-                amount = gap / _SCALE
-                out.append(
-                    Violation(
-                        LADDER_MIDS_NOT_MONOTONE,
-                        pair,
-                        amount,
-                        Decimal(0),
-                        f"{pair[1]} (higher strike) mid {_fmt(mid_hi)} above {pair[0]} mid "
-                        f"{_fmt(mid_lo)} by ${amount} (tolerance {_fmt(Decimal(mid_tolerance))})",
-                    )
-                )
-    return out
+    # A pair (i, j) can only be flagged if leg j's bid is above the lowest ask below it, or
+    # its mid above the lowest mid below it by more than the tolerance: keep both running
+    # minima and visit the pairs of leg j only then (linear in the legs when nothing is off).
+    found: list[tuple[int, int, Violation]] = []
+    min_ask: Price | None = None
+    min_mid: Decimal | None = None
+    for j, (bid_hi, ask_hi) in enumerate(quotes):
+        mid_hi = _mid(bid_hi, ask_hi)
+        crossed = bid_hi is not None and min_ask is not None and bid_hi > min_ask
+        off = (
+            mid_tolerance is not None
+            and mid_hi is not None
+            and min_mid is not None
+            and mid_hi - min_mid > mid_tolerance
+        )
+        if crossed or off:
+            for i in range(j):
+                v = _ladder_pair(structure, quotes, i, j, fees, mid_tolerance)
+                if v is not None:
+                    found.append((i, j, v))
+        if ask_hi is not None and (min_ask is None or ask_hi < min_ask):
+            min_ask = ask_hi
+        if mid_hi is not None and (min_mid is None or mid_hi < min_mid):
+            min_mid = mid_hi
+    found.sort(key=lambda f: (f[0], f[1]))
+    return [v for _, _, v in found]
+
+
+def _ladder_pair(
+    structure: EventStructure,
+    quotes: list[Quote],
+    i: int,
+    j: int,
+    fees: _Fees,
+    mid_tolerance: Price | None,
+) -> Violation | None:
+    """The violation of lower strike ``i`` against higher strike ``j`` (``i < j``), if any."""
+    bid_lo, ask_lo = quotes[i]
+    bid_hi, ask_hi = quotes[j]
+    lo, hi = structure.tickers[i], structure.tickers[j]
+    if ask_lo is not None and bid_hi is not None and bid_hi > ask_lo:
+        amount = Decimal(bid_hi - ask_lo) / _SCALE
+        cost = fees.of(ask_lo, bid_hi)
+        if amount > cost:
+            return Violation(
+                LADDER_NOT_MONOTONE,
+                (lo, hi),
+                amount,
+                cost,
+                f"{hi} (higher strike) bid {_fmt(bid_hi)} above {lo} ask {_fmt(ask_lo)}: "
+                f"buying {lo} and selling {hi} locks in ${amount} a contract (fees ${cost})",
+            )
+    if mid_tolerance is None:
+        return None
+    mid_lo = _mid(bid_lo, ask_lo)
+    mid_hi = _mid(bid_hi, ask_hi)
+    if mid_lo is None or mid_hi is None:
+        return None
+    gap = mid_hi - mid_lo  # price units, possibly a half unit
+    if gap <= mid_tolerance:
+        return None
+    amount = gap / _SCALE
+    return Violation(
+        LADDER_MIDS_NOT_MONOTONE,
+        (lo, hi),
+        amount,
+        Decimal(0),
+        f"{hi} (higher strike) mid {_fmt(mid_hi)} above {lo} mid {_fmt(mid_lo)} by ${amount} "
+        f"(tolerance {_fmt(Decimal(mid_tolerance))})",
+    )
 
 
 def _check_exclusive(
