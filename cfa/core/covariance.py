@@ -70,6 +70,11 @@ def structural_correlation(
       when they sum to more than 1.
     * **independent**: the identity.
 
+    It is the correlation of what the markets *pay*, the risk of inventory held to resolution.
+    The correlation of their *price changes* can differ: the rungs of a ladder on one underlying
+    move together almost one for one (a one-factor model gives 1), above the payoff prior; the
+    estimate pulls away from the prior as data come in.
+
     Each case is the correlation of a set of indicator variables, so the result is PSD by
     construction (up to rounding), symmetric, with a unit diagonal and entries in ``[−1, 1]``.
     Raises :class:`CfaValueError` for a wrong length or a probability that is not finite or
