@@ -355,7 +355,8 @@ def test_portfolio_cache_follows_updates() -> None:
     assert pf.event_outcome_others("M1")[0] is first[0]  # cached until the event changes
     pf.update_legs("M0", "WIN", 5.0, 0.0)
     assert pf.event_outcome_others("M1") == ((5.0, 0.0), (False, True))
-    pf.update_legs("M1", "WIN", 7.0, 7.0)  # its own leg does not enter its others
+    assert pf.update_legs("M1", "WIN", 7.0, 7.0)  # its own leg does not enter its others
+    assert not pf.update_legs("M1", "WIN", 7.0, 7.0)  # unchanged
     assert pf.event_outcome_others("M1") == ((5.0, 0.0), (False, True))
     assert pf.event_outcome_others("M0") == ((7.0, 7.0), (True, False))
 

@@ -108,10 +108,11 @@ class _EventBook:
             e = self.events[event] = _Event(self.structures.get(event))
         return e
 
-    def update(self, market: str, event: str, yes_loss: float, no_loss: float) -> None:
+    def update(self, market: str, event: str, yes_loss: float, no_loss: float) -> bool:
+        """Set ``market``'s leg; False when it was already that."""
         old = self.legs.get(market)
         if old is not None and old[0] == event and old[1] == yes_loss and old[2] == no_loss:
-            return
+            return False
         if not (math.isfinite(yes_loss) and math.isfinite(no_loss)):
             raise CfaValueError(
                 f"market {market}: leg losses must be finite, got ({yes_loss}, {no_loss})"
@@ -137,6 +138,7 @@ class _EventBook:
             else:
                 e.add(market, yes_loss - oy, no_loss - on)
         self.legs[market] = (event, yes_loss, no_loss)
+        return True
 
     def _remove(self, market: str, old: tuple[str, float, float]) -> None:
         ev, oy, on = old
@@ -277,22 +279,24 @@ class Portfolio:
         for book in (self._full, self._held):
             book.rebuild(new, registered)
 
-    def update_legs(self, market: str, event: str, yes_loss: float, no_loss: float) -> None:
+    def update_legs(self, market: str, event: str, yes_loss: float, no_loss: float) -> bool:
         """Set ``market``'s leg, positions and resting orders: its loss in dollars if it
         resolves YES and if NO (:func:`cfa.risk.event_risk.leg_losses`). ``event`` is the
         market's event ticker; for a market of a registered structure it must be that
-        structure's. O(outcomes of the event); nothing to do when the leg is unchanged. Raises
-        :class:`CfaValueError` on a non-finite loss or a mismatched event."""
-        self._full.update(market, event, yes_loss, no_loss)
+        structure's. O(outcomes of the event); nothing to do when the leg is unchanged (then
+        False, else True). Raises :class:`CfaValueError` on a non-finite loss or a mismatched
+        event."""
+        return self._full.update(market, event, yes_loss, no_loss)
 
     def update_position_legs(
         self, market: str, event: str, yes_loss: float, no_loss: float
-    ) -> None:
+    ) -> bool:
         """As :meth:`update_legs`, for ``market``'s position alone (``leg_losses(position,
         avg_price, 0, 0)``): the event breaker reads these (:meth:`event_position_worst_loss`),
         so that cancelling resting orders, which ``REDUCE_ONLY`` does, cannot lift it. Cheap to
-        call on every risk update: an unchanged leg returns at once."""
-        self._held.update(market, event, yes_loss, no_loss)
+        call on every risk update: an unchanged leg returns False at once (the event breaker
+        need only run when it returns True)."""
+        return self._held.update(market, event, yes_loss, no_loss)
 
     def legs(self, market: str) -> tuple[float, float]:
         """``market``'s last reported ``(loss_if_yes, loss_if_no)`` (zeros if none)."""
