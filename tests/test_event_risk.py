@@ -479,8 +479,12 @@ def test_register_after_an_event_state_and_conflicts() -> None:
     s = TradingStates()
     s.set_event("E", REDUCE_ONLY, source="person:a", reason="r")
     assert s.effective("K") is ACTIVE
+    v = s.version
     s.register("K", "E")
     assert s.effective("K") is REDUCE_ONLY and s.event_of("K") == "E"
+    assert s.version == v + 1  # the market's effective state moved
+    s.register("L", "F")
+    assert s.version == v + 1 and s.effective("L") is ACTIVE
     with pytest.raises(CfaValueError, match="already in event E"):
         s.register("K", "F")
 
