@@ -355,7 +355,8 @@ def test_portfolio_cache_follows_updates() -> None:
     assert pf.event_outcome_others("M1")[0] is first[0]  # cached until the event changes
     pf.update_legs("M0", "WIN", 5.0, 0.0)
     assert pf.event_outcome_others("M1") == ((5.0, 0.0), (False, True))
-    pf.update_legs("M1", "WIN", 7.0, 7.0)  # its own leg does not enter its others
+    assert pf.update_legs("M1", "WIN", 7.0, 7.0)  # its own leg does not enter its others
+    assert not pf.update_legs("M1", "WIN", 7.0, 7.0)  # unchanged
     assert pf.event_outcome_others("M1") == ((5.0, 0.0), (False, True))
     assert pf.event_outcome_others("M0") == ((7.0, 7.0), (True, False))
 
@@ -397,10 +398,14 @@ def test_incremental_portfolio_matches_a_from_scratch_computation(
     if not register_late:
         pf.set_structures(structures.values())
     legs: dict[str, Leg] = {}
+    held: dict[str, Leg] = {}
     for k, (i, yes, no) in enumerate(updates):
         t = f"m{i}"
         pf.update_legs(t, event[t], yes, no)
         legs[t] = (yes, no)
+        if k % 3 == 0:  # the positions change less often than the orders
+            pf.update_position_legs(t, event[t], no, yes)
+            held[t] = (no, yes)
         if register_late and k == len(updates) // 2:
             pf.set_structures(structures.values())
         pf.event_outcome_others(t)  # fill the cache, so later updates must invalidate it
@@ -410,6 +415,10 @@ def test_incremental_portfolio_matches_a_from_scratch_computation(
     for ev, s in {**structures, "U": unreg}.items():
         mine = {t: leg for t, leg in legs.items() if t in s.tickers}
         assert pf.event_worst_loss(ev) == pytest.approx(worst_case_loss(s, mine), abs=1e-9)
+        mine_held = {t: leg for t, leg in held.items() if t in s.tickers}
+        assert pf.event_position_worst_loss(ev) == pytest.approx(
+            worst_case_loss(s, mine_held) if mine_held else 0.0, abs=1e-9
+        )
         for t in s.tickers:
             if ev == "U" and t not in legs:
                 continue  # an unregistered market that never reported: its event is unknown
@@ -470,8 +479,12 @@ def test_register_after_an_event_state_and_conflicts() -> None:
     s = TradingStates()
     s.set_event("E", REDUCE_ONLY, source="person:a", reason="r")
     assert s.effective("K") is ACTIVE
+    v = s.version
     s.register("K", "E")
     assert s.effective("K") is REDUCE_ONLY and s.event_of("K") == "E"
+    assert s.version == v + 1  # the market's effective state moved
+    s.register("L", "F")
+    assert s.version == v + 1 and s.effective("L") is ACTIVE
     with pytest.raises(CfaValueError, match="already in event E"):
         s.register("K", "F")
 
@@ -526,10 +539,15 @@ def test_event_breaker_with_the_portfolio_and_states() -> None:
     lim = POLICY.portfolio.max_event_worst_loss
     seen = []
     for q in (100, 200, 180, 150, 130, 0):  # YES on all three at 0.5: worst = 1.5·q
+        # in REDUCE_ONLY the loops cancel their bids: the breaker reads the positions alone
+        bids = 0.0 if s.effective("K98000") is REDUCE_ONLY else 30.0
         for t in ladder.tickers:
-            pf.update_legs(t, "BTC", *leg_losses(_n(q), 0.5, 0, 0))
+            pf.update_legs(t, "BTC", *leg_losses(_n(q), 0.5, bids, 0))
+            pf.update_position_legs(t, "BTC", *leg_losses(_n(q), 0.5, 0, 0))
+        assert pf.event_position_worst_loss("BTC") == pytest.approx(1.5 * q)
+        assert pf.event_worst_loss("BTC") == pytest.approx(1.5 * q + 3 * bids)
         hold = s.event_holds("BTC").get(EVENT_BREAKER_SOURCE, ACTIVE)
-        new = event_breaker(pf.event_worst_loss("BTC"), lim, hold, POLICY)
+        new = event_breaker(pf.event_position_worst_loss("BTC"), lim, hold, POLICY)
         if new is not None:
             s.set_event("BTC", new, source=EVENT_BREAKER_SOURCE, reason="event worst loss")
         seen.append(s.effective("K98000"))

@@ -128,8 +128,11 @@ def event_breaker(
 ) -> TradingState | None:
     """The event breaker's hysteresis: the state it should now hold for one event, or None.
 
-    ``worst``: the event's worst-case loss (:meth:`cfa.risk.portfolio.Portfolio.event_worst_loss`),
-    ``limit``: dollars (normally ``policy.portfolio.max_event_worst_loss``), ``current``: the
+    ``worst``: the worst-case loss of the event's *positions*, dollars
+    (:meth:`cfa.risk.portfolio.Portfolio.event_position_worst_loss`; with resting orders
+    counted the breaker would flap: ``REDUCE_ONLY`` cancels them, which lifts it, and quoting
+    again trips it), ``limit``: dollars (normally ``policy.portfolio.max_event_worst_loss``,
+    which the gate holds positions and resting orders to), ``current``: the
     breaker's own hold on the event (``states.event_holds(ev).get(EVENT_BREAKER_SOURCE,
     ACTIVE)``; the event's state works too, with the holds rules sorting out the rest).
     ``REDUCE_ONLY`` when ``current`` is ``ACTIVE`` and ``worst >= event_reduce_only_at ·

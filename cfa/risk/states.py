@@ -72,15 +72,19 @@ class TradingStates:
     def register(self, ticker: str, event_ticker: str) -> None:
         """Put market ``ticker`` in event ``event_ticker``'s scope (once; registering it again
         with the same event does nothing). Raises :class:`CfaValueError` if it is already in
-        another event's scope."""
+        another event's scope. When the event is already restricted the market's effective state
+        changes with it: :attr:`version` moves (no listener call: no scope's state changed)."""
         had = self._event_of.get(ticker)
         if had == event_ticker:
             return
         if had is not None:
             raise CfaValueError(f"market {ticker} is already in event {had}, not {event_ticker}")
+        before = self.effective(ticker)
         self._event_of[ticker] = event_ticker
         self._event_markets.setdefault(event_ticker, []).append(ticker)
         self._refresh(ticker)
+        if self._eff[ticker] is not before:
+            self.version += 1
 
     def event_of(self, ticker: str) -> str | None:
         """The event ``ticker`` was registered to (None: none)."""
