@@ -224,7 +224,7 @@ class SimExchange(OrderDesk):
         return m.latent_p
 
     @property
-    def events(self) -> dict[str, EventDriver]:
+    def event_drivers(self) -> dict[str, EventDriver]:
         """The drivers of the run's multi-market events, by event ticker (for tests, tools)."""
         return dict(self._drivers)
 
