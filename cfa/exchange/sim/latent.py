@@ -59,6 +59,8 @@ class Latent(Protocol):
     @property
     def activity(self) -> float: ...
     @property
+    def jump_variance(self) -> float: ...
+    @property
     def regime(self) -> int: ...
     def next_rare(self) -> float: ...
     def path(self, times: FloatArray, z: FloatArray) -> FloatArray: ...
@@ -122,6 +124,11 @@ class LatentProcess:
     def activity(self) -> float:
         """Current regime's multiplier on every event rate."""
         return float(self._regime_params().activity)
+
+    @property
+    def jump_variance(self) -> float:
+        """Variance per second the jumps add to ``x`` (logit² per second)."""
+        return float(self.params.jump_rate * self.params.jump_sigma**2)
 
     def next_rare(self) -> float:
         """Time of the next regime switch or jump."""
