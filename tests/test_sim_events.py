@@ -369,6 +369,9 @@ async def test_event_settles_in_one_draw(name: str) -> None:
             if isinstance(ev, Settlement):
                 settled[ev.ticker] = ev.result
         assert set(settled) == set(ex.tickers)
+        (driver,) = ex.event_drivers.values()
+        p_close = driver.probabilities(driver.close_ts)
+        assert [ex.latent_probability(t) for t in ex.tickers] == pytest.approx(p_close.tolist())
         yes = tuple(settled[t] is Outcome.YES for t in ex.tickers)
         assert all(ex.result(t) is settled[t] for t in ex.tickers)
         if name == "event-ladder":
