@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cfa.core.events import EventKind, event_structures
-from cfa.core.types import CfaValueError, Outcome, Settlement
+from cfa.core.types import BookDelta, BookSnapshot, CfaValueError, Outcome, Settlement, Trade
 from cfa.exchange.sim import DEFAULT_START_TS, SimExchange, known_scenarios, load_scenario
 from cfa.exchange.sim.event import EventDriver, LegView
 from cfa.exchange.sim.market import CHUNK_SECONDS, market_seed
@@ -113,6 +113,35 @@ async def test_legs_metadata_gives_the_event_structures() -> None:
         assert ex.latent_probability(t) == pytest.approx(leg.p0, abs=1e-12)
 
 
+@pytest.mark.parametrize("name", ["event-ladder", "event-exclusive"])
+async def test_every_leg_streams_like_a_market(name: str) -> None:
+    ex = SimExchange.from_scenarios([name], seed=1, duration=120)
+    counts = {t: {BookSnapshot: 0, BookDelta: 0, Trade: 0} for t in ex.tickers}
+    async for ev in ex.stream(ex.tickers):
+        if type(ev) in counts[ev.ticker]:
+            counts[ev.ticker][type(ev)] += 1
+    sc = load_scenario(name)
+    assert sc.event is not None
+    for leg, t in zip(sc.event.legs, ex.tickers, strict=True):
+        c = counts[t]
+        assert c[BookSnapshot] == 1
+        assert c[BookDelta] > 0.7 * leg.book.refresh_rate * 120, (t, c)
+        assert c[Trade] >= 5, (t, c)
+    assert ex.clock.now() == DEFAULT_START_TS + 120
+
+
+def test_copies_of_an_event_are_separate_events() -> None:
+    ex = SimExchange.from_scenarios(["event-exclusive", "event-exclusive"], seed=2, duration=600)
+    a, b = ex.event_drivers.values()
+    assert a is not b
+    ex.run_until(DEFAULT_START_TS + 300)
+    t = DEFAULT_START_TS + 300
+    assert not np.allclose(a.probabilities(t), b.probabilities(t))
+    second = [x for x in ex.tickers if x.startswith("KXHIGHNY-26NOV29-2-")]
+    assert len(second) == 6
+    assert ex.latent_probability(second[0]) == pytest.approx(float(b.probabilities(t)[0]))
+
+
 # -- instantaneous consistency ----------------------------------------------------------------
 
 
@@ -120,7 +149,7 @@ async def _run_checking(name: str, seed: int, duration: float) -> tuple[SimExcha
     """Stream ``name``; at every event read every leg's latent probability (the clock's
     instant); return the exchange and the per-second samples (rows: seconds, cols: legs)."""
     ex = SimExchange.from_scenarios([name], seed=seed, duration=duration)
-    (driver,) = ex.events.values()
+    (driver,) = ex.event_drivers.values()
     tickers = ex.tickers
     kind = driver.kind
     samples: list[list[float]] = []
@@ -307,7 +336,7 @@ async def test_driver_memory_stays_bounded_over_a_long_run() -> None:
     )
     hours = 8
     ex = SimExchange([sc], seed=1, duration=hours * 3600.0)
-    (driver,) = ex.events.values()
+    (driver,) = ex.event_drivers.values()
     held_after_first_hour = 0
     async for ev in ex.stream(ex.tickers):
         if ev.ts - DEFAULT_START_TS < 3600:
@@ -340,6 +369,9 @@ async def test_event_settles_in_one_draw(name: str) -> None:
             if isinstance(ev, Settlement):
                 settled[ev.ticker] = ev.result
         assert set(settled) == set(ex.tickers)
+        (driver,) = ex.event_drivers.values()
+        p_close = driver.probabilities(driver.close_ts)
+        assert [ex.latent_probability(t) for t in ex.tickers] == pytest.approx(p_close.tolist())
         yes = tuple(settled[t] is Outcome.YES for t in ex.tickers)
         assert all(ex.result(t) is settled[t] for t in ex.tickers)
         if name == "event-ladder":

@@ -5,6 +5,8 @@ Modules, one idea each:
 * :mod:`~cfa.exchange.sim.clock` — :class:`SimClock`, simulated time (the shared event clock);
 * :mod:`~cfa.exchange.sim.scenarios` — named scenarios as YAML data (:func:`load_scenario`);
 * :mod:`~cfa.exchange.sim.latent` — the latent probability (logit random walk, regimes, jumps);
+* :mod:`~cfa.exchange.sim.event` — one latent process behind the markets of one event (a strike
+  ladder or a mutually exclusive set: scenarios ``event-ladder``, ``event-exclusive``);
 * :mod:`~cfa.exchange.sim.liquidity` — background book refreshes and takers, drawn in batches;
 * :mod:`~cfa.exchange.sim.matching` — price-time priority with our orders in the queues;
 * :mod:`~cfa.exchange.emulator` (shared with the feed replay and paper trading) — order checks

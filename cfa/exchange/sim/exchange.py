@@ -214,17 +214,18 @@ class SimExchange(OrderDesk):
     def latent_probability(self, ticker: str) -> float:
         """The hidden "true" probability of YES now (for diagnostics and tests only).
 
-        A leg of an event answers at the clock's time, so that the legs' answers are of one
-        instant (a ladder's non-increasing in the strike, an exclusive set's summing to 1); a
-        single market answers as of the end of the batch of events it has drawn."""
+        A leg of an event answers at the clock's time (at the close once past it), so that the
+        legs' answers are of one instant (a ladder's non-increasing in the strike, an exclusive
+        set's summing to 1); a single market answers as of the end of the batch of events it
+        has drawn."""
         m = self._market(ticker)
         lat = m.latent
         if isinstance(lat, LegView):
-            return lat.p_at(self._clock.t)
+            return lat.p_at(min(self._clock.t, lat.driver.close_ts))
         return m.latent_p
 
     @property
-    def events(self) -> dict[str, EventDriver]:
+    def event_drivers(self) -> dict[str, EventDriver]:
         """The drivers of the run's multi-market events, by event ticker (for tests, tools)."""
         return dict(self._drivers)
 

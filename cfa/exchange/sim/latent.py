@@ -19,6 +19,7 @@ path is a pure function of the seed.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,28 @@ def expit(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+class Latent(Protocol):
+    """What a market reads of its latent probability: :class:`LatentProcess` for a single
+    market, :class:`cfa.exchange.sim.event.LegView` for a leg of a multi-market event.
+
+    Times are seconds and only move forward; ``sigma`` is in logit units per √second."""
+
+    @property
+    def p(self) -> float: ...
+    @property
+    def sigma(self) -> float: ...
+    @property
+    def activity(self) -> float: ...
+    @property
+    def jump_variance(self) -> float: ...
+    @property
+    def regime(self) -> int: ...
+    def next_rare(self) -> float: ...
+    def path(self, times: FloatArray, z: FloatArray) -> FloatArray: ...
+    def to(self, t: float) -> None: ...
+    def resolve(self) -> bool: ...
 
 
 class LatentProcess:
@@ -101,6 +124,11 @@ class LatentProcess:
     def activity(self) -> float:
         """Current regime's multiplier on every event rate."""
         return float(self._regime_params().activity)
+
+    @property
+    def jump_variance(self) -> float:
+        """Variance per second the jumps add to ``x`` (logit² per second)."""
+        return float(self.params.jump_rate * self.params.jump_sigma**2)
 
     def next_rare(self) -> float:
         """Time of the next regime switch or jump."""

@@ -34,7 +34,7 @@ from cfa.core.types import BookDelta, MarketInfo, Outcome, Price, PriceRange, Se
 from cfa.exchange import records
 from cfa.exchange.emulator.account import Account
 from cfa.exchange.sim.event import LegView
-from cfa.exchange.sim.latent import LatentProcess
+from cfa.exchange.sim.latent import Latent, LatentProcess
 from cfa.exchange.sim.liquidity import (
     INFORMED,
     REFRESH_ASK_STALE,
@@ -96,7 +96,7 @@ class SimMarket(MatchingBook):
         super().__init__(info, grid_prices(self.grid), account)
         self.scenario = scenario
         rng = np.random.Generator(np.random.PCG64(market_seed(seed, info.ticker)))
-        self.latent: LatentProcess | LegView = (
+        self.latent: Latent = (
             LatentProcess(scenario.latent, rng, start_ts, info.close_ts)
             if latent is None
             else latent

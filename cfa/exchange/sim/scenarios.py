@@ -47,7 +47,7 @@ section gives the event driver's regimes, jumps and close boost (and no ``p0``: 
 its own), and ``book`` / ``takers`` are every leg's defaults:
     ``kind``: ``ladder`` (markets "above strike ``K_i``", strike_type ``greater``: nested YES
     sets) or ``exclusive`` (a mutually exclusive, exhaustive set: exactly one market resolves
-    YES); ``grid_step`` (seconds, default 0.25: the driver's time grid); ``legs``, a list of at
+    YES); ``grid_step`` (seconds, default 0.1: the driver's time grid); ``legs``, a list of at
     least two mappings with
     ``code`` (the ticker's ``{leg}``; default ``T<strike>`` on a ladder, ``T<cap>`` / ``B<mid>`` /
     ``T<floor>`` for a bucket below / between / above), ``p0`` (the leg's probability of YES at
@@ -199,7 +199,7 @@ class EventParams:
 
     kind: str
     legs: tuple[LegParams, ...]
-    grid_step: float = 0.25
+    grid_step: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,7 +614,7 @@ def _event(ev: _Section, book: _Section, takers: _Section, where: str) -> EventP
     if dup:
         raise CfaValueError(f"{where}.legs: two legs share the code {dup[0]}")
     return EventParams(
-        kind=kind, legs=tuple(legs), grid_step=ev.num("grid_step", 0.25, lo=0.01, hi=10.0)
+        kind=kind, legs=tuple(legs), grid_step=ev.num("grid_step", 0.1, lo=0.01, hi=10.0)
     )
 
 
