@@ -6,8 +6,17 @@ import math
 
 import pytest
 
+from cfa.core.events import EventKind, EventStructure
 from cfa.core.types import TradingState
-from cfa.eval.metrics import FillPoint, Sample, SettlementPoint, Trace, compute_metrics
+from cfa.eval.metrics import (
+    FillPoint,
+    Sample,
+    SettlementPoint,
+    Trace,
+    compute_event_metrics,
+    compute_metrics,
+    worst_case_losses,
+)
 
 T0 = 1_000_000.0
 
@@ -111,3 +120,80 @@ def test_drawdown_and_empty_run() -> None:
     empty = compute_metrics(Trace(start=T0, end=T0 + 4))
     assert empty.fills == 0 and empty.sharpe is None and empty.fill_ratio is None
     assert empty.time_quoted_both == 0.0 and empty.our_spread is None
+
+
+# -- an event's markets together ------------------------------------------------------------------
+
+
+def _ladder() -> EventStructure:
+    return EventStructure("EV", EventKind.LADDER, ("K97", "K98", "K99"), strikes=(97, 98, 99))
+
+
+def _trace(samples: list[Sample], marked: float, **kw: object) -> Trace:
+    return Trace(start=T0, end=T0 + 120, samples=samples, marked_pnl=marked, **kw)  # type: ignore[arg-type]
+
+
+def test_worst_case_loss_of_one_market_is_its_worse_side() -> None:
+    # long 10 at mid 0.30: NO loses 3.00; short 4 at mid 0.75: YES loses 4 * 0.25 = 1.00
+    long = _trace([_s(0, 0.30, 10, 0.0)], 0.0)
+    short = _trace([_s(0, 0.75, -4, 0.0)], 0.0)
+    assert worst_case_losses({"a": long}) == [pytest.approx(3.0)]
+    assert worst_case_losses({"a": short}) == [pytest.approx(1.0)]
+    m = compute_metrics(long)
+    assert m.worst_case_loss_peak == pytest.approx(3.0) and m.markets == 1
+
+
+def test_ladder_worst_case_nets_a_strike_against_its_neighbour() -> None:
+    # YES 10 on "above 98" (mid 0.5) and NO 10 on "above 97" (mid 0.6): of the four intervals
+    # the underlying can end in, only "between 97 and 98" loses on both:
+    # q97*(m97 - 1) + q98*(m98 - 0) = -10*(0.6 - 1) + 10*0.5 = 9; below 97 or above 98: -1.
+    trs = {
+        "K97": _trace([_s(0, 0.6, -10, 0.0)], 0.0),
+        "K98": _trace([_s(0, 0.5, 10, 0.0)], 0.0),
+        "K99": _trace([_s(0, 0.3, 0, 0.0)], 0.0),
+    }
+    assert worst_case_losses(trs, _ladder()) == [pytest.approx(9.0)]
+    # Longs on three neighbouring strikes are one bet: all NO loses every mid.
+    trs = {
+        "K97": _trace([_s(0, 0.6, 10, 0.0)], 0.0),
+        "K98": _trace([_s(0, 0.5, 10, 0.0)], 0.0),
+        "K99": _trace([_s(0, 0.3, 10, 0.0)], 0.0),
+    }
+    assert worst_case_losses(trs, _ladder()) == [pytest.approx(14.0)]
+    assert worst_case_losses(trs) == [pytest.approx(14.0)]  # independent: the sum of sides
+
+
+def test_one_of_every_exclusive_outcome_has_no_worst_case_loss_beyond_the_marks() -> None:
+    s = EventStructure("EX", EventKind.EXCLUSIVE, ("A", "B"))
+    trs = {"A": _trace([_s(0, 0.4, 5, 0.0)], 0.0), "B": _trace([_s(0, 0.6, 5, 0.0)], 0.0)}
+    # A wins: 5*(0.4-1) + 5*0.6 = 0; B wins: 5*0.4 + 5*(0.6-1) = 0
+    assert worst_case_losses(trs, s) == [pytest.approx(0.0)]
+
+
+def test_event_metrics_sum_money_and_take_the_event_worst_case() -> None:
+    a = _trace(
+        [_s(0, 0.6, -10, 0.0), _s(60, 0.6, -10, -1.0)],
+        -1.0,
+        fills=[FillPoint(T0 + 1, -1, 0.61, 10, 0.02, 0.6)],
+        fees=0.02,
+        offered=20,
+        events=50,
+        max_abs_inventory=10,
+    )
+    b = _trace(
+        [_s(0, 0.5, 10, 0.0), _s(60, 0.5, 10, 2.0)],
+        2.0,
+        fills=[FillPoint(T0 + 2, +1, 0.49, 10, 0.03, 0.5)],
+        fees=0.03,
+        offered=30,
+        events=70,
+        max_abs_inventory=12,
+    )
+    m = compute_event_metrics({"K97": a, "K98": b}, _ladder())
+    assert m.markets == 2
+    assert m.marked_pnl == pytest.approx(1.0) and m.fees == pytest.approx(0.05)
+    assert m.fills == 2 and m.contracts == 20 and m.offered_contracts == 50
+    assert m.events == 120 and m.max_abs_inventory == 12
+    assert m.spread_pnl == pytest.approx(0.1 + 0.1)
+    assert m.worst_case_loss_peak == pytest.approx(9.0)
+    assert m.equity == [pytest.approx(1.0), pytest.approx(1.0)]

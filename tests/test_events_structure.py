@@ -17,12 +17,12 @@ def market(ticker: str, event: str = "EV", **kw: object) -> MarketInfo:
 
 def test_a_ladder_is_ordered_by_strike_and_has_n_plus_one_outcomes() -> None:
     ms = [
-        market("B", strike_type="greater", floor_strike=98.0),
-        market("A", strike_type="greater", floor_strike=97.0),
-        market("C", strike_type="greater_or_equal", floor_strike=99.0),
+        market("EV-T98", strike_type="greater", floor_strike=98.0),
+        market("EV-T97", strike_type="greater", floor_strike=97.0),
+        market("EV-T99", strike_type="greater_or_equal", floor_strike=99.0),
     ]
     (s,) = event_structures(ms).values()
-    assert s.kind is EventKind.LADDER and s.tickers == ("A", "B", "C")
+    assert s.kind is EventKind.LADDER and s.tickers == ("EV-T97", "EV-T98", "EV-T99")
     assert s.strikes == (97.0, 98.0, 99.0)
     assert s.outcomes() == (
         (False, False, False),
@@ -64,3 +64,23 @@ def test_bad_structures_are_refused_by_name() -> None:
         EventStructure("E", EventKind.LADDER, ("A", "B"), strikes=(1.0,))
     with pytest.raises(CfaValueError, match="twice"):
         EventStructure("E", EventKind.EXCLUSIVE, ("A", "A"))
+
+
+def test_above_markets_on_several_subjects_are_not_one_ladder() -> None:
+    ms = [
+        market("EV-BOS3", strike_type="greater", floor_strike=3.0),
+        market("EV-NYK5", strike_type="greater", floor_strike=5.0),
+    ]
+    (s,) = event_structures(ms).values()
+    assert s.kind is EventKind.INDEPENDENT
+    ms = [
+        market("EV-T96499.99", strike_type="greater", floor_strike=96499.99),
+        market("EV-T98999.99", strike_type="greater", floor_strike=98999.99),
+    ]
+    (s,) = event_structures(ms).values()
+    assert s.kind is EventKind.LADDER
+
+
+def test_one_market_marked_exclusive_is_not_a_set() -> None:
+    (s,) = event_structures([market("A", mutually_exclusive=True, exhaustive=True)]).values()
+    assert s.kind is EventKind.INDEPENDENT

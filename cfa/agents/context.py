@@ -30,6 +30,11 @@ MAX_TEXT = 120
 """Characters kept of each market text (title, rules) and of agent-written text."""
 MAX_CONTEXT = 2000
 """Characters of JSON a market agent's context may take; market text is cut to fit."""
+MAX_SIBLINGS = 6
+"""Other markets of the event shown to a market agent: the most correlated ones."""
+EVENT_CONTEXT = 90
+"""Characters of JSON the context may take beyond ``MAX_CONTEXT`` per sibling shown, plus
+one more share for the event's own lines."""
 
 
 def r4(x: float | None) -> float | None:
@@ -154,6 +159,42 @@ class DecisionView(_M):
     fills_after: int | None
 
 
+class SiblingView(_M):
+    """Another market of the same event: its mid (others' orders), our inventory in it
+    (contracts) and the correlation of its logit-mid changes with this market's."""
+
+    ticker: str
+    mid: float | None
+    inventory: float
+    corr: float | None
+
+
+class EventView(_M):
+    """This market's event as one book of risk (``docs/events.md``).
+
+    ``kind`` ``ladder`` (nested strikes: probabilities non-increasing in the strike) or
+    ``exclusive`` (at most one market resolves YES); ``quoting`` ``event_aware`` when the
+    reservation prices use the covariance across the event, ``per_market`` otherwise;
+    ``corr_samples`` the samples behind the correlations (the structure's prior alone while
+    ``corr_ready`` is false) and ``shrinkage`` the weight of that prior (0..1);
+    ``worst_case_loss`` the event's settlement loss on its worst outcome with every resting
+    order filled (dollars, as the risk gate counts it) against ``worst_case_limit``;
+    ``violations`` where the books break the structure now (signals for people, never traded).
+    """
+
+    event_ticker: str
+    kind: str
+    markets: int
+    quoting: str
+    siblings: list[SiblingView]
+    corr_samples: int
+    corr_ready: bool
+    shrinkage: float | None
+    worst_case_loss: float | None
+    worst_case_limit: float
+    violations: list[str]
+
+
 class MarketContext(_M):
     """The whole summary for one market agent decision."""
 
@@ -175,6 +216,7 @@ class MarketContext(_M):
     gamma: ParamView
     sigma: ParamView
     recent: list[DecisionView]
+    event: EventView | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=False)
@@ -312,22 +354,61 @@ def build_context(
         gamma=_param("gamma", mp, policy.params.gamma, now),
         sigma=_param("sigma", mp, policy.params.sigma, now),
         recent=list(recent)[-3:],
+        event=_event_view(loop),
     )
     return _fit(ctx)
 
 
+def _event_view(loop: MarketLoop) -> EventView | None:
+    group = loop.event
+    if group is None:
+        return None
+    i = group.index[loop.ticker]
+    corr = group.correlation()[i]
+    others = [j for j in range(len(group.inventory)) if j != i]
+    others.sort(key=lambda j: (-abs(corr[j]), j))
+    siblings = [
+        SiblingView(
+            ticker=group.structure.tickers[j],
+            mid=r4(group.mids[j]),
+            inventory=round(group.inventory[j], 2),
+            corr=r4(corr[j]),
+        )
+        for j in sorted(others[:MAX_SIBLINGS])
+    ]
+    cov = group.cov
+    worst = loop.portfolio.event_worst_loss(group.event_ticker)
+    return EventView(
+        event_ticker=group.event_ticker,
+        kind=group.structure.kind.value,
+        markets=group.structure.n,
+        quoting="event_aware" if group.aware else "per_market",
+        siblings=siblings,
+        corr_samples=cov.samples,
+        corr_ready=cov.ready,
+        shrinkage=r4(cov.shrinkage),
+        worst_case_loss=r4(worst),
+        worst_case_limit=loop.policy.portfolio.max_event_worst_loss,
+        violations=[v.message[:MAX_TEXT] for v in group.violations()][:3],
+    )
+
+
 def _fit(ctx: MarketContext) -> MarketContext:
     """Cut the market's rules, then its title, until the JSON is at most ``MAX_CONTEXT``
-    characters (quotes and escapes in exchange text can make it longer than its length)."""
+    characters, plus ``EVENT_CONTEXT`` per sibling shown and one for the event (quotes and
+    escapes in exchange text can make it longer than its length)."""
+    limit = MAX_CONTEXT
+    if ctx.event is not None:
+        limit += EVENT_CONTEXT * (len(ctx.event.siblings) + 1)
     for name in ("rules", "title"):
-        over = len(ctx.to_json()) - MAX_CONTEXT
+        over = len(ctx.to_json()) - limit
         while over > 0:
             text: str = getattr(ctx.market, name)
             if not text:
                 break
             cut = text[: max(0, len(text) - max(over // 2, 1))]
             ctx = ctx.model_copy(update={"market": ctx.market.model_copy(update={name: cut})})
-            over = len(ctx.to_json()) - MAX_CONTEXT
+            over = len(ctx.to_json()) - limit
         if over <= 0:
             break
     return ctx
@@ -338,7 +419,10 @@ def portfolio_context(
     escalations: Sequence[dict[str, Any]],
     pending: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The governance agent's view: a line per market plus escalations and pending approvals.
+    """The governance agent's view: a line per market, a line per event of several related
+    markets (a ladder, an exclusive set: one book of risk — its markets, our net inventories,
+    the event's worst-case loss against its limit, structure violations), escalations and
+    pending approvals.
 
     Escalation reasons and request rationales were written by market agents, which read
     untrusted market text: they are carried as ``{"untrusted_text": ...}`` (cut to
@@ -359,11 +443,33 @@ def portfolio_context(
             "sigma": c.sigma.value,
             "frozen": [p for p, v in (("gamma", c.gamma), ("sigma", c.sigma)) if v.frozen],
             "regime_shift": c.regime.regime_shift,
+            "event": None if c.event is None else c.event.event_ticker,
         }
         for c in contexts
     ]
+    events: dict[str, dict[str, Any]] = {}
+    for c in contexts:
+        e = c.event
+        if e is None:
+            continue
+        row = events.setdefault(
+            e.event_ticker,
+            {
+                "event": e.event_ticker,
+                "kind": e.kind,
+                "quoting": e.quoting,
+                "markets": {},
+                "worst_case_loss": e.worst_case_loss,
+                "worst_case_limit": e.worst_case_limit,
+                "violations": e.violations,
+            },
+        )
+        row["markets"][c.market.ticker] = c.risk.inventory
+        for sib in e.siblings:
+            row["markets"].setdefault(sib.ticker, sib.inventory)
     return {
         "markets": rows,
+        "events": list(events.values()),
         "escalations": [
             {
                 "market": e.get("market"),

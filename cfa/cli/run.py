@@ -37,7 +37,15 @@ DEFAULT_SCENARIOS = ("calm", "regime-shift", "informed-flow")
 
 def run(
     markets: Annotated[
-        int, typer.Option("--markets", "-n", min=1, max=5000, help="Number of simulated markets.")
+        int,
+        typer.Option(
+            "--markets",
+            "-n",
+            min=1,
+            max=5000,
+            help="Number of simulated markets; an event scenario (event-ladder, event-exclusive) "
+            "counts once and brings every market of its event.",
+        ),
     ] = 3,
     scenario: Annotated[
         list[str] | None,

@@ -101,9 +101,12 @@ def event_structures(markets: Iterable[MarketInfo]) -> dict[str, EventStructure]
     """Group ``markets`` by event and read each event's structure off their metadata.
 
     An event is a **ladder** when it has at least two markets, all with an "above" strike type
-    (:data:`LADDER_STRIKE_TYPES`) and distinct ``floor_strike`` values, and is not marked
-    mutually exclusive; **exclusive** when its markets say ``mutually_exclusive`` (exhaustive
-    when they also say ``exhaustive``); otherwise **independent**. Markets keep their given
+    (:data:`LADDER_STRIKE_TYPES`), distinct ``floor_strike`` values and one subject (their
+    tickers, past the event ticker and less the strike, are the same: ``T`` in
+    ``KXBTCD-…-T96499.99``; a spread event's ``BOS3`` and ``NYK5`` are two teams, not one
+    ladder, see :func:`ticker_subject`), and is not marked mutually exclusive; **exclusive**
+    when it has at least two markets that say ``mutually_exclusive`` (exhaustive when they
+    also say ``exhaustive``); otherwise **independent**. Markets keep their given
     order within an exclusive or independent event. Only the markets passed in are used: a
     ladder of which we trade three rungs is a ladder of three.
     """
@@ -115,7 +118,7 @@ def event_structures(markets: Iterable[MarketInfo]) -> dict[str, EventStructure]
 
 def _structure(event: str, markets: Sequence[MarketInfo]) -> EventStructure:
     tickers = tuple(m.ticker for m in markets)
-    if any(m.mutually_exclusive for m in markets):
+    if len(markets) >= 2 and any(m.mutually_exclusive for m in markets):
         return EventStructure(
             event,
             EventKind.EXCLUSIVE,
@@ -128,6 +131,7 @@ def _structure(event: str, markets: Sequence[MarketInfo]) -> EventStructure:
         and all(m.strike_type in LADDER_STRIKE_TYPES for m in markets)
         and all(s is not None for s in strikes)
         and len(set(strikes)) == len(strikes)
+        and len({ticker_subject(m.ticker, event) for m in markets}) == 1
     ):
         order = sorted(range(len(markets)), key=lambda i: strikes[i])  # type: ignore[arg-type, return-value]
         return EventStructure(
@@ -137,3 +141,11 @@ def _structure(event: str, markets: Sequence[MarketInfo]) -> EventStructure:
             strikes=tuple(float(strikes[i]) for i in order),  # type: ignore[arg-type]
         )
     return EventStructure(event, EventKind.INDEPENDENT, tickers)
+
+
+def ticker_subject(ticker: str, event_ticker: str) -> str:
+    """What a market's ticker names past its event's ticker, without the strike: ``T`` for
+    ``KXBTCD-26DEC0217-T96499.99``, ``BOS`` for a spread event's ``…-BOS3``. Rungs of one
+    ladder share it."""
+    rest = ticker[len(event_ticker) + 1 :] if ticker.startswith(event_ticker + "-") else ticker
+    return rest.rstrip("0123456789.-")

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cfa.core.events import EventKind, EventStructure
 from cfa.core.types import PRICE_SCALE, QTY_SCALE, Fill, Outcome, Settlement, Side, TradingState
 from cfa.eval.models import Markout, RunMetrics
+from cfa.risk.event_risk import worst_case_loss
 
 if TYPE_CHECKING:
     from cfa.runtime.loop import MarketLoop
@@ -244,8 +246,120 @@ def _r(x: float | None, digits: int = 6) -> float | None:
     return None if x is None else round(x, digits)
 
 
+def worst_case_losses(
+    traces: Mapping[str, Trace], structure: EventStructure | None = None
+) -> list[float]:
+    """The worst-case loss of the inventory at each sample time (dollars, ≥ 0).
+
+    At a sample, market ``i`` holds ``q_i`` contracts marked at its mid ``m_i`` (the last known
+    one when its book is empty; a market not yet with a mid, or settled, counts 0): on outcome
+    ``o`` the inventory loses ``Σ_i q_i·(m_i − 1_i(o))``, and the worst-case loss is the
+    largest over the structure's outcomes (:meth:`EventStructure.outcomes`), floored at 0.
+    Without a structure, or an independent one, each market's worse side is summed.
+    """
+    if structure is None:
+        tickers = tuple(traces)
+        structure = EventStructure("+".join(tickers), EventKind.INDEPENDENT, tickers)
+    by_t: dict[float, dict[str, tuple[float, float]]] = {}
+    for ticker, tr in traces.items():
+        last: float | None = None
+        for smp in tr.samples:
+            if smp.mid is not None:
+                last = smp.mid
+            if last is not None:
+                q = smp.inventory
+                # (loss if YES, loss if NO) against the mid-marked value
+                by_t.setdefault(smp.t, {})[ticker] = (-q * (1.0 - last), q * last)
+    return [max(0.0, worst_case_loss(structure, by_t[t])) for t in sorted(by_t)]
+
+
+def _with_worst_case(metrics: RunMetrics, series: Sequence[float], markets: int) -> RunMetrics:
+    return metrics.model_copy(
+        update={
+            "markets": markets,
+            "worst_case_loss_peak": round(max(series), 6) if series else 0.0,
+            "worst_case_loss_mean": round(math.fsum(series) / len(series), 6) if series else 0.0,
+        }
+    )
+
+
 def compute_metrics(tr: Trace) -> RunMetrics:
     """The metrics of one market's run (see :class:`~cfa.eval.models.RunMetrics`)."""
+    return _with_worst_case(_market_metrics(tr), worst_case_losses({"market": tr}), 1)
+
+
+def compute_event_metrics(traces: Mapping[str, Trace], structure: EventStructure) -> RunMetrics:
+    """The metrics of one event's run: its markets taken together.
+
+    Money (PnL and its parts, fees), fills, contracts, offered contracts and events are
+    summed; the equity curve, Sharpe and drawdown are those of the summed marked PnL;
+    ``max_abs_inventory`` is the largest of any market, ``final_inventory`` the sum;
+    quoting shares and spreads are means over the markets; mark-outs are weighted by their
+    fill counts; the worst-case loss is the event's (:func:`worst_case_losses`).
+    """
+    ms = [_market_metrics(traces[t]) for t in structure.tickers if t in traces]
+    if not ms:
+        raise ValueError(f"event {structure.event_ticker}: no market traced")
+    trs = [traces[t] for t in structure.tickers if t in traces]
+
+    def total(get: Callable[[RunMetrics], float]) -> float:
+        return round(math.fsum(get(m) for m in ms), 6)
+
+    def mean(values: Sequence[float | None]) -> float | None:
+        vals = [v for v in values if v is not None]
+        return round(math.fsum(vals) / len(vals), 6) if vals else None
+
+    width = max(len(m.equity) for m in ms)
+    equity = [
+        round(math.fsum(m.equity[i] if i < len(m.equity) else m.marked_pnl for m in ms), 4)
+        for i in range(width)
+    ]
+    marked_by_t: dict[float, float] = {}
+    for tr in trs:
+        for smp in tr.samples:
+            marked_by_t[smp.t] = marked_by_t.get(smp.t, 0.0) + smp.marked
+    peak = worst = 0.0
+    for v in [*(marked_by_t[t] for t in sorted(marked_by_t)), math.fsum(m.marked_pnl for m in ms)]:
+        peak = max(peak, v)
+        worst = max(worst, peak - v)
+    markouts = []
+    for h in MARKOUT_HORIZONS:
+        got = [(mo.value, mo.n) for m in ms for mo in m.markouts if mo.horizon_s == h]
+        n = sum(k for v, k in got if v is not None)
+        value = None if n == 0 else math.fsum(v * k for v, k in got if v is not None) / n
+        markouts.append(Markout(horizon_s=h, value=_r(value), n=n))
+    contracts = total(lambda m: m.contracts)
+    offered = total(lambda m: m.offered_contracts)
+    event = RunMetrics(
+        marked_pnl=total(lambda m: m.marked_pnl),
+        realized_pnl=total(lambda m: m.realized_pnl),
+        spread_pnl=total(lambda m: m.spread_pnl),
+        inventory_pnl=total(lambda m: m.inventory_pnl),
+        settlement_pnl=total(lambda m: m.settlement_pnl),
+        fees=total(lambda m: m.fees),
+        sharpe=_r(_sharpe(equity)),
+        max_drawdown=round(worst, 6),
+        max_abs_inventory=max(m.max_abs_inventory for m in ms),
+        final_inventory=total(lambda m: m.final_inventory),
+        fills=sum(m.fills for m in ms),
+        contracts=round(contracts, 2),
+        offered_contracts=round(offered, 2),
+        fill_ratio=None if offered <= 0 else round(contracts / offered, 6),
+        markouts=markouts,
+        time_quoted_both=mean([m.time_quoted_both for m in ms]) or 0.0,
+        time_quoted_any=mean([m.time_quoted_any for m in ms]) or 0.0,
+        time_halted=mean([m.time_halted for m in ms]) or 0.0,
+        time_reduce_only=mean([m.time_reduce_only for m in ms]) or 0.0,
+        our_spread=mean([m.our_spread for m in ms]),
+        background_spread=mean([m.background_spread for m in ms]),
+        inside_share=mean([m.inside_share for m in ms]),
+        events=sum(m.events for m in ms),
+        equity=equity,
+    )
+    return _with_worst_case(event, worst_case_losses(traces, structure), len(ms))
+
+
+def _market_metrics(tr: Trace) -> RunMetrics:
     spread = sum(f.sign * (f.mid - f.price) * f.count for f in tr.fills if f.mid is not None)
     settle = 0.0
     st = tr.settlement

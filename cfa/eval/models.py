@@ -96,6 +96,16 @@ class RunMetrics(_Frozen):
     tokens_out: int = 0
     llm_cost: float = 0.0
     equity: list[float] = Field(default_factory=list)
+    markets: int = 1
+    """Markets the run traded: an event scenario's metrics cover the whole event (PnL, fees,
+    fills and contracts summed; inventory and quoting shares over its markets)."""
+    worst_case_loss_peak: float | None = None
+    """The largest, over the run's once-a-second samples, of what the inventory would lose
+    against its mid-marked value on the event's worst outcome (dollars; a ladder's ``n + 1``
+    strike intervals, an exclusive set's outcomes; one market: its worse side). None in
+    results written before it existed."""
+    worst_case_loss_mean: float | None = None
+    """The same worst-case loss averaged over the samples (dollars)."""
 
     def markout(self, horizon_s: float) -> float | None:
         for m in self.markouts:

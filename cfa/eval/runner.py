@@ -18,12 +18,14 @@ from cfa.agents.reasoners import make_reasoner
 from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.reasoners.cache import CachedReasoner, SqliteLLMCache
 from cfa.audit import AuditStore
-from cfa.eval.metrics import MetricsProbe, compute_metrics
-from cfa.eval.models import Job, RunResult
+from cfa.core.events import EventKind, EventStructure
+from cfa.eval.metrics import MetricsProbe, Trace, compute_event_metrics, compute_metrics
+from cfa.eval.models import Job, RunMetrics, RunResult
 from cfa.eval.strategies import parse_strategy, strategy_policy
 from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
 from cfa.risk.policy import load_policy
 from cfa.runtime.runs import close_run, open_run
+from cfa.runtime.session import Session
 
 
 def run_job(job: Job) -> RunResult:
@@ -39,6 +41,20 @@ def run_job(job: Job) -> RunResult:
             error=f"{type(exc).__name__}: {exc}"[:500],
             wall_s=round(time.perf_counter() - t0, 3),
         )
+
+
+def _metrics(session: Session, traces: dict[str, Trace]) -> RunMetrics:
+    """One market: its metrics; an event scenario's markets: the event's, taken together."""
+    if len(traces) == 1:
+        (trace,) = traces.values()
+        return compute_metrics(trace)
+    groups = list(session.event_groups.values())
+    if len(groups) == 1 and set(groups[0].structure.tickers) == set(traces):
+        structure = groups[0].structure
+    else:  # markets that are not one event: each its own risk
+        tickers = tuple(traces)
+        structure = EventStructure("+".join(tickers), EventKind.INDEPENDENT, tickers)
+    return compute_event_metrics(traces, structure)
 
 
 def _agent_options(job: Job) -> dict[str, Any]:
@@ -87,7 +103,7 @@ async def _run(job: Job, t0: float) -> RunResult:
             rows = await session.run(govern=False)
         finally:
             await exchange.close()
-        (trace,) = probe.finish(exchange.clock.now()).values()
+        traces = probe.finish(exchange.clock.now())
         update: dict[str, Any] = {}
         if session.agents is not None:
             totals = session.agents.totals
@@ -97,7 +113,7 @@ async def _run(job: Job, t0: float) -> RunResult:
                 "tokens_out": totals.tokens_out,
                 "llm_cost": round(totals.cost_usd, 6),
             }
-        metrics = compute_metrics(trace).model_copy(update=update)
+        metrics = _metrics(session, traces).model_copy(update=update)
         close_run(session, store, rows, wall0, {"eval": {"metrics": metrics.model_dump()}})
         return RunResult(
             job=job,

@@ -87,6 +87,9 @@ class CellStats(_Frozen):
     fees_mean: float | None
     spread_pnl_mean: float | None
     inventory_pnl_mean: float | None
+    worst_loss_mean: float | None = None
+    """Mean over the runs of each run's peak worst-case inventory loss (dollars; an event
+    scenario: the event's, see :attr:`cfa.eval.models.RunMetrics.worst_case_loss_peak`)."""
 
 
 class PairedStat(_Frozen):
@@ -163,6 +166,8 @@ class PairStats(_Frozen):
     dropped: int
     pnl: PairedStat
     sharpe: PairedStat
+    worst_loss: PairedStat = PairedStat(n=0)
+    """``worst_case_loss_peak`` paired over the pairs where both runs have it."""
 
 
 class EvalSummary(_Frozen):
@@ -214,6 +219,7 @@ class EvalSummary(_Frozen):
                     dropped=p.dropped,
                     pnl=p.pnl.reversed(),
                     sharpe=p.sharpe.reversed(),
+                    worst_loss=p.worst_loss.reversed(),
                 )
         return None
 
@@ -353,6 +359,7 @@ def _cell(
         fees_mean=mean_of(lambda m: m.fees),
         spread_pnl_mean=mean_of(lambda m: m.spread_pnl),
         inventory_pnl_mean=mean_of(lambda m: m.inventory_pnl),
+        worst_loss_mean=_mean(m.worst_case_loss_peak for m in ok)[0],
     )
 
 
@@ -386,6 +393,14 @@ def _pair(
             sh_a.append(sa)
             sh_b.append(sb)
     sharpe = paired_stat(sh_a, sh_b, resamples=resamples, seed=seed, confidence=confidence)
+    wl_a: list[float] = []
+    wl_b: list[float] = []
+    for k in common:
+        wa, wb = a[k].worst_case_loss_peak, b[k].worst_case_loss_peak
+        if wa is not None and wb is not None:
+            wl_a.append(wa)
+            wl_b.append(wb)
+    worst = paired_stat(wl_a, wl_b, resamples=resamples, seed=seed, confidence=confidence)
     return PairStats(
         scenario=scenario,
         strategy=strategy,
@@ -393,6 +408,7 @@ def _pair(
         dropped=dropped,
         pnl=pnl,
         sharpe=sharpe,
+        worst_loss=worst,
     )
 
 
@@ -500,6 +516,8 @@ SUMMARY_HEADERS = [
     "strategy",
     "n",
     "PnL $ (mean ± SE)",
+    "PnL sd $",
+    "worst loss $",
     "Sharpe",
     "fills",
     "MO 60s $/ct",
@@ -543,6 +561,8 @@ def summary_rows(summary: EvalSummary) -> list[list[str]]:
                 st,
                 n,
                 _money_pm(c.pnl_mean, c.pnl_se),
+                _f(c.pnl_std, ".2f"),
+                _f(c.worst_loss_mean, ".2f"),
                 _f(c.sharpe_mean, "+.3f"),
                 _f(c.fills_mean, ".1f"),
                 _f(c.markout_60s_mean, "+.4f"),

@@ -6,7 +6,11 @@ only in the quoting model and in who may change γ and σ:
 * ``naive`` — ``mid ± half_spread`` (the suite's ``naive_half_spread``, dollars), no inventory
   skew; same size, inventory cap and limits. The bar any market maker must clear.
 * ``static-as`` / ``static-glft`` — Avellaneda–Stoikov / GLFT on the policy's γ and the warm-up
-  σ estimate, never changed.
+  σ estimate, never changed. On an event of several related markets (a strike ladder, an
+  exclusive set) their reservation prices are covariance-aware across the event's markets
+  (``quoting.event_aware``, ``docs/events.md``).
+* ``static-as-per-market`` — ``static-as`` with each market quoted as if it were alone (its
+  own inventory only): the baseline the event-aware quote must beat on the event scenarios.
 * ``agents:heuristic``, ``agents:openai``, ``agents:scripted:PATH`` — Avellaneda–Stoikov with
   market and governance agents tuning γ and σ through the tools (the reasoner named after
   ``agents:``).
@@ -19,7 +23,14 @@ from dataclasses import dataclass
 from cfa.core.quoting import Model
 from cfa.risk.policy import Policy
 
-NAMES = ("naive", "static-as", "static-glft", "agents:heuristic", "agents:openai")
+NAMES = (
+    "naive",
+    "static-as",
+    "static-as-per-market",
+    "static-glft",
+    "agents:heuristic",
+    "agents:openai",
+)
 """The strategy names (plus ``agents:scripted:PATH``)."""
 
 
@@ -30,6 +41,8 @@ class Strategy:
     spec: str
     model: Model
     reasoner: str | None
+    event_aware: bool = True
+    """Covariance-aware quoting across an event's markets (off: each market alone)."""
 
     @property
     def slug(self) -> str:
@@ -43,6 +56,8 @@ def parse_strategy(spec: str) -> Strategy:
         return Strategy(spec, "naive", None)
     if spec == "static-as":
         return Strategy(spec, "as", None)
+    if spec == "static-as-per-market":
+        return Strategy(spec, "as", None, event_aware=False)
     if spec == "static-glft":
         return Strategy(spec, "glft", None)
     if spec in ("agents:heuristic", "agents:openai"):
@@ -55,8 +70,9 @@ def parse_strategy(spec: str) -> Strategy:
 
 
 def strategy_policy(policy: Policy, strategy: Strategy, naive_half_spread: float) -> Policy:
-    """``policy`` with the strategy's quoting model (and the naive half-spread) set."""
-    update: dict[str, object] = {"model": strategy.model}
+    """``policy`` with the strategy's quoting model, event awareness (and the naive
+    half-spread) set."""
+    update: dict[str, object] = {"model": strategy.model, "event_aware": strategy.event_aware}
     if strategy.model == "naive":
         update["half_spread"] = naive_half_spread
     return policy.model_copy(update={"quoting": policy.quoting.model_copy(update=update)})

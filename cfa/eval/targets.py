@@ -14,6 +14,18 @@ The claim, scenario by scenario, all comparisons paired by seed (``Δ = agents �
 - every scenario in the suite: static AS beats naive, ``Δ = static − naive > 0`` in mean
   marked PnL, over at least 20 seeds (t is reported, not required).
 
+On the event scenarios (``event-ladder``, ``event-exclusive``; checked only when the suite has
+them), event-aware AS against per-market AS (``Δ = static-as − static-as-per-market``):
+
+- the event's peak worst-case inventory loss falls by at least 30 %: paired mean
+  ``Δ ≤ −0.3·|per-market mean|``;
+- the standard deviation of the event's PnL across seeds falls by at least 30 %:
+  ``sd(event-aware) ≤ 0.7·sd(per-market)``;
+- at no worse mean PnL: the paired mean ``Δ ≥ 0``, or its 95 % bootstrap interval reaches 0
+  (no measurable loss);
+
+each over at least 20 seeds.
+
 A check is ``passed=None`` (not measurable) when a strategy or the scenario is missing, or
 fewer than ``min_seeds`` seeds paired. When every paired difference is the same positive number
 the standard error is 0 and t is undefined; the t criterion then counts as met (an improvement
@@ -22,6 +34,7 @@ on every seed by the same amount), and the measured text says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -33,6 +46,7 @@ from cfa.eval.stats import EvalSummary, PairedStat, markdown_table
 __all__ = [
     "MIN_SEEDS",
     "TargetCheck",
+    "check_event_targets",
     "check_targets",
     "overall",
     "targets_markdown",
@@ -49,6 +63,9 @@ BEAT_BY = 0.20
 CALM_LOSS = 0.05
 """Largest relative loss the agents may have on calm (of |static mean|)."""
 MIN_T = 2.0
+EVENT_SCENARIOS = ("event-ladder", "event-exclusive")
+EVENT_CUT = 0.30
+"""Share by which event-aware quoting must cut the worst-case loss and the PnL sd."""
 
 
 class TargetCheck(BaseModel):
@@ -192,6 +209,68 @@ def check_targets(
                 "positive",
                 0.0,
             )
+        )
+    return checks + check_event_targets(summary, static, min_seeds=min_seeds)
+
+
+def check_event_targets(
+    summary: EvalSummary,
+    aware: str = "static-as",
+    per_market: str = "static-as-per-market",
+    *,
+    min_seeds: int = MIN_SEEDS,
+) -> list[TargetCheck]:
+    """The event scenarios' targets of the module doc, for those in ``summary``."""
+    checks: list[TargetCheck] = []
+    cut = f"{100 * EVENT_CUT:.0f} %"
+    for sc in (s for s in EVENT_SCENARIOS if s in summary.scenarios):
+        names = (
+            f"{aware} cuts the worst-case inventory loss by ≥{cut} vs {per_market}",
+            f"{aware} cuts the PnL sd by ≥{cut} vs {per_market}",
+            f"{aware} mean PnL no worse than {per_market}",
+        )
+        required = (
+            f"n ≥ {min_seeds}, Δ ≤ −{EVENT_CUT:g}·|{per_market} mean|",
+            f"n ≥ {min_seeds}, sd ≤ {1 - EVENT_CUT:g}·sd({per_market})",
+            f"n ≥ {min_seeds}, Δ ≥ 0 or its 95 % CI reaches 0",
+        )
+        a, b = summary.cell(sc, aware), summary.cell(sc, per_market)
+        pair = summary.pair(sc, aware, per_market)
+        if a is None or b is None or pair is None:
+            why = "not measurable: a strategy is missing on this scenario"
+            checks += [
+                TargetCheck(name=n, scenario=sc, passed=None, measured=why, required=r)
+                for n, r in zip(names, required, strict=True)
+            ]
+            continue
+        w = pair.worst_loss
+        text = _measured(w, money=True)
+        ok: bool | None = None
+        if w.n >= min_seeds and w.mean_diff is not None and w.mean_baseline is not None:
+            ok = w.mean_diff <= -EVENT_CUT * abs(w.mean_baseline)
+        checks.append(
+            TargetCheck(name=names[0], scenario=sc, passed=ok, measured=text, required=required[0])
+        )
+        ok = None
+        if a.pnl_std is not None and b.pnl_std is not None:
+            ratio = a.pnl_std / b.pnl_std if b.pnl_std > 0 else math.inf
+            text = f"sd {a.pnl_std:.2f} vs {b.pnl_std:.2f} ({100 * (ratio - 1):+.1f} %)"
+            if min(a.n, b.n) >= min_seeds:
+                ok = a.pnl_std <= (1 - EVENT_CUT) * b.pnl_std
+        else:
+            text = "fewer than two runs"
+        checks.append(
+            TargetCheck(name=names[1], scenario=sc, passed=ok, measured=text, required=required[1])
+        )
+        p = pair.pnl
+        text = _measured(p, money=True)
+        if p.ci_low is not None and p.ci_high is not None:
+            text += f", 95 % CI [{p.ci_low:+.2f}, {p.ci_high:+.2f}]"
+        ok = None
+        if p.n >= min_seeds and p.mean_diff is not None:
+            ok = p.mean_diff >= 0 or (p.ci_high is not None and p.ci_high >= 0)
+        checks.append(
+            TargetCheck(name=names[2], scenario=sc, passed=ok, measured=text, required=required[2])
         )
     return checks
 

@@ -90,6 +90,10 @@ class Quoting(_Frozen):
     min_order_age_s: float = Field(default=1.0, ge=0)
     """An order is not moved again within this many seconds of its last placement or amend
     (cancels are never delayed): bounds order churn and the order rate, seconds."""
+    event_aware: bool = True
+    """Quote the markets of one event (a strike ladder, an exclusive set) with covariance-aware
+    reservation prices, ``r_i = s_i − γ·τ·Σ_j Σ_ij·q_j`` (``docs/events.md``); off: each market
+    as if it were alone (its own inventory only)."""
 
 
 class Warmup(_Frozen):

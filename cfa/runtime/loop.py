@@ -84,6 +84,7 @@ from cfa.exchange.base import (
     OrderRejected,
 )
 from cfa.risk.breakers import MarketBreakers, Trip
+from cfa.risk.event_risk import EVENT_BREAKER_SOURCE, event_breaker, leg_losses
 from cfa.risk.gate import Exposure, RiskGate, collateral, dollars_at_risk
 from cfa.risk.portfolio import Portfolio
 from cfa.runtime.accounting import Book
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
     from cfa.control.params import ParameterStore
     from cfa.risk.policy import Policy
     from cfa.risk.states import TradingStates
+    from cfa.runtime.event_group import EventGroup
     from cfa.runtime.recorder import Recorder
 
 
@@ -255,6 +257,15 @@ class MarketLoop:
         no order call is made (see the module docstring)."""
         self._reconcile_due = math.inf
         """Event time of the next try at confirming resting orders after a reactivation."""
+        self.event: EventGroup | None = None
+        """The other markets of this market's event quoted with it (:meth:`join_event`)."""
+        self._event_i = -1
+
+    def join_event(self, group: EventGroup) -> None:
+        """Quote as one market of ``group``'s event: report the mid and inventory to it and
+        take the multi-asset cross term of the reservation price from it."""
+        self.event = group
+        self._event_i = group.index[self.ticker]
 
     # -- events --------------------------------------------------------------------------------
 
@@ -327,6 +338,7 @@ class MarketLoop:
                         self.account.inventory,
                         self.params.version,
                         self.states.version,
+                        0 if self.event is None else self.event.version,
                     ):
                         return None
                     return self._update_now(ts)
@@ -419,7 +431,15 @@ class MarketLoop:
         self.touch_size = (qb, qa)
         self.signals.on_touch(t, bb, qb, ba, qa)
         inventory = self.account.inventory
-        inputs = (bb, ba, inventory, self.params.version, self.states.version)
+        group = self.event
+        inputs = (
+            bb,
+            ba,
+            inventory,
+            self.params.version,
+            self.states.version,
+            0 if group is None else group.version,
+        )
         if t < self._next_tick and inputs == self._inputs:
             return None  # nothing the quote depends on has changed since the last tick
         self._inputs = inputs
@@ -432,6 +452,8 @@ class MarketLoop:
         self._flow = 0.0
         self.markouts.on_mid(t, mid)
         self.fill_rates.mark(t, ob is not None, oa is not None)
+        if group is not None:
+            group.on_touch(self._event_i, t, bb, ba, mid)
         if self.state is LoopState.WARMING and not self._maybe_ready(t):
             return None
         if self.paused is not None:
@@ -454,7 +476,14 @@ class MarketLoop:
             self._last_key = None
             return None
         mp = self.params.get(self.ticker)
-        key = (bb, ba, inventory, mp.quote, tstate)
+        qp = mp.quote
+        cross = skew = 0.0
+        if group is not None and group.aware:
+            if qp.model == "as":
+                cross = group.cross_risk(self._event_i, qp.sigma)
+            elif qp.model == "glft":
+                skew = group.cross_skew(self._event_i, qp.gamma, qp.sigma, qp.A, qp.k)
+        key = (bb, ba, inventory, qp, tstate, cross, skew)
         if key == self._last_key and t - self._last_quote_t < self.policy.quoting.min_requote_s:
             return None
         self._last_key = key
@@ -463,7 +492,7 @@ class MarketLoop:
             mid=mid,
             inventory=inventory,
             time_to_close=self.market.close_ts - t,
-            params=mp.quote,
+            params=qp,
             market=self.qm,
             best_bid=bb,
             best_ask=ba,
@@ -471,6 +500,8 @@ class MarketLoop:
             ask_queue=qa,
             min_edge=self.min_edge(t),
             holding_s=self.holding_s(t),
+            cross_risk=cross,
+            cross_skew=skew,
         )
         self.last_quote = q
         q = self._within_band(t, q)
@@ -684,6 +715,7 @@ class MarketLoop:
         other_coll = (
             0.0 if other is None else collateral(other.side, other.price, other.remaining_count)
         )
+        by_outcome, yes_flags = self.portfolio.event_outcome_others(self.ticker)
         exposure = Exposure(
             position=self.account.inventory,
             avg_price=float(self.account.avg_price),
@@ -693,6 +725,8 @@ class MarketLoop:
             others_at_risk=self.portfolio.others(self.ticker),
             event_others_at_risk=self.portfolio.event_others(self.ticker, self.market.event_ticker),
             orders_last_min=self._recent(self._order_times, t),
+            event_others_by_outcome=by_outcome,
+            event_yes=yes_flags,
         )
         req = OrderRequest(self.ticker, self._new_id(), side, price, size)
         # the state as of now: an error breaker may have tripped on the other side's order
@@ -913,8 +947,30 @@ class MarketLoop:
                         bc += collateral(Side.BID, o.price, o.remaining_count)
                     else:
                         ac += collateral(Side.ASK, o.price, o.remaining_count)
-        risk = dollars_at_risk(self.account.inventory, float(self.account.avg_price), bc, ac)
-        self.portfolio.update(self.ticker, self.market.event_ticker, risk)
+        pos, avg = self.account.inventory, float(self.account.avg_price)
+        event = self.market.event_ticker
+        portfolio = self.portfolio
+        portfolio.update(self.ticker, event, dollars_at_risk(pos, avg, bc, ac))
+        yes, no = leg_losses(pos, avg, bc, ac)
+        portfolio.update_legs(self.ticker, event, yes, no)
+        if self.event is not None:
+            self.event.on_inventory(self._event_i, pos / QTY_SCALE)
+        yes, no = leg_losses(pos, avg, 0.0, 0.0)
+        if portfolio.update_position_legs(self.ticker, event, yes, no):
+            # The event breaker reads positions only: resting orders, which REDUCE_ONLY
+            # cancels, would lift it again at once and it would flap.
+            worst = portfolio.event_position_worst_loss(event)
+            limit = self.policy.portfolio.max_event_worst_loss
+            held = self.states.event_holds(event).get(EVENT_BREAKER_SOURCE, TradingState.ACTIVE)
+            change = event_breaker(worst, limit, held, self.policy)
+            if change is not None:
+                self.states.set_event(
+                    event,
+                    change,
+                    source=EVENT_BREAKER_SOURCE,
+                    reason=f"event worst-case loss {worst:.2f} of limit {limit:g} dollars "
+                    "(positions)",
+                )
 
     def _calibrate(self, t: float) -> None:
         """Re-fit the intensity decay k from public trades (within the policy's k bounds).

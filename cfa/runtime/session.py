@@ -35,6 +35,8 @@ from cfa.audit.store import to_ms as ms
 from cfa.control.outcomes import ToolOutcome
 from cfa.control.params import ParameterStore
 from cfa.control.plane import ControlPlane
+from cfa.core.consistency import taker_fee_per_contract
+from cfa.core.events import EventKind, event_structures
 from cfa.core.types import QTY_SCALE, Fill, MarketInfo, Settlement, Side, TradingState
 from cfa.exchange.base import Exchange, ExchangeError, event_chunks
 from cfa.exchange.history import HistorySource
@@ -42,6 +44,7 @@ from cfa.risk.gate import RiskGate
 from cfa.risk.policy import Policy
 from cfa.risk.portfolio import Portfolio
 from cfa.risk.states import TradingStates
+from cfa.runtime.event_group import EventGroup
 from cfa.runtime.governance import GovernancePoller
 from cfa.runtime.loop import LoopState, MarketLoop
 from cfa.runtime.recorder import Recorder, RowSink
@@ -162,6 +165,20 @@ class Session:
                 f"cfa-{run_id[:8]}-{len(self.loops)}",
                 self.portfolio,
             )
+        self.event_groups: dict[str, EventGroup] = {}
+        """The events of two or more related markets (a ladder, an exclusive set), by event
+        ticker: their loops quote with covariance-aware reservation prices."""
+        fees = {m.event_ticker: m.fee for m in markets}
+        for structure in event_structures(markets).values():
+            for t in structure.tickers:
+                self.states.register(t, structure.event_ticker)
+            if structure.kind is not EventKind.INDEPENDENT and structure.n >= 2:
+                fee = taker_fee_per_contract(fees[structure.event_ticker])
+                group = EventGroup(structure, policy, fee)
+                self.event_groups[structure.event_ticker] = group
+                for t in structure.tickers:
+                    self.loops[t].join_event(group)
+        self.portfolio.set_structures(g.structure for g in self.event_groups.values())
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         """Wall seconds between time flushes of the audit store (see the module doc)."""

@@ -14,7 +14,9 @@ same quoting core left alone (see ``docs/strategy.md``):
   fills, |momentum| at least ``MOMENTUM_HIGH``, the VAR informed-flow flag), so one noisy flag
   does not move it; *benign* needs all of them quiet. A lone VAR flag never acts: in calm
   markets it is on in 4-8 % of checks.
-* **Inventory near the limit** raises γ (a stronger skew out of it) until usage falls.
+* **Inventory near the limit** raises γ (a stronger skew out of it) until usage falls; so does
+  an **event near its worst-case loss limit** (``event.worst_case_loss`` at least
+  ``INVENTORY_HIGH`` of ``event.worst_case_limit``: the event's markets shed its inventory).
 * **A side outside the price band** (the model's quote is wider than the risk limits allow)
   lowers the parameter that widened it.
 
@@ -142,6 +144,20 @@ def market_decision(ctx: Mapping[str, Any]) -> RawCall:
             rationale=f"{why}: {name} {view['value']} -> {new} (target {target:.4g})",
         )
 
+    event = ctx.get("event")
+    if event and event.get("worst_case_loss") is not None and event["worst_case_limit"] > 0:
+        share = event["worst_case_loss"] / event["worst_case_limit"]
+        if share >= INVENTORY_HIGH:
+            call = change(
+                "gamma",
+                g,
+                g["value"] * STEP,
+                f"event.worst_case_loss={event['worst_case_loss']} is {share:.2f} of "
+                f"event.worst_case_limit={event['worst_case_limit']} >= {INVENTORY_HIGH}: "
+                "shed the event's inventory",
+            )
+            if call is not None:
+                return call
     if usage >= INVENTORY_HIGH:
         call = change(
             "gamma",

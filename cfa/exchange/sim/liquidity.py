@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from cfa.core.types import PRICE_SCALE, QTY_SCALE, Price, Qty
-from cfa.exchange.sim.latent import LatentProcess
+from cfa.exchange.sim.latent import Latent
 from cfa.exchange.sim.scenarios import BookParams, TakerParams
 
 REFRESH_BID = 0
@@ -192,9 +192,7 @@ class FlowModel:
         view: np.ndarray = PRICE_SCALE / (1.0 + np.exp(-y))
         return view
 
-    def draw(
-        self, latent: LatentProcess, t0: float, t_stop: float, n_max: int
-    ) -> tuple[Tape, bool]:
+    def draw(self, latent: Latent, t0: float, t_stop: float, n_max: int) -> tuple[Tape, bool]:
         """Events after ``t0`` and before ``t_stop``, at most ``n_max`` of them.
 
         Returns the tape and whether it reached ``t_stop`` (False: it stopped at ``n_max``

@@ -139,7 +139,7 @@ class SimMarket(MatchingBook):
         d_coid = records.d_coid
         while True:
             stop = min(latent.next_rare(), close_ts)
-            tape, reached = flow.draw(latent, t, stop, self._chunk)  # type: ignore[arg-type]
+            tape, reached = flow.draw(latent, t, stop, self._chunk)
             m = tape.n
             boundary = stop if reached else float(tape.t[m - 1])
             self.next_t = float(tape.t[0]) if m else boundary
