@@ -17,6 +17,7 @@ import pytest
 from kalshi_standin import StandIn, World
 from kalshi_standin.fixtures import MARKETS, adapter, running_standin, signer
 
+from cfa.core.events import EventKind, event_structures
 from cfa.core.types import CfaValueError, MarketInfo, OrderRequest, OrderStatus, Side
 from cfa.exchange.kalshi import frames
 from cfa.exchange.kalshi.adapter import KalshiExchange
@@ -334,3 +335,27 @@ def test_recorded_market_metadata_keeps_its_shard() -> None:
     old = market_to_dict(m)
     del old["exchange_index"]  # written before shards were recorded
     assert market_from_dict(old).exchange_index == 0
+
+
+async def test_markets_of_a_mutually_exclusive_event_say_so() -> None:
+    """Kalshi keeps ``mutually_exclusive`` on the event (``GET /events/{event_ticker}``): the
+    adapter reads it there, once per event, so an exclusive set is one structure."""
+    w = World()
+    for leg in ("B40", "B42", "T44"):
+        w.add_market(f"KXHIGHNY-26DEC31-{leg}")
+    w.add_market("KXSTANDIN-26DEC31-T50")
+    w.exclusive_events.add("KXHIGHNY-26DEC31")
+    async with running_standin(world=w) as s:
+        ex = adapter(s)
+        infos = await ex.get_markets()
+        await ex.close()
+    flags = {m.ticker: m.mutually_exclusive for m in infos}
+    assert flags == {
+        "KXHIGHNY-26DEC31-B40": True,
+        "KXHIGHNY-26DEC31-B42": True,
+        "KXHIGHNY-26DEC31-T44": True,
+        "KXSTANDIN-26DEC31-T50": False,
+    }
+    structures = event_structures(infos)
+    assert structures["KXHIGHNY-26DEC31"].kind is EventKind.EXCLUSIVE
+    assert structures["KXSTANDIN-26DEC31"].kind is EventKind.INDEPENDENT

@@ -462,6 +462,21 @@ class StandIn:
             and parts[4] == "candlesticks"
         ):
             return 200, self._candlesticks(parts[1], parts[3], q)
+        if method == "GET" and len(parts) == 2 and parts[0] == "events":
+            ms = [m for m in w.markets.values() if m.event_ticker == parts[1]]
+            if not ms:
+                raise ApiError(404, "not_found", f"event {parts[1]} not found")
+            return 200, {
+                "event": {
+                    "event_ticker": parts[1],
+                    "series_ticker": ms[0].series,
+                    "title": parts[1],
+                    "sub_title": "",
+                    "collateral_return_type": "binary",
+                    "mutually_exclusive": parts[1] in w.exclusive_events,
+                },
+                "markets": [w.market_json(m) for m in ms],
+            }
         if method == "GET" and len(parts) == 2 and parts[0] == "series":
             return 200, {
                 "series": {"ticker": parts[1], "fee_type": "quadratic", "fee_multiplier": 1}

@@ -136,6 +136,8 @@ class World:
     def __init__(self, *, seed: int = 5, cash: Decimal = Decimal(10_000)) -> None:
         self.rng = random.Random(seed)
         self.markets: dict[str, Market] = {}
+        self.exclusive_events: set[str] = set()
+        """Event tickers whose event object says ``mutually_exclusive: true``."""
         self.orders: dict[str, UserOrder] = {}
         self.by_coid: dict[str, UserOrder] = {}
         self.accounts: dict[int, Account] = {0: Account(cash)}

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -374,6 +375,8 @@ class KalshiExchange:
         self._fills: dict[str, Fill] = {}
         self._protected: set[str] = set()
         self._fees: dict[str, tuple[str, Any]] = {}
+        self._exclusive_events: dict[str, bool] = {}
+        """Whether each event seen is mutually exclusive (``GET /events/{event_ticker}``)."""
         self._streams: list[_StreamState] = []
         self._infos: dict[str, MarketInfo] = {}
 
@@ -489,10 +492,26 @@ class KalshiExchange:
             self._fees[series] = terms
         return terms
 
+    async def _exclusive(self, event: str) -> bool:
+        """Whether ``event`` is mutually exclusive (Kalshi keeps the flag on the event object,
+        ``GET /events/{event_ticker}``; cached). Unknown (an error): False, which treats its
+        markets as independent, the conservative reading for quoting and risk."""
+        flag = self._exclusive_events.get(event)
+        if flag is None:
+            try:
+                data = await self.rest.request("GET", f"/events/{event}", auth=False)
+                flag = data.get("event", data).get("mutually_exclusive") is True
+            except (KalshiError, AttributeError):
+                flag = False
+            self._exclusive_events[event] = flag
+        return flag
+
     async def _info(self, m: Mapping[str, Any]) -> MarketInfo:
         series = str(m.get("series_ticker") or str(m["event_ticker"]).split("-", 1)[0])
         fee_type, mult = await self._fee_terms(series)
         info = frames.parse_market(m, series_ticker=series, fee_type=fee_type, fee_multiplier=mult)
+        if await self._exclusive(info.event_ticker):
+            info = dataclasses.replace(info, mutually_exclusive=True)
         self._shard[info.ticker] = info.exchange_index
         self._infos[info.ticker] = info
         return info
