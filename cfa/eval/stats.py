@@ -385,22 +385,20 @@ def _pair(
         seed=seed,
         confidence=confidence,
     )
-    sh_a: list[float] = []
-    sh_b: list[float] = []
-    for k in common:
-        sa, sb = a[k].sharpe, b[k].sharpe
-        if sa is not None and sb is not None:
-            sh_a.append(sa)
-            sh_b.append(sb)
-    sharpe = paired_stat(sh_a, sh_b, resamples=resamples, seed=seed, confidence=confidence)
-    wl_a: list[float] = []
-    wl_b: list[float] = []
-    for k in common:
-        wa, wb = a[k].worst_case_loss_peak, b[k].worst_case_loss_peak
-        if wa is not None and wb is not None:
-            wl_a.append(wa)
-            wl_b.append(wb)
-    worst = paired_stat(wl_a, wl_b, resamples=resamples, seed=seed, confidence=confidence)
+
+    def where_both(get: Callable[[RunMetrics], float | None]) -> PairedStat:
+        """``get`` paired over the common seeds where both runs have it."""
+        xs: list[float] = []
+        ys: list[float] = []
+        for k in common:
+            x, y = get(a[k]), get(b[k])
+            if x is not None and y is not None:
+                xs.append(x)
+                ys.append(y)
+        return paired_stat(xs, ys, resamples=resamples, seed=seed, confidence=confidence)
+
+    sharpe = where_both(lambda m: m.sharpe)
+    worst = where_both(lambda m: m.worst_case_loss_peak)
     return PairStats(
         scenario=scenario,
         strategy=strategy,

@@ -30,9 +30,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cfa.core.consistency import FeeFn, Violation, check_event
-from cfa.core.covariance import EventCovariance, structural_correlation
+from cfa.core.covariance import EventCovariance
 from cfa.core.events import EventKind, EventStructure
-from cfa.core.multiasset import glft_cross_skew, glft_gamma_matrix, price_covariance
+from cfa.core.multiasset import (
+    cross_inventory_risk_at,
+    glft_cross_skew,
+    glft_gamma_matrix,
+    price_covariance,
+)
 
 if TYPE_CHECKING:
     from cfa.risk.policy import Policy
@@ -106,23 +111,19 @@ class EventGroup:
     def cross_risk(self, i: int, sigma: float) -> float:
         """``Σ_{j≠i} Σ_ij·q_j`` for market ``i`` quoting with logit σ ``sigma`` (dollars²/s ×
         contracts; 0 when not event-aware or nothing else is held)."""
-        self.sigmas[i] = sigma
-        if not self.aware:
+        key = self._cross_key(i, sigma)
+        if key is None:
             return 0.0
-        inv = self.inventory
-        if not any(inv[j] for j in range(len(inv)) if j != i):
-            return 0.0
-        row = self.correlation()[i]
-        key = (self.version, self._corr_key, sigma)
         hit = self._cross.get(i)
         if hit is not None and hit[0] == key:
             return hit[1]
         p = self.probabilities()
         si = p[i] * (1.0 - p[i]) * sigma
-        total = 0.0
-        for j, q in enumerate(inv):
-            if j != i and q:
-                total += row[j] * si * p[j] * (1.0 - p[j]) * self.sigmas[j] * q
+        row = [
+            rho * si * pj * (1.0 - pj) * sj
+            for rho, pj, sj in zip(self.correlation()[i], p, self.sigmas, strict=True)
+        ]
+        total = cross_inventory_risk_at(row, self.inventory, i)
         self._cross[i] = (key, total)
         return total
 
@@ -130,25 +131,33 @@ class EventGroup:
         """GLFT's multi-asset ``√γ·Σ_{j≠i} Γ_ij·q_j`` for market ``i`` (dollars), every market
         taken at ``A``, ``k`` and unit order size (0 when not event-aware or nothing else is
         held)."""
-        self.sigmas[i] = sigma
-        if not self.aware:
+        key = self._cross_key(i, sigma, gamma, A, k)
+        if key is None:
             return 0.0
-        inv = self.inventory
-        if not any(inv[j] for j in range(len(inv)) if j != i):
-            return 0.0
-        n = len(inv)
+        hit = self._cross.get(i)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        n = len(self.inventory)
         cov = price_covariance(self.probabilities(), self.sigmas, np.array(self.correlation()))
         g = glft_gamma_matrix(cov, [A] * n, [k] * n, [1.0] * n)
-        return float(glft_cross_skew(g, gamma, inv)[i])
+        total = float(glft_cross_skew(g, gamma, self.inventory)[i])
+        self._cross[i] = (key, total)
+        return total
+
+    def _cross_key(self, i: int, sigma: float, *more: float) -> tuple[object, ...] | None:
+        """Note market ``i``'s σ; None when its cross term is 0 (not event-aware, or nothing
+        held in the other markets), else what the term depends on: it is recomputed when some
+        inventory changes, the correlation is re-estimated or the parameters move."""
+        self.sigmas[i] = sigma
+        if not self.aware:
+            return None
+        inv = self.inventory
+        if not any(q for j, q in enumerate(inv) if j != i):
+            return None
+        self.correlation()  # refreshes the correlation's key
+        return (self.version, self._corr_key, sigma, *more)
 
     def violations(self) -> list[Violation]:
         """Where the books break the event's structure now (signals, never traded on)."""
         books = {t: self.touch[i] for i, t in enumerate(self.structure.tickers)}
         return check_event(self.structure, books, fee_per_contract=self._fee)
-
-    def prior(self) -> list[list[float]]:
-        """The structure's prior correlation at the current probabilities."""
-        out: list[list[float]] = structural_correlation(
-            self.structure, self.probabilities()
-        ).tolist()
-        return out

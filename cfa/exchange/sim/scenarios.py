@@ -273,19 +273,12 @@ class Scenario:
                 ticker = f"{ticker}-{copy + 1}"
             rules = m.rules.replace("{close_time}", close.strftime("%Y-%m-%dT%H:%M:%SZ"))
             out.append(
-                MarketInfo(
-                    ticker=ticker,
-                    event_ticker=event_ticker,
-                    series_ticker=m.series_ticker,
-                    title=m.title,
-                    price_ranges=m.price_ranges,
-                    close_ts=close_ts,
-                    open_ts=start_ts + m.open_offset,
-                    price_level_structure=m.price_level_structure,
-                    fee=m.fee,
-                    subtitle=leg.subtitle,
-                    rules=rules.replace("{subtitle}", leg.subtitle),
-                    status="active",
+                self._info(
+                    ticker,
+                    event_ticker,
+                    start_ts,
+                    leg.subtitle,
+                    rules.replace("{subtitle}", leg.subtitle),
                     strike_type=leg.strike_type,
                     floor_strike=leg.floor_strike,
                     cap_strike=leg.cap_strike,
@@ -314,19 +307,34 @@ class Scenario:
         if copy:
             ticker = f"{ticker}-{copy + 1}"
         rules = m.rules.replace("{close_time}", close.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return self._info(ticker, event_ticker, start_ts, m.subtitle, rules)
+
+    def _info(
+        self,
+        ticker: str,
+        event_ticker: str,
+        start_ts: float,
+        subtitle: str,
+        rules: str,
+        **structure: Any,
+    ) -> MarketInfo:
+        """One market of this scenario as Kalshi would describe it; ``structure`` holds an
+        event leg's strike and exclusivity fields."""
+        m = self.market
         return MarketInfo(
             ticker=ticker,
             event_ticker=event_ticker,
             series_ticker=m.series_ticker,
             title=m.title,
             price_ranges=m.price_ranges,
-            close_ts=close_ts,
+            close_ts=start_ts + m.close_offset,
             open_ts=start_ts + m.open_offset,
             price_level_structure=m.price_level_structure,
             fee=m.fee,
-            subtitle=m.subtitle,
+            subtitle=subtitle,
             rules=rules,
             status="active",
+            **structure,
         )
 
 
