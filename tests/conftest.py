@@ -15,3 +15,5 @@ if "CFA_ANCHOR_KEY" not in os.environ:
     _keys = Path(tempfile.mkdtemp(prefix="cfa-test-keys-"))
     _keys.chmod(0o700)
     os.environ["CFA_ANCHOR_KEY"] = str(_keys / "anchor.key")
+
+from store_backends import pg_schema, store_target  # noqa: F401  (the backend fixtures)

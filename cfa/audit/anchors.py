@@ -43,7 +43,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import stat
 import threading
 import time
@@ -53,8 +52,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, connect_readonly, verify
-from cfa.audit.errors import AuditError, AuditIntegrityError
+from cfa.audit import postgres
+from cfa.audit.chain import (
+    GENESIS,
+    ChainHead,
+    VerifyResult,
+    connect_readonly,
+    store_name,
+    verify,
+)
+from cfa.audit.errors import DB_ERRORS, AuditError, AuditIntegrityError
 from cfa.audit.schema import chained_tables, quote_ident
 
 try:
@@ -102,8 +109,13 @@ def default_key_path() -> Path:
 
 
 def default_anchor_path(db: str | os.PathLike[str]) -> Path:
-    """The anchor file of the database at ``db``: ``<db>.anchors`` next to it."""
-    return Path(f"{os.fspath(db)}.anchors")
+    """The anchor file of the database at ``db``: ``<db>.anchors`` next to a SQLite file; for a
+    PostgreSQL URL ``<host>-<database>[-<schema>].anchors`` in the working directory (anchors
+    belong outside the database, on the host that signs them)."""
+    text = os.fspath(db)
+    if postgres.is_url(text):
+        return Path(f"{postgres.slug(text)}.anchors")
+    return Path(f"{text}.anchors")
 
 
 def _raw_public(key: Ed25519PrivateKey) -> bytes:
@@ -401,7 +413,7 @@ class AnchorLog:
                 self._fd = None
 
 
-def first_hash(conn: sqlite3.Connection) -> str | None:
+def first_hash(conn: Any) -> str | None:
     """The hash of the chain's row with seq 1 (None when the chain is empty)."""
     for t in chained_tables(conn):
         r = conn.execute(f"SELECT hash FROM {quote_ident(t)} WHERE seq = 1").fetchone()
@@ -410,22 +422,27 @@ def first_hash(conn: sqlite3.Connection) -> str | None:
     return None
 
 
-def recorded_anchor_file(conn: sqlite3.Connection) -> tuple[str, str] | None:
+def recorded_anchor_file(conn: Any) -> tuple[str, str] | None:
     """``(anchor file, key id)`` that the latest anchored run of the file recorded in its start
     row (``audit_anchors``: ``file``, ``signer``, ``signer_pub``), or None when none did."""
     try:
-        r = conn.execute(
-            "SELECT json_extract(payload, '$.audit_anchors.file'), "
-            "json_extract(payload, '$.audit_anchors.signer') FROM runs WHERE kind = 'start' "
-            "AND json_extract(payload, '$.audit_anchors.file') IS NOT NULL "
-            "ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.Error:
+        rows = conn.execute(
+            "SELECT payload FROM runs WHERE kind = 'start' AND payload LIKE ? ORDER BY seq DESC",
+            ['%"audit_anchors"%'],
+        )
+        for (payload,) in rows:
+            try:
+                rec = json.loads(payload).get("audit_anchors") or {}
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(rec, dict) and rec.get("file") is not None:
+                return str(rec["file"]), str(rec.get("signer"))
+    except DB_ERRORS:
         return None
-    return None if r is None else (str(r[0]), str(r[1]))
+    return None
 
 
-def check_open(conn: sqlite3.Connection, db: Path, log: AnchorLog, head: ChainHead) -> None:
+def check_open(conn: Any, db: str, log: AnchorLog, head: ChainHead) -> None:
     """What an anchored writer checks when it opens ``db``: the anchor file's last anchor (if
     any) still matches the file, and an anchor file the database says it was anchored to has
     not vanished. O(1) in the size of both. Raises :class:`AuditIntegrityError` otherwise."""
@@ -649,19 +666,21 @@ def read_anchors(
     return anchors, findings
 
 
-def _hashes_at(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, str]:
-    want = json.dumps(sorted(set(seqs)))
+def _hashes_at(conn: Any, seqs: Sequence[int]) -> dict[int, str]:
+    want = sorted(set(seqs))
     out: dict[int, str] = {}
     for t in chained_tables(conn):
-        for s, h in conn.execute(
-            f"SELECT seq, hash FROM {quote_ident(t)} WHERE seq IN (SELECT value FROM json_each(?))",
-            (want,),
-        ):
-            out.setdefault(int(s), str(h))
+        for i in range(0, len(want), 500):  # portable IN lists, under SQLite's variable limit
+            part = want[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            for s, h in conn.execute(
+                f"SELECT seq, hash FROM {quote_ident(t)} WHERE seq IN ({marks})", part
+            ).fetchall():
+                out.setdefault(int(s), str(h))
     return out
 
 
-def _tables_between(conn: sqlite3.Connection, lo: int, hi: int) -> str:
+def _tables_between(conn: Any, lo: int, hi: int) -> str:
     parts = []
     for t in chained_tables(conn):
         n = conn.execute(
@@ -711,7 +730,7 @@ def check_anchors(
     Raises :class:`AuditError` when either file cannot be read.
     """
     t0 = time.perf_counter()
-    dbp = Path(db)
+    dbp = os.fspath(db)
     anchors, findings = read_anchors(anchors_path, public_key)
     keys = tuple(dict.fromkeys(a.key_id for a in anchors))
     if chain is None:
@@ -886,8 +905,8 @@ def check_anchors(
                         line=w.line,
                     )
                 )
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot read audit store {str(dbp)!r}: {exc}") from None
+    except DB_ERRORS as exc:
+        raise AuditError(f"cannot read audit store {store_name(dbp)!r}: {exc}") from None
     finally:
         conn.close()
     return AnchorCheck(len(anchors), matched, keys, last, tuple(findings), time.perf_counter() - t0)

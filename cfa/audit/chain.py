@@ -31,12 +31,14 @@ threat model.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
@@ -45,8 +47,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from cfa.audit import postgres
 from cfa.audit.encoding import encode_row_values, row_values_bytes
-from cfa.audit.errors import AuditError, AuditIntegrityError
+from cfa.audit.errors import DB_ERRORS, AuditError, AuditIntegrityError
 from cfa.audit.schema import chained_tables, quote_ident
 
 GENESIS: Final = "0" * 64
@@ -165,19 +168,43 @@ class VerifyResult:
             )
 
 
-def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A read-only plain sqlite3 connection to an existing audit file (AuditError if absent)."""
+def connect_readonly(path: str | os.PathLike[str]) -> Any:
+    """A read-only connection to an existing audit store: a plain ``sqlite3`` connection to the
+    file at ``path``, or a :class:`~cfa.audit.postgres.PgConnection` for a ``postgresql://``
+    URL. :class:`AuditError` naming the store if it is absent or cannot be read."""
+    if postgres.is_url(path):
+        conn = postgres.PgConnection(str(path), readonly=True)
+        try:
+            if not postgres.is_audit_schema(conn):
+                raise AuditError(f"audit store {conn.name!r} does not exist (no cfa tables)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
     p = Path(path)
     if not p.is_file():
         raise AuditError(f"audit store {str(p)!r} does not exist or is not a file")
     uri = f"file:{quote(str(p.resolve()))}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        sconn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        sconn.execute("PRAGMA query_only = ON")
+        sconn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         raise AuditError(f"cannot read audit store {str(p)!r}: {exc}") from None
-    return conn
+    return sconn
+
+
+def store_name(path: str | os.PathLike[str]) -> str:
+    """How messages name the store at ``path`` (a PostgreSQL URL without its password)."""
+    return postgres.redact(str(path)) if postgres.is_url(path) else str(path)
+
+
+def scan(conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+    """A cursor over a possibly huge read: streamed from the server on PostgreSQL (a plain
+    cursor would load every row first); SQLite's cursors stream anyway."""
+    if postgres.is_pg(conn):
+        return conn.stream(sql, params)
+    return conn.execute(sql, params)
 
 
 _Problem = tuple[int, str | None, str]  # (seq, table, reason)
@@ -200,7 +227,8 @@ def _check_unit(path: str, table: str, names: tuple[str, ...], lo: int, hi: int)
     try:
         digest = RowHasher(table, names).digest
         cols = ", ".join(quote_ident(c) for c in ("seq", "prev_hash", "hash", *names))
-        cur = conn.execute(
+        cur = scan(
+            conn,
             f"SELECT {cols} FROM {quote_ident(table)} WHERE seq BETWEEN ? AND ? ORDER BY seq",
             (lo, hi),
         )
@@ -241,6 +269,35 @@ def _check_unit(path: str, table: str, names: tuple[str, ...], lo: int, hi: int)
         conn.close()
 
 
+def _merged(
+    conn: Any, names: list[str], tables: dict[str, tuple[str, ...]]
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """Chunks of ``(seq, prev_hash, hash, table index, *content)`` rows of every table, in seq
+    order. SQLite merges the tables' rowid scans itself (one ``UNION ALL ... ORDER BY``, the
+    columns padded with NULL); PostgreSQL wants one type per column of a union, so there the
+    per-table streams are merged here."""
+    if postgres.is_pg(conn):
+
+        def tagged(i: int, t: str) -> Iterator[tuple[Any, ...]]:
+            cols = ", ".join(quote_ident(c) for c in ("seq", "prev_hash", "hash", *tables[t]))
+            for r in scan(conn, f"SELECT {cols} FROM {quote_ident(t)} ORDER BY seq"):
+                yield (r[0], r[1], r[2], i, *r[3:])
+
+        streams = [tagged(i, t) for i, t in enumerate(names)]
+        merged = heapq.merge(*streams, key=lambda r: r[0])
+        while chunk := list(itertools.islice(merged, 10_000)):
+            yield chunk
+        return
+    width = max(len(c) for c in tables.values())
+    parts = []
+    for i, t in enumerate(names):
+        cols = [quote_ident(c) for c in tables[t]] + ["NULL"] * (width - len(tables[t]))
+        parts.append(f"SELECT seq, prev_hash, hash, {i}, {', '.join(cols)} FROM {quote_ident(t)}")
+    cur = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1")
+    while chunk := cur.fetchmany(10_000):
+        yield chunk
+
+
 def _walk(
     path: str, tables: dict[str, tuple[str, ...]], max_seq: int, anchor: ChainHead | None
 ) -> _Problem | None:
@@ -248,23 +305,13 @@ def _walk(
     conn = connect_readonly(path)
     try:
         names = list(tables)
-        width = max(len(c) for c in tables.values())
-        parts = []
-        for i, t in enumerate(names):
-            cols = [quote_ident(c) for c in tables[t]] + ["NULL"] * (width - len(tables[t]))
-            parts.append(
-                f"SELECT seq, prev_hash, hash, {i}, {', '.join(cols)} FROM {quote_ident(t)}"
-            )
-        cur = conn.execute(" UNION ALL ".join(parts) + " ORDER BY 1")
+        rows = _merged(conn, names, tables)
         digests = [RowHasher(t, tables[t]).digest for t in names]
         ends = [4 + len(tables[t]) for t in names]
         expected = 1
         prev = GENESIS
         prev_table: str | None = None
-        while True:
-            chunk = cur.fetchmany(10_000)
-            if not chunk:
-                break
+        for chunk in rows:
             for row in chunk:
                 seq, t = row[0], names[row[3]]
                 if seq != expected:
@@ -298,7 +345,7 @@ def _walk(
 
 
 def _anchor_problem(
-    conn: sqlite3.Connection, tables: dict[str, tuple[str, ...]], anchor: ChainHead, max_seq: int
+    conn: Any, tables: dict[str, tuple[str, ...]], anchor: ChainHead, max_seq: int
 ) -> _Problem | None:
     if anchor.seq > max_seq:
         return (
@@ -416,8 +463,8 @@ def verify(
             problem = _walk(spath, tables, max_seq, anchor)
         if problem is None:  # cannot happen if both paths are right; never report OK then
             problem = (max_seq, None, "inconsistent chain (fast and precise checks disagree)")
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot read audit store {spath!r}: {exc}") from None
+    except DB_ERRORS as exc:
+        raise AuditError(f"cannot read audit store {store_name(spath)!r}: {exc}") from None
     finally:
         conn.close()
     seq, table, reason = problem

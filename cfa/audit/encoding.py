@@ -370,6 +370,8 @@ def norm_real(v: Any, what: str) -> float:
 
 
 def _checked_text(v: str, what: str) -> str:
+    if "\x00" in v:  # PostgreSQL's text cannot hold it; refused on every backend alike
+        raise AuditError(f"{what}: text holds a NUL character: {v!r}")
     if not v.isascii():
         try:
             v.encode("utf-8")

@@ -13,6 +13,7 @@ simulated clock.
 
 This module imports only the standard library (``sqlite3``, ``os``, ``socket``, ``time``,
 ``pathlib``): the kill switch ``cfa govern`` imports it and must start in well under 0.5 s.
+(A PostgreSQL store imports psycopg, lazily, when its status is asked.)
 """
 
 from __future__ import annotations
@@ -85,6 +86,37 @@ def _ago(seconds: float) -> str:
     return f"{seconds:.1f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
+_LATEST: Final = (
+    f"SELECT session_id, run_id, pid, host, beat, stopped, state FROM {TABLE} "
+    "ORDER BY beat DESC LIMIT 20"
+)
+
+
+def _pg_rows(url: str) -> tuple[list[tuple[object, ...]] | str, str]:
+    """The latest beats of a PostgreSQL store, or a reason string; and its printable name."""
+    from cfa.audit.errors import DB_ERRORS, AuditError
+    from cfa.audit.postgres import PgConnection, redact
+
+    name = redact(url)
+    try:
+        conn = PgConnection(url, readonly=True, connect_timeout=2.0)
+    except AuditError as exc:
+        return str(exc), name
+    try:
+        has = conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_name = ?",
+            [TABLE],
+        ).fetchone()
+        if not has:
+            return f"no session has written a heartbeat to {name}", name
+        return [tuple(r) for r in conn.execute(_LATEST).fetchall()], name
+    except DB_ERRORS as exc:
+        return f"cannot read heartbeats of {name}: {exc}", name
+    finally:
+        conn.close()
+
+
 def session_status(
     db_path: str | os.PathLike[str],
     *,
@@ -104,26 +136,28 @@ def session_status(
     Never raises for a missing, unreadable or non-cfa file: returns ``(False, reason)``. Opens
     the file read-only and takes milliseconds.
     """
-    p = Path(db_path)
-    if not p.is_file():
-        return False, f"no audit store at {p}"
     t = time.time() if now is None else now
-    try:
-        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    if str(db_path).startswith(("postgresql://", "postgres://")):
+        rows, p = _pg_rows(str(db_path))
+        if isinstance(rows, str):
+            return False, rows
+    else:
+        p = Path(db_path)
+        if not p.is_file():
+            return False, f"no audit store at {p}"
         try:
-            has = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-            ).fetchone()
-            if not has:
-                return False, f"no session has written a heartbeat to {p}"
-            rows = conn.execute(
-                f"SELECT session_id, run_id, pid, host, beat, stopped, state FROM {TABLE} "
-                "ORDER BY beat DESC LIMIT 20"
-            ).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return False, f"cannot read heartbeats of {p}: {exc}"
+            conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+            try:
+                has = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+                ).fetchone()
+                if not has:
+                    return False, f"no session has written a heartbeat to {p}"
+                rows = conn.execute(_LATEST).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return False, f"cannot read heartbeats of {p}: {exc}"
     if not rows:
         return False, f"no session has written a heartbeat to {p}"
     host = socket.gethostname()

@@ -1,4 +1,5 @@
-"""File-level checks of an audit store: SQLite's ``quick_check`` and the append-only triggers.
+"""File-level checks of an audit store: SQLite's ``quick_check`` and the append-only triggers
+(on PostgreSQL: the triggers and the revoked privileges).
 
 * :func:`quick_check` — ``PRAGMA quick_check`` (the b-tree structure of every table and index,
   O(file size), without cross-checking index contents), read-only; ``cfa run`` refuses a file
@@ -14,9 +15,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from cfa.audit.chain import connect_readonly
-from cfa.audit.errors import AuditError
+from cfa.audit import postgres
+from cfa.audit.chain import connect_readonly, store_name
+from cfa.audit.errors import DB_ERRORS, AuditError
 from cfa.audit.schema import TABLES, quote_ident
 
 
@@ -27,6 +30,8 @@ def quick_check(path: str | os.PathLike[str], max_errors: int = 5) -> list[str]:
     sound file. A file SQLite cannot read at all (not a database, a damaged header) gives one
     problem naming the SQLite error. Raises :class:`AuditError` only when the file does not exist.
     """
+    if postgres.is_url(path):
+        return []  # PostgreSQL checks its own pages (page checksums, WAL); nothing to ask here
     p = Path(path)
     if not p.is_file():
         raise AuditError(f"audit store {str(p)!r} does not exist or is not a file")
@@ -49,9 +54,12 @@ def quick_check(path: str | os.PathLike[str], max_errors: int = 5) -> list[str]:
     return [] if out == ["ok"] else out[:max_errors]
 
 
-def missing_triggers(conn: sqlite3.Connection) -> list[str]:
+def missing_triggers(conn: Any) -> list[str]:
     """Names of the append-only triggers of the audit tables present in ``conn``'s file that
-    are missing or no longer abort the statement, in table order."""
+    are missing or no longer abort the statement, in table order. On PostgreSQL also the
+    privileges that should be revoked (:func:`cfa.audit.postgres.missing_protections`)."""
+    if postgres.is_pg(conn):
+        return postgres.missing_protections(conn)
     have = {
         name: (tbl, (sql or "").upper())
         for name, tbl, sql in conn.execute(
@@ -84,7 +92,7 @@ def missing_triggers_in(path: str | os.PathLike[str]) -> list[str]:
     conn = connect_readonly(path)
     try:
         return missing_triggers(conn)
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot read audit store {str(path)!r}: {exc}") from None
+    except DB_ERRORS as exc:
+        raise AuditError(f"cannot read audit store {store_name(path)!r}: {exc}") from None
     finally:
         conn.close()

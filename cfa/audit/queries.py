@@ -1,7 +1,8 @@
 """Reading the audit store: runs, rows of a table, counts, the last row, a merged timeline.
 
 Readers open the file read-only (plain sqlite3 under a :class:`sqlite_utils.Database`) and never
-block the writer (WAL). Rows come back as dicts in ``seq`` order with typed values: ``json``
+block the writer (WAL); on PostgreSQL a read-only connection whose big reads stream from a
+server-side cursor. Rows come back as dicts in ``seq`` order with typed values: ``json``
 columns decoded, ``money`` columns as :class:`~decimal.Decimal`, ``bool`` columns as ``bool``
 (``decode=False`` gives the stored values untouched, as the chain hashes them).
 
@@ -21,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, connect_readonly, verify
+from cfa.audit import postgres
+from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, connect_readonly, store_name, verify
 from cfa.audit.encoding import ColType
 from cfa.audit.errors import AuditError
 from cfa.audit.schema import TABLES, chained_tables, quote_ident
@@ -57,19 +59,32 @@ class RunInfo:
 class AuditReader:
     """Read-only access to an audit file. Create with :meth:`open`; usable as a context manager."""
 
-    def __init__(self, conn: Any, path: Path) -> None:
+    def __init__(self, conn: Any, target: str) -> None:
         self._conn = conn
-        self.path = path
-        from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
+        self.target = target
+        """The store as opened: a SQLite path or a PostgreSQL URL (may hold a password: print
+        :attr:`name`)."""
+        self.name = store_name(target)
+        """The store for messages."""
+        self.path: Path | None = None if postgres.is_url(target) else Path(target)
+        """The SQLite file (None on PostgreSQL)."""
+        self.db: Any
+        """For ad-hoc read queries (``query(sql, params)`` → dicts, ``execute``; ``?``
+        placeholders on both engines): a :class:`sqlite_utils.Database`, or on PostgreSQL the
+        :class:`~cfa.audit.postgres.PgConnection`, which offers the same two methods."""
+        if postgres.is_pg(conn):
+            self.db = conn
+        else:
+            from cfa._imports import sqlite_utils  # lazy, and without pandas (~0.5 s)
 
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
-        """The underlying :class:`sqlite_utils.Database`, for ad-hoc read queries."""
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
         self._tables = chained_tables(conn)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> AuditReader:
-        """Open ``path`` read-only; :class:`AuditError` naming it if it cannot be read."""
-        return cls(connect_readonly(path), Path(path))
+        """Open the store at ``path`` (SQLite file or PostgreSQL URL) read-only;
+        :class:`AuditError` naming it if it cannot be read."""
+        return cls(connect_readonly(path), os.fspath(path))
 
     def close(self) -> None:
         """Close the connection."""
@@ -118,14 +133,14 @@ class AuditReader:
         for r in self.runs():
             if r.run_id == run_id:
                 return r
-        raise AuditError(f"no run {run_id!r} in {str(self.path)!r}")
+        raise AuditError(f"no run {run_id!r} in {self.name!r}")
 
     # --- rows ----------------------------------------------------------------------------------
 
     def _check(self, table: str) -> None:
         if table not in self._tables:
             raise AuditError(
-                f"no audit table {table!r} in {str(self.path)!r}; "
+                f"no audit table {table!r} in {self.name!r}; "
                 f"tables: {', '.join(sorted(self._tables))}"
             )
 

@@ -26,11 +26,10 @@ so they still verify. Columns are never dropped, renamed or reordered.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from cfa.audit import heartbeat
+from cfa.audit import heartbeat, postgres
 from cfa.audit.encoding import ColType
 from cfa.audit.errors import AuditError, AuditIntegrityError
 
@@ -256,12 +255,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def chained_tables(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+def chained_tables(conn: Any) -> dict[str, tuple[str, ...]]:
     """Every table of the file that carries the chain columns, with its content columns.
 
     Content columns are in physical order, without ``seq``, ``prev_hash`` and ``hash``. This
     reads the file, not :data:`TABLES`, so it also finds tables written by newer code.
+    ``conn`` is a ``sqlite3.Connection`` or a :class:`~cfa.audit.postgres.PgConnection`.
     """
+    if postgres.is_pg(conn):
+        return postgres.chained_tables(conn)
     out: dict[str, tuple[str, ...]] = {}
     names = [
         r[0]
@@ -277,12 +279,16 @@ def chained_tables(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
+def ensure_schema(conn: Any, path: str) -> None:
     """Create the missing tables, columns, indexes and append-only triggers; mark the file.
 
     Raises :class:`AuditIntegrityError` for a SQLite file that is some other application's, or
-    a cfa audit store written by a newer schema version.
+    a cfa audit store written by a newer schema version. On PostgreSQL:
+    :func:`cfa.audit.postgres.ensure_schema`.
     """
+    if postgres.is_pg(conn):
+        postgres.ensure_schema(conn, path)
+        return
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     existing = {

@@ -10,6 +10,10 @@ child process that owns its own connection so hashing and SQLite run on another 
 :class:`Checkpointer` copies the WAL into the database file on a thread of its own: SQLite runs
 a checkpoint as one C call with the GIL released, so this overlaps with Python work instead of
 stalling a flush.
+
+On PostgreSQL (:mod:`cfa.audit.postgres`) the same writer takes the schema's advisory lock
+instead of ``BEGIN IMMEDIATE``, re-reads the head in each transaction and inserts with ``COPY``;
+there is no WAL to checkpoint.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
+from cfa.audit import postgres
 from cfa.audit.chain import GENESIS, ChainHead, RowHasher
-from cfa.audit.errors import AuditError
+from cfa.audit.errors import DB_ERRORS, AuditError
 from cfa.audit.schema import chained_tables, quote_ident
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -41,8 +46,30 @@ MAX_INFLIGHT: Final = 4
 """Batches sent to the writer process and not yet committed, at most (back-pressure)."""
 
 
+def connect_writer(target: str, checkpoint_thread: bool) -> Any:
+    """A writer connection to the store at ``target`` (a SQLite path, configured by
+    :func:`configure_writer`, or a PostgreSQL URL). Raises the engine's error."""
+    if postgres.is_url(target):
+        return postgres.PgConnection(target)
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    configure_writer(conn, checkpoint_thread)
+    return conn
+
+
+def begin_write(conn: Any) -> None:
+    """Start the write transaction that extends the chain, exclusive among writers: SQLite's
+    ``BEGIN IMMEDIATE`` (the file's write lock), or PostgreSQL's ``BEGIN`` plus the schema's
+    advisory lock (:data:`cfa.audit.postgres.LOCK_SQL`)."""
+    if postgres.is_pg(conn):
+        conn.execute("BEGIN")
+        conn.execute(postgres.LOCK_SQL)
+    else:
+        conn.execute("BEGIN IMMEDIATE")
+
+
 def configure_writer(conn: sqlite3.Connection, checkpoint_thread: bool) -> None:
-    """Per-connection settings of a writer: busy timeout, ``synchronous=NORMAL``, WAL limits."""
+    """Per-connection settings of a SQLite writer: busy timeout, ``synchronous=NORMAL``, WAL
+    limits."""
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous = NORMAL")
     if checkpoint_thread:
@@ -53,15 +80,33 @@ def configure_writer(conn: sqlite3.Connection, checkpoint_thread: bool) -> None:
 class TableSink:
     """Insert statement and row hasher of one table, for a fixed list of content columns."""
 
-    __slots__ = ("digest", "insert_sql", "name", "ncols")
+    __slots__ = ("all_columns", "digest", "insert_sql", "name", "ncols")
 
     def __init__(self, name: str, columns: Sequence[str]) -> None:
         self.name = name
         self.ncols = len(columns)
+        self.all_columns = ("seq", *columns, "prev_hash", "hash")
         self.digest = RowHasher(name, columns).digest
         cols = ", ".join(quote_ident(c) for c in ("seq", *columns, "prev_hash", "hash"))
         marks = ", ".join("?" * (len(columns) + 3))
         self.insert_sql = f"INSERT INTO {quote_ident(name)} ({cols}) VALUES ({marks})"
+
+
+def read_head(conn: Any) -> ChainHead:
+    """The chain head of the store behind ``conn``: the highest seq over every chained table
+    (known to this code or not), in one query."""
+    names = list(chained_tables(conn))
+    if not names:
+        return ChainHead(0, GENESIS)
+    sql = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT seq, hash FROM {quote_ident(n)} ORDER BY seq DESC LIMIT 1) AS h{i}"
+        for i, n in enumerate(names)
+    )
+    best = ChainHead(0, GENESIS)
+    for seq, h in conn.execute(sql).fetchall():
+        if seq > best.seq:
+            best = ChainHead(int(seq), str(h))
+    return best
 
 
 class ChainWriter:
@@ -71,10 +116,9 @@ class ChainWriter:
     tuples it will be given. Not thread-safe: callers serialise :meth:`write`.
     """
 
-    def __init__(
-        self, conn: sqlite3.Connection, path: str, columns: dict[str, tuple[str, ...]]
-    ) -> None:
+    def __init__(self, conn: Any, path: str, columns: dict[str, tuple[str, ...]]) -> None:
         self.conn = conn
+        self._pg = postgres.is_pg(conn)
         self.path = path
         self.sinks = {name: TableSink(name, cols) for name, cols in columns.items()}
         self.head = ChainHead(0, GENESIS)
@@ -83,28 +127,26 @@ class ChainWriter:
 
     def refresh(self) -> ChainHead:
         """Re-read the chain head from the file (over every chained table, known or not)."""
-        head = ChainHead(0, GENESIS)
-        for name in chained_tables(self.conn):
-            r = self.conn.execute(
-                f"SELECT seq, hash FROM {quote_ident(name)} ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if r is not None and r[0] > head.seq:
-                head = ChainHead(r[0], r[1])
-        self.head = head
+        self.head = read_head(self.conn)
         self._head_known = True
-        return head
+        return self.head
 
     def write(self, tables: Sequence[str], batch: Sequence[tuple[Any, ...]]) -> ChainHead:
         """Append ``batch[i]`` (content values in file order) to ``tables[i]``, in order, in
         one transaction; returns the new head. On error the transaction is rolled back and the
-        exception (``sqlite3.Error``) propagates; nothing of the batch is written."""
+        exception (one of :data:`~cfa.audit.errors.DB_ERRORS`) propagates; nothing of the batch is
+        written. On PostgreSQL the head is re-read in every transaction (one round trip; there is
+        no ``data_version``) and rows go in with ``COPY``."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        begin_write(conn)
         try:
-            dv = conn.execute("PRAGMA data_version").fetchone()[0]
-            if not self._head_known or dv != self._data_version:
+            if self._pg:
                 self.refresh()
-                self._data_version = dv
+            else:
+                dv = conn.execute("PRAGMA data_version").fetchone()[0]
+                if not self._head_known or dv != self._data_version:
+                    self.refresh()
+                    self._data_version = dv
             seq, prev = self.head.seq, self.head.hash
             sinks = self.sinks
             groups: dict[str, list[tuple[Any, ...]]] = {}
@@ -117,7 +159,10 @@ class ChainWriter:
                 rows.append((seq, *values, prev, h))
                 prev = h
             for name, rows in groups.items():
-                conn.executemany(sinks[name].insert_sql, rows)
+                if self._pg:
+                    conn.copy_rows(name, sinks[name].all_columns, rows)
+                else:
+                    conn.executemany(sinks[name].insert_sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             self._head_known = False
@@ -182,10 +227,13 @@ def _writer_main(
 ) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    configure_writer(conn, bool(checkpoint_interval))
+    conn = connect_writer(path, bool(checkpoint_interval))
     writer = ChainWriter(conn, path, columns)
-    ckpt = Checkpointer(path, checkpoint_interval) if checkpoint_interval else None
+    ckpt = (
+        Checkpointer(path, checkpoint_interval)
+        if checkpoint_interval and not postgres.is_url(path)
+        else None
+    )
     pending: deque[tuple[list[str], list[tuple[Any, ...]]]] = deque()
     error: str | None = None
 
@@ -195,7 +243,7 @@ def _writer_main(
             tables, values = pending[0]
             try:
                 head = writer.write(tables, values)
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 pipe.send(("err", error))
                 return

@@ -69,7 +69,6 @@ import atexit
 import contextlib
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -80,8 +79,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from cfa.audit import heartbeat as _hb
+from cfa.audit import postgres
 from cfa.audit.anchors import AnchorLog, check_open, first_hash
-from cfa.audit.chain import ChainHead
+from cfa.audit.chain import ChainHead, store_name
 from cfa.audit.encoding import (
     ColType,
     canonical_json,
@@ -91,14 +91,14 @@ from cfa.audit.encoding import (
     norm_real,
     norm_text,
 )
-from cfa.audit.errors import AuditError
+from cfa.audit.errors import DB_ERRORS, AuditError
 from cfa.audit.schema import TABLES, Column, chained_tables, check_table, ensure_schema
 from cfa.audit.sink import (
-    BUSY_TIMEOUT_MS,
     ChainWriter,
     Checkpointer,
     WriterProcess,
-    configure_writer,
+    begin_write,
+    connect_writer,
 )
 
 if TYPE_CHECKING:
@@ -172,6 +172,7 @@ def _compile_encoder(
     """Generate ``encode(row, store) -> values tuple`` for ``cols`` (None: a column only newer code
     knows, always NULL here)."""
     ns: dict[str, Any] = {
+        "NUL": "\x00",
         "AuditError": AuditError,
         "to_ms": to_ms,
         "json": canonical_json,
@@ -199,7 +200,7 @@ def _compile_encoder(
         else:
             lines.append("        pass")
         if col.type is ColType.TEXT:
-            lines.append(f"    elif type({v}) is not str or not {v}.isascii():")
+            lines.append(f"    elif type({v}) is not str or not {v}.isascii() or NUL in {v}:")
             lines.append(f"        {v} = norm_text({v}, {what!r})")
             if col.choices is not None:
                 ns[f"choices{i}"] = col.choices
@@ -254,16 +255,33 @@ def _check_path(path: Path) -> None:
         raise AuditError(f"cannot open audit store {str(path)!r}: the file is not writable")
 
 
+def _connect(target: str, checkpoint_thread: bool) -> Any:
+    """The store's own writer connection: PostgreSQL as is; SQLite in WAL mode."""
+    conn = connect_writer(target, checkpoint_thread)
+    if postgres.is_pg(conn):
+        return conn
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise AuditError(f"cannot open audit store {target!r}: WAL mode refused ({mode})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class AuditStore:
-    """Append-only, hash-chained audit store in one SQLite file. Create with :meth:`open`.
+    """Append-only, hash-chained audit store: one SQLite file (the embedded default) or a
+    PostgreSQL schema (``postgresql://`` URL, :mod:`cfa.audit.postgres`). Create with
+    :meth:`open`.
 
     Thread-safe: ``append`` may be called from any thread; rows are chained in call order.
     """
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
-        path: Path,
+        conn: Any,
+        path: str,
         *,
         batch_rows: int,
         flush_interval: float,
@@ -271,7 +289,13 @@ class AuditStore:
         max_pending: int,
     ) -> None:
         self._conn = conn
-        self.path = path
+        self.target = path
+        """Where the store is: the SQLite path or the PostgreSQL URL (as given, password
+        included: never print it; :attr:`name` is for messages)."""
+        self.name = store_name(path)
+        """The store for messages: the path, or the URL without its password."""
+        self.path: Path | None = None if postgres.is_url(path) else Path(path)
+        """The SQLite file (None on PostgreSQL)."""
         self._batch_rows = batch_rows
         self._flush_interval = flush_interval
         self._clock = clock
@@ -346,54 +370,53 @@ class AuditStore:
             raise AuditError("need batch_rows >= 1, flush_interval > 0, max_pending >= batch_rows")
         if writer not in ("inline", "process"):
             raise AuditError(f"writer must be 'inline' or 'process', not {writer!r}")
-        p = Path(path)
-        _check_path(p)
+        target = str(path)
+        pg = postgres.is_url(target)
+        if not pg:
+            _check_path(Path(target))
+        name = store_name(target)
         try:
-            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot open audit store {str(p)!r}: {exc}") from None
+            conn = _connect(target, bool(checkpoint_interval))
+        except DB_ERRORS as exc:
+            raise AuditError(f"cannot open audit store {name!r}: {exc}") from None
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise AuditError(f"cannot open audit store {str(p)!r}: WAL mode refused ({mode})")
-            configure_writer(conn, bool(checkpoint_interval))
-            conn.execute("BEGIN IMMEDIATE")
+            begin_write(conn)
             try:
-                ensure_schema(conn, str(p))
+                ensure_schema(conn, name)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             store = cls(
                 conn,
-                p,
+                target,
                 batch_rows=batch_rows,
                 flush_interval=flush_interval,
                 clock=clock,
                 max_pending=max_pending,
             )
             if anchors is not None:
-                check_open(conn, p, anchors, store._sink.head)
+                check_open(conn, name, anchors, store._sink.head)
                 store._anchors = anchors
                 store._first = first_hash(conn)
                 store._anchor("open")
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             conn.close()
-            raise AuditError(f"cannot open audit store {str(p)!r}: {exc}") from None
+            raise AuditError(f"cannot open audit store {name!r}: {exc}") from None
         except BaseException:
             conn.close()
             raise
         if writer == "process":
             store._proc = WriterProcess(
-                str(p),
+                target,
                 {n: w.columns for n, w in store._writers.items()},
                 checkpoint_interval,
                 retry_interval=flush_interval,
             )
             atexit.register(store.close)
-        elif checkpoint_interval:
-            store._ckpt = Checkpointer(p, checkpoint_interval)
+        elif checkpoint_interval and not pg:
+            store._ckpt = Checkpointer(target, checkpoint_interval)
         if background:
             store._start_flusher()
         return store
@@ -429,8 +452,8 @@ class AuditStore:
                         self._anchor("close")
                     except AuditError as exc:
                         anchor_error = str(exc)
-                    except sqlite3.Error as exc:
-                        anchor_error = f"cannot anchor {str(self.path)!r}: {exc}"
+                    except DB_ERRORS as exc:
+                        anchor_error = f"cannot anchor {self.name!r}: {exc}"
                     self._anchors.close()
                 self._conn.close()
         if anchor_error is not None:
@@ -519,7 +542,7 @@ class AuditStore:
         writer = self._writers.get(table)
         if writer is None:
             if self._closed:
-                raise AuditError(f"audit store {str(self.path)!r} is closed")
+                raise AuditError(f"audit store {self.name!r} is closed")
             check_table(table)
             raise AuditError(f"table {table} is not open for writing")
         if not writer.allowed.issuperset(row):
@@ -530,7 +553,7 @@ class AuditStore:
             n = len(self._buf) + 1
             if n > self._max_pending:
                 raise AuditError(
-                    f"audit store {str(self.path)!r}: {n - 1} rows pending and writes failing: "
+                    f"audit store {self.name!r}: {n - 1} rows pending and writes failing: "
                     f"{self._last_error}"
                 )
             self._buf_t.append(table)
@@ -590,7 +613,7 @@ class AuditStore:
             if not batch:
                 return 0
             if self._closed:
-                raise AuditError(f"audit store {str(self.path)!r} is closed")
+                raise AuditError(f"audit store {self.name!r} is closed")
             t0 = time.perf_counter()
             try:
                 if self._proc is not None:
@@ -607,9 +630,9 @@ class AuditStore:
                     if self._proc is not None and self._proc.dead:
                         self._drop_proc()  # write inline from now on
                     raise
-                if isinstance(exc, sqlite3.Error | OSError):
+                if isinstance(exc, (*DB_ERRORS, OSError)):
                     self._last_error = f"{type(exc).__name__}: {exc}"
-                    raise AuditError(f"cannot write audit store {str(self.path)!r}: {exc}") from exc
+                    raise AuditError(f"cannot write audit store {self.name!r}: {exc}") from exc
                 raise
             self._last_error = None
             self._last_flush_seconds = time.perf_counter() - t0
@@ -658,7 +681,7 @@ class AuditStore:
             head,
             run_id=run_id or self._run_id or self._last_run_id,
             first=self._first,
-            db=self.path.name,
+            db=self.path.name if self.path is not None else self.name,
         )
         self._anchored_seq = head.seq
         self._last_anchor = time.monotonic()
@@ -667,7 +690,7 @@ class AuditStore:
     def _try_anchor(self, kind: Literal["checkpoint", "end"], run_id: str | None = None) -> None:
         try:
             self._anchor(kind, run_id)
-        except (AuditError, sqlite3.Error) as exc:
+        except (AuditError, *DB_ERRORS) as exc:
             self._anchor_error = str(exc)
 
     def _maybe_anchor(self) -> None:
@@ -689,14 +712,14 @@ class AuditStore:
         Raises :class:`AuditError` when it cannot be written."""
         with self._write_lock:
             if self._closed:
-                raise AuditError(f"audit store {str(self.path)!r} is closed")
+                raise AuditError(f"audit store {self.name!r} is closed")
             try:
                 self._conn.execute(
                     _hb.UPSERT, _hb.beat_row(session_id, run_id, state, started=started)
                 )
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 raise AuditError(
-                    f"cannot write the heartbeat to audit store {str(self.path)!r}: {exc}"
+                    f"cannot write the heartbeat to audit store {self.name!r}: {exc}"
                 ) from None
 
     def _drop_proc(self) -> None:
@@ -719,7 +742,7 @@ class AuditStore:
         from cfa.audit.queries import AuditReader
 
         self.sync()
-        return AuditReader.open(self.path)
+        return AuditReader.open(self.target)
 
     @property
     def stats(self) -> AuditStats:

@@ -38,7 +38,9 @@ def _audit() -> None:
 
 @audit_app.command("verify")
 def verify_cmd(
-    db: Annotated[Path, typer.Option(help="Audit store (SQLite) to verify.")] = Path("cfa.db"),
+    db: Annotated[
+        str, typer.Option(help="Audit store to verify: a SQLite file or a postgresql:// URL.")
+    ] = "cfa.db",
     anchor: Annotated[
         str | None,
         typer.Option(
@@ -168,7 +170,7 @@ def verify_cmd(
 
 
 def _json(
-    db: Path,
+    db: str,
     res: Any,
     head: ChainHead | None,
     triggers: list[str],
@@ -221,7 +223,7 @@ _STYLE = {"fail": "[bold red]FAIL[/]", "warn": "[bold yellow]WARN[/]", "note": "
 
 
 def _print(
-    db: Path,
+    db: str,
     res: Any,
     head: ChainHead | None,
     triggers: list[str],

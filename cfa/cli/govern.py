@@ -11,8 +11,9 @@ changes waiting for approval, which ``cfa govern approve ID`` and ``cfa govern d
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,24 +26,55 @@ govern_app = typer.Typer(
     help="Govern a running session: freeze, override, halt, resume, approve.", no_args_is_help=True
 )
 
-DbOpt = Annotated[Path, typer.Option(help="The audit store the running `cfa run` writes.")]
+DbOpt = Annotated[
+    str,
+    typer.Option(
+        help="The audit store the running `cfa run` writes (a file or a postgresql:// URL)."
+    ),
+]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (required; recorded).")]
 OperatorOpt = Annotated[str | None, typer.Option(help="Who acts (default: your login name).")]
 ParamOpt = Annotated[str, typer.Option("--param", help="gamma, sigma or all.")]
 
 
+def is_url(db: str) -> bool:
+    """Whether ``db`` is a PostgreSQL URL (else a SQLite path)."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+@contextlib.contextmanager
+def _read(db: str) -> Iterator[Any]:
+    """A read-only connection to the store (closed afterwards); one clear line if it cannot be
+    opened."""
+    from cfa.audit.chain import connect_readonly
+    from cfa.audit.errors import AuditError
+
+    try:
+        conn = connect_readonly(db)
+    except AuditError as exc:
+        raise fail(str(exc)) from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def _latest_run(db: Path) -> tuple[str, dict[str, Any], list[str]]:
     """``(run_id, config, markets)`` of the latest run in ``db``; exits with one line if none."""
-    if not db.exists():
+    from cfa.audit.chain import store_name
+    from cfa.audit.errors import DB_ERRORS
+
+    name = store_name(db)
+    if not is_url(db) and not Path(db).exists():
         raise fail(f"{db}: no audit store here (start `cfa run --db {db}` first)")
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        with _read(db) as c:
             row = c.execute(
                 "select run_id, payload, seq from runs where kind = 'start'"
                 " order by seq desc limit 1"
             ).fetchone()
             if row is None:
-                raise fail(f"{db}: no run recorded yet")
+                raise fail(f"{name}: no run recorded yet")
             markets = [
                 m
                 for (m,) in c.execute(
@@ -52,14 +84,15 @@ def _latest_run(db: Path) -> tuple[str, dict[str, Any], list[str]]:
                     (row[0], row[2]),
                 )
             ]
-    except sqlite3.Error as exc:
-        raise fail(f"{db}: cannot read the audit store ({exc})") from None
+    except DB_ERRORS as exc:
+        raise fail(f"{name}: cannot read the audit store ({exc})") from None
     return row[0], json.loads(row[1] or "{}"), sorted(set(markets))
 
 
-def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None) -> None:
+def _submit(db: str, tool: str, arguments: dict[str, Any], operator: str | None) -> None:
     # lazy: --help, status and pending start without the tool schemas and the audit writer
     from cfa.audit import AuditError, AuditStore
+    from cfa.audit.chain import store_name
     from cfa.control.outcomes import ToolOutcome
     from cfa.control.tools import GOVERNANCE_TOOLS, parse_call
     from cfa.runtime.governance import operator_name, request_row
@@ -86,7 +119,7 @@ def _submit(db: Path, tool: str, arguments: dict[str, Any], operator: str | None
                 raise fail(f"--{p} {v:g} is outside the policy bounds [{b.min:g}, {b.max:g}]")
     alive, detail = session_status(db)
     if not alive:
-        raise fail(f"no session is running on {db} ({detail}): nothing was requested")
+        raise fail(f"no session is running on {store_name(db)} ({detail}): nothing was requested")
     who = operator_name(operator)
     try:
         with AuditStore.open(db) as store:
@@ -102,7 +135,7 @@ def _freeze_command(tool: str, doc: str) -> None:
         market: str,
         reason: ReasonOpt,
         param: ParamOpt = "all",
-        db: DbOpt = Path("cfa.db"),
+        db: DbOpt = "cfa.db",
         operator: OperatorOpt = None,
     ) -> None:
         _submit(db, tool, {"market": market, "param": param, "reason": reason}, operator)
@@ -122,7 +155,7 @@ def override(
     gamma: Annotated[float | None, typer.Option(help="Forced γ (1/dollar).")] = None,
     sigma: Annotated[float | None, typer.Option(help="Forced σ (logit per √s).")] = None,
     ttl: Annotated[str, typer.Option(help="How long: 90s, 10m, 1h.")] = "10m",
-    db: DbOpt = Path("cfa.db"),
+    db: DbOpt = "cfa.db",
     operator: OperatorOpt = None,
 ) -> None:
     """Force γ and/or σ of MARKET for --ttl, inside the policy bounds; then they revert."""
@@ -143,7 +176,7 @@ def _state_command(tool: str, doc: str) -> None:
         reason: ReasonOpt,
         market: Annotated[str | None, typer.Argument(help="A market; omit with --all.")] = None,
         all_markets: Annotated[bool, typer.Option("--all", help="Every market.")] = False,
-        db: DbOpt = Path("cfa.db"),
+        db: DbOpt = "cfa.db",
         operator: OperatorOpt = None,
     ) -> None:
         if (market is None) == (not all_markets):
@@ -160,9 +193,7 @@ _state_command("reduce_only", "Allow only orders that reduce the position of MAR
 
 
 @govern_app.command()
-def status(
-    db: DbOpt = Path("cfa.db"), json_out: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def status(db: DbOpt = "cfa.db", json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Markets of the latest run: parameters, trading state, frozen flags, recent requests."""
     from rich.console import Console  # lazy: halt, the kill switch, prints one plain line
     from rich.table import Table
@@ -170,7 +201,7 @@ def status(
     from cfa.cli.tables import add_ticker_column
 
     run_id, _, markets = _latest_run(db)
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+    with _read(db) as c:
         params: dict[str, dict[str, float]] = {}
         for market, param, new in c.execute(
             "select market, param, new from param_changes where run_id = ? order by seq", (run_id,)
@@ -246,10 +277,10 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
-def _applied_freezes(db: Path, run_id: str) -> dict[str, set[str]]:
+def _applied_freezes(db: str, run_id: str) -> dict[str, set[str]]:
     """Frozen parameters per market from applied freeze/unfreeze results, in order."""
     out: dict[str, set[str]] = {}
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+    with _read(db) as c:
         for market, action, payload in c.execute(
             "select market, action, payload from governance_actions where run_id = ? order by seq",
             (run_id,),
@@ -267,10 +298,10 @@ def _applied_freezes(db: Path, run_id: str) -> dict[str, set[str]]:
     return out
 
 
-def pending_requests(db: Path, run_id: str) -> list[dict[str, Any]]:
+def pending_requests(db: str, run_id: str) -> list[dict[str, Any]]:
     """Approval requests of ``run_id`` still pending, oldest first (from the audit trail)."""
     last: dict[str, dict[str, Any]] = {}
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+    with _read(db) as c:
         for (payload,) in c.execute(
             "select payload from governance_actions where run_id = ? and action in"
             " ('approval_requested', 'approval_decided', 'approval_expired',"
@@ -286,7 +317,7 @@ def pending_requests(db: Path, run_id: str) -> list[dict[str, Any]]:
 
 @govern_app.command()
 def pending(
-    db: DbOpt = Path("cfa.db"), json_out: Annotated[bool, typer.Option("--json")] = False
+    db: DbOpt = "cfa.db", json_out: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Parameter changes of the latest run waiting for approval (approve or deny them by ID)."""
     from rich.console import Console
@@ -325,7 +356,7 @@ def _decide_command(tool: str, approved: bool, doc: str) -> None:
     def command(
         request_id: Annotated[str, typer.Argument(help="The id `cfa govern pending` lists.")],
         reason: ReasonOpt,
-        db: DbOpt = Path("cfa.db"),
+        db: DbOpt = "cfa.db",
         operator: OperatorOpt = None,
     ) -> None:
         run_id, _, _ = _latest_run(db)

@@ -26,7 +26,9 @@ Mode = Literal["exact", "decisions", "counterfactual"]
 def replay(
     run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
     mode: Annotated[str, typer.Option(help="exact, decisions or counterfactual.")] = "exact",
-    db: Annotated[Path, typer.Option(help="The audit store holding the run.")] = Path("cfa.db"),
+    db: Annotated[
+        str, typer.Option(help="The audit store holding the run (file or postgresql:// URL).")
+    ] = "cfa.db",
     reasoner: Annotated[
         str, typer.Option(help="For decisions/counterfactual: heuristic, openai, scripted:PATH.")
     ] = "heuristic",
@@ -76,7 +78,7 @@ def replay(
 
     if mode not in ("exact", "decisions", "counterfactual"):
         raise fail(f"--mode: use exact, decisions or counterfactual, not {mode!r}")
-    if not db.exists():
+    if not db.startswith(("postgresql://", "postgres://")) and not Path(db).exists():
         raise fail(f"{db}: no audit store here")
     console = Console()
     try:
@@ -145,7 +147,7 @@ def _replay_with(
     agent: Reasoner,
     mode: str,
     run_id: str,
-    db: Path,
+    db: str,
     prompt: Path | None,
     out_db: Path | None,
     json_out: bool,

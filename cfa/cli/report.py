@@ -24,7 +24,9 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "report.html"
     ),
-    db: Annotated[Path, typer.Option(help="Audit store (SQLite) to read.")] = Path("cfa.db"),
+    db: Annotated[
+        str, typer.Option(help="Audit store to read: a SQLite file or a postgresql:// URL.")
+    ] = "cfa.db",
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the hash-chain check shown in the header.")
     ] = False,

@@ -20,7 +20,9 @@ from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.reasoners.cache import CachedReasoner, SqliteLLMCache
 from cfa.audit import AuditError, AuditStore
 from cfa.audit.anchors import AnchorLog, default_anchor_path
+from cfa.audit.chain import store_name
 from cfa.audit.integrity import quick_check
+from cfa.audit.postgres import is_url
 from cfa.cli.live import LiveView, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
@@ -60,7 +62,13 @@ def run(
     speed: Annotated[
         str, typer.Option(help="max (as fast as the CPU allows) or a factor of real time: 1x, 10x.")
     ] = "max",
-    db: Annotated[Path, typer.Option(help="Audit store (SQLite) to append to.")] = Path("cfa.db"),
+    db: Annotated[
+        str,
+        typer.Option(
+            help="Audit store to append to: a SQLite file, or a PostgreSQL URL "
+            "(postgresql://user@host:5432/db[?options=-csearch_path%3Dschema]).",
+        ),
+    ] = "cfa.db",
     anchors: Annotated[
         Path | None,
         typer.Option(
@@ -276,7 +284,7 @@ def run(
     except ExchangeError as exc:
         failure = (f"exchange: {exc}", 2)
     except AuditError as exc:  # e.g. a full disk: the session stopped and cancelled its orders
-        failure = (f"{exc} (check them: cfa audit verify --db {db})", 1)
+        failure = (f"{exc} (check them: cfa audit verify --db {store_name(db)})", 1)
     except BaseException:
         with contextlib.suppress(AuditError):
             store.close()
@@ -307,7 +315,8 @@ def run(
         console.print(f"agent decisions ({session.agents.reasoner.name}): {verdicts or 'none'}")
         console.print(llm_line(session.agents.llm_summary()))
     console.print(
-        f"run [bold]{session.run_id}[/] · {session.events:,} events · audit store [bold]{db}[/]"
+        f"run [bold]{session.run_id}[/] · {session.events:,} events · audit store "
+        f"[bold]{store_name(db)}[/]"
         + (
             f" · [red]{session.leftover_orders} orders left resting[/]"
             if session.leftover_orders
@@ -328,13 +337,13 @@ def run(
 
 
 def _open_store(
-    db: Path, anchors: Path | None, anchor_key: Path | None, no_anchors: bool
+    db: str, anchors: Path | None, anchor_key: Path | None, no_anchors: bool
 ) -> tuple[AuditStore, AnchorLog | None]:
     """Open the audit store for the run: refuse a file failing ``PRAGMA quick_check``; sign
     anchors unless ``no_anchors``. Every problem is one clear line (``fail``)."""
     if no_anchors and (anchors is not None or anchor_key is not None):
         raise fail("--no-anchors excludes --anchors and --anchor-key")
-    if db.is_file():
+    if not is_url(db) and Path(db).is_file():
         problems = quick_check(db)
         if problems:
             raise fail(

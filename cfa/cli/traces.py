@@ -14,7 +14,6 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -50,7 +49,9 @@ OUTCOME_STYLES = {
     "no_action": "dim",
 }
 
-DbOption = Annotated[Path, typer.Option(help="Audit store (SQLite) to read.")]
+DbOption = Annotated[
+    str, typer.Option(help="Audit store to read: a SQLite file or a postgresql:// URL.")
+]
 RunOption = Annotated[
     str | None,
     typer.Option(help="Run id (or a unique prefix); 'all' for every run. Default: the latest run."),
@@ -79,7 +80,7 @@ def parse_time(text: str, option: str) -> int:
     return round(dt.timestamp() * 1000)
 
 
-def _open(db: Path) -> AuditReader:
+def _open(db: str) -> AuditReader:
     try:
         return AuditReader.open(db)
     except AuditError as exc:
@@ -93,7 +94,7 @@ def resolve_run(reader: AuditReader, run: str | None) -> str | None:
     if run == "all":
         return None
     if not runs:
-        raise fail(f"no runs in {str(reader.path)!r}")
+        raise fail(f"no runs in {reader.name!r}")
     if run is None or run == "latest":
         return runs[-1].run_id
     exact = [r.run_id for r in runs if r.run_id == run]
@@ -103,7 +104,7 @@ def resolve_run(reader: AuditReader, run: str | None) -> str | None:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise fail(f"no run {run!r} in {str(reader.path)!r}; latest is {runs[-1].run_id}")
+        raise fail(f"no run {run!r} in {reader.name!r}; latest is {runs[-1].run_id}")
     raise fail(f"run prefix {run!r} is ambiguous: {', '.join(matches[:5])}")
 
 
@@ -143,7 +144,7 @@ def _money(v: str | float) -> str:
 @traces_app.callback()
 def traces(
     ctx: typer.Context,
-    db: DbOption = Path("cfa.db"),
+    db: DbOption = "cfa.db",
     run: RunOption = None,
     market: Annotated[str | None, typer.Option(help="Only this market (ticker).")] = None,
     agent: Annotated[
@@ -444,7 +445,7 @@ def _render(
 @traces_app.command("show")
 def show(
     ident: Annotated[str, typer.Argument(metavar="ID", help="decision_id or audit seq.")],
-    db: DbOption = Path("cfa.db"),
+    db: DbOption = "cfa.db",
     run: Annotated[
         str | None, typer.Option(help="Run of the decision_id (when several runs reuse it).")
     ] = None,

@@ -23,6 +23,7 @@ resting orders of that market, so the loop's ``get_orders`` confirms what the ve
 from __future__ import annotations
 
 import heapq
+import os
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -101,7 +102,7 @@ class AuditReplayExchange:
         self.clock: Clock = self._clock
         """The time of the recorded event (or control) being replayed; before the stream, of
         the first one."""
-        self.db = Path(db)
+        self.db = os.fspath(db)  # a SQLite path or a PostgreSQL URL
         self.run_id = run_id
         self._markets = {m.ticker: m for m in markets}
         self.on_control: Callable[[Control], None] | None = None

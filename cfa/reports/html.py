@@ -280,10 +280,10 @@ def build_report(reader: AuditReader, run_id: str, *, check_chain: bool = True) 
         meta.append(("reasoner", f"{reasoner.get('name')} {reasoner.get('model') or ''}".strip()))
     if isinstance(cfg.get("policy"), dict):
         meta.append(("policy", str(cfg["policy"].get("name", "?"))))
-    meta.append(("audit store", str(reader.path)))
+    meta.append(("audit store", reader.name))
     chain_html = ""
     if check_chain:
-        res = verify(reader.path)
+        res = verify(reader.target)
         chain_html = (
             f'<span class="ok">OK</span> — {res.rows:,} rows, head hash {res.head.hash[:16]}…'
             if res.ok and res.head is not None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -64,7 +63,7 @@ class GovernancePoller:
 
     def __init__(
         self,
-        db: Path,
+        db: str | Path,
         control: ControlPlane,
         recorder: Recorder,
         now: Callable[[], float],
@@ -77,34 +76,52 @@ class GovernancePoller:
         self.now = now
         self.on_applied = on_applied
         self.flush = flush
+        self._keep = str(db).startswith(("postgresql://", "postgres://"))
+        self._conn: Any = None
         self.last_seq = self._max_seq()
         self.applied: list[ToolOutcome] = []
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1.0)
-        conn.row_factory = sqlite3.Row
-        return conn
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
+        """Rows of a read of the store, or None when it cannot be read now (retried at the next
+        poll). SQLite: a fresh read-only connection each time (cheap, never holds a lock);
+        PostgreSQL: one read-only connection kept open (a connection costs a round trip)."""
+        from cfa.audit.chain import connect_readonly
+        from cfa.audit.errors import DB_ERRORS, AuditError
+
+        try:
+            conn = self._conn if self._conn is not None else connect_readonly(self.db)
+        except AuditError:
+            return None
+        rows: list[tuple[Any, ...]] | None = None
+        with contextlib.suppress(*DB_ERRORS):
+            rows = [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        if rows is not None and self._keep:
+            self._conn = conn
+        else:
+            self._conn = None
+            with contextlib.suppress(*DB_ERRORS):
+                conn.close()
+        return rows
 
     def _max_seq(self) -> int:
-        try:
-            with contextlib.closing(self._connect()) as c:
-                row = c.execute("select max(seq) from governance_actions").fetchone()
-                return int(row[0] or 0)
-        except sqlite3.Error:
-            return 0
+        rows = self._query("select max(seq) from governance_actions")
+        return int(rows[0][0] or 0) if rows else 0
 
-    def _requests(self) -> list[sqlite3.Row]:
-        try:
-            with contextlib.closing(self._connect()) as c:
-                return list(
-                    c.execute(
-                        "select seq, action, actor, payload from governance_actions"
-                        " where seq > ? order by seq",
-                        (self.last_seq,),
-                    )
-                )
-        except sqlite3.Error:
-            return []
+    def _requests(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "select seq, action, actor, payload from governance_actions where seq > ? order by seq",
+            (self.last_seq,),
+        )
+        return [
+            dict(zip(("seq", "action", "actor", "payload"), r, strict=True)) for r in rows or []
+        ]
+
+    def close(self) -> None:
+        """Close the kept connection (PostgreSQL), if any."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
     async def poll(self) -> int:
         """Apply every new request; returns how many were handled."""

@@ -67,7 +67,7 @@ class MemorySink:
         return None
 
 
-def _run_config(db: Path, run_id: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+def _run_config(db: str | Path, run_id: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     with AuditReader.open(db) as reader:
         runs = reader.runs()
         matches = [r for r in runs if r.run_id == run_id or r.run_id.startswith(run_id)]
@@ -105,7 +105,7 @@ class ExactReport:
         return not self.mismatches and all(a == b for a, b in self.per_market.values())
 
 
-async def replay_exact(db: Path, run_id: str) -> ExactReport:
+async def replay_exact(db: str | Path, run_id: str) -> ExactReport:
     """Re-run ``run_id`` from its recorded events and decisions; compare the order actions."""
     run_id, config, _ = _run_config(db, run_id)
     if "markets" not in config or "policy" not in config:
@@ -197,7 +197,7 @@ def _calls(calls: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def replay_decisions(
-    db: Path, run_id: str, reasoner: Reasoner, prompt: str | None = None
+    db: str | Path, run_id: str, reasoner: Reasoner, prompt: str | None = None
 ) -> list[DecisionDiff]:
     """Re-feed every recorded market-agent context (first attempt) to ``reasoner``.
 
@@ -241,7 +241,7 @@ async def replay_decisions(
 
 
 def recorded_reasoner(
-    db: Path, run_id: str, inner: Reasoner | None = None, cache: LLMCache | None = None
+    db: str | Path, run_id: str, inner: Reasoner | None = None, cache: LLMCache | None = None
 ) -> CachedReasoner:
     """A reasoner answering from the LLM answers recorded in ``run_id``'s decisions.
 
@@ -274,7 +274,7 @@ def _agent_options(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def replay_counterfactual(
-    db: Path,
+    db: str | Path,
     run_id: str,
     reasoner: Reasoner,
     out_db: Path | None = None,

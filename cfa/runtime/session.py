@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cfa.agents.reasoners.base import Reasoner
@@ -256,10 +255,10 @@ class Session:
             asyncio.create_task(self._watchdog()),
             asyncio.create_task(self._flush_timer()),
         ]
-        db = getattr(self.sink, "path", None)
+        db = getattr(self.sink, "target", None)  # the AuditStore's path or PostgreSQL URL
         if govern and db is not None:
             self.governance = GovernancePoller(
-                Path(db),
+                db,
                 self.control,
                 self.recorder,
                 lambda: self.now,
@@ -496,6 +495,8 @@ class Session:
             )
         self._flush()
         self._beat("failed" if self.audit_error is not None else "stopped")
+        if self.governance is not None:
+            self.governance.close()
         if self.audit_error is not None:
             raise AuditError(
                 f"{self.audit_error}; trading stopped and resting orders cancelled "
