@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,14 +13,35 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cfa.audit import AuditError
+from cfa.audit.chain import connect_readonly
+from cfa.audit.errors import DB_ERRORS
 from cfa.cli import app
 
 runner = CliRunner()
 
 
-def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as c:
-        return c.execute(sql, args).fetchall()
+def _rows(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of a read of the store (a SQLite file or a PostgreSQL URL)."""
+    conn = connect_readonly(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
+def _applied(db: Path | str, after_seq: int, actor: str | None = None) -> list[tuple[int, str]]:
+    """``(seq, payload)`` of the governance results with status applied after ``after_seq``."""
+    rows = _rows(
+        db,
+        "select seq, actor, payload from governance_actions where seq > ? order by seq",
+        after_seq,
+    )
+    return [
+        (seq, payload)
+        for seq, who, payload in rows
+        if json.loads(payload or "{}").get("status") == "applied" and actor in (None, who)
+    ]
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
@@ -29,7 +49,7 @@ def _wait(pred: Any, timeout: float, what: str) -> Any:
     while time.monotonic() < deadline:
         try:
             got = pred()
-        except sqlite3.Error:
+        except (AuditError, *DB_ERRORS):
             got = None
         if got:
             return got
@@ -37,14 +57,15 @@ def _wait(pred: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _govern(db: Path, *args: str) -> tuple[int, str]:
+def _govern(db: Path | str, *args: str) -> tuple[int, str]:
     r = runner.invoke(app, ["govern", *args, "--db", str(db)])
     return r.exit_code, r.output
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Any:
-    db = tmp_path / "live.db"
+def running(store_target: str) -> Any:
+    """A `cfa run` at 20x real time on each backend (a SQLite file, a PostgreSQL schema)."""
+    db = store_target
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -67,10 +88,7 @@ def running(tmp_path: Path) -> Any:
     )
     try:
         _wait(
-            lambda: (
-                db.exists()
-                and _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0
-            ),
+            lambda: _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0,
             60,
             "orders",
         )
@@ -92,16 +110,7 @@ def test_halt_resume_override_freeze_from_another_process(running: Any) -> None:
     seq = _rows(db, "select max(seq) from governance_actions")[0][0] or 0
     code, out = _govern(db, "halt", "--all", "--reason", "test halt", "--operator", "alice")
     assert code == 0, out
-    result = _wait(
-        lambda: _rows(
-            db,
-            "select seq, payload from governance_actions where seq > ?"
-            " and json_extract(payload,'$.status') = 'applied'",
-            seq,
-        ),
-        5,
-        "the halt to be applied",
-    )
+    result = _wait(lambda: _applied(db, seq), 5, "the halt to be applied")
     payload = json.loads(result[0][1])
     latency = payload["applied_wall"] - payload["requested_wall"]
     print(f"kill switch: request to applied and orders cancelled in {latency * 1000:.0f} ms")
@@ -144,15 +153,7 @@ def test_halt_resume_override_freeze_from_another_process(running: Any) -> None:
         db, "freeze", m, "--param", "sigma", "--reason", "news", "--operator", "bob"
     )
     assert code == 0, out
-    _wait(
-        lambda: _rows(
-            db,
-            "select 1 from governance_actions where actor = 'person:bob'"
-            " and json_extract(payload,'$.status') = 'applied'",
-        ),
-        5,
-        "the freeze",
-    )
+    _wait(lambda: _applied(db, 0, "person:bob"), 5, "the freeze")
     code, out = _govern(db, "status", "--json")
     status = json.loads(out)
     assert "sigma" in next(r for r in status["markets"] if r["market"] == m)["frozen"]

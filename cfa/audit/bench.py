@@ -1,8 +1,11 @@
 """Audit store benchmark: write throughput and chain verification time.
 
-Run ``python -m cfa.audit.bench [--rows N] [--path FILE] [--workers W]``. It appends ``N``
-``market_events`` rows shaped like the loop's book deltas (through :meth:`AuditStore.append`,
-with automatic flushes of 2,000 rows, exactly as the runtime writes), then verifies the file.
+Run ``python -m cfa.audit.bench [--rows N] [--path FILE|URL] [--workers W] [--processes P]``.
+It appends ``N`` ``market_events`` rows shaped like the loop's book deltas (through
+:meth:`AuditStore.append`, with automatic flushes of 2,000 rows, exactly as the runtime writes),
+then verifies the store. ``--path postgresql://...`` measures the PostgreSQL backend, in a fresh
+schema of that database (dropped afterwards). ``--processes P`` splits the rows over ``P`` writer
+processes appending to the one store at once (as the actors of a Ray run do).
 Prints wall and CPU figures; :func:`run` returns them for ``tools/bench.py``.
 ``--recorder DB`` instead times the audit share of the fast path (:func:`recorder_path`).
 """
@@ -39,54 +42,138 @@ def _writer_cpu_seconds(store: AuditStore) -> float | None:
         return None
 
 
+def _pg_schema(url: str) -> tuple[str, str]:
+    """A fresh schema in the database of ``url``: ``(schema, url of it)``."""
+    import secrets
+
+    import psycopg
+
+    schema = f"cfa_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    return schema, f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def _pg_bytes(url: str, schema: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        row = c.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND c.relkind = 'r'",
+            [schema],
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _append_rows(store: AuditStore, lo: int, hi: int) -> None:
+    append = store.append
+    ts = 1_700_000_000_000
+    for i in range(lo, hi):
+        append(
+            "market_events",
+            {
+                "market": "KXBTCD-25DEC3117-T101999.99",
+                "ts_ms": ts + i,
+                "kind": "delta",
+                "exch_seq": i,
+                "payload": {
+                    "ts": 1_700_000_000.0 + i / 1000,
+                    "outcome": "yes",
+                    "price": 5600 + i % 40,
+                    "delta": -300 + i % 7,
+                },
+            },
+        )
+
+
+def _writer_job(target: str, lo: int, hi: int, writer: str) -> float:
+    """One of ``--processes``: append rows ``lo..hi`` and sync; returns its CPU seconds."""
+    c0 = time.process_time()
+    with AuditStore.open(target, writer="process" if writer == "process" else "inline") as st:
+        st.start_run({"bench": hi - lo})
+        _append_rows(st, lo, hi)
+        st.sync()
+    return time.process_time() - c0
+
+
 def run(
     rows: int = 1_000_000,
-    path: Path | None = None,
+    path: Path | str | None = None,
     workers: int | None = None,
     writer: str = "inline",
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Write ``rows`` market events to a fresh file, verify it; return the measurements."""
+    """Write ``rows`` market events to a fresh store (a SQLite file, or a fresh schema of the
+    PostgreSQL database at a ``postgresql://`` ``path``), verify it; return the measurements."""
     tmp = None
-    if path is None:
-        tmp = tempfile.TemporaryDirectory()
-        path = Path(tmp.name) / "bench.db"
-    _remove(path)
+    schema: str | None = None
+    base = str(path) if path is not None else ""
+    if base.startswith(("postgresql://", "postgres://")):
+        schema, target = _pg_schema(base)
+    else:
+        if path is None:
+            tmp = tempfile.TemporaryDirectory()
+            path = Path(tmp.name) / "bench.db"
+        _remove(Path(path))
+        target = str(path)
     try:
-        store = AuditStore.open(path, writer="process" if writer == "process" else "inline")
-        store.start_run({"bench": rows})
-        append = store.append
+        AuditStore.open(target).close()  # the schema exists before any timed write
+        child_cpu: float | None
         t0, c0 = time.perf_counter(), time.process_time()
-        ts = 1_700_000_000_000
-        for i in range(rows):
-            append(
-                "market_events",
-                {
-                    "market": "KXBTCD-25DEC3117-T101999.99",
-                    "ts_ms": ts + i,
-                    "kind": "delta",
-                    "exch_seq": i,
-                    "payload": {
-                        "ts": 1_700_000_000.0 + i / 1000,
-                        "outcome": "yes",
-                        "price": 5600 + i % 40,
-                        "delta": -300 + i % 7,
-                    },
-                },
+        if processes > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            step = -(-rows // processes)
+            spans = [(i, min(i + step, rows)) for i in range(0, rows, step)]
+            with ProcessPoolExecutor(len(spans), mp_context=get_context("spawn")) as pool:
+                cpus = list(
+                    pool.map(
+                        _writer_job,
+                        [target] * len(spans),
+                        [a for a, _ in spans],
+                        [b for _, b in spans],
+                        [writer] * len(spans),
+                    )
+                )
+            t1, c1 = time.perf_counter(), c0 + sum(cpus)
+            child_cpu = None
+            t2 = t1
+        else:
+            store = AuditStore.open(target, writer="process" if writer == "process" else "inline")
+            store.start_run({"bench": rows})
+            _append_rows(store, 0, rows)
+            store.sync()
+            t1, c1 = time.perf_counter(), time.process_time()
+            child_cpu = _writer_cpu_seconds(store)
+            store.close()
+            t2 = time.perf_counter()
+        if schema is not None:
+            size = _pg_bytes(base, schema)
+        else:
+            size = sum(
+                Path(f"{target}{s}").stat().st_size
+                for s in ("", "-wal")
+                if Path(f"{target}{s}").exists()
             )
-        store.sync()
-        t1, c1 = time.perf_counter(), time.process_time()
-        child_cpu = _writer_cpu_seconds(store)
-        store.close()
-        t2 = time.perf_counter()
-        size = sum(
-            Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists()
-        )
-        result = verify(path, workers=workers)
+        result = verify(target, workers=workers)
         t3 = time.perf_counter()
         if not result.ok:
-            raise RuntimeError(f"benchmark file does not verify: {result.reason}")
+            raise RuntimeError(f"benchmark store does not verify: {result.reason}")
         return {
             "rows": rows,
+            "backend": "postgresql" if schema is not None else "sqlite",
+            "processes": processes,
             "writer": writer,
             "write_seconds": t1 - t0,
             "write_rows_per_s": rows / (t1 - t0),
@@ -103,6 +190,8 @@ def run(
     finally:
         if tmp is not None:
             tmp.cleanup()
+        if schema is not None:
+            _drop_schema(base, schema)
 
 
 def recorder_path(source: Path, events: int = 100_000, repeat: int = 5) -> dict[str, Any]:
@@ -145,7 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``python -m cfa.audit.bench``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--path", type=Path, default=None, help="file to write (default: a temp dir)")
+    ap.add_argument(
+        "--path",
+        default=None,
+        help="SQLite file to write (default: a temp dir), or a postgresql:// URL (a fresh schema)",
+    )
+    ap.add_argument("--processes", type=int, default=1, help="writer processes at once")
     ap.add_argument("--workers", type=int, default=None, help="verify processes (default 2)")
     ap.add_argument("--writer", choices=("inline", "process"), default="inline")
     ap.add_argument(
@@ -163,9 +257,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{rr['cpu_us_per_event']:.2f} us CPU/event (best of 5)"
         )
         return
-    r = run(args.rows, args.path, args.workers, args.writer)
+    r = run(args.rows, args.path, args.workers, args.writer, args.processes)
     print(
-        f"write ({r['writer']}): {r['rows']:,} market_events rows in {r['write_seconds']:.2f} s = "
+        f"{r['backend']}, {r['processes']} writer process(es) ({r['writer']}): "
+        f"{r['rows']:,} market_events rows in {r['write_seconds']:.2f} s = "
         f"{r['write_rows_per_s']:,.0f} rows/s ({r['write_cpu_us_per_row']:.1f} us CPU/row), "
         f"close {r['close_seconds']:.2f} s, file {r['file_bytes'] / 1e6:.0f} MB"
     )
