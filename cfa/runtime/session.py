@@ -23,7 +23,7 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -138,8 +138,22 @@ class Session:
         run_id: str,
         flush_every: int = 2000,
         flush_interval: float = FLUSH_INTERVAL_S,
+        *,
+        worker: str | None = None,
+        market_numbers: Mapping[str, int] | None = None,
+        governance_since: int | None = None,
     ) -> None:
+        """``worker`` names this session when it is one of several sessions of one run (an actor
+        of a cluster run, :mod:`cfa.runtime.cluster`): its heartbeat is then its own
+        (``<run_id>/<worker>``), it applies only the governance requests that concern its
+        markets (or all markets) and its result rows say ``"worker"``. ``market_numbers``: each
+        market's number in the whole run, used in client order ids (``cfa-<run>-<number>-…``)
+        so that sessions of one run never share one (default: the position in ``markets``).
+        ``governance_since``: apply governance requests after this audit seq (default: those
+        written after the session started polling)."""
         self.exchange = exchange
+        self.worker = worker
+        self.governance_since = governance_since
         self.policy = policy
         self.sink = sink
         self.run_id = run_id
@@ -162,7 +176,8 @@ class Session:
                 policy,
                 self.recorder,
                 self.states,
-                f"cfa-{run_id[:8]}-{len(self.loops)}",
+                f"cfa-{run_id[:8]}-"
+                f"{len(self.loops) if market_numbers is None else market_numbers[m.ticker]}",
                 self.portfolio,
             )
         self.event_groups: dict[str, EventGroup] = {}
@@ -258,7 +273,8 @@ class Session:
         ]
         db = getattr(self.sink, "path", None)
         if govern and db is not None:
-            self.governance = GovernancePoller(
+            poller = GovernancePoller if self.worker is None else WorkerGovernance
+            self.governance = poller(
                 Path(db),
                 self.control,
                 self.recorder,
@@ -266,6 +282,10 @@ class Session:
                 self._after_governance,
                 self._flush,
             )
+            if isinstance(self.governance, WorkerGovernance):
+                self.governance.join(self.worker or "", set(self.loops), self.governance_since)
+            elif self.governance_since is not None:
+                self.governance.last_seq = self.governance_since
             background.append(asyncio.create_task(self._poll_governance()))
         gc.freeze()
         try:
@@ -404,8 +424,9 @@ class Session:
         beat = getattr(self.sink, "heartbeat", None)
         if beat is None:
             return
+        session_id = self.run_id if self.worker is None else f"{self.run_id}/{self.worker}"
         try:
-            beat(self.run_id, self.run_id, state, started=self._started_wall)
+            beat(session_id, self.run_id, state, started=self._started_wall)
         except Exception as exc:
             if state == "running":
                 self._audit_failed(exc)
@@ -502,3 +523,71 @@ class Session:
                 f"({self.leftover_orders} left resting); rows committed before the failure are "
                 "intact"
             )
+
+
+class WorkerGovernance(GovernancePoller):
+    """The governance poller of one of several sessions of one run (a cluster actor).
+
+    Every session of the run reads every request; this one applies (and answers with a result
+    row) only a request for all markets or for a market it trades, or a decision on a pending
+    change of one of them (a request id ``MARKET:param:n``). Requests for other sessions'
+    markets are skipped without a row, so each market's request has exactly one answer and a
+    global one has one per session. Each result row's payload says which session applied it
+    (``"worker"``) and the markets it holds (``"worker_markets"``, their count).
+    """
+
+    worker: str = ""
+    markets: frozenset[str] = frozenset()
+
+    def join(self, worker: str, markets: set[str], since: int | None) -> None:
+        """Name the session, its markets and the seq after which requests count."""
+        self.worker = worker
+        self.markets = frozenset(markets)
+        if since is not None:
+            self.last_seq = since
+        self.recorder = _TaggingRecorder(self.recorder, worker, len(markets))  # type: ignore[assignment]
+
+    def concerns(self, payload: Mapping[str, Any]) -> bool:
+        """True when the request (its row's payload) is for all markets or one of ours."""
+        args = payload.get("arguments") or {}
+        market = args.get("market")
+        if market:
+            return market in self.markets
+        request_id = args.get("request_id")
+        if request_id:
+            return str(request_id).rsplit(":", 2)[0] in self.markets
+        return True
+
+    def _requests(self) -> list[Any]:
+        import json
+
+        rows = super()._requests()
+        if rows:
+            self.last_seq = max(self.last_seq, *(int(r["seq"]) for r in rows))
+        keep = []
+        for r in rows:
+            payload = json.loads(r["payload"] or "{}")
+            if payload.get("status") == "requested" and not self.concerns(payload):
+                continue
+            keep.append(r)
+        return keep
+
+
+class _TaggingRecorder:
+    """Passes rows to a :class:`Recorder`, adding ``worker`` to governance result payloads."""
+
+    def __init__(self, inner: Recorder, worker: str, n_markets: int) -> None:
+        self._inner = inner
+        self._worker = worker
+        self._n = n_markets
+
+    def row(self, table: str, row: dict[str, Any]) -> None:
+        if table == "governance_actions" and isinstance(row.get("payload"), dict):
+            row = {
+                **row,
+                "payload": {**row["payload"], "worker": self._worker, "worker_markets": self._n},
+            }
+        self._inner.row(table, row)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
