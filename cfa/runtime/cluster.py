@@ -499,6 +499,8 @@ class ClusterRun:
 
         try:
             a.result = ray.get(a.ref)
+            with contextlib.suppress(Exception):  # done: free its CPU for the next run now
+                ray.kill(a.handle)
         except RayActorError as exc:
             a.lost = True
             a.error = f"actor lost: {_first_line(exc)}"
