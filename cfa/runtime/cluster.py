@@ -241,8 +241,10 @@ async def run_job(job: ActorJob, started: Callable[[Any], None] | None = None) -
     :func:`cfa.runtime.runs.session_summary` plus ``worker``.
 
     ``started(session)`` is called once the session exists (the actor keeps it to stop it).
-    Raises what the session raises (:class:`ExchangeError`, :class:`AuditError`): the driver
-    records it as this actor's failure.
+    ``clock_end`` is the exchange's clock at the end (epoch seconds), ``cpu_s`` the CPU
+    seconds (user + system) of this process while the session ran, ``wall_s`` its wall
+    seconds. Raises what the session raises (:class:`ExchangeError`, :class:`AuditError`):
+    the driver records it as this actor's failure.
     """
     from cfa.runtime.runs import join_run, session_summary
 
@@ -278,6 +280,7 @@ async def run_job(job: ActorJob, started: Callable[[Any], None] | None = None) -
         if job.exchange.name != "sim":  # a live feed never ends by itself
             asyncio.get_running_loop().call_later(job.duration_s, session.stop.set)
         wall0 = time.perf_counter()
+        cpu0 = time.process_time()
         try:
             rows = await session.run()
         finally:
@@ -286,6 +289,7 @@ async def run_job(job: ActorJob, started: Callable[[Any], None] | None = None) -
             "worker": job.worker,
             "pid": os.getpid(),
             "clock_end": exchange.clock.now(),
+            "cpu_s": round(time.process_time() - cpu0, 3),
             **session_summary(session, rows, wall0),
         }
     finally:
@@ -576,6 +580,7 @@ class ClusterRun:
                     "status": "ok" if r is not None else ("lost" if a.lost else "failed"),
                     "events": None if r is None else r["events"],
                     "wall_s": None if r is None else r["wall_s"],
+                    "cpu_s": None if r is None else r.get("cpu_s"),
                     "pid": None if r is None else r.get("pid"),
                     "error": a.error,
                     **({"llm": r["llm"]} if r is not None and "llm" in r else {}),
