@@ -107,6 +107,10 @@ def test_eight_markets_over_two_actors_write_one_verified_store(tmp_path: Path) 
     tickers = [m["ticker"] for m in config["markets"]]
     assert len(tickers) == 8
     assert sorted(t for a in config["actors"] for t in a["markets"]) == sorted(tickers)
+    # limits over all of a session's markets are split: the actors' add up to the policy's
+    for key, total in (("max_gross_exposure", 1000.0), ("daily_loss", 100.0)):
+        assert sum(a["limits"][key] for a in config["actors"]) == pytest.approx(total)
+        assert config["policy"]["portfolio" if key.startswith("max_g") else "loss"][key] == total
     (end,) = _rows(db, "select payload from runs where kind = 'end'")
     summary = json.loads(end[0])
     assert [m["ticker"] for m in summary["markets"]] == tickers

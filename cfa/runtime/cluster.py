@@ -13,6 +13,11 @@ the scenario entries (:func:`sim_units`); an actor builds a :class:`SimExchange`
 entries only (``only=``), which gives every market the ticker and random stream it has in the
 whole run, so a market's simulated events do not depend on the actor it lands in.
 
+**Limits.** A market's and an event's limits hold as in one process (they live in one
+actor). The limits over every market of a session — gross exposure, daily loss, drawdown —
+are split over the actors in proportion to their markets (:func:`actor_policy`), so the sum
+over the actors never exceeds the policy's; each actor's breaker halts its own markets only.
+
 **One run, one store.** The driver writes the run's start row (config: ``executor``,
 ``actors`` with each actor's markets, every market's metadata) and its end row (the summary
 aggregated from every actor, the lost ones named). Each actor opens the same store (``db``:
@@ -134,6 +139,29 @@ def group_units(units: Sequence[Unit], k: int) -> list[list[Unit]]:
         groups[j].append(u)
         load[j] += u.size
     return [g for g in groups if g]
+
+
+def actor_policy(policy: Policy, share: float) -> Policy:
+    """``policy`` for an actor holding ``share`` (0 < share ≤ 1) of the run's markets: the
+    limits that span every market of a session — gross exposure, daily loss, drawdown (all
+    dollars) — scaled by ``share``, so that the actors' limits add up to the policy's and the
+    run as a whole stays inside them (each actor's breakers still act on its own markets
+    only). Per-market and per-event limits stay as they are: a market and an event live in one
+    actor."""
+    if not 0 < share <= 1:
+        raise ValueError(f"an actor's share of the markets must be in (0, 1], not {share}")
+    if share == 1:
+        return policy
+    pf = policy.portfolio.model_copy(
+        update={"max_gross_exposure": policy.portfolio.max_gross_exposure * share}
+    )
+    loss = policy.loss.model_copy(
+        update={
+            "daily_loss": policy.loss.daily_loss * share,
+            "max_drawdown": policy.loss.max_drawdown * share,
+        }
+    )
+    return policy.model_copy(update={"portfolio": pf, "loss": loss})
 
 
 # -- what an actor is given ----------------------------------------------------------------------
@@ -439,10 +467,23 @@ class ClusterRun:
         """Write the run's start row and start one actor per group; returns the run id."""
         import ray
 
+        n = len(self.markets)
+        policies = {a.worker: actor_policy(self.policy, len(a.tickers) / n) for a in self.actors}
         config = {
             **self.config,
             "executor": "ray",
-            "actors": [{"actor": a.worker, "markets": a.tickers} for a in self.actors],
+            "actors": [
+                {
+                    "actor": a.worker,
+                    "markets": a.tickers,
+                    "limits": {
+                        "max_gross_exposure": policies[a.worker].portfolio.max_gross_exposure,
+                        "daily_loss": policies[a.worker].loss.daily_loss,
+                        "max_drawdown": policies[a.worker].loss.max_drawdown,
+                    },
+                }
+                for a in self.actors
+            ],
             "markets": [market_to_dict(m) for m in self.markets],
         }
         t0 = self.start_ts if self.start_ts is not None else time.time()
@@ -457,7 +498,7 @@ class ClusterRun:
                 worker=a.worker,
                 db=self.db,
                 run_id=self.run_id,
-                policy=self.policy,
+                policy=policies[a.worker],
                 exchange=self.exchange,
                 tickers=tuple(a.tickers),
                 entries=tuple(a.entries),
