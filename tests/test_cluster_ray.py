@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from cfa.audit import AuditStore, verify
 from cfa.cli import app
+from cfa.core.types import OrderRequest, Side
 from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
 from cfa.risk.policy import load_policy
 from cfa.runtime import cluster as cl
@@ -302,3 +303,27 @@ def test_a_killed_actor_leaves_the_other_running_and_is_recorded(tmp_path: Path)
     assert all(by_ticker[t]["state"] == "lost" for t in victim.tickers)
     assert all(by_ticker[t]["state"] == "STOPPED" for t in survivor.tickers)
     assert verify(db).ok
+
+
+def test_the_driver_cancels_only_the_lost_actors_orders_on_a_venue_that_outlives_it() -> None:
+    ex = SimExchange.from_scenarios(["calm", "thin"], seed=2, duration=60)
+    calm, thin = ex.tickers
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        await ex.start()
+        ex.run_until(DEFAULT_START_TS + 5)
+        placed = {}
+        for ticker, coid in (
+            (calm, "cfa-20261203-1-1"),  # market 1 of the run: the lost actor's
+            (calm, "cfa-20261203-10-1"),  # market 10: another actor's, same prefix digits
+            (thin, "cfa-20261203-1-2"),  # a market the lost actor did not hold
+            (calm, "manual-1"),  # not cfa's
+        ):
+            req = OrderRequest(ticker, coid, Side.BID, 1000, 100)  # 10 cents, 1 contract
+            placed[coid] = (await ex.place_order(req)).order_id
+        cancelled = await cl.cancel_orphans(lambda: ex, [calm], ("cfa-20261203-1-",))
+        left = [o.client_order_id for o in await ex.get_orders(None, resting_only=True)]
+        return [placed["cfa-20261203-1-1"]], cancelled + sorted(left)
+
+    want, got = asyncio.run(scenario())
+    assert got == [*want, "cfa-20261203-1-2", "cfa-20261203-10-1", "manual-1"]
