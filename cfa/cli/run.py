@@ -173,10 +173,31 @@ def run(
             "new answers are stored. Safe to share between runs and processes.",
         ),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local (every market in this process) or ray (groups of markets on Ray actors, "
+            "one audit store; pip install 'cfa[ray]'; docs/cluster.md).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: the cluster (auto, ray://head:10001); default a local one."
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --executor ray: how many actors (default: one per CPU)."),
+    ] = None,
 ) -> None:
     """Run one quoting loop per market (simulator by default, or Kalshi), then the summary."""
     if exchange_name not in ("sim", "kalshi"):
         raise fail(f"--exchange: use sim or kalshi, not {exchange_name!r}")
+    if executor not in ("local", "ray"):
+        raise fail(f"--executor: use local or ray, not {executor!r}")
+    if executor == "local" and (address is not None or actors is not None):
+        raise fail("--address and --actors need --executor ray")
     seconds = parse_duration(duration)
     factor = parse_speed(speed)
     names = list(scenario) if scenario else list(DEFAULT_SCENARIOS)
@@ -276,6 +297,35 @@ def run(
             config["fill_model"] = fill_model
             config["paper_feed"] = "websocket" if getattr(exchange, "websocket", False) else "rest"
     agent_options = {"interval_s": interval, "lockstep": lockstep, "latency_s": latency}
+    if executor == "ray":
+        from cfa.cli.run_cluster import run_on_ray  # lazy: Ray is imported only here
+
+        spec = {
+            "paper": paper,
+            "fill_model": fill_model,
+            "poll_interval": poll_s,
+            "env_file": env_file,
+            "reasoner": reasoner,
+            "model": model,
+            "base_url": base_url,
+            "llm_cache": llm_cache,
+        }
+        return run_on_ray(
+            exchange,
+            store,
+            anchor_log,
+            db,
+            pol,
+            config,
+            seconds,
+            console,
+            agent,
+            agent_options,
+            spec,
+            address,
+            actors,
+            cache,
+        )
     failure: tuple[str, int] | None = None
     try:
         rows, session = asyncio.run(

@@ -69,7 +69,17 @@ class GovernancePoller:
         now: Callable[[], float],
         on_applied: Callable[[ToolOutcome], Awaitable[None]],
         flush: Callable[[], None],
+        *,
+        worker: str | None = None,
+        markets: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> None:
+        """``worker``/``markets``: this session is one of several of one run (a cluster actor)
+        trading ``markets``: it applies only requests for all markets or for one of its own (a
+        pending change's request id ``MARKET:param:n`` counts as its market), skips the others
+        without a row (so a market's request has one answer, a global one one per session), and
+        its result rows name it (``payload.worker``, ``worker_markets``: how many it holds).
+        ``since``: requests after this audit seq count (default: those written after now)."""
         self.db = db
         self.control = control
         self.recorder = recorder
@@ -78,7 +88,9 @@ class GovernancePoller:
         self.flush = flush
         self._keep = str(db).startswith(("postgresql://", "postgres://"))
         self._conn: Any = None
-        self.last_seq = self._max_seq()
+        self.worker = worker
+        self.markets = markets
+        self.last_seq = self._max_seq() if since is None else since
         self.applied: list[ToolOutcome] = []
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
@@ -116,6 +128,20 @@ class GovernancePoller:
             dict(zip(("seq", "action", "actor", "payload"), r, strict=True)) for r in rows or []
         ]
 
+    def concerns(self, payload: dict[str, Any]) -> bool:
+        """Whether a request (its row's payload) is this session's to apply: every request when
+        the session holds the whole run, else one for all markets or for one of its own."""
+        if self.markets is None:
+            return True
+        args = payload.get("arguments") or {}
+        market = args.get("market")
+        if market:
+            return market in self.markets
+        request_id = args.get("request_id")
+        if request_id:
+            return str(request_id).rsplit(":", 2)[0] in self.markets
+        return True
+
     def close(self) -> None:
         """Close the kept connection (PostgreSQL), if any."""
         if self._conn is not None:
@@ -131,7 +157,7 @@ class GovernancePoller:
         for row in self._requests():
             self.last_seq = max(self.last_seq, int(row["seq"]))
             payload = json.loads(row["payload"] or "{}")
-            if payload.get("status") != REQUESTED:
+            if payload.get("status") != REQUESTED or not self.concerns(payload):
                 continue
             handled += 1
             tool, args = row["action"], payload.get("arguments", {})
@@ -157,6 +183,11 @@ class GovernancePoller:
                         "outcome": outcome.as_dict(),
                         "requested_wall": payload.get("requested_wall"),
                         "applied_wall": time.time(),
+                        **(
+                            {"worker": self.worker, "worker_markets": len(self.markets or ())}
+                            if self.worker is not None
+                            else {}
+                        ),
                     },
                 },
             )

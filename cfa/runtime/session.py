@@ -23,7 +23,7 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -137,8 +137,22 @@ class Session:
         run_id: str,
         flush_every: int = 2000,
         flush_interval: float = FLUSH_INTERVAL_S,
+        *,
+        worker: str | None = None,
+        market_numbers: Mapping[str, int] | None = None,
+        governance_since: int | None = None,
     ) -> None:
+        """``worker`` names this session when it is one of several sessions of one run (an actor
+        of a cluster run, :mod:`cfa.runtime.cluster`): its heartbeat is then its own
+        (``<run_id>/<worker>``), it applies only the governance requests that concern its
+        markets (or all markets) and its result rows say ``"worker"``. ``market_numbers``: each
+        market's number in the whole run, used in client order ids (``cfa-<run>-<number>-…``)
+        so that sessions of one run never share one (default: the position in ``markets``).
+        ``governance_since``: apply governance requests after this audit seq (default: those
+        written after the session started polling)."""
         self.exchange = exchange
+        self.worker = worker
+        self.governance_since = governance_since
         self.policy = policy
         self.sink = sink
         self.run_id = run_id
@@ -161,7 +175,8 @@ class Session:
                 policy,
                 self.recorder,
                 self.states,
-                f"cfa-{run_id[:8]}-{len(self.loops)}",
+                f"cfa-{run_id[:8]}-"
+                f"{len(self.loops) if market_numbers is None else market_numbers[m.ticker]}",
                 self.portfolio,
             )
         self.event_groups: dict[str, EventGroup] = {}
@@ -264,6 +279,9 @@ class Session:
                 lambda: self.now,
                 self._after_governance,
                 self._flush,
+                worker=self.worker,
+                markets=None if self.worker is None else frozenset(self.loops),
+                since=self.governance_since,
             )
             background.append(asyncio.create_task(self._poll_governance()))
         gc.freeze()
@@ -403,8 +421,9 @@ class Session:
         beat = getattr(self.sink, "heartbeat", None)
         if beat is None:
             return
+        session_id = self.run_id if self.worker is None else f"{self.run_id}/{self.worker}"
         try:
-            beat(self.run_id, self.run_id, state, started=self._started_wall)
+            beat(session_id, self.run_id, state, started=self._started_wall)
         except Exception as exc:
             if state == "running":
                 self._audit_failed(exc)

@@ -48,7 +48,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -100,6 +100,12 @@ class SimExchange(OrderDesk):
     world. ``start_ts``: simulated start, epoch seconds. ``duration``: simulated seconds
     until the streams end (None: until every market has settled). ``speed``: None for as
     fast as possible, else the multiple of real time. ``cash``: starting balance in dollars.
+    ``only``: the indices of the entries of ``scenarios`` to build (None: all of them). The
+    others are skipped but still counted, so every built market has the ticker, event ticker
+    and random stream it has in the whole list: a market's background events depend only on
+    ``seed`` and its entry's place in ``scenarios``, never on which other markets share the
+    exchange (a cluster run builds one exchange per actor this way, see
+    :mod:`cfa.runtime.cluster`).
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class SimExchange(OrderDesk):
         duration: float | None = None,
         speed: float | None = None,
         cash: Decimal | int | str = DEFAULT_CASH,
+        only: Collection[int] | None = None,
     ) -> None:
         if not scenarios:
             raise ValueError("SimExchange needs at least one scenario")
@@ -118,6 +125,14 @@ class SimExchange(OrderDesk):
             raise ValueError(f"speed must be positive, got {speed}")
         if duration is not None and not duration >= 0:
             raise ValueError(f"duration must be non-negative, got {duration}")
+        if only is not None:
+            bad = sorted(i for i in only if not 0 <= i < len(scenarios))
+            if bad:
+                raise ValueError(
+                    f"only: entry {bad[0]} is not one of the {len(scenarios)} scenario entries"
+                )
+            if not only:
+                raise ValueError("only: no entry selected (SimExchange needs at least one)")
         self._clock = SimClock(start_ts)
         self.clock: Clock = self._clock
         """Simulated time (a :class:`SimClock`)."""
@@ -126,9 +141,11 @@ class SimExchange(OrderDesk):
         self._markets: dict[str, SimMarket] = {}
         self._drivers: dict[str, EventDriver] = {}
         copies: dict[str, int] = {}
-        for sc in scenarios:
+        for entry, sc in enumerate(scenarios):
             copy = copies.get(sc.name, 0)
             copies[sc.name] = copy + 1
+            if only is not None and entry not in only:
+                continue
             infos = sc.market_infos(start_ts, copy)
             for info in infos:
                 if info.ticker in self._markets:
@@ -179,8 +196,10 @@ class SimExchange(OrderDesk):
         duration: float | None = None,
         speed: float | None = None,
         cash: Decimal | int | str = DEFAULT_CASH,
+        only: Collection[int] | None = None,
     ) -> SimExchange:
-        """Build from scenario names (or ``.yaml`` paths); unknown names raise ``ValueError``."""
+        """Build from scenario names (or ``.yaml`` paths); unknown names raise ``ValueError``.
+        ``only``: build these entries only (see the class doc)."""
         loaded: dict[str, Scenario] = {}
         for n in names:
             if n not in loaded:
@@ -192,6 +211,7 @@ class SimExchange(OrderDesk):
             duration=duration,
             speed=speed,
             cash=cash,
+            only=only,
         )
 
     # -- simulator-only helpers --------------------------------------------------------------
