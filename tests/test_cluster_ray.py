@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cfa.audit import AuditStore, verify
+from cfa.audit.chain import connect_readonly
 from cfa.cli import app
 from cfa.core.types import OrderRequest, Side
 from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
@@ -91,9 +91,13 @@ def test_a_market_streams_the_same_events_alone_and_in_a_group() -> None:
 # -- a whole run through the CLI --------------------------------------------------------------
 
 
-def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        return c.execute(sql, args).fetchall()
+def _rows(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of a read of the store (a SQLite file or a PostgreSQL URL)."""
+    conn = connect_readonly(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
 
 
 def test_eight_markets_over_two_actors_write_one_verified_store(tmp_path: Path) -> None:
@@ -185,9 +189,8 @@ def test_missing_ray_is_one_line_naming_the_extra(
 
 
 def _start(
-    tmp_path: Path, names: list[str], duration: float, speed: float
-) -> tuple[cl.ClusterRun, AuditStore, Path]:
-    db = tmp_path / "live.db"
+    db: str, names: list[str], duration: float, speed: float
+) -> tuple[cl.ClusterRun, AuditStore, str]:
     store = AuditStore.open(db)
     markets, entries = cl.sim_markets(names, DEFAULT_START_TS)
     spec = cl.SimSpec(tuple(names), 11, DEFAULT_START_TS, duration, speed)
@@ -217,9 +220,10 @@ def _until(what: Callable[[], Any], timeout: float, run: cl.ClusterRun) -> Any:
     raise AssertionError(f"timed out after {timeout} s")
 
 
-def test_a_halt_reaches_every_actor_within_a_second(tmp_path: Path) -> None:
+def test_a_halt_reaches_every_actor_within_a_second(store_target: str) -> None:
+    """On both backends: one SQLite file, and one PostgreSQL schema for every actor."""
     names = ["calm", "thin", "calm", "thin"]  # two events: one per actor
-    run, store, db = _start(tmp_path, names, duration=120, speed=1.0)
+    run, store, db = _start(store_target, names, duration=120, speed=1.0)
     try:
         run_id = run.run_id
         workers = {f"{run_id}/actor-0", f"{run_id}/actor-1"}
@@ -277,7 +281,7 @@ def test_a_halt_reaches_every_actor_within_a_second(tmp_path: Path) -> None:
 
 def test_a_killed_actor_leaves_the_other_running_and_is_recorded(tmp_path: Path) -> None:
     names = ["calm", "regime-shift", "calm", "regime-shift"]
-    run, store, db = _start(tmp_path, names, duration=360, speed=30.0)
+    run, store, db = _start(str(tmp_path / "live.db"), names, duration=360, speed=30.0)
     try:
         victim, survivor = run.actors
         placed = "select count(*) from orders where action = 'place' and market = ?"
@@ -327,3 +331,27 @@ def test_the_driver_cancels_only_the_lost_actors_orders_on_a_venue_that_outlives
 
     want, got = asyncio.run(scenario())
     assert got == [*want, "cfa-20261203-1-2", "cfa-20261203-10-1", "manual-1"]
+
+
+def test_a_cluster_run_on_postgresql_verifies_reads_and_replays(pg_schema: str) -> None:
+    """The issue's bar: a Ray run of many simulated markets writes one PostgreSQL trail that
+    `cfa audit verify`, `cfa traces` and `cfa replay` read (the replay reproduces every order
+    action, each actor's session on its own)."""
+    from store_backends import schema_url
+
+    db = schema_url(pg_schema)
+    args = ["run", "-n", "6", "-s", "calm", "-s", "thin", "-s", "event-ladder", "--seed", "5"]
+    res = runner.invoke(
+        app, [*args, "--duration", "3m", "--executor", "ray", "--db", db, "--quiet", "--no-anchors"]
+    )
+    assert res.exit_code == 0, res.output
+    ((run_id, raw),) = _rows(db, "select run_id, payload from runs where kind = 'start'")
+    config = json.loads(raw)
+    assert len(config["actors"]) == 2
+    assert _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0
+    v = runner.invoke(app, ["audit", "verify", "--db", db])
+    assert v.exit_code == 0 and "OK" in v.output, v.output
+    t = runner.invoke(app, ["traces", "--db", db, "--run", run_id])
+    assert t.exit_code == 0, t.output
+    r = runner.invoke(app, ["replay", run_id, "--db", db])
+    assert r.exit_code == 0 and "every order action reproduced exactly" in r.output, r.output

@@ -662,6 +662,15 @@ class AgentRuntime:
     def _config(self, key: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": f"{self.session.run_id}:{key}"}}
 
+    def _decision_id(self) -> str:
+        """``<run>-<n>``, or ``<run>-<worker>-<n>`` in one of several sessions of a run (a
+        cluster actor), so that decision ids stay unique over the whole run."""
+        worker = getattr(self.session, "worker", None)
+        prefix = (
+            self.session.run_id[:8] if worker is None else f"{self.session.run_id[:8]}-{worker}"
+        )
+        return f"{prefix}-{self._decisions}"
+
     def _schedule_market(self, loop: MarketLoop, now: float) -> str:
         """Book a market decision due at ``now``: next due time, fill mark; its decision id."""
         t = loop.ticker
@@ -670,7 +679,7 @@ class AgentRuntime:
         self._fills_at_decision[t] = loop.account.fills
         self._last_decision[t] = now
         self._decisions += 1
-        return f"{self.session.run_id[:8]}-{self._decisions}"
+        return self._decision_id()
 
     def _schedule_governance(self, now: float) -> str:
         """Book a governance decision due at ``now`` (takes the waiting escalations)."""
@@ -678,7 +687,7 @@ class AgentRuntime:
         self._pending_seen = self.control.approvals.ids()
         self._decisions += 1
         self._gov_escalations, self.escalations = self.escalations, []
-        return f"{self.session.run_id[:8]}-{self._decisions}"
+        return self._decision_id()
 
     async def _invoke_market(
         self,

@@ -23,7 +23,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from cfa.audit import AuditError, AuditStore
 from cfa.audit.queries import AuditReader
 from cfa.audit.records import market_from_dict
 from cfa.control.tools import MARKET_TOOLS
-from cfa.core.types import TradingState
+from cfa.core.types import MarketInfo, TradingState
 from cfa.exchange.replay import AuditReplayExchange, Control
 from cfa.risk.policy import Policy
 from cfa.runtime.agents import load_prompt
@@ -105,18 +105,39 @@ class ExactReport:
         return not self.mismatches and all(a == b for a, b in self.per_market.values())
 
 
-async def replay_exact(db: str | Path, run_id: str) -> ExactReport:
-    """Re-run ``run_id`` from its recorded events and decisions; compare the order actions."""
-    run_id, config, _ = _run_config(db, run_id)
-    if "markets" not in config or "policy" not in config:
-        raise AuditError(
-            f"run {run_id} did not record its markets and policy; it cannot be replayed"
+def _sessions_of(
+    config: Mapping[str, Any], markets: Sequence[MarketInfo], policy: Policy
+) -> list[tuple[set[str], Policy, dict[str, int] | None]]:
+    """How the recorded run was split into sessions: one over every market, or for a cluster
+    run (``config["actors"]``, :mod:`cfa.runtime.cluster`) one per actor, with the actor's
+    share of the session-wide limits and the markets' numbers in the whole run (client ids)."""
+    actors = config.get("actors")
+    if not actors:
+        return [({m.ticker for m in markets}, policy, None)]
+    from cfa.runtime.cluster import actor_policy
+
+    numbers = {m.ticker: i for i, m in enumerate(markets)}
+    return [
+        (
+            set(a["markets"]),
+            actor_policy(policy, len(a["markets"]) / len(markets)),
+            {t: numbers[t] for t in a["markets"]},
         )
-    markets = [market_from_dict(m) for m in config["markets"]]
-    policy = Policy.model_validate(config["policy"])
+        for a in actors
+    ]
+
+
+async def _replay_session(
+    db: str | Path,
+    run_id: str,
+    markets: list[MarketInfo],
+    policy: Policy,
+    sink: MemorySink,
+    numbers: dict[str, int] | None,
+) -> list[MarketSummary]:
+    """Re-run one recorded session of ``run_id`` over ``markets`` into ``sink``."""
     ex = AuditReplayExchange(db, run_id, markets)
-    sink = MemorySink()
-    session = Session(ex, markets, policy, sink, f"replay-{run_id}")
+    session = Session(ex, markets, policy, sink, f"replay-{run_id}", market_numbers=numbers)
 
     def control(c: Control) -> None:
         if c.kind == "param":
@@ -137,7 +158,23 @@ async def replay_exact(db: str | Path, run_id: str) -> ExactReport:
             )
 
     ex.on_control = control
-    summaries = await session.run(govern=False)
+    return await session.run(govern=False)
+
+
+async def replay_exact(db: str | Path, run_id: str) -> ExactReport:
+    """Re-run ``run_id`` from its recorded events and decisions; compare the order actions."""
+    run_id, config, _ = _run_config(db, run_id)
+    if "markets" not in config or "policy" not in config:
+        raise AuditError(
+            f"run {run_id} did not record its markets and policy; it cannot be replayed"
+        )
+    markets = [market_from_dict(m) for m in config["markets"]]
+    policy = Policy.model_validate(config["policy"])
+    sink = MemorySink()
+    summaries: list[MarketSummary] = []
+    for tickers, pol, numbers in _sessions_of(config, markets, policy):
+        mine = [m for m in markets if m.ticker in tickers]
+        summaries += await _replay_session(db, run_id, mine, pol, sink, numbers)
     recorded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     with AuditReader.open(db) as reader:
         for row in reader.rows("orders", run_id=run_id):
