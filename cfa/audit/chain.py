@@ -11,9 +11,11 @@ Each row stores ``prev_hash`` (the ``hash`` of row ``seq - 1``; :data:`GENESIS` 
 * ``table`` is the table name; ``names`` the row's content columns — every column except
   ``seq``, ``prev_hash`` and ``hash`` — in the table's physical column order;
 * ``values`` the row's values of those columns as SQLite returns them (INTEGER → int, REAL →
-  float written as Python's shortest ``repr``, TEXT → str, NULL → null), with trailing NULLs
-  dropped, and ``names`` cut to the same length (so a nullable column added later at the end of a
-  table leaves the old rows' hashes unchanged).
+  float written as Python's shortest ``repr``, TEXT → str, NULL → null) — except that a
+  compressed ``zjson`` value is first decompressed into the ``json`` column it packs, and
+  counts as NULL itself (:mod:`cfa.audit.compact`: the hash covers the content, not the
+  bytes) — with trailing NULLs dropped, and ``names`` cut to the same length (so a nullable
+  column added later at the end of a table leaves the old rows' hashes unchanged).
 
 Because the table name, the column names, ``seq`` and ``prev_hash`` are all hashed, an edited
 value, a row moved to another table or position (a changed ``seq``), a renamed column, a deleted
@@ -48,6 +50,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from cfa.audit import postgres
+from cfa.audit.compact import packed_pairs, unpack
 from cfa.audit.encoding import encode_row_values, row_values_bytes
 from cfa.audit.errors import DB_ERRORS, AuditError, AuditIntegrityError
 from cfa.audit.schema import chained_tables, quote_ident
@@ -70,12 +73,15 @@ class ChainHead:
 class RowHasher:
     """Computes row hashes for one table with a fixed list of content columns."""
 
-    __slots__ = ("_bprefixes", "_full", "_ncols", "_prefixes", "names", "table")
+    __slots__ = ("_bprefixes", "_full", "_ncols", "_pairs", "_prefixes", "names", "table")
 
     def __init__(self, table: str, names: Sequence[str]) -> None:
         self.table = table
         self.names = tuple(names)
         self._ncols = len(self.names)
+        self._pairs = packed_pairs(table, self.names)
+        """Compressed columns and the text column each packs: their values are hashed as that
+        text (:mod:`cfa.audit.compact`)."""
         if not self._ncols:
             raise AuditError(f"{table}: a chained table needs content columns")
         t = json.dumps(table, ensure_ascii=False)
@@ -97,15 +103,26 @@ class RowHasher:
             n -= 1
         return self._prefixes[n], values[:n]
 
+    def content(self, seq: int, values: Sequence[Any]) -> Sequence[Any]:
+        """``values`` as the chain hashes them: compressed payloads decompressed into their
+        text column. :class:`AuditError` for bytes that do not decompress."""
+        for _ti, zi in self._pairs:
+            if len(values) > zi and values[zi] is not None:
+                return unpack(values, self._pairs, f"{self.table} seq {seq}")
+        return values
+
     def canonical(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
         """The canonical serialisation (see the module doc) of one row."""
-        prefix, vals = self._trimmed(values)
+        prefix, vals = self._trimmed(self.content(seq, values))
         return f'{prefix}{seq},"{prev_hash}",{encode_row_values(vals)}]'
 
     def digest(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
         """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush and
         verify). The values array is written by :func:`~cfa.audit.encoding.row_values_bytes`
-        (orjson, byte-identical) when it can, else by the stdlib encoder."""
+        (orjson, byte-identical) when it can, else by the stdlib encoder. Compressed values
+        are hashed as their text (:meth:`content`)."""
+        if self._pairs:
+            values = self.content(seq, values)
         if values[-1] is not None and len(values) == self._ncols:
             n = self._ncols
         else:
@@ -328,7 +345,9 @@ def _walk(
                     )
                 try:
                     good = digests[row[3]](seq, row[1], row[4 : ends[row[3]]]) == row[2]
-                except (UnicodeEncodeError, TypeError, ValueError, AuditError):
+                except AuditError as exc:  # e.g. compressed bytes that do not decompress
+                    return (seq, t, f"row content cannot be read ({exc}): edited?")
+                except (UnicodeEncodeError, TypeError, ValueError):
                     good = False
                 if not good:
                     return (seq, t, "row content does not match its hash (edited?)")
