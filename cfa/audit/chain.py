@@ -176,6 +176,12 @@ class VerifyResult:
     table: str | None = None
     head: ChainHead | None = None
     seconds: float = 0.0
+    base: ChainHead = ChainHead(0, GENESIS)
+    """Where the chain in this store starts: seq 0 and GENESIS, or, after a retention cut
+    (:mod:`cfa.audit.archive`), the last archived row (its seq and hash): the store holds rows
+    ``base.seq + 1 .. head.seq``."""
+    archived_in: str | None = None
+    """The archive file recorded for rows ``1 .. base.seq`` (None without a cut)."""
 
     def raise_for_error(self) -> None:
         """Raise :class:`AuditIntegrityError` with :attr:`reason` unless :attr:`ok`."""
@@ -316,17 +322,22 @@ def _merged(
 
 
 def _walk(
-    path: str, tables: dict[str, tuple[str, ...]], max_seq: int, anchor: ChainHead | None
+    path: str,
+    tables: dict[str, tuple[str, ...]],
+    max_seq: int,
+    anchor: ChainHead | None,
+    base: ChainHead = ChainHead(0, GENESIS),
 ) -> _Problem | None:
-    """Precise walk over all tables merged in seq order: the first problem, if any."""
+    """Precise walk over all tables merged in seq order, from the row after ``base``: the
+    first problem, if any."""
     conn = connect_readonly(path)
     try:
         names = list(tables)
         rows = _merged(conn, names, tables)
         digests = [RowHasher(t, tables[t]).digest for t in names]
         ends = [4 + len(tables[t]) for t in names]
-        expected = 1
-        prev = GENESIS
+        expected = base.seq + 1
+        prev = base.hash
         prev_table: str | None = None
         for chunk in rows:
             for row in chunk:
@@ -337,6 +348,13 @@ def _walk(
                     gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
                     return (expected, None, f"row seq {gap} missing (deleted?)")
                 if row[1] != prev:
+                    if seq == base.seq + 1 and base.seq:
+                        return (
+                            seq,
+                            t,
+                            f"prev_hash does not match the hash recorded for the archived seq "
+                            f"{base.seq} (rows deleted or rewritten?)",
+                        )
                     return (
                         seq,
                         t,
@@ -364,8 +382,16 @@ def _walk(
 
 
 def _anchor_problem(
-    conn: Any, tables: dict[str, tuple[str, ...]], anchor: ChainHead, max_seq: int
+    conn: Any,
+    tables: dict[str, tuple[str, ...]],
+    anchor: ChainHead,
+    max_seq: int,
+    base: ChainHead = ChainHead(0, GENESIS),
 ) -> _Problem | None:
+    if base.seq and anchor.seq <= base.seq:  # archived: only the cut's own hash is here
+        if anchor.seq == base.seq and anchor.hash != base.hash:
+            return (anchor.seq, None, "hash differs from the anchor (chain rewritten?)")
+        return None
     if anchor.seq > max_seq:
         return (
             max_seq + 1,
@@ -438,6 +464,13 @@ def verify(
         total = sum(s[0] for s in stats.values())
         max_seq = max((s[2] for s in stats.values() if s[0]), default=0)
         min_seq = min((s[1] for s in stats.values() if s[0]), default=1)
+        base, archived_in = ChainHead(0, GENESIS), None
+        if min_seq > 1:
+            from cfa.audit.cut import chain_basis  # the recorded retention cut, if any
+
+            basis = chain_basis(conn, min_seq)
+            if basis is not None:
+                base, archived_in = basis
         if min_seq < 1:
             t = next(t for t, s in stats.items() if s[0] and s[1] == min_seq)
             return VerifyResult(
@@ -451,12 +484,12 @@ def verify(
         if workers is None:
             workers = min(2, os.cpu_count() or 1)
         parts = 2 * workers if workers > 1 and total >= _PARALLEL_MIN_ROWS else 1
-        step = max(1, -(-max_seq // parts))
+        step = max(1, -(-(max_seq - base.seq) // parts))
         units = [
             (spath, t, tables[t], lo, min(lo + step - 1, max_seq))
             for t, s in stats.items()
             if s[0]
-            for lo in range(1, max_seq + 1, step)
+            for lo in range(base.seq + 1, max_seq + 1, step)
             if lo <= s[2] and lo + step - 1 >= s[1]
         ]
         if parts > 1:
@@ -464,8 +497,9 @@ def verify(
                 results = list(pool.map(_check_unit, *zip(*units, strict=True)))
         else:
             results = [_check_unit(*u) for u in units]
-        provide: dict[int, str] = {0: GENESIS}
-        clean = total == max_seq and all(r.bad_seq is None for r in results)
+        provide: dict[int, str] = {base.seq: base.hash}
+        # seqs base+1..max_seq, each once (see the comment above, with base for 0)
+        clean = total == max_seq - base.seq and all(r.bad_seq is None for r in results)
         for r in results:
             for k, h in r.provide.items():
                 if provide.setdefault(k, h) != h:
@@ -473,13 +507,18 @@ def verify(
         clean = clean and all(provide.get(k) == h for r in results for k, h in r.need.items())
         problem = None
         if clean and anchor is not None:
-            problem = _anchor_problem(conn, tables, anchor, max_seq)
+            problem = _anchor_problem(conn, tables, anchor, max_seq, base)
         if clean and problem is None:
             head = ChainHead(max_seq, provide[max_seq])
             dt = time.perf_counter() - t0
-            return VerifyResult(True, max_seq, None, f"OK: {max_seq} rows", None, head, dt)
+            n = max_seq - base.seq
+            reason = f"OK: {n} rows"
+            if base.seq:
+                reason += f" (seq {base.seq + 1}..{max_seq}; rows 1..{base.seq} archived in "
+                reason += f"{archived_in})"
+            return VerifyResult(True, n, None, reason, None, head, dt, base, archived_in)
         if problem is None:
-            problem = _walk(spath, tables, max_seq, anchor)
+            problem = _walk(spath, tables, max_seq, anchor, base)
         if problem is None:  # cannot happen if both paths are right; never report OK then
             problem = (max_seq, None, "inconsistent chain (fast and precise checks disagree)")
     except DB_ERRORS as exc:
@@ -487,4 +526,6 @@ def verify(
     finally:
         conn.close()
     seq, table, reason = problem
-    return VerifyResult(False, seq - 1, seq, reason, table, None, time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    rows = max(0, seq - 1 - base.seq)
+    return VerifyResult(False, rows, seq, reason, table, None, dt, base, archived_in)
