@@ -372,6 +372,12 @@ def archive(
     alive, detail = session_status(tgt)
     if alive:
         raise AuditError(f"{name}: a session is writing it ({detail}); archive between runs")
+    probe = connect_readonly(tgt)
+    try:
+        if archive_meta(probe) is not None:
+            raise AuditError(f"{name} is an archive file: archive the live store it came from")
+    finally:
+        probe.close()
     p = plan(tgt, before_ms)
     if p.rows == 0:
         why = p.stopped or "the store holds no rows after its last cut"
@@ -459,6 +465,7 @@ def archive(
     }
     conn = _admin_conn(tgt)
     try:
+        head: ChainHead | None = None
         if log is not None:
             from cfa.audit.sink import read_head
 
@@ -471,6 +478,10 @@ def archive(
             else:
                 new = _cut_sqlite(conn, p.last_seq, (record_id, payload))
         except DB_ERRORS as exc:
+            if log is not None and head is not None:  # this writer adds nothing: say so
+                log.append("close", head, run_id=record_id, first=first_hash, db=_db_label(tgt))
+            dest.unlink(missing_ok=True)  # a copy of rows still live would only mislead
+            dest_anchors.unlink(missing_ok=True)
             hint = ""
             if postgres.is_pg(conn):
                 hint = (
@@ -478,8 +489,7 @@ def archive(
                     f"owner; the {postgres.WRITER_ROLE} role cannot, by design)"
                 )
             raise AuditError(
-                f"cannot cut {name}: {exc}{hint}; the archive {dest} was written, the live "
-                "store is unchanged"
+                f"cannot cut {name}: {exc}{hint}; the live store is unchanged"
             ) from None
         if log is not None:
             log.append("close", new, run_id=record_id, first=first_hash, db=_db_label(tgt))

@@ -437,7 +437,10 @@ def verify(
 
     Checks every row of every chained table: seq runs 1, 2, 3, ... without gaps or duplicates,
     each ``prev_hash`` is the previous row's ``hash``, and each ``hash`` matches the row's
-    content (see the module doc). Files of :data:`_PARALLEL_MIN_ROWS` rows or more are checked
+    content (see the module doc). After a retention cut (:mod:`cfa.audit.cut`) the chain runs
+    from K+1 instead, and row K+1's ``prev_hash`` must be the hash recorded for row K (the
+    result's ``base`` and ``archived_in`` say so); without such a record, missing leading rows
+    are reported as deleted. Files of :data:`_PARALLEL_MIN_ROWS` rows or more are checked
     by ``workers`` processes (default ``min(2, CPUs)``; 1 = all in this process).
 
     ``anchor`` — a :class:`ChainHead` kept outside the file: the row at ``anchor.seq`` must exist
