@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,10 @@ def test_unfinished_run_and_bad_input_are_refused(tmp_path: Path) -> None:
     assert parse_before("1970-01-02") == 86_400 * S
     out = _cli("audit", "archive", "--db", db, "--before", "2999-01-01")
     assert out.exit_code == 2 and "has not ended" in out.output and "Traceback" not in out.output
+    with AuditStore.open(db) as store:  # a session writing the store: no cut under it
+        store.heartbeat("s1", "open", started=time.time())
+        with pytest.raises(AuditError, match="a session is writing it"):
+            archive(db, 10**12)
 
 
 def _old_format_copy(src: str, dst: str) -> None:
@@ -264,3 +269,35 @@ def test_forged_cut_hash_is_caught(tmp_path: Path) -> None:
     c.close()
     res = verify(db)
     assert not res.ok and res.first_bad_seq == 10 and "archived seq 9" in res.reason
+
+
+def test_rows_deleted_with_a_forged_cut_record_fail_the_anchors(tmp_path: Path) -> None:
+    """Without the signing key, a forged cut (rows 1..K deleted, a well-chained archive record
+    appended) passes the unkeyed chain but not the anchors: the record is unanchored."""
+    from cfa.audit.archive import _append_record
+    from cfa.audit.schema import chained_tables
+    from cfa.audit.sink import read_head
+
+    db = str(tmp_path / "a.db")
+    key = tmp_path / "k.key"
+    with AuditStore.open(db, anchors=_anchor_log(db, key)) as store:
+        _run(store, "r1", 10, 20)
+        _run(store, "r2", 30, 40)
+    c = sqlite3.connect(db, isolation_level=None)
+    (k_hash,) = c.execute("SELECT hash FROM runs WHERE seq = 9").fetchone()
+    for t in chained_tables(c):
+        c.execute(f"DROP TRIGGER IF EXISTS {t}_no_delete")
+        c.execute(f"DELETE FROM {t} WHERE seq <= 9")
+    record = {
+        "first_seq": 1,
+        "last_seq": 9,
+        "head_hash": k_hash,
+        "file": "nowhere.db",
+        "sha256": "0" * 64,
+        "rows": 9,
+    }
+    _append_record(c, chained_tables(c), read_head(c), ("archive-forged", record))
+    c.close()
+    assert verify(db).ok  # the chain alone cannot tell
+    check = check_anchors(db, default_anchor_path(db), writer_alive=False)
+    assert not check.ok and any(f.kind == "unanchored_tail" for f in check.findings), check

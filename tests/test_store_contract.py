@@ -403,7 +403,7 @@ def _admin_params(target: str, sqlite_sql: list[str], pg_sql: list[str], params:
 
 
 _UNGUARD = (
-    ["DROP TRIGGER market_events_no_update"],
+    ["DROP TRIGGER IF EXISTS market_events_no_update"],
     ["ALTER TABLE market_events DISABLE TRIGGER market_events_no_change"],
 )
 
@@ -516,5 +516,58 @@ def test_postgres_writer_role_cannot_archive(pg_schema: str, tmp_path: Path) -> 
         _fill(store, 3)
     with pytest.raises(AuditError, match=r"owner.*cfa_writer role cannot"):
         archive(writer, 50_000, out=tmp_path / "w.db")
+    assert not (tmp_path / "w.db").exists()  # no archive of rows that are still live
     res = verify(writer)
     assert res.ok and res.base.seq == 0 and res.head is not None and res.head.seq == 11
+
+
+def test_schema_1_store_still_verifies_reads_and_is_extended(store_target: str) -> None:
+    """A store as schema 1 left it (payloads as text, no payload_z column) verifies and reads;
+    a newer writer adds the column and compresses its own rows; the mixed store verifies."""
+    from cfa.audit.compact import decompress_text
+
+    with AuditStore.open(store_target) as store:
+        _fill(store, 4)
+    with AuditReader.open(store_target) as r:
+        before = list(r.rows("market_events"))
+        texts = [
+            (e["seq"], decompress_text(raw["payload_z"]))
+            for e, raw in zip(
+                before, r.db.query("SELECT seq, payload_z FROM market_events"), strict=True
+            )
+        ]
+    # back to schema 1, as its owner: text payloads, the column dropped, version 1
+    for seq, text in texts:
+        _admin_params(
+            store_target,
+            [*_UNGUARD[0], "UPDATE market_events SET payload = ?, payload_z = NULL WHERE seq = ?"],
+            [
+                *_UNGUARD[1],
+                "UPDATE market_events SET payload = %s, payload_z = NULL WHERE seq = %s",
+            ],
+            (text, seq),
+        )
+    _admin_sql(
+        store_target,
+        ["ALTER TABLE market_events DROP COLUMN payload_z", "PRAGMA user_version = 1"],
+        [
+            "ALTER TABLE market_events DROP COLUMN payload_z",
+            "ALTER TABLE market_events ENABLE TRIGGER market_events_no_change",
+            "UPDATE cfa_meta SET schema_version = 1",
+        ],
+    )
+    old = verify(store_target)
+    assert old.ok and old.rows == 14
+    with AuditReader.open(store_target) as r:
+        assert list(r.rows("market_events")) == before
+    with AuditStore.open(store_target) as store:  # extends it: column back, new rows compressed
+        _fill(store, 2)
+    res = verify(store_target)
+    assert res.ok and res.rows == 14 + 8
+    with AuditReader.open(store_target) as r:
+        assert list(r.rows("market_events"))[:4] == before
+        stored = [
+            (row["payload"] is None, row["payload_z"] is None)
+            for row in r.db.query("SELECT payload, payload_z FROM market_events ORDER BY seq")
+        ]
+    assert stored == [(False, True)] * 4 + [(True, False)] * 2

@@ -392,7 +392,14 @@ def archive(
         raise AuditError(f"anchor file {str(dest_anchors)!r} of the archive exists already")
     afile = _anchor_file_of(tgt)
     log = AnchorLog.open(afile, key_path) if afile is not None else None
-    notes: list[str] = []
+    if log is not None:  # refuse a store its anchors contradict before writing anything
+        from cfa.audit.sink import read_head
+
+        probe = connect_readonly(tgt)
+        try:
+            check_open(probe, name, log, read_head(probe))
+        finally:
+            probe.close()
     tmp = dest.with_name(dest.name + f".tmp-{secrets.token_hex(3)}")
     src = connect_readonly(tgt)
     try:
@@ -444,7 +451,41 @@ def archive(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    cut: list[bool] = []
+    try:
+        return _cut(tgt, p, dest, log, afile, head_hash, first_hash, before_ms, vacuum, t0, cut)
+    except BaseException:
+        if not cut:  # the live store was not cut: a copy of its rows would only mislead
+            dest.unlink(missing_ok=True)
+            Path(f"{dest}.anchors").unlink(missing_ok=True)
+        raise
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _cut(
+    tgt: str,
+    p: Plan,
+    dest: Path,
+    log: Any,
+    afile: Path | None,
+    head_hash: str,
+    first_hash: str | None,
+    before_ms: int,
+    vacuum: bool,
+    t0: float,
+    cut: list[bool],
+) -> ArchiveResult:
+    """Steps 2 (the anchors) to 4 of :func:`archive`, once the archive file is in place;
+    appends to ``cut`` once the live store's cut is committed (after that the archive is the
+    only copy of its rows and must stay, whatever fails next; a failed VACUUM is a note)."""
+    from cfa.audit.anchors import check_open
+
+    name = store_name(tgt)
+    notes: list[str] = []
     digest = _sha256(dest)
+    dest_anchors = Path(f"{dest}.anchors")
     copied = copy_anchor_prefix(afile, dest_anchors, p.last_seq) if afile is not None else 0
     if afile is not None and copied == 0:
         notes.append(f"no anchor of {afile} covers rows {p.first_seq}..{p.last_seq}")
@@ -480,8 +521,6 @@ def archive(
         except DB_ERRORS as exc:
             if log is not None and head is not None:  # this writer adds nothing: say so
                 log.append("close", head, run_id=record_id, first=first_hash, db=_db_label(tgt))
-            dest.unlink(missing_ok=True)  # a copy of rows still live would only mislead
-            dest_anchors.unlink(missing_ok=True)
             hint = ""
             if postgres.is_pg(conn):
                 hint = (
@@ -491,14 +530,16 @@ def archive(
             raise AuditError(
                 f"cannot cut {name}: {exc}{hint}; the live store is unchanged"
             ) from None
+        cut.append(True)
         if log is not None:
             log.append("close", new, run_id=record_id, first=first_hash, db=_db_label(tgt))
         if vacuum and not postgres.is_pg(conn):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("VACUUM")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                conn.execute("VACUUM")
+            except sqlite3.Error as exc:  # a reader holding the file: the cut stands anyway
+                notes.append(f"VACUUM skipped ({exc}): the file keeps its size until one runs")
     finally:
-        if log is not None:
-            log.close()
         conn.close()
     return ArchiveResult(
         p, dest, digest, copied, new, log is not None, time.perf_counter() - t0, notes
