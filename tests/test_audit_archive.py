@@ -301,3 +301,23 @@ def test_rows_deleted_with_a_forged_cut_record_fail_the_anchors(tmp_path: Path) 
     assert verify(db).ok  # the chain alone cannot tell
     check = check_anchors(db, default_anchor_path(db), writer_alive=False)
     assert not check.ok and any(f.kind == "unanchored_tail" for f in check.findings), check
+
+
+def test_parallel_fast_path_after_a_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path split into units over worker processes starts at the cut as well."""
+    from cfa.audit import chain as chain_mod
+
+    db = str(tmp_path / "a.db")
+    with AuditStore.open(db) as store:
+        for i in range(4):
+            _run(store, f"r{i}", 100 * i + 10, 100 * i + 20, n=30)
+    archive(db, 250 * S, vacuum=False)
+    monkeypatch.setattr(chain_mod, "_PARALLEL_MIN_ROWS", 0)
+    res = verify(db, workers=2)
+    assert res.ok and res.base.seq == 3 * 33 and res.rows == 33 + 1, res
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("DROP TRIGGER market_events_no_delete")
+    c.execute("DELETE FROM market_events WHERE seq = (SELECT max(seq) FROM market_events)")
+    c.close()
+    bad = verify(db, workers=2)
+    assert not bad.ok and bad.first_bad_seq is not None and bad.first_bad_seq > 3 * 33, bad
