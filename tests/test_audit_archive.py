@@ -199,6 +199,14 @@ def test_old_format_store_verifies_reads_and_archives(tmp_path: Path) -> None:
     assert verify(old).ok and verify(old).head == verify(new).head
     with AuditReader.open(old) as r_old, AuditReader.open(new) as r_new:
         assert list(r_old.rows("market_events")) == list(r_new.rows("market_events"))
+    # archived as it is (never opened by a writer): the text rows are compressed on the way
+    untouched = str(tmp_path / "untouched.db")
+    _old_format_copy(new, untouched)
+    res0 = archive(untouched, 25 * S, vacuum=False)
+    a = sqlite3.connect(res0.file)
+    packed = a.execute("SELECT count(payload), count(payload_z) FROM market_events").fetchone()
+    a.close()
+    assert packed == (0, 6) and verify(res0.file).head == verify(new).head
     # a newer writer adds the column and compresses from then on: a mixed store
     with AuditStore.open(old) as store:
         _run(store, "r2", 30, 40)

@@ -201,9 +201,15 @@ def _copy_rows(src: Any, dst: sqlite3.Connection, lo: int, hi: int) -> int:
         extra = set(cols) - set(dst_tables[t])
         if extra:
             raise AuditError(f"{t} has columns unknown to this cfa ({sorted(extra)}): upgrade cfa")
+        # a source of schema 1 lacks payload_z: select NULL for it, so old text gets packed
+        have = set(cols)
+        cols = (*cols, *(c for c in dst_tables[t] if c not in have and packed_in(t, c)))
         all_cols = ("seq", *cols, "prev_hash", "hash")
         names = ", ".join(quote_ident(c) for c in all_cols)
-        sql = f"SELECT {names} FROM {quote_ident(t)} WHERE seq BETWEEN ? AND ? ORDER BY seq"
+        exprs = ", ".join(
+            "NULL" if c in cols and c not in have else quote_ident(c) for c in all_cols
+        )
+        sql = f"SELECT {exprs} FROM {quote_ident(t)} WHERE seq BETWEEN ? AND ? ORDER BY seq"
         cur = src.stream(sql, (lo, hi)) if postgres.is_pg(src) else src.execute(sql, (lo, hi))
         ins = f"INSERT INTO {quote_ident(t)} ({names}) VALUES ({', '.join('?' * len(all_cols))})"
         pairs = packed_pairs(t, cols)
@@ -213,6 +219,12 @@ def _copy_rows(src: Any, dst: sqlite3.Connection, lo: int, hi: int) -> int:
             dst.executemany(ins, chunk)
             n += len(chunk)
     return n
+
+
+def packed_in(table: str, column: str) -> bool:
+    """Whether ``column`` of ``table`` is a compressed (``zjson``) column of this schema."""
+    spec = TABLES.get(table)
+    return spec is not None and any(c.name == column and c.packs for c in spec.columns)
 
 
 def _anchor_file_of(target: str) -> Path | None:
