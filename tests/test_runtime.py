@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from cfa.agents.reasoners.heuristic import HeuristicReasoner
-from cfa.audit import AuditStore
+from cfa.audit import AuditReader, AuditStore
 from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
 from cfa.risk.policy import load_policy
 from cfa.runtime.loop import LoopState
@@ -73,7 +72,8 @@ async def test_short_run_quotes_fills_and_records_everything(tmp_path: Path) -> 
     )
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     # Every event the loops consumed was recorded.
-    consumed = sum(json.loads(p)["n"] for (p,) in _q(db, "select payload from market_events"))
+    with AuditReader.open(db) as r:  # payloads are stored compressed: read them decoded
+        consumed = sum(row["payload"]["n"] for row in r.rows("market_events"))
     assert consumed == sum(loop.events for loop in session.loops.values())
     # Our accounting agrees with the exchange's positions.
     positions = {p.ticker: p.position for p in await ex.get_positions()}

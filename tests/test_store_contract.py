@@ -376,3 +376,198 @@ def test_process_writer_commits_on_every_backend(store_target: str) -> None:
     assert head.seq == 2 + 3 * 30
     res = verify(store_target)
     assert res.ok and res.head == head
+
+
+# --- compacted market events and retention ----------------------------------------------------
+
+
+def _admin_params(target: str, sqlite_sql: list[str], pg_sql: list[str], params: tuple) -> None:
+    """Like :func:`_admin_sql`, the last statement taking ``params`` (``?`` / ``%s``)."""
+    if target.startswith("postgresql://"):
+        schema = target.rsplit("%3D", 1)[1]
+        with admin() as c:  # type: ignore[attr-defined]
+            c.execute(f"SET search_path = {schema}")
+            for s in pg_sql[:-1]:
+                c.execute(s)
+            c.execute(pg_sql[-1], params)
+    else:
+        import sqlite3
+
+        c = sqlite3.connect(target, isolation_level=None)
+        try:
+            for s in sqlite_sql[:-1]:
+                c.execute(s)
+            c.execute(sqlite_sql[-1], params)
+        finally:
+            c.close()
+
+
+_UNGUARD = (
+    ["DROP TRIGGER IF EXISTS market_events_no_update"],
+    ["ALTER TABLE market_events DISABLE TRIGGER market_events_no_change"],
+)
+
+
+def test_market_events_are_compressed_and_hash_as_their_text(store_target: str) -> None:
+    import hashlib
+    import zlib
+
+    from cfa.audit.compact import ZSTD_MAGIC, decompress_text
+
+    with AuditStore.open(store_target) as store:
+        _fill(store, 5)
+    conn = connect_readonly(store_target)
+    try:
+        cur = conn.execute(
+            "SELECT seq, run_id, market, ts_ms, kind, exch_seq, payload, payload_z, prev_hash, "
+            "hash FROM market_events ORDER BY seq"
+        )
+        rows = cur.fetchall()
+    finally:
+        conn.close()
+    assert len(rows) == 5
+    for seq, rid, market, ts, kind, exch, payload, blob, prev, h in rows:
+        assert payload is None and bytes(blob)[:4] == ZSTD_MAGIC
+        text = decompress_text(bytes(blob))
+        assert len(bytes(blob)) < len(text.encode()) + 16
+        # the documented rule over the text, as a schema-1 store held it: the same hash
+        names = ["run_id", "market", "ts_ms", "kind", "exch_seq", "payload"]
+        canonical = json.dumps(
+            ["market_events", names, seq, prev, [rid, market, ts, kind, exch, text]],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        assert hashlib.sha256(canonical.encode()).hexdigest() == h
+    # re-compressed with another codec: no hash changes, readers see the same payload
+    seq, text = rows[2][0], decompress_text(bytes(rows[2][7]))
+    _admin_params(
+        store_target,
+        [*_UNGUARD[0], "UPDATE market_events SET payload_z = ? WHERE seq = ?"],
+        [*_UNGUARD[1], "UPDATE market_events SET payload_z = %s WHERE seq = %s"],
+        (zlib.compress(text.encode(), 9), seq),
+    )
+    assert verify(store_target).ok
+    with AuditReader.open(store_target) as r:
+        (ev,) = list(r.rows("market_events", after_seq=seq - 1, limit=1))
+        assert ev["payload"] == json.loads(text) and "payload_z" not in ev
+        raw = r.last("market_events", decode=False)
+        assert raw is not None and isinstance(raw["payload"], str) and "payload_z" not in raw
+
+
+def test_corrupt_compressed_payload_is_reported_not_raised(store_target: str) -> None:
+    with AuditStore.open(store_target) as store:
+        _fill(store, 5)
+    with AuditReader.open(store_target) as r:
+        seq = [e["seq"] for e in r.rows("market_events")][3]
+    _admin_params(
+        store_target,
+        [
+            *_UNGUARD[0],
+            "UPDATE market_events SET payload_z = substr(payload_z, 1, 12) WHERE seq = ?",
+        ],
+        [
+            *_UNGUARD[1],
+            "UPDATE market_events SET payload_z = substring(payload_z from 1 for 12) "
+            "WHERE seq = %s",
+        ],
+        (seq,),
+    )
+    res = verify(store_target)
+    assert not res.ok and res.first_bad_seq == seq and res.table == "market_events"
+    assert "cannot be read" in res.reason and "corrupt" in res.reason, res.reason
+    with AuditReader.open(store_target) as r, pytest.raises(AuditError, match=f"seq {seq}"):
+        list(r.rows("market_events"))
+
+
+def test_archive_cut_on_every_backend(store_target: str, tmp_path: Path) -> None:
+    from cfa.audit.archive import archive
+
+    with AuditStore.open(store_target, clock=lambda: 10.0) as store:
+        first = _fill(store, 4)
+    with AuditStore.open(store_target, clock=lambda: 99.0) as store:
+        second = _fill(store, 4)
+    res = archive(store_target, 50_000, out=tmp_path / "a1.db")
+    assert res.plan.runs == (first,) and res.plan.last_seq == 14
+    live, arch = verify(store_target), verify(res.file)
+    assert live.ok and live.base.seq == 14 and arch.ok and arch.head == live.base
+    with AuditReader.open(store_target) as r:
+        assert [x.run_id for x in r.runs()] == [second]
+        assert len(list(r.rows("fills"))) == 4
+    with AuditReader.open(res.file) as r:
+        assert [x.run_id for x in r.runs()] == [first]
+    res2 = archive(store_target, 200_000, out=tmp_path / "a2.db")
+    assert res2.plan.first_seq == 15 and res2.plan.runs == (second,)
+    assert verify(res2.file).ok and verify(store_target).base == verify(res2.file).head
+    with AuditReader.open(store_target) as r:
+        assert r.runs() == [] and r.counts()["fills"] == 0
+
+
+def test_postgres_writer_role_cannot_archive(pg_schema: str, tmp_path: Path) -> None:
+    from cfa.audit.archive import archive
+
+    with admin() as c:  # type: ignore[attr-defined]
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'cfa_writer'").fetchone():
+            c.execute("CREATE ROLE cfa_writer LOGIN")
+    owner = schema_url(pg_schema)
+    with AuditStore.open(owner):
+        pass
+    writer = _as(owner, "cfa_writer")
+    with AuditStore.open(writer, clock=lambda: 10.0) as store:
+        _fill(store, 3)
+    with pytest.raises(AuditError, match=r"owner.*cfa_writer role cannot"):
+        archive(writer, 50_000, out=tmp_path / "w.db")
+    assert not (tmp_path / "w.db").exists()  # no archive of rows that are still live
+    res = verify(writer)
+    assert res.ok and res.base.seq == 0 and res.head is not None and res.head.seq == 11
+
+
+def test_schema_1_store_still_verifies_reads_and_is_extended(store_target: str) -> None:
+    """A store as schema 1 left it (payloads as text, no payload_z column) verifies and reads;
+    a newer writer adds the column and compresses its own rows; the mixed store verifies."""
+    from cfa.audit.compact import decompress_text
+
+    with AuditStore.open(store_target) as store:
+        _fill(store, 4)
+    with AuditReader.open(store_target) as r:
+        before = list(r.rows("market_events"))
+        texts = [
+            (e["seq"], decompress_text(raw["payload_z"]))
+            for e, raw in zip(
+                before, r.db.query("SELECT seq, payload_z FROM market_events"), strict=True
+            )
+        ]
+    # back to schema 1, as its owner: text payloads, the column dropped, version 1
+    for seq, text in texts:
+        _admin_params(
+            store_target,
+            [*_UNGUARD[0], "UPDATE market_events SET payload = ?, payload_z = NULL WHERE seq = ?"],
+            [
+                *_UNGUARD[1],
+                "UPDATE market_events SET payload = %s, payload_z = NULL WHERE seq = %s",
+            ],
+            (text, seq),
+        )
+    _admin_sql(
+        store_target,
+        ["ALTER TABLE market_events DROP COLUMN payload_z", "PRAGMA user_version = 1"],
+        [
+            "ALTER TABLE market_events DROP COLUMN payload_z",
+            "ALTER TABLE market_events ENABLE TRIGGER market_events_no_change",
+            "UPDATE cfa_meta SET schema_version = 1",
+        ],
+    )
+    old = verify(store_target)
+    assert old.ok and old.rows == 14
+    with AuditReader.open(store_target) as r:
+        assert list(r.rows("market_events")) == before
+    with AuditStore.open(store_target) as store:  # extends it: column back, new rows compressed
+        _fill(store, 2)
+    res = verify(store_target)
+    assert res.ok and res.rows == 14 + 8
+    with AuditReader.open(store_target) as r:
+        assert list(r.rows("market_events"))[:4] == before
+        stored = [
+            (row["payload"] is None, row["payload_z"] is None)
+            for row in r.db.query("SELECT payload, payload_z FROM market_events ORDER BY seq")
+        ]
+    assert stored == [(False, True)] * 4 + [(True, False)] * 2

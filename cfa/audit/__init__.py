@@ -9,6 +9,10 @@
   :mod:`cfa.audit.sink` — batch commits, WAL checkpoints, the writer process;
   :mod:`cfa.audit.records` — rows from domain records and back; :mod:`cfa.audit.bench` —
   ``python -m cfa.audit.bench`` (write throughput, verify time).
+* :mod:`cfa.audit.compact` — ``market_events`` payloads stored compressed (the chain hashes
+  their text); :mod:`cfa.audit.archive` — retention, ``cfa audit archive`` (a verified prefix
+  of the chain moved to an archive file); :mod:`cfa.audit.cut` — where a store's chain starts
+  after such a cut.
 * :mod:`cfa.audit.anchors` — Ed25519-signed anchors of the chain head in a file outside the
   database, and their verification; :mod:`cfa.audit.integrity` — ``PRAGMA quick_check`` and the
   append-only triggers; :mod:`cfa.audit.heartbeat` — is a session running on this file?

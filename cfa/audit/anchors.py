@@ -414,12 +414,15 @@ class AnchorLog:
 
 
 def first_hash(conn: Any) -> str | None:
-    """The hash of the chain's row with seq 1 (None when the chain is empty)."""
+    """The hash of the chain's row with seq 1 (None when the chain is empty); after a
+    retention cut, the one recorded for the archived row 1 (:mod:`cfa.audit.cut`)."""
     for t in chained_tables(conn):
         r = conn.execute(f"SELECT hash FROM {quote_ident(t)} WHERE seq = 1").fetchone()
         if r is not None:
             return str(r[0])
-    return None
+    from cfa.audit.cut import original_first_hash
+
+    return original_first_hash(conn)
 
 
 def recorded_anchor_file(conn: Any) -> tuple[str, str] | None:
@@ -680,6 +683,63 @@ def _hashes_at(conn: Any, seqs: Sequence[int]) -> dict[int, str]:
     return out
 
 
+def _archived_hashes(
+    conn: Any, db: str, base: ChainHead, anchors: Sequence[Anchor], have: dict[int, str]
+) -> list[Finding]:
+    """Fill ``have`` for the anchors of rows archived by a retention cut (seq <= ``base.seq``):
+    from the archive files when present (:func:`cfa.audit.cut.archives_of`), the cut's own
+    recorded hash for ``base.seq``; anchors of archived rows that no archive present can check
+    are accepted (taken as matching) with a note saying so."""
+    from cfa.audit.cut import archives_of
+
+    want = sorted({a.seq for a in anchors if 0 < a.seq <= base.seq})
+    if not want:
+        return []
+    have[base.seq] = base.hash
+    notes: list[Finding] = []
+    unchecked = set(want) - {base.seq}
+    for lo, hi, path in archives_of(conn, db):
+        part = [s for s in want if lo <= s <= hi]
+        if not part:
+            continue
+        if path is None:
+            notes.append(
+                Finding(
+                    "note",
+                    "archived",
+                    f"{len(part)} anchor(s) of rows {lo}..{hi} not checked: their archive is "
+                    "not at hand (rows archived; the cut's recorded hash is checked)",
+                    lo,
+                    hi,
+                )
+            )
+            continue
+        c = connect_readonly(path)
+        try:
+            got = _hashes_at(c, part)
+        finally:
+            c.close()
+        for s_, h in got.items():
+            if s_ != base.seq:
+                have[s_] = h
+                unchecked.discard(s_)
+        notes.append(
+            Finding(
+                "note",
+                "archived",
+                f"anchors of rows {lo}..{hi} checked against the archive {path}",
+                lo,
+                hi,
+            )
+        )
+    for s_ in unchecked:  # no archive at hand for them: accepted, as the notes say
+        for a in anchors:
+            if a.seq == s_:
+                have[s_] = a.hash
+                break
+    return notes
+
+
 def _tables_between(conn: Any, lo: int, hi: int) -> str:
     parts = []
     for t in chained_tables(conn):
@@ -757,6 +817,13 @@ def check_anchors(
     conn = connect_readonly(dbp)
     try:
         have = _hashes_at(conn, [a.seq for a in anchors if 0 < a.seq <= top])
+        from cfa.audit.cut import archive_meta
+
+        meta = archive_meta(conn)
+        sealed = meta is not None and int(meta["last_seq"]) == top  # nobody writes an archive
+        base = chain.base.seq
+        if base:
+            findings.extend(_archived_hashes(conn, dbp, chain.base, anchors, have))
         db_first = have.get(1) or first_hash(conn)
         matched = 0
         first_bad: Anchor | None = None
@@ -888,6 +955,16 @@ def check_anchors(
                             w.line,
                         )
                     )
+        elif last_writer is not None and not beyond and first_bad is None and sealed:
+            findings.append(
+                Finding(
+                    "note",
+                    "archive",
+                    f"an archive (rows ..{top}): the writer of run {last_writer.run_id or '-'} "
+                    "went on in the live store after the cut",
+                    line=last_writer.line,
+                )
+            )
         elif last_writer is not None and not beyond and first_bad is None:
             if writer_alive is None:
                 from cfa.audit.heartbeat import session_status

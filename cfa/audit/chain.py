@@ -11,9 +11,11 @@ Each row stores ``prev_hash`` (the ``hash`` of row ``seq - 1``; :data:`GENESIS` 
 * ``table`` is the table name; ``names`` the row's content columns — every column except
   ``seq``, ``prev_hash`` and ``hash`` — in the table's physical column order;
 * ``values`` the row's values of those columns as SQLite returns them (INTEGER → int, REAL →
-  float written as Python's shortest ``repr``, TEXT → str, NULL → null), with trailing NULLs
-  dropped, and ``names`` cut to the same length (so a nullable column added later at the end of a
-  table leaves the old rows' hashes unchanged).
+  float written as Python's shortest ``repr``, TEXT → str, NULL → null) — except that a
+  compressed ``zjson`` value is first decompressed into the ``json`` column it packs, and
+  counts as NULL itself (:mod:`cfa.audit.compact`: the hash covers the content, not the
+  bytes) — with trailing NULLs dropped, and ``names`` cut to the same length (so a nullable
+  column added later at the end of a table leaves the old rows' hashes unchanged).
 
 Because the table name, the column names, ``seq`` and ``prev_hash`` are all hashed, an edited
 value, a row moved to another table or position (a changed ``seq``), a renamed column, a deleted
@@ -48,6 +50,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from cfa.audit import postgres
+from cfa.audit.compact import packed_pairs, unpack
 from cfa.audit.encoding import encode_row_values, row_values_bytes
 from cfa.audit.errors import DB_ERRORS, AuditError, AuditIntegrityError
 from cfa.audit.schema import chained_tables, quote_ident
@@ -70,12 +73,15 @@ class ChainHead:
 class RowHasher:
     """Computes row hashes for one table with a fixed list of content columns."""
 
-    __slots__ = ("_bprefixes", "_full", "_ncols", "_prefixes", "names", "table")
+    __slots__ = ("_bprefixes", "_full", "_ncols", "_pairs", "_prefixes", "names", "table")
 
     def __init__(self, table: str, names: Sequence[str]) -> None:
         self.table = table
         self.names = tuple(names)
         self._ncols = len(self.names)
+        self._pairs = packed_pairs(table, self.names)
+        """Compressed columns and the text column each packs: their values are hashed as that
+        text (:mod:`cfa.audit.compact`)."""
         if not self._ncols:
             raise AuditError(f"{table}: a chained table needs content columns")
         t = json.dumps(table, ensure_ascii=False)
@@ -97,15 +103,26 @@ class RowHasher:
             n -= 1
         return self._prefixes[n], values[:n]
 
+    def content(self, seq: int, values: Sequence[Any]) -> Sequence[Any]:
+        """``values`` as the chain hashes them: compressed payloads decompressed into their
+        text column. :class:`AuditError` for bytes that do not decompress."""
+        for _ti, zi in self._pairs:
+            if len(values) > zi and values[zi] is not None:
+                return unpack(values, self._pairs, f"{self.table} seq {seq}")
+        return values
+
     def canonical(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
         """The canonical serialisation (see the module doc) of one row."""
-        prefix, vals = self._trimmed(values)
+        prefix, vals = self._trimmed(self.content(seq, values))
         return f'{prefix}{seq},"{prev_hash}",{encode_row_values(vals)}]'
 
     def digest(self, seq: int, prev_hash: str, values: Sequence[Any]) -> str:
         """``hash`` of one row: hex SHA-256 of :meth:`canonical` (the hot path of flush and
         verify). The values array is written by :func:`~cfa.audit.encoding.row_values_bytes`
-        (orjson, byte-identical) when it can, else by the stdlib encoder."""
+        (orjson, byte-identical) when it can, else by the stdlib encoder. Compressed values
+        are hashed as their text (:meth:`content`)."""
+        if self._pairs:
+            values = self.content(seq, values)
         if values[-1] is not None and len(values) == self._ncols:
             n = self._ncols
         else:
@@ -159,6 +176,12 @@ class VerifyResult:
     table: str | None = None
     head: ChainHead | None = None
     seconds: float = 0.0
+    base: ChainHead = ChainHead(0, GENESIS)
+    """Where the chain in this store starts: seq 0 and GENESIS, or, after a retention cut
+    (:mod:`cfa.audit.archive`), the last archived row (its seq and hash): the store holds rows
+    ``base.seq + 1 .. head.seq``."""
+    archived_in: str | None = None
+    """The archive file recorded for rows ``1 .. base.seq`` (None without a cut)."""
 
     def raise_for_error(self) -> None:
         """Raise :class:`AuditIntegrityError` with :attr:`reason` unless :attr:`ok`."""
@@ -299,17 +322,22 @@ def _merged(
 
 
 def _walk(
-    path: str, tables: dict[str, tuple[str, ...]], max_seq: int, anchor: ChainHead | None
+    path: str,
+    tables: dict[str, tuple[str, ...]],
+    max_seq: int,
+    anchor: ChainHead | None,
+    base: ChainHead = ChainHead(0, GENESIS),
 ) -> _Problem | None:
-    """Precise walk over all tables merged in seq order: the first problem, if any."""
+    """Precise walk over all tables merged in seq order, from the row after ``base``: the
+    first problem, if any."""
     conn = connect_readonly(path)
     try:
         names = list(tables)
         rows = _merged(conn, names, tables)
         digests = [RowHasher(t, tables[t]).digest for t in names]
         ends = [4 + len(tables[t]) for t in names]
-        expected = 1
-        prev = GENESIS
+        expected = base.seq + 1
+        prev = base.hash
         prev_table: str | None = None
         for chunk in rows:
             for row in chunk:
@@ -320,6 +348,13 @@ def _walk(
                     gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
                     return (expected, None, f"row seq {gap} missing (deleted?)")
                 if row[1] != prev:
+                    if seq == base.seq + 1 and base.seq:
+                        return (
+                            seq,
+                            t,
+                            f"prev_hash does not match the hash recorded for the archived seq "
+                            f"{base.seq} (rows deleted or rewritten?)",
+                        )
                     return (
                         seq,
                         t,
@@ -328,7 +363,9 @@ def _walk(
                     )
                 try:
                     good = digests[row[3]](seq, row[1], row[4 : ends[row[3]]]) == row[2]
-                except (UnicodeEncodeError, TypeError, ValueError, AuditError):
+                except AuditError as exc:  # e.g. compressed bytes that do not decompress
+                    return (seq, t, f"row content cannot be read ({exc}): edited?")
+                except (UnicodeEncodeError, TypeError, ValueError):
                     good = False
                 if not good:
                     return (seq, t, "row content does not match its hash (edited?)")
@@ -345,8 +382,16 @@ def _walk(
 
 
 def _anchor_problem(
-    conn: Any, tables: dict[str, tuple[str, ...]], anchor: ChainHead, max_seq: int
+    conn: Any,
+    tables: dict[str, tuple[str, ...]],
+    anchor: ChainHead,
+    max_seq: int,
+    base: ChainHead = ChainHead(0, GENESIS),
 ) -> _Problem | None:
+    if base.seq and anchor.seq <= base.seq:  # archived: only the cut's own hash is here
+        if anchor.seq == base.seq and anchor.hash != base.hash:
+            return (anchor.seq, None, "hash differs from the anchor (chain rewritten?)")
+        return None
     if anchor.seq > max_seq:
         return (
             max_seq + 1,
@@ -392,7 +437,10 @@ def verify(
 
     Checks every row of every chained table: seq runs 1, 2, 3, ... without gaps or duplicates,
     each ``prev_hash`` is the previous row's ``hash``, and each ``hash`` matches the row's
-    content (see the module doc). Files of :data:`_PARALLEL_MIN_ROWS` rows or more are checked
+    content (see the module doc). After a retention cut (:mod:`cfa.audit.cut`) the chain runs
+    from K+1 instead, and row K+1's ``prev_hash`` must be the hash recorded for row K (the
+    result's ``base`` and ``archived_in`` say so); without such a record, missing leading rows
+    are reported as deleted. Files of :data:`_PARALLEL_MIN_ROWS` rows or more are checked
     by ``workers`` processes (default ``min(2, CPUs)``; 1 = all in this process).
 
     ``anchor`` — a :class:`ChainHead` kept outside the file: the row at ``anchor.seq`` must exist
@@ -419,6 +467,13 @@ def verify(
         total = sum(s[0] for s in stats.values())
         max_seq = max((s[2] for s in stats.values() if s[0]), default=0)
         min_seq = min((s[1] for s in stats.values() if s[0]), default=1)
+        base, archived_in = ChainHead(0, GENESIS), None
+        if min_seq > 1:
+            from cfa.audit.cut import chain_basis  # the recorded retention cut, if any
+
+            basis = chain_basis(conn, min_seq)
+            if basis is not None:
+                base, archived_in = basis
         if min_seq < 1:
             t = next(t for t, s in stats.items() if s[0] and s[1] == min_seq)
             return VerifyResult(
@@ -432,12 +487,12 @@ def verify(
         if workers is None:
             workers = min(2, os.cpu_count() or 1)
         parts = 2 * workers if workers > 1 and total >= _PARALLEL_MIN_ROWS else 1
-        step = max(1, -(-max_seq // parts))
+        step = max(1, -(-(max_seq - base.seq) // parts))
         units = [
             (spath, t, tables[t], lo, min(lo + step - 1, max_seq))
             for t, s in stats.items()
             if s[0]
-            for lo in range(1, max_seq + 1, step)
+            for lo in range(base.seq + 1, max_seq + 1, step)
             if lo <= s[2] and lo + step - 1 >= s[1]
         ]
         if parts > 1:
@@ -445,8 +500,9 @@ def verify(
                 results = list(pool.map(_check_unit, *zip(*units, strict=True)))
         else:
             results = [_check_unit(*u) for u in units]
-        provide: dict[int, str] = {0: GENESIS}
-        clean = total == max_seq and all(r.bad_seq is None for r in results)
+        provide: dict[int, str] = {base.seq: base.hash}
+        # seqs base+1..max_seq, each once (see the comment above, with base for 0)
+        clean = total == max_seq - base.seq and all(r.bad_seq is None for r in results)
         for r in results:
             for k, h in r.provide.items():
                 if provide.setdefault(k, h) != h:
@@ -454,13 +510,18 @@ def verify(
         clean = clean and all(provide.get(k) == h for r in results for k, h in r.need.items())
         problem = None
         if clean and anchor is not None:
-            problem = _anchor_problem(conn, tables, anchor, max_seq)
+            problem = _anchor_problem(conn, tables, anchor, max_seq, base)
         if clean and problem is None:
             head = ChainHead(max_seq, provide[max_seq])
             dt = time.perf_counter() - t0
-            return VerifyResult(True, max_seq, None, f"OK: {max_seq} rows", None, head, dt)
+            n = max_seq - base.seq
+            reason = f"OK: {n} rows"
+            if base.seq:
+                reason += f" (seq {base.seq + 1}..{max_seq}; rows 1..{base.seq} archived in "
+                reason += f"{archived_in})"
+            return VerifyResult(True, n, None, reason, None, head, dt, base, archived_in)
         if problem is None:
-            problem = _walk(spath, tables, max_seq, anchor)
+            problem = _walk(spath, tables, max_seq, anchor, base)
         if problem is None:  # cannot happen if both paths are right; never report OK then
             problem = (max_seq, None, "inconsistent chain (fast and precise checks disagree)")
     except DB_ERRORS as exc:
@@ -468,4 +529,6 @@ def verify(
     finally:
         conn.close()
     seq, table, reason = problem
-    return VerifyResult(False, seq - 1, seq, reason, table, None, time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    rows = max(0, seq - 1 - base.seq)
+    return VerifyResult(False, rows, seq, reason, table, None, dt, base, archived_in)

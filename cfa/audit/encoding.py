@@ -347,6 +347,8 @@ class ColType(enum.StrEnum):
     """INTEGER 0/1."""
     JSON = "json"
     """TEXT holding canonical JSON (see module doc)."""
+    ZJSON = "zjson"
+    """BLOB holding a ``json`` column's canonical text compressed (:mod:`cfa.audit.compact`)."""
 
 
 def norm_int(v: Any, what: str) -> int:

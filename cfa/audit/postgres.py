@@ -13,7 +13,7 @@ hash chain, anchors and queries are those of the SQLite store (:mod:`cfa.audit.s
   in the URL to keep several stores in one database). Types map one to one onto what SQLite
   returns, so the chain hashes the same values: INTEGER → ``BIGINT``, REAL → ``DOUBLE
   PRECISION``, TEXT/money/JSON → ``TEXT`` (payload JSON stays the canonical text, not ``jsonb``,
-  whose normalisation would change the hashed bytes).
+  whose normalisation would change the hashed bytes), compressed JSON → ``BYTEA``.
 * Writers serialise on a transaction-scoped advisory lock keyed by the schema
   (:data:`LOCK_SQL`): the equivalent of SQLite's ``BEGIN IMMEDIATE``, so several processes and
   hosts extend one chain without gaps.
@@ -56,6 +56,7 @@ _SQL_TYPE: Final = {
     "money": "TEXT",
     "bool": "BIGINT",
     "json": "TEXT",
+    "zjson": "BYTEA",
 }
 
 
@@ -386,6 +387,10 @@ def ensure_schema(conn: PgConnection, name: str) -> None:
                     f"EXECUTE FUNCTION {APPEND_ONLY_FUNCTION}()"
                 )
     conn.execute(HEARTBEAT_DDL)
+    conn.execute(
+        f"UPDATE {META_TABLE} SET schema_version = ? WHERE schema_version < ?",
+        [SCHEMA_VERSION, SCHEMA_VERSION],
+    )
     if (
         created
         and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", [WRITER_ROLE]).fetchone()

@@ -4,7 +4,10 @@ Readers open the file read-only (plain sqlite3 under a :class:`sqlite_utils.Data
 block the writer (WAL); on PostgreSQL a read-only connection whose big reads stream from a
 server-side cursor. Rows come back as dicts in ``seq`` order with typed values: ``json``
 columns decoded, ``money`` columns as :class:`~decimal.Decimal`, ``bool`` columns as ``bool``
-(``decode=False`` gives the stored values untouched, as the chain hashes them).
+(``decode=False`` gives the values as the chain hashes them: JSON as its canonical text).
+Compressed payloads (:mod:`cfa.audit.compact`) are decompressed transparently: a row of
+``market_events`` has its ``payload`` whether it was stored as text (old rows) or compressed
+(new rows), and no ``payload_z``.
 
 Reads by run use the run's seq range (from its ``runs`` rows) before filtering on ``run_id``,
 so the unindexed ``market_events`` table is scanned only over that run's span.
@@ -24,6 +27,7 @@ from typing import Any
 
 from cfa.audit import postgres
 from cfa.audit.chain import GENESIS, ChainHead, VerifyResult, connect_readonly, store_name, verify
+from cfa.audit.compact import decompress_text
 from cfa.audit.encoding import ColType
 from cfa.audit.errors import AuditError
 from cfa.audit.schema import TABLES, chained_tables, quote_ident
@@ -182,22 +186,36 @@ class AuditReader:
             params.append(after_seq)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def _decoder(self, table: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def _decoder(
+        self, table: str, decode: bool = True
+    ) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """What turns a stored row into the row readers see: a compressed payload
+        (:mod:`cfa.audit.compact`) becomes its text in the column it packs, and its own column
+        is dropped (always, so old and new rows look alike); with ``decode`` also the typed
+        values. None when there is nothing to do."""
         spec = TABLES.get(table)
-        conv = (
-            [(c.name, _DECODERS[c.type]) for c in spec.columns if c.type in _DECODERS]
-            if spec
-            else []
-        )
+        if spec is None:
+            return None
+        have = self._tables.get(table, ())
+        packed = [(c.packs, c.name) for c in spec.columns if c.packs is not None and c.name in have]
+        conv = [(c.name, _DECODERS[c.type]) for c in spec.columns if c.type in _DECODERS]
+        if not decode:
+            conv = []
+        if not packed and not conv:
+            return None
 
-        def decode(row: dict[str, Any]) -> dict[str, Any]:
+        def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+            for text, z in packed:
+                blob = row.pop(z, None)
+                if blob is not None:
+                    row[text] = decompress_text(blob, f"{table} seq {row.get('seq')}")
             for name, fn in conv:
                 v = row.get(name)
                 if v is not None:
                     row[name] = fn(v)
             return row
 
-        return decode
+        return decode_row
 
     def rows(
         self,
@@ -219,7 +237,7 @@ class AuditReader:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        dec = self._decoder(table) if decode else None
+        dec = self._decoder(table, decode)
         for row in self.db.query(sql, params):
             yield dec(row) if dec else row
 
@@ -280,7 +298,8 @@ class AuditReader:
         )
         if not rows:
             return None
-        return self._decoder(table)(rows[0]) if decode else rows[0]
+        dec = self._decoder(table, decode)
+        return dec(rows[0]) if dec else rows[0]
 
     def head(self) -> ChainHead:
         """The last row of the chain (seq 0 and :data:`GENESIS` for an empty file)."""

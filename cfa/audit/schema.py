@@ -33,8 +33,10 @@ from cfa.audit import heartbeat, postgres
 from cfa.audit.encoding import ColType
 from cfa.audit.errors import AuditError, AuditIntegrityError
 
-SCHEMA_VERSION: Final = 1
-"""``PRAGMA user_version`` of a cfa audit store written by this code."""
+SCHEMA_VERSION: Final = 2
+"""``PRAGMA user_version`` of a cfa audit store written by this code. 2: compressed
+``market_events.payload_z`` (older code would misread those rows as edited, so it refuses a
+version-2 file) and the ``archive`` kind of ``runs``."""
 APPLICATION_ID: Final = 0x63666161
 """``PRAGMA application_id`` marking a SQLite file as a cfa audit store (ASCII ``cfaa``)."""
 
@@ -51,6 +53,9 @@ class Column:
     required: bool = False
     choices: frozenset[str] | None = None
     doc: str = ""
+    packs: str | None = None
+    """For a ``zjson`` column: the ``json`` column whose canonical text it stores compressed
+    (:mod:`cfa.audit.compact`); the chain hashes the row as if the text were in that column."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +80,9 @@ def _c(
     required: bool = False,
     choices: tuple[str, ...] | None = None,
     doc: str = "",
+    packs: str | None = None,
 ) -> Column:
-    return Column(name, type_, required, frozenset(choices) if choices else None, doc)
+    return Column(name, type_, required, frozenset(choices) if choices else None, doc, packs)
 
 
 _T, _I, _R, _M, _B, _J = (
@@ -94,7 +100,10 @@ COMMON_COLUMNS: Final = (
     _c("ts_ms", _I, True, doc="UTC epoch milliseconds"),
 )
 
-RUN_KINDS: Final = ("start", "end", "note")
+RUN_KINDS: Final = ("start", "end", "note", "archive")
+"""``runs.kind``: run boundaries, operator notes, and ``archive``: the record of a retention
+cut (:mod:`cfa.audit.archive`; payload: the archived seq range, the hash at its end, the
+archive file and its SHA-256)."""
 ORDER_ACTIONS: Final = (
     "place",
     "amend",
@@ -139,10 +148,17 @@ TABLES: Final[dict[str, TableSpec]] = {
             "market_events",
             "Everything the loop consumed from the exchange: book snapshots and deltas, trades, "
             "ticker updates, status changes, settlements. exch_seq is the exchange's sequence "
-            "number where it has one; payload the event in cfa's units.",
+            "number where it has one; payload the event in cfa's units (new rows: NULL, the "
+            "text compressed in payload_z instead).",
             _c("kind", _T, True, doc="snapshot/delta/trade/ticker/status/settlement/..."),
             _c("exch_seq", _I),
             _c("payload", _J),
+            _c(
+                "payload_z",
+                ColType.ZJSON,
+                doc="payload's canonical JSON text, compressed (cfa.audit.compact)",
+                packs="payload",
+            ),
             indexed=False,
         ),
         _table(
@@ -239,6 +255,7 @@ _SQL_TYPE: Final = {
     ColType.MONEY: "TEXT",
     ColType.BOOL: "INTEGER",
     ColType.JSON: "TEXT",
+    ColType.ZJSON: "BLOB",
 }
 _PY_TYPE: Final = {
     ColType.INT: int,
@@ -247,12 +264,22 @@ _PY_TYPE: Final = {
     ColType.MONEY: str,
     ColType.BOOL: int,
     ColType.JSON: str,
+    ColType.ZJSON: bytes,
 }
 
 
 def quote_ident(name: str) -> str:
     """SQL identifier quoting."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def trigger_ddl(table: str, op: str) -> str:
+    """The SQLite append-only trigger of ``table`` for ``op`` (``UPDATE`` or ``DELETE``)."""
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS {quote_ident(f'{table}_no_{op.lower()}')} "
+        f"BEFORE {op} ON {quote_ident(table)} "
+        "BEGIN SELECT RAISE(ABORT, 'cfa audit tables are append-only'); END"
+    )
 
 
 def chained_tables(conn: Any) -> dict[str, tuple[str, ...]]:
@@ -331,11 +358,7 @@ def ensure_schema(conn: Any, path: str) -> None:
                 f"ON {quote_ident(spec.name)} (run_id, market)"
             )
         for op in ("UPDATE", "DELETE"):
-            conn.execute(
-                f"CREATE TRIGGER IF NOT EXISTS {quote_ident(f'{spec.name}_no_{op.lower()}')} "
-                f"BEFORE {op} ON {quote_ident(spec.name)} "
-                "BEGIN SELECT RAISE(ABORT, 'cfa audit tables are append-only'); END"
-            )
+            conn.execute(trigger_ddl(spec.name, op))
     conn.execute(heartbeat.DDL)
     if app_id != APPLICATION_ID:
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

@@ -3,9 +3,11 @@
 :class:`ChainWriter` writes one batch of already-validated rows in one transaction
 (``BEGIN IMMEDIATE``): it reads the chain head (cached, re-read only when another connection
 committed, per ``PRAGMA data_version``), gives the rows the next seq numbers in order, computes
-their hashes and inserts them with one ``executemany`` per table. :class:`AuditStore` uses it
-in-process (``writer="inline"``) or through :class:`WriterProcess` (``writer="process"``), a
-child process that owns its own connection so hashing and SQLite run on another core.
+their hashes, compresses the payloads of ``zjson`` columns (:mod:`cfa.audit.compact`: the hash
+is over the text, computed first) and inserts them with one ``executemany`` per table.
+:class:`AuditStore` uses it in-process (``writer="inline"``) or through
+:class:`WriterProcess` (``writer="process"``), a child process that owns its own connection
+so hashing, compression and SQLite run on another core.
 
 :class:`Checkpointer` copies the WAL into the database file on a thread of its own: SQLite runs
 a checkpoint as one C call with the GIL released, so this overlaps with Python work instead of
@@ -34,6 +36,7 @@ from typing import Any, Final
 
 from cfa.audit import postgres
 from cfa.audit.chain import GENESIS, ChainHead, RowHasher
+from cfa.audit.compact import pack, packed_pairs
 from cfa.audit.errors import DB_ERRORS, AuditError
 from cfa.audit.schema import chained_tables, quote_ident
 
@@ -80,11 +83,13 @@ def configure_writer(conn: sqlite3.Connection, checkpoint_thread: bool) -> None:
 class TableSink:
     """Insert statement and row hasher of one table, for a fixed list of content columns."""
 
-    __slots__ = ("all_columns", "digest", "insert_sql", "name", "ncols")
+    __slots__ = ("all_columns", "digest", "insert_sql", "name", "ncols", "pairs")
 
     def __init__(self, name: str, columns: Sequence[str]) -> None:
         self.name = name
         self.ncols = len(columns)
+        self.pairs = packed_pairs(name, columns)
+        """Text columns stored compressed at commit (:mod:`cfa.audit.compact`)."""
         self.all_columns = ("seq", *columns, "prev_hash", "hash")
         self.digest = RowHasher(name, columns).digest
         cols = ", ".join(quote_ident(c) for c in ("seq", *columns, "prev_hash", "hash"))
@@ -152,7 +157,10 @@ class ChainWriter:
             groups: dict[str, list[tuple[Any, ...]]] = {}
             for name, values in zip(tables, batch, strict=True):
                 seq += 1
-                h = sinks[name].digest(seq, prev, values)
+                sink = sinks[name]
+                h = sink.digest(seq, prev, values)
+                if sink.pairs:  # hashed as text (above), stored compressed
+                    values = pack(values, sink.pairs)
                 rows = groups.get(name)
                 if rows is None:
                     rows = groups[name] = []

@@ -160,7 +160,8 @@ class _TableWriter:
             raise AuditError(f"table {name} lacks columns {missing}")
         self.name = name
         self.columns = physical
-        self.allowed = frozenset(by_name)
+        # compressed columns are filled at commit from their text column, never by callers
+        self.allowed = frozenset(n for n, c in by_name.items() if c.type is not ColType.ZJSON)
         self.encode: Callable[[Mapping[str, Any], AuditStore], tuple[Any, ...]] = _compile_encoder(
             name, [by_name.get(n) for n in physical]
         )
@@ -181,7 +182,7 @@ def _compile_encoder(
     lines = ["def encode(row, store):", "    get = row.get"]
     for i, col in enumerate(cols):
         v = f"v{i}"
-        if col is None:
+        if col is None or col.type is ColType.ZJSON:  # unknown here / packed at commit
             lines.append(f"    {v} = None")
             continue
         what = f"{table}.{col.name}"

@@ -3,6 +3,8 @@
 * ``cfa audit verify`` walks the hash chain, checks the append-only triggers, and compares the
   chain with its signed anchors (``--anchors FILE``; by default ``<db>.anchors`` when it exists),
   optionally against a pinned public key (``--public-key``).
+* ``cfa audit archive`` moves finished runs (a prefix of the chain) into an archive file and
+  cuts them from the live store (:mod:`cfa.audit.archive`).
 * ``cfa audit key`` prints the public key of the anchor signing key (creating the key on first
   use), to pin it.
 
@@ -33,7 +35,8 @@ _ANCHOR = re.compile(r"^\s*(\d+)\s*[:=]\s*([0-9a-fA-F]{64})\s*$")
 
 @audit_app.callback()
 def _audit() -> None:
-    """Check the audit store: ``cfa audit verify``; ``cfa audit key`` for the anchor key."""
+    """Check the audit store: ``cfa audit verify``; ``cfa audit archive`` for retention;
+    ``cfa audit key`` for the anchor key."""
 
 
 @audit_app.command("verify")
@@ -191,6 +194,9 @@ def _json(
         "reason": res.reason,
         "head": None if res.head is None else {"seq": res.head.seq, "hash": res.head.hash},
         "anchor": None if head is None else {"seq": head.seq, "hash": head.hash},
+        "archived": None
+        if not res.base.seq
+        else {"last_seq": res.base.seq, "hash": res.base.hash, "file": res.archived_in},
         "triggers_missing": triggers,
         "anchors": None,
         "notes": [{"level": lv, "message": m} for lv, m in notes],
@@ -240,6 +246,11 @@ def _print(
             + (" (anchor matches)" if head is not None else "")
         )
         console.print(f"head (keep as an anchor): {res.head.seq}:{res.head.hash}")
+        if res.base.seq:
+            console.print(
+                f"rows 1..{res.base.seq} archived in {escape(str(res.archived_in))}; this store "
+                f"holds seq {res.base.seq + 1}..{res.head.seq}"
+            )
     else:
         where = f" in {res.table}" if res.table else ""
         console.print(
@@ -278,6 +289,107 @@ def _print(
             console.print(f"{_STYLE[f.level]}: {escape(f.message)}")
     for level, message in notes:
         console.print(f"{_STYLE[level]}: {escape(message)}")
+
+
+@audit_app.command("archive")
+def archive_cmd(
+    db: Annotated[
+        str, typer.Option(help="Live audit store: a SQLite file or a postgresql:// URL.")
+    ] = "cfa.db",
+    before: Annotated[
+        str,
+        typer.Option(
+            help="Archive the runs that ended before this UTC date or date-time "
+            "(2026-12-01, 2026-12-01T12:00Z), by the store's clock (runs.ts_ms).",
+        ),
+    ] = "",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Archive file to create (SQLite; default <db>.archive-<first>-<last>.db)."
+        ),
+    ] = None,
+    vacuum: Annotated[
+        bool, typer.Option(help="SQLite: VACUUM afterwards to give the space back.")
+    ] = True,
+    anchor_key: Annotated[
+        Path | None,
+        typer.Option(help="Key that signs the cut's anchors (default: as for `cfa run`)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be archived.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Move finished runs into an archive file (a prefix of the chain, seq 1..K, verified and
+    anchored on its own) and cut them from the live store, which records the cut in its chain.
+    An administrative act: it needs the store's owner (on PostgreSQL not cfa_writer)."""
+    from cfa.audit.archive import archive, parse_before, plan
+
+    if not before:
+        raise fail("--before DATE is required (e.g. --before 2026-12-01)")
+    try:
+        before_ms = parse_before(before)
+        if dry_run:
+            p = plan(db, before_ms)
+            obj = {
+                "db": str(db),
+                "first_seq": p.first_seq,
+                "last_seq": p.last_seq,
+                "rows": p.rows,
+                "runs": list(p.runs),
+                "stopped": p.stopped,
+            }
+            if as_json:
+                typer.echo(json.dumps(obj))
+            else:
+                typer.echo(
+                    f"would archive rows {p.first_seq}..{p.last_seq} ({p.rows:,} rows, "
+                    f"{len(p.runs)} runs) of {db}"
+                    if p.rows
+                    else f"nothing to archive in {db}"
+                )
+                if p.stopped:
+                    typer.echo(p.stopped)
+            return
+        res = archive(db, before_ms, out=out, vacuum=vacuum, key_path=anchor_key)
+    except AuditError as exc:
+        raise fail(str(exc)) from None
+    p = res.plan
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "db": str(db),
+                    "archive": str(res.file),
+                    "sha256": res.sha256,
+                    "first_seq": p.first_seq,
+                    "last_seq": p.last_seq,
+                    "rows": p.rows,
+                    "runs": list(p.runs),
+                    "stopped": p.stopped,
+                    "anchors_copied": res.anchors_copied,
+                    "record_seq": res.record.seq,
+                    "live_anchored": res.live_anchored,
+                    "seconds": round(res.seconds, 3),
+                    "notes": res.notes,
+                }
+            )
+        )
+        return
+    typer.echo(
+        f"archived rows {p.first_seq}..{p.last_seq} ({p.rows:,} rows, {len(p.runs)} runs) into "
+        f"{res.file} (sha256 {res.sha256[:16]}…, {res.anchors_copied} anchors) in "
+        f"{res.seconds:.2f} s"
+    )
+    typer.echo(
+        f"cut recorded in {db} at seq {res.record.seq}"
+        + (" (anchored)" if res.live_anchored else " (no anchor file)")
+    )
+    if p.stopped:
+        typer.echo(p.stopped)
+    for n in res.notes:
+        typer.echo(f"note: {n}")
 
 
 @audit_app.command("key")
