@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -65,7 +64,12 @@ def variants(base: str, n: int, out: Path) -> list[str]:
 
 
 def start_run(
-    db: Path, names: list[str], seconds: float, speed: float | None, actors: int, seed: int = 1
+    db: Path | str,
+    names: list[str],
+    seconds: float,
+    speed: float | None,
+    actors: int,
+    seed: int = 1,
 ) -> Any:
     from cfa.audit import AuditStore
     from cfa.exchange.sim import DEFAULT_START_TS
@@ -89,17 +93,44 @@ def start_run(
     return run, store
 
 
-def traffic(db: Path) -> dict[str, int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        actions = dict(c.execute("select action, count(*) from orders group by action").fetchall())
-        (fills,) = c.execute("select count(*) from fills").fetchone()
+def _q(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of a read of the store (SQLite file or PostgreSQL URL)."""
+    from cfa.audit.chain import connect_readonly
+
+    conn = connect_readonly(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
+def store_for(args: argparse.Namespace, tmp: Path, name: str) -> str:
+    """Where one configuration's store goes: ``tmp/<name>.db``, or with ``--pg URL`` a fresh
+    schema of that PostgreSQL database."""
+    base: str | None = args.pg
+    if base is None:
+        return str(tmp / f"{name}.db")
+    import secrets
+
+    import psycopg
+
+    schema = f"cfa_bench_{name.replace('-', '_')}_{secrets.token_hex(3)}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def traffic(db: Path | str) -> dict[str, int]:
+    actions = dict(_q(db, "select action, count(*) from orders group by action"))
+    ((fills,),) = _q(db, "select count(*) from fills")
     return {"placed": int(actions.get("place", 0)), "fills": int(fills)}
 
 
 def throughput(args: argparse.Namespace, tmp: Path, names: list[str]) -> list[dict[str, Any]]:
     out = []
     for k in args.actors:
-        db = tmp / f"tp-{k}.db"
+        db = store_for(args, tmp, f"tp-{k}")
         t0 = time.perf_counter()
         run, store = start_run(db, names, args.seconds, None, k)
         run.start()
@@ -135,7 +166,7 @@ def throughput(args: argparse.Namespace, tmp: Path, names: list[str]) -> list[di
 def realtime(args: argparse.Namespace, tmp: Path, names: list[str]) -> list[dict[str, Any]]:
     out = []
     for k in args.actors:
-        db = tmp / f"rt-{k}.db"
+        db = store_for(args, tmp, f"rt-{k}")
         run, store = start_run(db, names, args.rt_seconds, 1.0, k)
         t0 = time.perf_counter()
         run.start()
@@ -161,23 +192,19 @@ def realtime(args: argparse.Namespace, tmp: Path, names: list[str]) -> list[dict
     return out
 
 
-def _results(db: Path, seq: int) -> list[dict[str, Any]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        rows = c.execute(
-            "select payload from governance_actions where seq > ? order by seq", (seq,)
-        ).fetchall()
+def _results(db: Path | str, seq: int) -> list[dict[str, Any]]:
+    rows = _q(db, "select payload from governance_actions where seq > ? order by seq", seq)
     return [json.loads(p) for (p,) in rows]
 
 
-def _max_seq(db: Path) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        return int(c.execute("select max(seq) from governance_actions").fetchone()[0] or 0)
+def _max_seq(db: Path | str) -> int:
+    return int(_q(db, "select max(seq) from governance_actions")[0][0] or 0)
 
 
 def killswitch(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     names = variants("calm", 2, tmp)
     names = [names[i % 2] for i in range(args.ks_markets)]
-    db = tmp / "ks.db"
+    db = store_for(args, tmp, "ks")
     run, store = start_run(db, names, 3600, args.ks_speed, 2)
     run_id = run.start()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -188,12 +215,9 @@ def killswitch(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait for both actors to quote (after warm-up)
             run.poll(0.25)
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-                n = c.execute(
-                    "select count(distinct market) from orders where action = 'place'"
-                ).fetchone()[0]
-                if n >= min(4, args.ks_markets) and c.execute(placed).fetchone()[0]:
-                    break
+            n = _q(db, "select count(distinct market) from orders where action = 'place'")[0][0]
+            if n >= min(4, args.ks_markets) and _q(db, placed)[0][0]:
+                break
         for i in range(args.repeat * 2):
             action = "halt" if i % 2 == 0 else "resume"
             seq = _max_seq(db)
@@ -261,6 +285,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cpus", type=int, default=None)
     ap.add_argument("--address", default=None)
+    ap.add_argument(
+        "--pg", default=None, metavar="URL", help="one PostgreSQL store (a fresh schema each)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     from cfa.runtime.cluster import init_ray
