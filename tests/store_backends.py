@@ -45,6 +45,17 @@ def schema_url(schema: str, user: str | None = None) -> str:
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
+def rows(db: Path | str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Rows of a read of the store at ``db`` (a SQLite file or a PostgreSQL URL)."""
+    from cfa.audit.chain import connect_readonly
+
+    conn = connect_readonly(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
 def admin() -> object:
     """An autocommit psycopg connection to the test database as the server's owner role."""
     import psycopg

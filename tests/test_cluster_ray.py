@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from store_backends import rows as _rows
 from typer.testing import CliRunner
 
 from cfa.audit import AuditStore, verify
-from cfa.audit.chain import connect_readonly
 from cfa.cli import app
 from cfa.core.types import OrderRequest, Side
 from cfa.exchange.sim import DEFAULT_START_TS, SimExchange
@@ -89,15 +89,6 @@ def test_a_market_streams_the_same_events_alone_and_in_a_group() -> None:
 
 
 # -- a whole run through the CLI --------------------------------------------------------------
-
-
-def _rows(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Rows of a read of the store (a SQLite file or a PostgreSQL URL)."""
-    conn = connect_readonly(db)
-    try:
-        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
-    finally:
-        conn.close()
 
 
 def test_eight_markets_over_two_actors_write_one_verified_store(tmp_path: Path) -> None:

@@ -11,23 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_backends import rows as _rows
 from typer.testing import CliRunner
 
 from cfa.audit import AuditError
-from cfa.audit.chain import connect_readonly
 from cfa.audit.errors import DB_ERRORS
 from cfa.cli import app
 
 runner = CliRunner()
-
-
-def _rows(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Rows of a read of the store (a SQLite file or a PostgreSQL URL)."""
-    conn = connect_readonly(db)
-    try:
-        return [tuple(r) for r in conn.execute(sql, args).fetchall()]
-    finally:
-        conn.close()
 
 
 def _applied(db: Path | str, after_seq: int, actor: str | None = None) -> list[tuple[int, str]]:

@@ -202,15 +202,7 @@ class PgConnection:
     # --- the sqlite3 surface ---------------------------------------------------------------
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgCursor:
-        try:
-            cur = self._conn.cursor()
-            if params:
-                cur.execute(_pg_sql(sql), params)
-            else:
-                cur.execute(sql)
-        except Exception as exc:
-            raise _wrap(exc, self._conn) from exc
-        return PgCursor(cur, self._conn)
+        return self._run(self._conn.cursor(), sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
@@ -226,8 +218,16 @@ class PgConnection:
         try:
             if not self.in_transaction:
                 self._conn.execute("BEGIN")
-            cur = self._conn.cursor(name=f"cfa_stream_{self._streams}")
-            cur.itersize = 10_000
+        except Exception as exc:
+            raise _wrap(exc, self._conn) from exc
+        cur = self._conn.cursor(name=f"cfa_stream_{self._streams}")
+        cur.itersize = 10_000
+        return self._run(cur, sql, params)
+
+    def _run(self, cur: Any, sql: str, params: Sequence[Any] | None) -> PgCursor:
+        """Execute on ``cur`` (``?`` placeholders translated only when there are params: without
+        them psycopg sends the text as is, ``%`` included)."""
+        try:
             if params:
                 cur.execute(_pg_sql(sql), params)
             else:

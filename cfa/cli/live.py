@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cfa.cli.tables import add_ticker_column
 from cfa.core.types import PRICE_SCALE, QTY_SCALE, Side
 from cfa.runtime.session import MarketSummary, Session
+
+if TYPE_CHECKING:
+    from cfa.audit import AuditStore
+    from cfa.audit.anchors import AnchorLog
 
 
 def _px(p: int | None) -> str:
@@ -229,3 +234,18 @@ def summary_table(rows: list[MarketSummary], width: int | None = None) -> Table:
             t.add_section()
         t.add_row(*(row[k] for k in keep))
     return t
+
+
+def print_head(console: Console, store: AuditStore, anchor_log: AnchorLog | None) -> None:
+    """The run's last line: the audit chain head (keep it as an anchor) and the anchor file."""
+    head = store.head
+    console.print(
+        f"audit chain head {head.seq}:{head.hash}"
+        + (
+            f" · signed anchors {anchor_log.path} (key {anchor_log.key_id})"
+            if anchor_log is not None
+            else " · no signed anchors"
+        ),
+        soft_wrap=True,
+        highlight=False,
+    )

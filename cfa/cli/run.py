@@ -23,7 +23,7 @@ from cfa.audit.anchors import AnchorLog, default_anchor_path
 from cfa.audit.chain import store_name
 from cfa.audit.integrity import quick_check
 from cfa.audit.postgres import is_url
-from cfa.cli.live import LiveView, summary_table
+from cfa.cli.live import LiveView, print_head, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
 from cfa.exchange.base import Exchange, ExchangeError
@@ -373,17 +373,7 @@ def run(
             else ""
         )
     )
-    head = store.head
-    console.print(
-        f"audit chain head {head.seq}:{head.hash}"
-        + (
-            f" · signed anchors {anchor_log.path} (key {anchor_log.key_id})"
-            if anchor_log is not None
-            else " · no signed anchors"
-        ),
-        soft_wrap=True,
-        highlight=False,
-    )
+    print_head(console, store, anchor_log)
 
 
 def _open_store(

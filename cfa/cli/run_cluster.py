@@ -20,7 +20,7 @@ from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.reasoners.cache import SqliteLLMCache
 from cfa.audit import AuditError, AuditStore
 from cfa.audit.anchors import AnchorLog
-from cfa.cli.live import summary_table
+from cfa.cli.live import print_head, summary_table
 from cfa.cli.options import fail
 from cfa.exchange.base import Exchange, ExchangeError
 from cfa.exchange.sim import DEFAULT_START_TS as SIM_EPOCH
@@ -187,17 +187,7 @@ def run_on_ray(
         ),
         highlight=False,
     )
-    head = store.head
-    console.print(
-        f"audit chain head {head.seq}:{head.hash}"
-        + (
-            f" · signed anchors {anchor_log.path} (key {anchor_log.key_id})"
-            if anchor_log is not None
-            else " · no signed anchors"
-        ),
-        soft_wrap=True,
-        highlight=False,
-    )
+    print_head(console, store, anchor_log)
     failed = [a for a in summary["actors"] if a["status"] != "ok"]
     if failed:
         raise typer.Exit(1)
