@@ -324,7 +324,9 @@ def test_the_driver_cancels_only_the_lost_actors_orders_on_a_venue_that_outlives
     assert got == [*want, "cfa-20261203-1-2", "cfa-20261203-10-1", "manual-1"]
 
 
-def test_a_cluster_run_on_postgresql_verifies_reads_and_replays(pg_schema: str) -> None:
+def test_a_cluster_run_on_postgresql_verifies_reads_and_replays(
+    pg_schema: str, tmp_path: Path
+) -> None:
     """The issue's bar: a Ray run of many simulated markets writes one PostgreSQL trail that
     `cfa audit verify`, `cfa traces` and `cfa replay` read (the replay reproduces every order
     action, each actor's session on its own)."""
@@ -346,3 +348,8 @@ def test_a_cluster_run_on_postgresql_verifies_reads_and_replays(pg_schema: str) 
     assert t.exit_code == 0, t.output
     r = runner.invoke(app, ["replay", run_id, "--db", db])
     assert r.exit_code == 0 and "every order action reproduced exactly" in r.output, r.output
+    out = tmp_path / "report.html"
+    rep = runner.invoke(app, ["report", run_id, "--db", db, "--out", str(out)])
+    assert rep.exit_code == 0, rep.output
+    html = out.read_text(encoding="utf-8")
+    assert run_id in html and '<span class="ok">OK</span>' in html  # its chain check
