@@ -571,3 +571,34 @@ def test_schema_1_store_still_verifies_reads_and_is_extended(store_target: str) 
             for row in r.db.query("SELECT payload, payload_z FROM market_events ORDER BY seq")
         ]
     assert stored == [(False, True)] * 4 + [(True, False)] * 2
+
+
+def test_cli_init_creates_the_store_once_and_checks_it_after(store_target: str) -> None:
+    cmd = [sys.executable, "-m", "cfa.cli", "audit", "init", "--db", store_target]
+    for _ in range(2):  # creating, then checking the existing store
+        out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        assert "ready (empty)" in out.stdout
+    assert verify(store_target).ok
+
+
+def test_cli_init_grants_a_session_role_insert_only(pg_schema: str) -> None:
+    import psycopg
+
+    role = "cfa_test_desk"
+    with admin() as c:  # type: ignore[attr-defined]
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+            c.execute(f"CREATE ROLE {role} LOGIN")
+    owner = schema_url(pg_schema)
+    cmd = [sys.executable, "-m", "cfa.cli", "audit", "init", "--db", owner, "--grant", role]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    session = schema_url(pg_schema, user=role)
+    with AuditStore.open(session) as store:
+        _fill(store, 2)
+    with psycopg.connect(session, autocommit=True) as c, pytest.raises(psycopg.Error) as err:
+        c.execute("DELETE FROM fills")
+    assert "permission denied" in str(err.value)  # refused before any trigger runs
+    bad = [*cmd[:-1], "no_such_role_here"]
+    out = subprocess.run(bad, capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    assert out.returncode != 0 and "no such role" in (out.stdout + out.stderr)

@@ -392,6 +392,61 @@ def archive_cmd(
         typer.echo(f"note: {n}")
 
 
+@audit_app.command("init")
+def init_cmd(
+    db: Annotated[
+        str, typer.Option(help="Audit store to create: a SQLite file or a postgresql:// URL.")
+    ] = "cfa.db",
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="PostgreSQL: a role that sessions run as, given SELECT and INSERT only "
+            "(repeat; the role must exist). cfa_writer, when it exists, is granted anyway.",
+        ),
+    ] = None,
+) -> None:
+    """Create the audit store (tables, indexes, append-only guards) as its owner, or check an
+    existing one; on PostgreSQL grant the session roles what they need and no more."""
+    from cfa.audit import AuditStore
+    from cfa.audit.chain import connect_readonly, store_name
+    from cfa.audit.errors import DB_ERRORS
+    from cfa.audit.integrity import missing_triggers
+    from cfa.audit.postgres import PgConnection, grant_writer, is_url
+
+    if grant and not is_url(db):
+        raise fail("--grant applies to a PostgreSQL store (SQLite has no roles)")
+    try:
+        with AuditStore.open(db) as store:
+            head = store.head
+        if grant:
+            conn = PgConnection(db)
+            try:
+                conn.execute("BEGIN")
+                for role in grant:
+                    if not conn.execute(
+                        "SELECT 1 FROM pg_roles WHERE rolname = ?", [role]
+                    ).fetchone():
+                        raise fail(f"--grant {role}: no such role (CREATE ROLE {role} LOGIN first)")
+                    grant_writer(conn, role)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+        with connect_readonly(db) as conn:
+            missing = missing_triggers(conn)
+    except AuditError as exc:
+        raise fail(str(exc)) from None
+    except DB_ERRORS as exc:
+        raise fail(f"cannot set up {store_name(db)}: {exc}") from None
+    what = "empty" if head.seq == 0 else f"{head.seq:,} rows, head {head.seq}:{head.hash[:16]}…"
+    typer.echo(f"audit store {store_name(db)} ready ({what})")
+    for role in grant or []:
+        typer.echo(f"granted SELECT, INSERT (no UPDATE, DELETE, TRUNCATE) to {role}")
+    for m in missing:
+        typer.echo(f"warning: append-only guard missing: {m}", err=True)
+    if missing:
+        raise typer.Exit(1)
+
+
 @audit_app.command("key")
 def key_cmd(
     key: Annotated[
