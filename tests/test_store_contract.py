@@ -602,3 +602,22 @@ def test_cli_init_grants_a_session_role_insert_only(pg_schema: str) -> None:
     bad = [*cmd[:-1], "no_such_role_here"]
     out = subprocess.run(bad, capture_output=True, text=True, env=ENV, timeout=60, check=False)
     assert out.returncode != 0 and "no such role" in (out.stdout + out.stderr)
+
+
+def test_postgres_writer_survives_a_dropped_connection(pg_schema: str) -> None:
+    """The server drops the writer's connection (a restart, a failover): the flush that meets
+    the dead connection keeps its rows, and the next one reconnects and commits them in order."""
+    url = schema_url(pg_schema)
+    with AuditStore.open(url) as store:
+        rid = store.start_run({})
+        pid = store._conn._conn.info.backend_pid
+        with admin() as c:  # type: ignore[attr-defined]
+            c.execute("SELECT pg_terminate_backend(%s)", [pid])
+        for i in range(5):
+            store.append("orders", {"market": "M", "action": "place", "price": i, "count": 1})
+        store.flush()  # BEGIN meets the dropped connection: reconnected, then committed
+        store.end_run(rid, {})
+    res = verify(url)
+    assert res.ok and res.rows == 7
+    with AuditReader.open(url) as r:
+        assert [o["price"] for o in r.rows("orders")] == list(range(5))

@@ -181,7 +181,7 @@ class PgConnection:
 
     def __init__(self, url: str, *, readonly: bool = False, connect_timeout: float = 5.0) -> None:
         try:
-            import psycopg
+            import psycopg  # noqa: F401  (imported here to fail with a clear message)
         except ImportError as exc:  # a declared dependency; a broken install lands here
             raise AuditError(
                 f"cannot open audit store {redact(url)!r}: psycopg is not installed ({exc})"
@@ -189,15 +189,43 @@ class PgConnection:
         self.url = url
         self.name = redact(url)
         self.readonly = readonly
+        self._timeout = max(1, round(connect_timeout))
+        self._conn = self._connect()
+        self._streams = 0
+
+    def _connect(self) -> Any:
+        import psycopg
+
         try:
-            self._conn = psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(connect_timeout))
-            )
-            if readonly:
-                self._conn.execute("SET default_transaction_read_only = on")
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self._timeout)
+            if self.readonly:
+                conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as exc:
             raise AuditError(f"cannot open audit store {self.name!r}: {str(exc).strip()}") from None
-        self._streams = 0
+        return conn
+
+    def begin(self) -> None:
+        """``BEGIN`` a transaction. A connection the server dropped since the last statement (a
+        restart, a failover, an idle timeout) is opened again first, once: nothing of the new
+        transaction has happened yet, so this loses nothing, and a writer whose commit failed
+        that way commits its retained rows at its next flush."""
+        if self._conn.closed or self._conn.broken:
+            self._reconnect()
+        try:
+            self.execute("BEGIN")
+        except PostgresError:
+            if not (self._conn.closed or self._conn.broken):
+                raise
+            self._reconnect()
+            self.execute("BEGIN")
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):  # already gone
+            self._conn.close()
+        try:
+            self._conn = self._connect()
+        except AuditError as exc:
+            raise PostgresError(str(exc)) from None
 
     # --- the sqlite3 surface ---------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def begin_write(conn: Any) -> None:
     ``BEGIN IMMEDIATE`` (the file's write lock), or PostgreSQL's ``BEGIN`` plus the schema's
     advisory lock (:data:`cfa.audit.postgres.LOCK_SQL`)."""
     if postgres.is_pg(conn):
-        conn.execute("BEGIN")
+        conn.begin()  # reconnects a connection the server dropped
         conn.execute(postgres.LOCK_SQL)
     else:
         conn.execute("BEGIN IMMEDIATE")
