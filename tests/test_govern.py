@@ -54,8 +54,9 @@ def _govern(db: Path | str, *args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def running(store_target: str) -> Any:
-    """A `cfa run` at 20x real time on each backend (a SQLite file, a PostgreSQL schema)."""
+def running(store_target: str, tmp_path: Path) -> Any:
+    """A `cfa run` at 20x real time on each backend (a SQLite file, a PostgreSQL schema), in
+    ``tmp_path`` (a PostgreSQL store's default anchor file goes to the working directory)."""
     db = store_target
     proc = subprocess.Popen(
         [
@@ -76,6 +77,7 @@ def running(store_target: str) -> Any:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,
     )
     try:
         _wait(
