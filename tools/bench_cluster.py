@@ -117,6 +117,7 @@ def store_for(args: argparse.Namespace, tmp: Path, name: str) -> str:
     schema = f"cfa_bench_{name.replace('-', '_')}_{secrets.token_hex(3)}"
     with psycopg.connect(base, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
+    args.pg_schemas.append(schema)  # dropped when the benchmark ends
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
@@ -289,6 +290,7 @@ def main() -> int:
         "--pg", default=None, metavar="URL", help="one PostgreSQL store (a fresh schema each)"
     )
     args = ap.parse_args()
+    args.pg_schemas = []
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     from cfa.runtime.cluster import init_ray
 
@@ -310,6 +312,12 @@ def main() -> int:
             import ray
 
             ray.shutdown()
+        if args.pg_schemas:
+            import psycopg
+
+            with psycopg.connect(args.pg, autocommit=True) as c:
+                for schema in args.pg_schemas:
+                    c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     print()
     for r in results:
         if r["bench"] == "throughput":
