@@ -621,3 +621,29 @@ def test_postgres_writer_survives_a_dropped_connection(pg_schema: str) -> None:
     assert res.ok and res.rows == 7
     with AuditReader.open(url) as r:
         assert [o["price"] for o in r.rows("orders")] == list(range(5))
+
+
+def test_postgres_password_stays_out_of_the_trail(pg_schema: str, tmp_path: Path) -> None:
+    """A password in the URL (trust auth ignores it here) reaches no row: the run's recorded
+    command line has it replaced, and no message prints it."""
+    with admin() as c:  # type: ignore[attr-defined]
+        (user,) = c.execute("SELECT current_user").fetchone()
+    url = schema_url(pg_schema).replace("postgresql://", f"postgresql://{user}:hunter2@", 1)
+    cmd = [sys.executable, "-m", "cfa.cli", "run", "-q", "-n", "1", "--duration", "90s"]
+    out = subprocess.run(
+        [*cmd, "--no-anchors", "--db", url],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "hunter2" not in out.stdout + out.stderr and ":***@" in out.stdout
+    with AuditReader.open(url) as r:
+        (run,) = r.runs()
+        assert any(":***@" in a for a in run.config["argv"])
+        for table in ("runs", "decisions", "risk_events", "orders"):
+            for row in r.rows(table, decode=False):
+                assert "hunter2" not in json.dumps(row, default=str), (table, row["seq"])

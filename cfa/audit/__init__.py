@@ -1,4 +1,5 @@
-"""The audit store: append-only, hash-chained SQLite (one file per deployment).
+"""The audit store: append-only, hash-chained; a SQLite file (the embedded default) or a
+PostgreSQL schema (:mod:`cfa.audit.postgres`, for several processes and hosts).
 
 * :class:`AuditStore` (:mod:`cfa.audit.store`) — the writer: ``open``, ``start_run``,
   ``append``, ``maybe_flush``/``flush``, ``end_run``, ``close``.

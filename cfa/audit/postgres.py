@@ -71,16 +71,31 @@ def is_url(target: object) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (for messages, logs and the audit trail)."""
+    """``url`` without its password (in the user part or a ``password=`` parameter), for
+    messages, logs and the audit trail."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "postgresql://<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    query = re.sub(r"(?i)(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urlunsplit(parts._replace(query=query))
+
+
+def redact_args(args: Sequence[str]) -> list[str]:
+    """Command-line arguments with the password of every PostgreSQL URL in them replaced
+    (``--db URL`` and ``--db=URL`` alike): what a run may record of its command line."""
+    out = []
+    for a in args:
+        head, sep, tail = a.partition("=")
+        if is_url(a):
+            a = redact(a)
+        elif sep and is_url(tail):
+            a = f"{head}={redact(tail)}"
+        out.append(a)
+    return out
 
 
 def slug(url: str) -> str:

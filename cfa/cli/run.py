@@ -22,7 +22,7 @@ from cfa.audit import AuditError, AuditStore
 from cfa.audit.anchors import AnchorLog, default_anchor_path
 from cfa.audit.chain import store_name
 from cfa.audit.integrity import quick_check
-from cfa.audit.postgres import is_url
+from cfa.audit.postgres import is_url, redact_args
 from cfa.cli.live import LiveView, print_head, summary_table
 from cfa.cli.options import fail, parse_duration, parse_speed
 from cfa.core.types import CfaValueError
@@ -284,7 +284,7 @@ def run(
         "duration_s": seconds,
         "speed": speed,
         "policy": pol.model_dump(mode="json"),
-        "argv": sys.argv[1:],
+        "argv": redact_args(sys.argv[1:]),  # a PostgreSQL URL's password stays out
         "reasoner": None if agent is None else {"name": agent.name, "model": agent.model},
         "agent_interval_s": interval,
         "lockstep": lockstep,
