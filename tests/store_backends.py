@@ -38,11 +38,12 @@ def pg_unavailable() -> str | None:
 
 def schema_url(schema: str, user: str | None = None) -> str:
     """``PG_URL`` with ``schema`` as its search path (and ``user`` as its role, if given)."""
+    from cfa.audit.postgres import with_schema
+
     url = PG_URL
     if user is not None:
         url = url.replace("postgresql://", f"postgresql://{user}@", 1)
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
+    return with_schema(url, schema)
 
 
 def rows(db: Path | str, sql: str, *args: object) -> list[tuple[object, ...]]:

@@ -107,19 +107,13 @@ def _q(db: Path | str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 def store_for(args: argparse.Namespace, tmp: Path, name: str) -> str:
     """Where one configuration's store goes: ``tmp/<name>.db``, or with ``--pg URL`` a fresh
     schema of that PostgreSQL database."""
-    base: str | None = args.pg
-    if base is None:
+    if args.pg is None:
         return str(tmp / f"{name}.db")
-    import secrets
+    from cfa.audit.bench import fresh_schema
 
-    import psycopg
-
-    schema = f"cfa_bench_{name.replace('-', '_')}_{secrets.token_hex(3)}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"CREATE SCHEMA {schema}")
+    schema, url = fresh_schema(args.pg, f"cfa_bench_{name.replace('-', '_')}")
     args.pg_schemas.append(schema)  # dropped when the benchmark ends
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+    return url
 
 
 def traffic(db: Path | str) -> dict[str, int]:
@@ -313,11 +307,10 @@ def main() -> int:
 
             ray.shutdown()
         if args.pg_schemas:
-            import psycopg
+            from cfa.audit.bench import drop_schema
 
-            with psycopg.connect(args.pg, autocommit=True) as c:
-                for schema in args.pg_schemas:
-                    c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            for schema in args.pg_schemas:
+                drop_schema(args.pg, schema)
     print()
     for r in results:
         if r["bench"] == "throughput":

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from cfa.audit import AuditStore, verify  # noqa: E402
 from cfa.audit.compact import decompress_text  # noqa: E402
+from cfa.audit.postgres import with_schema  # noqa: E402
 from cfa.audit.schema import TABLES, trigger_ddl  # noqa: E402
 
 WORKLOADS: dict[str, tuple[list[str], int]] = {
@@ -127,8 +128,7 @@ def pg_size_of(url: str, src: Path) -> int:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
-            sep = "&" if "?" in url else "?"
-            AuditStore.open(f"{url}{sep}options=-csearch_path%3D{schema}").close()
+            AuditStore.open(with_schema(url, schema)).close()
             s = sqlite3.connect(src)
             try:
                 with admin.transaction():

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cfa.audit import postgres
 from cfa.audit.chain import verify
 from cfa.audit.store import AuditStore
 
@@ -42,17 +43,17 @@ def _writer_cpu_seconds(store: AuditStore) -> float | None:
         return None
 
 
-def _pg_schema(url: str) -> tuple[str, str]:
-    """A fresh schema in the database of ``url``: ``(schema, url of it)``."""
+def fresh_schema(url: str, prefix: str = "cfa_bench") -> tuple[str, str]:
+    """A fresh schema in the PostgreSQL database of ``url``: ``(schema, url of a store in it)``;
+    :func:`drop_schema` removes it."""
     import secrets
 
     import psycopg
 
-    schema = f"cfa_bench_{secrets.token_hex(4)}"
+    schema = f"{prefix}_{secrets.token_hex(4)}"
     with psycopg.connect(url, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in url else "?"
-    return schema, f"{url}{sep}options=-csearch_path%3D{schema}"
+    return schema, postgres.with_schema(url, schema)
 
 
 def _pg_bytes(url: str, schema: str) -> int:
@@ -68,7 +69,8 @@ def _pg_bytes(url: str, schema: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _drop_schema(url: str, schema: str) -> None:
+def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` (and the store in it) from the database of ``url``."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as c:
@@ -118,8 +120,8 @@ def run(
     tmp = None
     schema: str | None = None
     base = str(path) if path is not None else ""
-    if base.startswith(("postgresql://", "postgres://")):
-        schema, target = _pg_schema(base)
+    if postgres.is_url(base):
+        schema, target = fresh_schema(base)
     else:
         if path is None:
             tmp = tempfile.TemporaryDirectory()
@@ -191,7 +193,7 @@ def run(
         if tmp is not None:
             tmp.cleanup()
         if schema is not None:
-            _drop_schema(base, schema)
+            drop_schema(base, schema)
 
 
 def recorder_path(source: Path, events: int = 100_000, repeat: int = 5) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def session_status(
     the file read-only and takes milliseconds.
     """
     t = time.time() if now is None else now
-    if str(db_path).startswith(("postgresql://", "postgres://")):
+    if str(db_path).startswith(("postgresql://", "postgres://")):  # postgres.is_url, stdlib only
         rows, p = _pg_rows(str(db_path))
         if isinstance(rows, str):
             return False, rows

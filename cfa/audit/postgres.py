@@ -5,7 +5,7 @@ hash chain, anchors and queries are those of the SQLite store (:mod:`cfa.audit.s
 :mod:`cfa.audit.chain`); this module holds only what PostgreSQL does differently:
 
 * :class:`PgConnection` wraps a psycopg 3 connection in the small part of the ``sqlite3`` API the
-  store uses (``execute`` with ``?`` placeholders, ``executemany``, cursors with ``fetchone`` /
+  store uses (``execute`` with ``?`` placeholders, ``COPY``, cursors with ``fetchone`` /
   ``fetchmany`` / iteration, ``in_transaction``, ``close``), so the chain writer, the verifier
   and the readers run one code path on both engines. psycopg errors become
   :class:`~cfa.audit.errors.PostgresError`.
@@ -96,6 +96,11 @@ def redact_args(args: Sequence[str]) -> list[str]:
             a = f"{head}={redact(tail)}"
         out.append(a)
     return out
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` with ``schema`` as its search path: the store in that schema."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
 
 
 def slug(url: str) -> str:
@@ -247,13 +252,6 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgCursor:
         return self._run(self._conn.cursor(), sql, params)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
-            with self._conn.cursor() as cur:
-                cur.executemany(_pg_sql(sql), rows)
-        except Exception as exc:
-            raise _wrap(exc, self._conn) from exc
-
     def stream(self, sql: str, params: Sequence[Any] | None = None) -> PgCursor:
         """A server-side (named) cursor over ``sql``: rows arrive in chunks as they are read.
         Runs in a transaction of its own; close the connection or read to the end."""
@@ -306,10 +304,6 @@ class PgConnection:
         import psycopg.pq
 
         return bool(self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
-
-    def commit(self) -> None:
-        if self.in_transaction:
-            self.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()

@@ -37,11 +37,6 @@ OperatorOpt = Annotated[str | None, typer.Option(help="Who acts (default: your l
 ParamOpt = Annotated[str, typer.Option("--param", help="gamma, sigma or all.")]
 
 
-def is_url(db: str) -> bool:
-    """Whether ``db`` is a PostgreSQL URL (else a SQLite path)."""
-    return db.startswith(("postgresql://", "postgres://"))
-
-
 @contextlib.contextmanager
 def _read(db: str) -> Iterator[Any]:
     """A read-only connection to the store (closed afterwards); one clear line if it cannot be
@@ -63,6 +58,7 @@ def _latest_run(db: Path) -> tuple[str, dict[str, Any], list[str]]:
     """``(run_id, config, markets)`` of the latest run in ``db``; exits with one line if none."""
     from cfa.audit.chain import store_name
     from cfa.audit.errors import DB_ERRORS
+    from cfa.audit.postgres import is_url
 
     name = store_name(db)
     if not is_url(db) and not Path(db).exists():

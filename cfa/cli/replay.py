@@ -78,7 +78,9 @@ def replay(
 
     if mode not in ("exact", "decisions", "counterfactual"):
         raise fail(f"--mode: use exact, decisions or counterfactual, not {mode!r}")
-    if not db.startswith(("postgresql://", "postgres://")) and not Path(db).exists():
+    from cfa.audit.postgres import is_url
+
+    if not is_url(db) and not Path(db).exists():
         raise fail(f"{db}: no audit store here")
     console = Console()
     try:

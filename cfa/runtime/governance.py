@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cfa.audit.postgres import is_url
 from cfa.audit.store import to_ms as ms
 from cfa.control.outcomes import ToolOutcome, Verdict
 from cfa.control.tools import GOVERNANCE_TOOLS, parse_call
@@ -86,7 +87,7 @@ class GovernancePoller:
         self.now = now
         self.on_applied = on_applied
         self.flush = flush
-        self._keep = str(db).startswith(("postgresql://", "postgres://"))
+        self._keep = is_url(str(db))
         self._conn: Any = None
         self.worker = worker
         self.markets = markets
