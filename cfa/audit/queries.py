@@ -249,10 +249,12 @@ class AuditReader:
         market: str | None = None,
         since_ms: int | None = None,
         until_ms: int | None = None,
+        after_seq: int | None = None,
         decode: bool = True,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(table, row)`` pairs of several tables (default: all) merged in seq order — what
-        the system saw and did, in the order it was recorded (for replays and reports)."""
+        the system saw and did, in the order it was recorded (for replays, reports and live
+        tails: ``after_seq`` starts after that seq)."""
         names = list(tables) if tables is not None else sorted(self._tables)
 
         def tagged(t: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -262,6 +264,7 @@ class AuditReader:
                 market=market,
                 since_ms=since_ms,
                 until_ms=until_ms,
+                after_seq=after_seq,
                 decode=decode,
             ):
                 yield row["seq"], t, row

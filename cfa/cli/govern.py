@@ -14,12 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cfa.audit.heartbeat import session_status
 from cfa.cli.options import fail, parse_duration
 
 govern_app = typer.Typer(
@@ -38,92 +36,43 @@ ParamOpt = Annotated[str, typer.Option("--param", help="gamma, sigma or all.")]
 
 
 @contextlib.contextmanager
-def _read(db: str) -> Iterator[Any]:
-    """A read-only connection to the store (closed afterwards); one clear line if it cannot be
-    opened."""
-    from cfa.audit.chain import connect_readonly
-    from cfa.audit.errors import AuditError
+def _reader(db: str) -> Iterator[Any]:
+    """A read-only :class:`cfa.audit.AuditReader` on ``db``; one clear line if there is none."""
+    from cfa.desk import DeskError
+    from cfa.desk.reads import open_reader
 
     try:
-        conn = connect_readonly(db)
-    except AuditError as exc:
+        with open_reader(db) as reader:
+            yield reader
+    except DeskError as exc:
         raise fail(str(exc)) from None
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
-def _latest_run(db: Path) -> tuple[str, dict[str, Any], list[str]]:
+def _latest_run(db: str) -> tuple[str, dict[str, Any], list[str]]:
     """``(run_id, config, markets)`` of the latest run in ``db``; exits with one line if none."""
-    from cfa.audit.chain import store_name
-    from cfa.audit.errors import DB_ERRORS
-    from cfa.audit.postgres import is_url
+    from cfa.desk import DeskError
+    from cfa.desk.reads import latest_run
 
-    name = store_name(db)
-    if not is_url(db) and not Path(db).exists():
-        raise fail(f"{db}: no audit store here (start `cfa run --db {db}` first)")
     try:
-        with _read(db) as c:
-            row = c.execute(
-                "select run_id, payload, seq from runs where kind = 'start'"
-                " order by seq desc limit 1"
-            ).fetchone()
-            if row is None:
-                raise fail(f"{name}: no run recorded yet")
-            markets = [
-                m
-                for (m,) in c.execute(
-                    "select distinct market from param_changes where run_id = ? and market != ''"
-                    " union select distinct market from market_events"
-                    " where seq > ? and market != ''",
-                    (row[0], row[2]),
-                )
-            ]
-    except DB_ERRORS as exc:
-        raise fail(f"{name}: cannot read the audit store ({exc})") from None
-    return row[0], json.loads(row[1] or "{}"), sorted(set(markets))
+        return latest_run(db)
+    except DeskError as exc:
+        raise fail(str(exc)) from None
 
 
 def _submit(db: str, tool: str, arguments: dict[str, Any], operator: str | None) -> None:
     # lazy: --help, status and pending start without the tool schemas and the audit writer
-    from cfa.audit import AuditError, AuditStore
-    from cfa.audit.chain import store_name
-    from cfa.control.outcomes import ToolOutcome
-    from cfa.control.tools import GOVERNANCE_TOOLS, parse_call
-    from cfa.runtime.governance import operator_name, request_row
+    from cfa.desk import DeskError, person, submit
 
-    run_id, config, markets = _latest_run(db)
-    market = arguments.get("market")
-    if market is not None and market not in markets:
-        known = ", ".join(markets) or "none yet"
-        raise fail(f"unknown market {market!r} in run {run_id}; markets: {known}")
-    parsed = parse_call(tool, arguments, GOVERNANCE_TOOLS)
-    if isinstance(parsed, ToolOutcome):
-        raise fail(f"{tool}: {parsed.message}")
-    if tool == "override":
-        from cfa.risk.policy import Policy  # lazy: only overrides check bounds (yaml, pydantic)
-
-        try:
-            policy = Policy.model_validate(config.get("policy", {}))
-        except Exception as exc:  # a run recorded without a readable policy
-            raise fail(f"run {run_id}: cannot read its policy to check bounds ({exc})") from None
-        for p in ("gamma", "sigma"):
-            v = arguments.get(p)
-            b = getattr(policy.params, p)
-            if v is not None and not b.contains(v):
-                raise fail(f"--{p} {v:g} is outside the policy bounds [{b.min:g}, {b.max:g}]")
-    alive, detail = session_status(db)
-    if not alive:
-        raise fail(f"no session is running on {store_name(db)} ({detail}): nothing was requested")
-    who = operator_name(operator)
+    who = person(operator)
     try:
-        with AuditStore.open(db) as store:
-            store.append("governance_actions", request_row(tool, arguments, who))
-    except AuditError as exc:
+        submit(db, tool, arguments, who)
+    except DeskError as exc:
         raise fail(str(exc)) from None
-    target = market or "all markets"
-    typer.echo(f"requested {tool} on {target} by {who}; the running session applies it within ~1 s")
+    target = arguments.get("market") or "all markets"
+    typer.echo(
+        f"requested {tool} on {target} by {who.removeprefix('person:')};"
+        " the running session applies it within ~1 s"
+    )
 
 
 def _freeze_command(tool: str, doc: str) -> None:
@@ -195,37 +144,14 @@ def status(db: DbOpt = "cfa.db", json_out: Annotated[bool, typer.Option("--json"
     from rich.table import Table
 
     from cfa.cli.tables import add_ticker_column
+    from cfa.desk import reads
 
     run_id, _, markets = _latest_run(db)
-    with _read(db) as c:
-        params: dict[str, dict[str, float]] = {}
-        for market, param, new in c.execute(
-            "select market, param, new from param_changes where run_id = ? order by seq", (run_id,)
-        ):
-            params.setdefault(market, {})[param] = new
-        states: dict[str, str] = {}
-        for market, state in c.execute(
-            "select market, state from risk_events"
-            " where run_id = ? and kind = 'trading_state' order by seq",
-            (run_id,),
-        ):
-            states[market or "*"] = state
-        actions = []
-        for seq, market, action, actor, payload in c.execute(
-            "select seq, market, action, actor, payload from governance_actions"
-            " order by seq desc limit 200"
-        ):
-            p = json.loads(payload or "{}")
-            actions.append(
-                {
-                    "seq": seq,
-                    "market": market,
-                    "action": action,
-                    "actor": actor,
-                    "status": p.get("status"),
-                }
-            )
-    frozen = _applied_freezes(db, run_id)
+    with _reader(db) as reader:
+        params = reads.market_params(reader, run_id)
+        states = reads.trading_states(reader, run_id)
+        actions = reads.requests(reader, limit=200)
+        frozen = reads.applied_freezes(reader, run_id)
     rows: list[dict[str, Any]] = [
         {
             "market": m,
@@ -273,42 +199,15 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
-def _applied_freezes(db: str, run_id: str) -> dict[str, set[str]]:
-    """Frozen parameters per market from applied freeze/unfreeze results, in order."""
-    out: dict[str, set[str]] = {}
-    with _read(db) as c:
-        for market, action, payload in c.execute(
-            "select market, action, payload from governance_actions where run_id = ? order by seq",
-            (run_id,),
-        ):
-            p = json.loads(payload or "{}")
-            if p.get("status") != "applied" or action not in ("freeze", "unfreeze"):
-                continue
-            args = p.get("outcome", {}).get("arguments", {})
-            names = {"gamma", "sigma"} if args.get("param") == "all" else {args.get("param")}
-            cur = out.setdefault(market, set())
-            if action == "freeze":
-                cur |= names
-            else:
-                cur -= names
-    return out
-
-
 def pending_requests(db: str, run_id: str) -> list[dict[str, Any]]:
-    """Approval requests of ``run_id`` still pending, oldest first (from the audit trail)."""
-    last: dict[str, dict[str, Any]] = {}
-    with _read(db) as c:
-        for (payload,) in c.execute(
-            "select payload from governance_actions where run_id = ? and action in"
-            " ('approval_requested', 'approval_decided', 'approval_expired',"
-            " 'approval_superseded') order by seq",
-            (run_id,),
-        ):
-            p = json.loads(payload or "{}")
-            rid = p.get("request_id")
-            if isinstance(rid, str):
-                last[rid] = p
-    return [p for p in last.values() if p.get("status") == "pending"]
+    """Approval requests of ``run_id`` still pending, oldest first; exits with one line if the
+    store cannot be read."""
+    from cfa.desk import DeskError, reads
+
+    try:
+        return reads.pending_requests(db, run_id)
+    except DeskError as exc:
+        raise fail(str(exc)) from None
 
 
 @govern_app.command()
@@ -355,9 +254,6 @@ def _decide_command(tool: str, approved: bool, doc: str) -> None:
         db: DbOpt = "cfa.db",
         operator: OperatorOpt = None,
     ) -> None:
-        run_id, _, _ = _latest_run(db)
-        if request_id not in {r["request_id"] for r in pending_requests(db, run_id)}:
-            raise fail(f"{request_id!r} is not pending in run {run_id} (see `cfa govern pending`)")
         args = {"request_id": request_id, "approved": approved, "reason": reason}
         _submit(db, "approve_change", args, operator)
 

@@ -29,7 +29,6 @@ from cfa.audit.schema import DECISION_OUTCOMES
 from cfa.cli.options import fail, parse_duration
 from cfa.cli.tables import add_ticker_column
 from cfa.reports.decisions import DecisionRecord, fmt_ts, load_decisions
-from cfa.reports.history import follow, run_markets
 
 traces_app = typer.Typer(
     help="Review the agents' decisions: list them, or show one with what followed.",
@@ -88,24 +87,14 @@ def _open(db: str) -> AuditReader:
 
 
 def resolve_run(reader: AuditReader, run: str | None) -> str | None:
-    """The run id ``run`` names: None -> the latest run, ``all`` -> None (every run), else an
-    exact id or a unique prefix; :func:`fail` otherwise."""
-    runs = reader.runs()
-    if run == "all":
-        return None
-    if not runs:
-        raise fail(f"no runs in {reader.name!r}")
-    if run is None or run == "latest":
-        return runs[-1].run_id
-    exact = [r.run_id for r in runs if r.run_id == run]
-    if exact:
-        return exact[0]
-    matches = [r.run_id for r in runs if r.run_id.startswith(run)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise fail(f"no run {run!r} in {reader.name!r}; latest is {runs[-1].run_id}")
-    raise fail(f"run prefix {run!r} is ambiguous: {', '.join(matches[:5])}")
+    """The run id ``run`` names (:func:`cfa.desk.reads.resolve_run`); :func:`fail` otherwise."""
+    from cfa.desk import DeskError
+    from cfa.desk.reads import resolve_run as resolve
+
+    try:
+        return resolve(reader, run)
+    except DeskError as exc:
+        raise fail(str(exc)) from None
 
 
 _LIST_COLUMNS = (
@@ -260,22 +249,6 @@ def traces(
 
 
 # -- show -----------------------------------------------------------------------------------------
-
-
-def _find(reader: AuditReader, ident: str, run_id: str | None) -> list[DecisionRecord]:
-    """Rows of decision ``ident``: an audit seq, or a decision_id (all its phases)."""
-    ident = ident.strip()
-    if ident.isdigit():
-        rows = list(reader.db.query("SELECT * FROM decisions WHERE seq = ?", [int(ident)]))
-    else:
-        sql = "SELECT * FROM decisions WHERE decision_id = ?"
-        params: list[Any] = [ident]
-        if run_id is not None:
-            sql += " AND run_id = ?"
-            params.append(run_id)
-        rows = list(reader.db.query(sql + " ORDER BY seq", params))
-    decode = reader._decoder("decisions")  # the reader's own typed decoding of the row
-    return [DecisionRecord.from_row(decode(r)) for r in rows]
 
 
 def _tree(label: str, value: Any, depth: int = 0) -> Tree:
@@ -455,43 +428,18 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Render one decision and what followed in its market (fills, inventory, PnL)."""
+    from cfa.desk import DeskError, reads
+
     after_s = parse_duration(after, "--after")
     reader = _open(db)
     try:
         run_id = resolve_run(reader, run) if run is not None else None
-        found = _find(reader, ident, run_id)
-        if not found:
-            raise fail(f"no decision {ident!r} in {str(db)!r} (use a decision_id or a seq)")
-        runs = sorted({r.run_id for r in found})
-        if len(runs) > 1:
-            raise fail(
-                f"decision id {ident!r} is in several runs ({', '.join(runs)}); pass --run or "
-                "the seq"
-            )
-        d = found[-1]  # the last phase has the final verdict and the whole record
-        related = found
-        if ident.isdigit() and d.decision_id:
-            related = _find(reader, d.decision_id, d.run_id)
-        markets = [d.market] if d.market else []
-        if not markets:  # governance: the markets it changed, else every market of the run
-            markets = sorted({str(c["market"]) for c in d.changes if c.get("market")})
-            if not markets:
-                markets = run_markets(reader, reader.run(d.run_id))
-        start = d.ts_ms / 1000.0
-        ts = d.payload.get("ts")
-        if isinstance(ts, int | float):
-            start = float(ts)
-        followed = [follow(reader, d.run_id, m, d.seq, start, after_s) for m in markets]
-    except AuditError as exc:
+        d, related, followed = reads.decision(reader, ident, run_id=run_id, after_s=after_s)
+    except (AuditError, DeskError) as exc:
         raise fail(str(exc)) from None
     finally:
         reader.close()
     if as_json:
-        out = {
-            "decision": d.detail(),
-            "phases": [{"seq": r.seq, "phase": r.phase, "outcome": r.outcome} for r in related],
-            "followed": followed,
-        }
-        typer.echo(json.dumps(out, default=str))
+        typer.echo(json.dumps(reads.decision_json(d, related, followed), default=str))
         return
     Console(highlight=False).print(_render(d, related, followed, after_s))

@@ -322,11 +322,17 @@ class MarketWalker:
 
 
 def timeline_items(
-    reader: AuditReader, run_id: str, market: str | None = None, *, until_ms: int | None = None
+    reader: AuditReader,
+    run_id: str,
+    market: str | None = None,
+    *,
+    until_ms: int | None = None,
+    after_seq: int | None = None,
 ) -> Iterator[tuple[int, str, str, Any]]:
     """``(seq, table, market, item)`` in seq order: market events decoded one by one, orders and
-    fills rows as dicts. ``until_ms`` stops after the first row past that time."""
-    for table, row in reader.timeline(_TABLES, run_id=run_id, market=market):
+    fills rows as dicts. ``until_ms`` stops after the first row past that time; ``after_seq``
+    starts after that seq (a live tail's next read)."""
+    for table, row in reader.timeline(_TABLES, run_id=run_id, market=market, after_seq=after_seq):
         if until_ms is not None and row["ts_ms"] > until_ms:
             return
         m = row["market"]

@@ -41,14 +41,15 @@ def operator_name(explicit: str | None = None) -> str:
         return os.environ.get("USER", "unknown")
 
 
-def request_row(tool: str, arguments: dict[str, Any], operator: str) -> dict[str, Any]:
-    """The ``governance_actions`` row of a person's request (written by ``cfa govern``)."""
+def request_row(tool: str, arguments: dict[str, Any], actor: str) -> dict[str, Any]:
+    """The ``governance_actions`` row of a request by ``actor`` (a source string:
+    ``person:alice``, ``agent:governance:mcp:claude``), written by :func:`cfa.desk.submit`."""
     return {
         "run_id": "",
         "market": arguments.get("market") or "",
         "ts_ms": ms(time.time()),
         "action": tool,
-        "actor": f"person:{operator}",
+        "actor": actor,
         "param": arguments.get("param"),
         "value": arguments.get("gamma")
         if arguments.get("gamma") is not None
