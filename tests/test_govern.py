@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_session import approval_script, start_run, stop, wait_for
 from store_backends import rows as _rows
 from typer.testing import CliRunner
 
-from cfa.audit import AuditError
-from cfa.audit.errors import DB_ERRORS
 from cfa.cli import app
 
 runner = CliRunner()
@@ -35,17 +32,7 @@ def _applied(db: Path | str, after_seq: int, actor: str | None = None) -> list[t
     ]
 
 
-def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = pred()
-        except (AuditError, *DB_ERRORS):
-            got = None
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait = wait_for
 
 
 def _govern(db: Path | str, *args: str) -> tuple[int, str]:
@@ -58,27 +45,7 @@ def running(store_target: str, tmp_path: Path) -> Any:
     """A `cfa run` at 20x real time on each backend (a SQLite file, a PostgreSQL schema), in
     ``tmp_path`` (a PostgreSQL store's default anchor file goes to the working directory)."""
     db = store_target
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cfa.cli",
-            "run",
-            "--speed",
-            "20x",
-            "--duration",
-            "2h",
-            "--db",
-            str(db),
-            "--quiet",
-            "-n",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = start_run(db, tmp_path)
     try:
         _wait(
             lambda: _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0,
@@ -87,9 +54,7 @@ def running(store_target: str, tmp_path: Path) -> Any:
         )
         yield db, proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_halt_resume_override_freeze_from_another_process(running: Any) -> None:
@@ -192,17 +157,8 @@ async def test_govern_against_a_stopped_session_says_so_and_fails(tmp_path: Path
 def test_people_list_approve_and_deny_pending_changes(tmp_path: Path) -> None:
     # The market agent asks for +40 % on gamma (above the 30 % approval step); the governance
     # agent's script is empty (it abstains), so a person decides.
-    script = tmp_path / "script.jsonl"
-    script.write_text(
-        json.dumps(
-            {"calls": [{"name": "set_gamma", "arguments": {"value": 0.14, "rationale": "wider"}}]}
-        )
-        + "\n"
-    )
     db = tmp_path / "live.db"
-    cmd = [sys.executable, "-m", "cfa.cli", "run", "--speed", "20x", "--duration", "2h"]
-    cmd += ["--db", str(db), "--quiet", "-n", "1", "--reasoner", f"scripted:{script}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_run(db, tmp_path, markets=1, reasoner=approval_script(tmp_path / "s.jsonl"))
     try:
         _wait(
             lambda: (

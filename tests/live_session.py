@@ -1,0 +1,68 @@
+"""A `cfa run` in another process, for the tests of whatever acts on a running session
+(`cfa govern`, the console, the MCP server), and the waits they need."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cfa.audit import AuditError
+from cfa.audit.errors import DB_ERRORS
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``pred()``'s first truthy value, polled every 0.1 s for ``timeout`` wall seconds (an
+    unreadable store counts as not yet); AssertionError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = pred()
+        except (AuditError, *DB_ERRORS):
+            got = None
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def approval_script(path: Path, gamma: float = 0.14) -> str:
+    """A scripted reasoner whose market agent asks for γ ``gamma`` (default +40 %, above the
+    default policy's 30 % approval step) and whose governance agent abstains, so a person
+    decides; returns the ``--reasoner`` value."""
+    path.write_text(
+        json.dumps(
+            {"calls": [{"name": "set_gamma", "arguments": {"value": gamma, "rationale": "wider"}}]}
+        )
+        + "\n"
+    )
+    return f"scripted:{path}"
+
+
+def start_run(
+    db: Path | str,
+    cwd: Path,
+    *,
+    markets: int = 2,
+    speed: str = "20x",
+    duration: str = "2h",
+    reasoner: str | None = None,
+) -> subprocess.Popen[str]:
+    """Start ``cfa run`` on the simulator into audit store ``db`` (a file or a PostgreSQL URL)
+    in ``cwd``, quiet; the caller waits for what it needs and kills it."""
+    cmd = [sys.executable, "-m", "cfa.cli", "run", "--speed", speed, "--duration", duration]
+    cmd += ["--db", str(db), "--quiet", "-n", str(markets)]
+    if reasoner is not None:
+        cmd += ["--reasoner", reasoner]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill the run if it still goes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
