@@ -1,0 +1,1 @@
+"""``cfa console``: the operator's console in the browser (FastAPI, served locally)."""
