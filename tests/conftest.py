@@ -16,4 +16,8 @@ if "CFA_ANCHOR_KEY" not in os.environ:
     _keys.chmod(0o700)
     os.environ["CFA_ANCHOR_KEY"] = str(_keys / "anchor.key")
 
-from store_backends import pg_schema, store_target  # noqa: F401  (the backend fixtures)
+from store_backends import (  # noqa: F401  (the backend fixtures)
+    module_store_target,
+    pg_schema,
+    store_target,
+)

@@ -92,3 +92,15 @@ def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     for schema in _fresh_schema():
         yield schema_url(schema)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_store_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """:func:`store_target` shared by one test module (for a running session its tests share)."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("store") / "audit.db")
+        return
+    for schema in _fresh_schema():
+        yield schema_url(schema)
