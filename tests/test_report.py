@@ -142,3 +142,40 @@ def test_downsample_keeps_extremes_and_gaps() -> None:
     assert (70_000.0, 1e6) in out and (50_000.0, None) in out
     assert [t for t, _ in out] == sorted(t for t, _ in out)
     assert min(v for _, v in out if v is not None) == 0.0
+
+
+def test_decision_markers_link_to_the_decision_and_charts_are_data(
+    run_db: tuple[Path, str], tmp_path: Path
+) -> None:
+    from cfa.reports.charts import run_charts
+
+    db, run_id = run_db
+    out = tmp_path / "report.html"
+    assert runner.invoke(app, [run_id, "--out", str(out), "--db", str(db)]).exit_code == 0
+    doc = _Doc()
+    doc.feed(out.read_text(encoding="utf-8"))
+    rows = {f"#d-{r['data-seq']}" for r in doc.rows}
+    links = [u for u in doc.urls if u.startswith("#d-")]
+    assert links and set(links) <= rows, "every decision marker links to its table row"
+    with AuditReader.open(db) as reader:
+        data = run_charts(reader, run_id, link=lambda d: f"/decisions/{d.seq}")
+        gov = sum(1 for r in reader.rows("decisions", run_id=run_id) if r["agent"] == "governance")
+    data = json.loads(json.dumps(data, allow_nan=False))  # plain JSON, no NaN
+    assert data["run_id"] == run_id and data["t1"] > data["t0"]
+    assert len(data["markets"]) == 2 and all(m["decisions"] > 0 for m in data["markets"])
+    for m in data["markets"]:
+        kinds = [c["id"].split(":")[0] for c in m["charts"]]
+        assert kinds == list(PLOTS)
+        for c in m["charts"]:
+            for s in c["series"]:
+                ts = [p[0] for p in s["points"]]
+                assert ts == sorted(ts) and all(data["t0"] <= t <= data["t1"] for t in ts)
+        marks = [
+            s
+            for c in m["charts"]
+            if c["id"].startswith("gamma:")
+            for s in c["series"]
+            if s["kind"] == "vlines"
+        ]
+        assert sum(len(s["points"]) for s in marks) == m["decisions"] + gov  # its own, gov's
+        assert all(link.startswith("/decisions/") for s in marks for link in s["links"])

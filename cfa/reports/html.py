@@ -14,30 +14,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from html import escape
-from typing import Any
 
 from cfa.audit import AuditReader, RunInfo, verify
 from cfa.core.types import QTY_SCALE
+from cfa.reports.charts import BUCKETS, OUTCOME_COLORS, market_charts, slug_of
 from cfa.reports.decisions import DecisionRecord, fmt_ts, load_decisions
 from cfa.reports.history import MarketWalker, run_markets, run_span_ms, walk
-from cfa.reports.svg import Chart, downsample
 
-__all__ = ["OUTCOME_COLORS", "build_report"]
-
-BUCKETS = 800
-"""Time buckets per chart: each series keeps at most 4 points per bucket."""
-
-OUTCOME_COLORS = {
-    "applied": "#1f6feb",
-    "keep": "#8b949e",
-    "rejected": "#d1242f",
-    "abstain": "#e16f24",
-    "escalate": "#8250df",
-    "pending_approval": "#bf8700",
-    "approved": "#1a7f37",
-    "denied": "#82071e",
-    "no_action": "#b7bdc4",
-}
+__all__ = ["build_report"]
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2328;
@@ -60,45 +44,8 @@ td.why{max-width:420px}td.t{white-space:nowrap}
 """
 
 
-def _slug(market: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in market)
-
-
 def _money(d: Decimal | float) -> str:
     return f"{float(d):+.2f}"
-
-
-def _params_series(
-    reader: AuditReader, run: RunInfo, market: str, param: str, t0: float
-) -> list[tuple[float, float | None]]:
-    rows = [
-        r
-        for r in reader.rows("param_changes", run_id=run.run_id, market=market)
-        if r["param"] == param
-    ]
-    pts: list[tuple[float, float | None]] = []
-    first: float | None = None
-    if rows and rows[0]["old"] is not None:
-        first = float(rows[0]["old"])
-    else:
-        try:
-            first = float(run.config["policy"]["params"][param]["default"])
-        except (KeyError, TypeError, ValueError):
-            first = None
-    if first is not None:
-        pts.append((t0, first))
-    for r in rows:
-        ts = (r.get("payload") or {}).get("ts")
-        pts.append((float(ts) if ts is not None else r["ts_ms"] / 1000.0, float(r["new"])))
-    return pts
-
-
-def _decision_title(d: DecisionRecord) -> str:
-    change = d.change_text()
-    return (
-        f"{fmt_ts(d.ts_ms, date=False)} #{d.seq} {d.agent} {d.outcome}"
-        f"{' · ' + change if change else ''}\n{d.rationale[:300]}"
-    )
 
 
 def _market_section(
@@ -110,81 +57,11 @@ def _market_section(
     t0: float,
     t1: float,
 ) -> str:
-    slug = _slug(market)
+    slug = slug_of(market)
     mine = [d for d in decisions if d.market == market]
-    gov = [d for d in decisions if d.agent == "governance"]
-
-    def chart(title: str, key: str) -> Chart:
-        return Chart(title, t0, t1, plot_id=f"{key}:{slug}")
-
-    def ds(points: Sequence[tuple[float, float | None]]) -> list[tuple[float, float | None]]:
-        return downsample(points, t0, t1, BUCKETS)
-
-    # 1. mid, our quotes, fills
-    c1 = chart("Mid and our quotes ($ per YES contract)", "quotes")
-    c1.line(ds(w.mids), "#57606a", "mid", width=1.2)
-    c1.line(ds(w.bids), "#1a7f37", "our bid", step=True, width=1.0)
-    c1.line(ds(w.asks), "#d1242f", "our ask", step=True, width=1.0)
-    buys = [f for f in w.fills if f.side == "bid"]
-    sells = [f for f in w.fills if f.side == "ask"]
-
-    def ftitle(f: Any) -> str:
-        verb = "bought" if f.side == "bid" else "sold"
-        return (
-            f"{fmt_ts(f.ts * 1000, date=False)} {verb} {f.count:g} @ {f.price:.4f}"
-            f" (fee {f.fee}) → inventory {f.inventory_after:+g}"
-        )
-
-    c1.markers(
-        [(f.ts, f.price) for f in buys],
-        "#1a7f37",
-        "we bought",
-        shape="up",
-        titles=[ftitle(f) for f in buys],
+    charts = market_charts(
+        reader, run, market, w, decisions, t0, t1, link=lambda d: f"#d-{d.seq}", buckets=BUCKETS
     )
-    c1.markers(
-        [(f.ts, f.price) for f in sells],
-        "#d1242f",
-        "we sold",
-        shape="down",
-        titles=[ftitle(f) for f in sells],
-    )
-    # 2. inventory
-    c2 = chart("Inventory (YES contracts)", "inventory")
-    c2.line(ds([(t0, 0.0), *w.inventory]), "#8250df", "inventory", step=True)
-    # 3. PnL
-    c3 = chart("PnL ($): marked at the mid, and realised", "pnl")
-    c3.line(ds([(t0, 0.0), *w.pnl]), "#1f6feb", "marked")
-    c3.line(ds([(t0, 0.0), *w.realized]), "#8b949e", "realised", step=True, dash="4,3")
-    # 4-5. gamma and sigma with decision markers
-    charts = [c1, c2, c3]
-    for param, label in (("gamma", "γ risk aversion (1/$)"), ("sigma", "σ volatility (logit/√s)")):
-        c = chart(f"{label} with decisions", param)
-        c.line(_params_series(reader, run, market, param, t0), "#0a3069", param, step=True)
-        by_outcome: dict[str, list[DecisionRecord]] = {}
-        for d in mine:
-            by_outcome.setdefault(d.outcome, []).append(d)
-        for outcome, ds_ in sorted(by_outcome.items()):
-            c.vlines(
-                [d.ts_ms / 1000.0 for d in ds_],
-                OUTCOME_COLORS.get(outcome, "#57606a"),
-                outcome,
-                [_decision_title(d) for d in ds_],
-            )
-        if gov:
-            c.vlines(
-                [d.ts_ms / 1000.0 for d in gov],
-                "#cf222e",
-                "governance",
-                [_decision_title(d) for d in gov],
-            )
-        charts.append(c)
-    # 6. fills as signed bars
-    c6 = chart("Our fills (contracts: + bought, − sold)", "fills")
-    c6.bars([(f.ts, f.count) for f in buys], "#1a7f37", "bought")
-    c6.bars([(f.ts, -f.count) for f in sells], "#d1242f", "sold")
-    charts.append(c6)
-
     s = w.snapshot()
     fees = sum((f.fee for f in w.fills), Decimal(0))
     head = (
@@ -209,7 +86,7 @@ def _decision_table(decisions: Sequence[DecisionRecord]) -> str:
         lat = "" if d.latency_s is None else f"{d.latency_s * 1000:.0f} ms"
         tokens = "" if d.usage is None else str(d.usage.get("total_tokens", sum(d.usage.values())))
         rows.append(
-            f'<tr data-seq="{d.seq}" data-outcome="{escape(d.outcome)}" '
+            f'<tr id="d-{d.seq}" data-seq="{d.seq}" data-outcome="{escape(d.outcome)}" '
             f'data-decision-id="{escape(d.decision_id or "")}">'
             f'<td class="n">{d.seq}</td><td>{fmt_ts(d.ts_ms, date=False)}</td>'
             f"<td>{escape(d.decision_id or '')}</td>"
@@ -303,7 +180,7 @@ def build_report(reader: AuditReader, run_id: str, *, check_chain: bool = True) 
         tot_real += s.realized
         tot_mark += s.marked
         summary_rows.append(
-            f'<tr><td class="t"><a href="#m-{escape(_slug(m))}">'
+            f'<tr><td class="t"><a href="#m-{escape(slug_of(m))}">'
             f"{escape(m)}</a></td>"
             f'<td class="n">{w.account.fills}</td>'
             f'<td class="n">{w.account.volume / QTY_SCALE:g}</td>'

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
+from typing import Any
 
 __all__ = ["Chart", "downsample"]
 
@@ -111,6 +112,21 @@ class _Series:
     dash: str | None = None
     shape: str = "circle"
     titles: list[str] | None = None
+    links: list[str | None] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (``points`` as ``[t, v]`` pairs, None for a gap)."""
+        return {
+            "kind": self.kind,
+            "color": self.color,
+            "label": self.label,
+            "width": self.width,
+            "dash": self.dash,
+            "shape": self.shape,
+            "points": [[t, v if v is None or math.isfinite(v) else None] for t, v in self.points],
+            "titles": self.titles,
+            "links": self.links,
+        }
 
 
 @dataclass(slots=True)
@@ -158,8 +174,10 @@ class Chart:
         *,
         shape: str = "circle",
         titles: Sequence[str] | None = None,
+        links: Sequence[str | None] | None = None,
     ) -> Chart:
-        """Point markers (``circle``, ``up``, ``down`` triangles, ``diamond``) with tooltips."""
+        """Point markers (``circle``, ``up``, ``down`` triangles, ``diamond``) with tooltips and,
+        where ``links`` gives one, a link (``href``) each."""
         self.series.append(
             _Series(
                 "markers",
@@ -168,14 +186,21 @@ class Chart:
                 label,
                 shape=shape,
                 titles=list(titles) if titles is not None else None,
+                links=list(links) if links is not None else None,
             )
         )
         return self
 
     def vlines(
-        self, times: Sequence[float], color: str, label: str, titles: Sequence[str] | None = None
+        self,
+        times: Sequence[float],
+        color: str,
+        label: str,
+        titles: Sequence[str] | None = None,
+        links: Sequence[str | None] | None = None,
     ) -> Chart:
-        """Vertical lines across the plot at ``times`` (events such as decisions)."""
+        """Vertical lines across the plot at ``times`` (events such as decisions), each with a
+        tooltip and, where ``links`` gives one, a link (a decision's page)."""
         self.series.append(
             _Series(
                 "vlines",
@@ -185,6 +210,7 @@ class Chart:
                 width=1.0,
                 dash="3,2",
                 titles=list(titles) if titles is not None else None,
+                links=list(links) if links is not None else None,
             )
         )
         return self
@@ -195,6 +221,19 @@ class Chart:
         return self
 
     # -- rendering -----------------------------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        """The chart as data (what ``cfa console`` draws interactively, ``static/plots.js``):
+        ``id``, ``title``, ``t0``/``t1`` (epoch s), ``y_min``/``y_max`` and every series."""
+        return {
+            "id": self.plot_id,
+            "title": self.title,
+            "t0": self.t0,
+            "t1": self.t1,
+            "y_min": self.y_min,
+            "y_max": self.y_max,
+            "series": [s.as_dict() for s in self.series],
+        }
 
     def _y_range(self) -> tuple[float, float]:
         vals = [
@@ -278,8 +317,11 @@ class Chart:
                     x = sx(t)
                     title = s.titles[i] if s.titles else ""
                     parts.append(
-                        f'<path {style} d="M{x:.1f},{y0}V{y1}">'
-                        f"<title>{escape(title)}</title></path>"
+                        _linked(
+                            f'<path {style} d="M{x:.1f},{y0}V{y1}">'
+                            f"<title>{escape(title)}</title></path>",
+                            s.links[i] if s.links else None,
+                        )
                     )
             else:
                 for i, (t, val) in enumerate(s.points):
@@ -288,8 +330,11 @@ class Chart:
                     title = s.titles[i] if s.titles else ""
                     d = _shape(s.shape, sx(t), sy(val))
                     parts.append(
-                        f'<path fill="{s.color}" stroke="none" d="{d}">'
-                        f"<title>{escape(title)}</title></path>"
+                        _linked(
+                            f'<path fill="{s.color}" stroke="none" d="{d}">'
+                            f"<title>{escape(title)}</title></path>",
+                            s.links[i] if s.links else None,
+                        )
                     )
             legend.append(f'<tspan fill="{s.color}">■</tspan> {escape(s.label)}')
         if legend:
@@ -323,6 +368,10 @@ class Chart:
         if s.kind == "step" and pen:
             out.append(f"H{x_end:.1f}")
         return "".join(out)
+
+
+def _linked(element: str, href: str | None) -> str:
+    return element if not href else f'<a href="{escape(href)}">{element}</a>'
 
 
 def _shape(shape: str, x: float, y: float, r: float = 3.5) -> str:
