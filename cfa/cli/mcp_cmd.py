@@ -8,6 +8,7 @@ passes ``--as-person NAME``. Every call is audited as a ``tool_calls`` row. See 
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from typing import Annotated
 
@@ -81,7 +82,8 @@ def mcp(
         raise fail(str(exc)) from None
     opts = Options(db=db, client=client, as_person=as_person)
     if transport is Transport.stdio:
-        anyio.run(serve_stdio, opts)
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(serve_stdio, opts)
         return
     try:
         check_bind(host, allow_remote=allow_remote, token=token)

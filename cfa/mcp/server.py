@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -92,6 +93,15 @@ def plain_validation_error(text: str) -> str | None:
     return f"{m.group(1)}: " + "; ".join(problems) if problems else None
 
 
+def _unprefixed(tool: str, text: str) -> str:
+    """``Error executing tool X: msg`` (the SDK's wrapping of a tool error) as ``X: msg``."""
+    head = f"Error executing tool {tool}: "
+    if not text.startswith(head):
+        return text
+    rest = text[len(head) :]
+    return rest if rest.startswith(f"{tool}: ") else f"{tool}: {rest}"
+
+
 def _with_text(result: Any, text: str) -> Any:
     """``result`` (an error tool result, model or dict) with its content replaced by ``text``."""
     from mcp.types import TextContent
@@ -126,12 +136,13 @@ def audit_middleware(opts: Options, policy: ActorPolicy) -> Any:
         finally:
             audit.CURRENT.reset(token)
         text = _error_text(result)
-        if text is not None and rec.status in (None, "ok"):
-            # refused by the SDK before the body ran (bad arguments, unknown tool)
-            plain = plain_validation_error(text)
-            if plain is not None:
+        if text is not None:
+            plain = plain_validation_error(text) or _unprefixed(rec.tool, text)
+            if plain != text:
                 result, text = _with_text(result, plain), plain
-            rec.done("error", text)
+            if rec.status in (None, "ok"):
+                # refused by the SDK before the body ran (bad arguments, unknown tool)
+                rec.done("error", text)
         elif rec.status is None:
             rec.done("ok", "")
         await anyio.to_thread.run_sync(audit.write, opts.db, rec)
@@ -206,15 +217,32 @@ def http_app(opts: Options, host: str, token: str | None) -> tuple[Any, MCPServe
     return (BearerToken(app, token) if token else app), server
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (OSError naming why not: in use, no such
+    address), bound before the server announces itself."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve_http(
     opts: Options, host: str, port: int, *, token: str | None, allow_remote: bool
 ) -> None:
-    """Serve streamable HTTP on ``host:port`` (:func:`cfa.mcp.http.check_bind` first)."""
+    """Serve streamable HTTP on ``host:port`` (:func:`cfa.mcp.http.check_bind` first; OSError
+    when the address cannot be bound)."""
     import uvicorn
 
     from cfa.mcp.http import PATH, check_bind
 
     check_bind(host, allow_remote=allow_remote, token=token)
+    sock = listen(host, port)
     app, _ = http_app(opts, host, token)
     shown = f"[{host}]" if ":" in host else host
     announce(
@@ -222,5 +250,8 @@ async def serve_http(
         "streamable HTTP",
         f"at http://{shown}:{port}{PATH}" + (" (bearer token required)" if token else ""),
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    await uvicorn.Server(config).serve()
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
