@@ -88,7 +88,8 @@ def act(db: str, tool: str, arguments: dict[str, Any], actor: str) -> ActionResu
     answers = wait_result(db, seq, WAIT_S)
     results = []
     for p in answers:
-        o = p.get("outcome") if isinstance(p.get("outcome"), dict) else {}
+        outcome = p.get("outcome")
+        o: dict[str, Any] = outcome if isinstance(outcome, dict) else {}
         results.append(
             WorkerResult(
                 status=str(p.get("status")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -74,12 +75,17 @@ def parse_time(text: str, name: str) -> int:
     return round(dt.timestamp() * 1000)
 
 
-def _read(db: str, body: Any) -> Any:
+def _read(db: str, body: Callable[[AuditReader], dict[str, Any]]) -> dict[str, Any]:
     """``body(reader)`` on a read-only reader of ``db`` (closed afterwards)."""
     from cfa.desk.reads import open_reader
 
     with open_reader(db) as reader:
         return body(reader)
+
+
+def _json(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` as the store and the wire carry it (:func:`cfa.mcp.audit.jsonable`)."""
+    return {str(k): jsonable(v) for k, v in out.items()}
 
 
 def register(server: MCPServer[Any], db: str) -> None:
@@ -98,7 +104,7 @@ def register(server: MCPServer[Any], db: str) -> None:
         out = await calls.run(lambda: _read(db, body))
         live = [s["run_id"] for s in out["sessions"] if s["live"]]
         calls.record("ok", f"{len(out['sessions'])} sessions, live: {', '.join(live) or 'none'}")
-        return jsonable(out)
+        return _json(out)
 
     @server.tool(annotations=READ_ONLY)
     async def session_state(run: Run = None) -> dict[str, Any]:
@@ -120,7 +126,7 @@ def register(server: MCPServer[Any], db: str) -> None:
             f" {len(out['pending'])} pending",
             run_id=out["run_id"],
         )
-        return jsonable(out)
+        return _json(out)
 
     @server.tool(annotations=READ_ONLY)
     async def list_traces(
@@ -167,7 +173,7 @@ def register(server: MCPServer[Any], db: str) -> None:
             run_id=out["run_id"] or "",
             market=market,
         )
-        return jsonable(out)
+        return _json(out)
 
     @server.tool(annotations=READ_ONLY)
     async def get_decision(
@@ -200,7 +206,7 @@ def register(server: MCPServer[Any], db: str) -> None:
             run_id=d.get("run_id") or "",
             market=d.get("market") or "",
         )
-        return jsonable(out)
+        return _json(out)
 
     @server.tool(annotations=READ_ONLY)
     async def pending_approvals(run: Run = None) -> dict[str, Any]:
@@ -215,7 +221,7 @@ def register(server: MCPServer[Any], db: str) -> None:
         out = await calls.run(lambda: _read(db, body))
         ids = ", ".join(p["request_id"] for p in out["pending"]) or "none"
         calls.record("ok", f"pending: {ids}", run_id=out["run_id"])
-        return jsonable(out)
+        return _json(out)
 
     @server.tool(annotations=READ_ONLY)
     async def risk_events(
@@ -236,7 +242,7 @@ def register(server: MCPServer[Any], db: str) -> None:
         calls.record(
             "ok", f"{len(out['events'])} risk events", run_id=out["run_id"] or "", market=market
         )
-        return jsonable(out)
+        return _json(out)
 
     @server.tool(annotations=READ_ONLY)
     async def governance_requests(limit: Limit = 50) -> dict[str, Any]:
@@ -250,4 +256,4 @@ def register(server: MCPServer[Any], db: str) -> None:
 
         out = await calls.run(lambda: _read(db, body))
         calls.record("ok", f"{len(out['requests'])} governance rows")
-        return jsonable(out)
+        return _json(out)

@@ -23,7 +23,7 @@ from cfa.mcp import audit
 from cfa.mcp.actor import ActorPolicy
 
 if TYPE_CHECKING:
-    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+    from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
     from mcp.server.mcpserver import MCPServer
 
 log = logging.getLogger("cfa.mcp")
@@ -111,7 +111,7 @@ def _with_text(result: Any, text: str) -> Any:
     return result.model_copy(update={"content": [TextContent(type="text", text=text)]})
 
 
-def audit_middleware(opts: Options, policy: ActorPolicy) -> Any:
+def audit_middleware(opts: Options, policy: ActorPolicy) -> ServerMiddleware[Any]:
     """The server middleware auditing every ``tools/call`` (see the module doc)."""
     import anyio.to_thread
 
@@ -125,7 +125,7 @@ def audit_middleware(opts: Options, policy: ActorPolicy) -> Any:
             arguments=dict(raw_args) if isinstance(raw_args, dict) else {"_raw": raw_args},
             actor=policy.actor(_client_name(ctx)),
         )
-        token = audit.CURRENT.set(rec)
+        bound = audit.CURRENT.set(rec)
         try:
             result = await call_next(ctx)
         except Exception as exc:
@@ -134,7 +134,7 @@ def audit_middleware(opts: Options, policy: ActorPolicy) -> Any:
             await anyio.to_thread.run_sync(audit.write, opts.db, rec)
             raise
         finally:
-            audit.CURRENT.reset(token)
+            audit.CURRENT.reset(bound)
         text = _error_text(result)
         if text is not None:
             plain = plain_validation_error(text) or _unprefixed(rec.tool, text)
