@@ -329,6 +329,23 @@ async def test_http_halt_and_the_governance_agents_rank(
         seq = submit(str(db), "resume", {"market": None, "reason": "done"}, "person:alice")
         assert [r["status"] for r in wait_result(str(db), seq, 5)] == ["applied"]
 
+        # An assistant may deny a market agent's request, but not unfreeze a person's freeze.
+        pending = _data(await s.call_tool("pending_approvals", {}))["pending"]
+        (req,) = [p for p in pending if p["market"] == m]
+        out = _data(await s.call_tool("deny", {"request_id": req["request_id"], "reason": "no"}))
+        assert out["status"] == "applied", out
+        assert _data(await s.call_tool("pending_approvals", {}))["pending"] == []
+        seq = submit(
+            str(db), "freeze", {"market": m, "param": "sigma", "reason": "x"}, "person:bob"
+        )
+        assert [r["status"] for r in wait_result(str(db), seq, 5)] == ["applied"]
+        out = _data(
+            await s.call_tool("unfreeze", {"market": m, "param": "sigma", "reason": "please"})
+        )
+        assert out["status"] == "rejected" and out["code"] == "not_allowed", out
+        state = _data(await s.call_tool("session_state", {}))
+        assert next(x for x in state["markets"] if x["market"] == m)["frozen"] == ["sigma"]
+
         # An override is held to the governance agent's max_step (γ 0.1 -> 1.0 is +900 %).
         out = _data(
             await s.call_tool(
@@ -339,15 +356,26 @@ async def test_http_halt_and_the_governance_agents_rank(
         reqs = _data(await s.call_tool("governance_requests", {"limit": 20}))["requests"]
         assert any(r["actor"] == actor and r["action"] == "override" for r in reqs)
     calls = _calls(db, actor)
-    assert [t for t, _, _ in calls] == [
-        "halt",
-        "resume",
-        "resume",
-        "override",
-        "governance_requests",
+    made = [
+        ("halt", "ok"),
+        ("resume", "ok"),
+        ("resume", "rejected"),
+        ("pending_approvals", "ok"),
+        ("deny", "ok"),
+        ("pending_approvals", "ok"),
+        ("unfreeze", "rejected"),
+        ("session_state", "ok"),
+        ("override", "rejected"),
+        ("governance_requests", "ok"),
     ]
-    assert [s for _, s, _ in calls] == ["ok", "ok", "rejected", "rejected", "ok"]
-    assert calls[2][2]["code"] == "not_allowed" and calls[3][2]["code"] == "step_too_large"
+    assert [(t, s) for t, s, _ in calls] == made
+    assert calls[2][2]["code"] == "not_allowed" and calls[8][2]["code"] == "step_too_large"
+    denied = rows(
+        db,
+        "select actor from governance_actions where action = 'approval_decided'"
+        " and json_extract(payload, '$.status') = 'denied'",
+    )
+    assert denied == [(actor,)]
 
 
 async def test_as_person_is_announced_and_held_to_bounds_only(session: dict[str, Any]) -> None:
@@ -378,3 +406,20 @@ def test_non_loopback_bind_needs_allow_remote_and_token(tmp_path: Path) -> None:
         assert len(lines) == 1 and "refusing to listen on 0.0.0.0" in lines[0], r.stderr
         assert f"needs {missing}" in lines[0]
     assert not (tmp_path / "x.db").exists()
+
+
+def test_stdio_stdout_is_protocol_only(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "cfa.cli", "mcp", "--db", str(tmp_path / "none.db")]
+    r = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+    assert "agent:governance:mcp:<client>" in r.stderr
+
+
+async def test_a_missing_store_is_a_tool_error_and_is_not_created(tmp_path: Path) -> None:
+    db = tmp_path / "none.db"
+    async with stdio_session(db, "pytest-nodb") as s:
+        text = _error(await s.call_tool("list_sessions", {}))
+        assert "no audit store here" in text
+        text = _error(await s.call_tool("halt", {"all_markets": True, "reason": "x"}))
+        assert "no audit store here" in text
+    assert not db.exists()

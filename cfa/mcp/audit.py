@@ -18,6 +18,7 @@ is ever part of a row: tokens live in HTTP headers, never in arguments.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import math
 import time
@@ -30,6 +31,9 @@ log = logging.getLogger("cfa.mcp")
 Status = Literal["ok", "rejected", "error"]
 MAX_SUMMARY: Final = 500
 """Longest ``result.summary`` kept (characters)."""
+MAX_ARGUMENTS: Final = 8_000
+"""Longest ``arguments`` kept as JSON text (characters); longer ones are kept truncated as
+``{"_truncated": <text>}``."""
 
 
 @dataclass(slots=True)
@@ -90,6 +94,12 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _bounded(arguments: Any) -> Any:
+    """``arguments``, or their JSON text cut to :data:`MAX_ARGUMENTS` when longer."""
+    text = json.dumps(arguments, sort_keys=True)
+    return arguments if len(text) <= MAX_ARGUMENTS else {"_truncated": text[:MAX_ARGUMENTS]}
+
+
 def _latest_run_id(db: str) -> str:
     from cfa.desk import DeskError
     from cfa.desk.reads import open_reader, resolve_run
@@ -120,7 +130,7 @@ def write(db: str, rec: CallRecord) -> None:
         "decision_id": None,
         "agent": rec.actor,
         "tool": rec.tool or "?",
-        "arguments": jsonable(rec.arguments),
+        "arguments": _bounded(jsonable(rec.arguments)),
         "status": rec.status or "error",
         "result": jsonable(result),
     }
