@@ -43,6 +43,7 @@ READS = {
 }
 ACTS = {"approve", "deny", "freeze", "unfreeze", "override", "halt", "resume", "reduce_only"}
 TOKEN = "test-token-" + "x" * 24
+PREFIX = "agent:governance:mcp:"
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +372,13 @@ async def test_http_halt_and_the_governance_agents_rank(
     ]
     assert [(t, s) for t, s, _ in calls] == made
     assert calls[2][2]["code"] == "not_allowed" and calls[8][2]["code"] == "step_too_large"
+    leaked = rows(
+        db,
+        "select count(*) from tool_calls where arguments like ? or result like ?",
+        f"%{TOKEN}%",
+        f"%{TOKEN}%",
+    )
+    assert leaked == [(0,)], "the token reached the audit store"
     denied = rows(
         db,
         "select actor from governance_actions where action = 'approval_decided'"
@@ -424,3 +432,33 @@ async def test_a_missing_store_is_a_tool_error_and_is_not_created(tmp_path: Path
         text = _error(await s.call_tool("halt", {"all_markets": True, "reason": "x"}))
         assert "no audit store here" in text
     assert not db.exists()
+
+
+def test_a_client_name_never_raises_its_rank() -> None:
+    from cfa.mcp.actor import ActorPolicy, agent_actor
+    from cfa.risk.actors import Actor
+
+    assert agent_actor("Claude Desktop/1.0 (ü)") == "agent:governance:mcp:Claude_Desktop_1.0"
+    assert agent_actor(None) == agent_actor("") == agent_actor("/// ") == PREFIX + "unknown"
+    for name in ("person:alice", "breaker:x", "../../etc", "a" * 500):
+        actor = agent_actor(name)
+        assert actor.startswith(PREFIX) and len(actor) <= len(PREFIX) + 64
+        assert Actor.of(actor) is Actor.GOVERNANCE_AGENT, name
+    assert ActorPolicy(client="ops bot").actor("ignored") == PREFIX + "ops_bot"
+    assert ActorPolicy(as_person="dana").actor("x") == "person:dana"
+
+
+def test_only_loopback_binds_without_allow_remote_and_token() -> None:
+    from cfa.mcp.http import BindRefused, check_bind, transport_security
+
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1"):
+        check_bind(host, allow_remote=False, token=None)
+    for host in ("0.0.0.0", "::", "10.1.2.3", "example.com"):
+        with pytest.raises(BindRefused, match="needs --allow-remote and --token"):
+            check_bind(host, allow_remote=False, token=None)
+        check_bind(host, allow_remote=True, token="secret")
+    with pytest.raises(BindRefused, match="--token is empty"):
+        check_bind("127.0.0.1", allow_remote=False, token=" ")
+    sec = transport_security("10.1.2.3")
+    assert sec.enable_dns_rebinding_protection and "10.1.2.3:*" in sec.allowed_hosts
+    assert "localhost:*" in transport_security("127.0.0.1").allowed_hosts
