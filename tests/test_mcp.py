@@ -4,6 +4,7 @@ for bad arguments, one `tool_calls` row per call, the bearer token and the bind 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -195,6 +196,10 @@ async def test_stdio_lists_tools_reads_traces_and_approves(session: dict[str, An
         assert out["request_seq"] > 0
         state = _data(await s.call_tool("session_state", {}))
         assert {m["market"] for m in state["markets"]} == set(session["markets"])
+        await asyncio.sleep(0.3)  # the session writes on: the next call folds only the new rows
+        again = _data(await s.call_tool("session_state", {"run": run_id[:12]}))
+        assert again["run_id"] == run_id and again["version"] == state["version"] + 1
+        assert again["seq"] > state["seq"]
     wait_for(
         lambda: rows(
             db,
@@ -217,7 +222,8 @@ async def test_stdio_lists_tools_reads_traces_and_approves(session: dict[str, An
         out["request_seq"],
     )
     assert result_actor == [(actor,)]
-    made = ["list_traces", "get_decision", "pending_approvals", "approve", "session_state"]
+    made = ["list_traces", "get_decision", "pending_approvals", "approve"]
+    made += ["session_state", "session_state"]
     calls = _calls(db, actor)
     assert [t for t, _, _ in calls] == made
     assert all(status == "ok" for _, status, _ in calls)

@@ -9,6 +9,7 @@ says so (``--as-person``). One idea per module:
 * :mod:`cfa.mcp.reads` — sessions, live state, traces, one decision, approvals, risk, requests;
 * :mod:`cfa.mcp.govern` — approve, deny, freeze, unfreeze, override, halt, resume, reduce_only
   (each through :func:`cfa.desk.submit`, waiting ~3 s for the session's answer);
+* :mod:`cfa.mcp.tails` — live tails kept between calls (``session_state`` folds only new rows);
 * :mod:`cfa.mcp.actor` — who a client acts as;
 * :mod:`cfa.mcp.audit` — one ``tool_calls`` row per call;
 * :mod:`cfa.mcp.calls` — running a tool body off the event loop, failures as tool errors;

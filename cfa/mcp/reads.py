@@ -91,6 +91,9 @@ def _json(out: dict[str, Any]) -> dict[str, Any]:
 def register(server: MCPServer[Any], db: str) -> None:
     """Add the read tools over audit store ``db`` to ``server``."""
     from cfa.desk import reads
+    from cfa.mcp.tails import TailCache
+
+    tails = TailCache(db)
 
     @server.tool(annotations=READ_ONLY)
     async def list_sessions() -> dict[str, Any]:
@@ -111,15 +114,9 @@ def register(server: MCPServer[Any], db: str) -> None:
         """The live state of a run (default: the latest): for every market its trading state,
         book mid, our bid/ask, inventory, fills, realized and marked PnL (dollars), gamma
         (1/dollar) and sigma (logit per sqrt-second) in force, frozen parameters and last
-        decision; plus the global state, portfolio PnL, and the approvals pending."""
-        from cfa.desk import SessionTail
-
-        def body(r: AuditReader) -> dict[str, Any]:
-            tail = SessionTail(r, run)
-            tail.refresh()
-            return tail.state()
-
-        out = await calls.run(lambda: _read(db, body))
+        decision; plus the global state, portfolio PnL, and the approvals pending. `version`
+        grows each time new rows were folded since the previous call."""
+        out = await calls.run(lambda: tails.state(run))
         calls.record(
             "ok",
             f"run {out['run_id']}: {len(out['markets'])} markets, global {out['global_state']},"
