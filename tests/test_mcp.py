@@ -463,6 +463,9 @@ def test_only_loopback_binds_without_allow_remote_and_token() -> None:
         with pytest.raises(BindRefused, match="needs --allow-remote and --token"):
             check_bind(host, allow_remote=False, token=None)
         check_bind(host, allow_remote=True, token="secret")
+    with pytest.raises(BindRefused, match="--as-person over http needs --token"):
+        check_bind("127.0.0.1", allow_remote=False, token=None, as_person=True)
+    check_bind("127.0.0.1", allow_remote=False, token="secret", as_person=True)
     with pytest.raises(BindRefused, match="--token is empty"):
         check_bind("127.0.0.1", allow_remote=False, token=" ")
     sec = transport_security("10.1.2.3")

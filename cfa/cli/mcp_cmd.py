@@ -86,7 +86,7 @@ def mcp(
             anyio.run(serve_stdio, opts)
         return
     try:
-        check_bind(host, allow_remote=allow_remote, token=token)
+        check_bind(host, allow_remote=allow_remote, token=token, as_person=as_person is not None)
     except BindRefused as exc:
         raise fail(str(exc)) from None
     try:

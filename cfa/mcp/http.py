@@ -1,7 +1,8 @@
 """Streamable HTTP: where the server may listen, the bearer token, and Host/Origin checks.
 
 * :func:`check_bind`: loopback (127.0.0.1, ::1, localhost) by default; any other address needs
-  both ``--allow-remote`` and ``--token``, else the server refuses to start.
+  both ``--allow-remote`` and ``--token``, and ``--as-person`` needs ``--token``, else the
+  server refuses to start.
 * :class:`BearerToken`: with a token, every HTTP request must carry
   ``Authorization: Bearer <token>`` (compared with :func:`hmac.compare_digest`); anything else
   gets 401 before the MCP transport sees it. The token is never logged, printed or audited.
@@ -42,11 +43,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, *, allow_remote: bool, token: str | None) -> None:
+def check_bind(
+    host: str, *, allow_remote: bool, token: str | None, as_person: bool = False
+) -> None:
     """:class:`BindRefused` unless ``host`` is loopback, or ``allow_remote`` and a non-empty
-    ``token`` are both given."""
+    ``token`` are both given; and unless a ``token`` guards a server whose callers act as a
+    person (``as_person``: any local process could otherwise reach a person's powers)."""
     if token is not None and not token.strip():
         raise BindRefused("--token is empty; give a long random secret")
+    if as_person and not token:
+        raise BindRefused(
+            "--as-person over http needs --token (else any local process acts as a person)"
+        )
     if is_loopback(host):
         return
     missing = [

@@ -241,7 +241,7 @@ async def serve_http(
 
     from cfa.mcp.http import PATH, check_bind
 
-    check_bind(host, allow_remote=allow_remote, token=token)
+    check_bind(host, allow_remote=allow_remote, token=token, as_person=opts.as_person is not None)
     sock = listen(host, port)
     app, _ = http_app(opts, host, token)
     shown = f"[{host}]" if ":" in host else host
