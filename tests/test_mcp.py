@@ -310,6 +310,16 @@ async def test_http_client_without_token_cannot_connect(
     assert _calls(session["db"], "agent:governance:mcp:no-token") == []
 
 
+async def test_http_serves_concurrent_calls(session: dict[str, Any], http_server: str) -> None:
+    # The server's first calls, all at once (regression: two first reads raced on a lazy
+    # import in cfa._imports and failed).
+    tools = ["list_sessions", "session_state", "governance_requests", "risk_events"] * 3
+    async with http_session(http_server, "pytest-burst") as s:
+        results = await asyncio.gather(*(s.call_tool(t, {}) for t in tools))
+    assert [r.is_error for r in results] == [False] * len(tools), [r.content for r in results]
+    assert len(_calls(session["db"], PREFIX + "pytest-burst")) == len(tools)
+
+
 async def test_http_halt_and_the_governance_agents_rank(
     session: dict[str, Any], http_server: str
 ) -> None:

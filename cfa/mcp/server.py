@@ -151,11 +151,39 @@ def audit_middleware(opts: Options, policy: ActorPolicy) -> ServerMiddleware[Any
     return middleware
 
 
+_LAZY_MODULES: Final = (
+    "cfa.audit",
+    "cfa.desk.actions",
+    "cfa.desk.live",
+    "cfa.desk.reads",
+    "cfa.reports.decisions",
+    "cfa.reports.history",
+)
+
+
+def warm_imports() -> None:
+    """Import what the tool bodies import lazily, before worker threads run them.
+
+    ``cfa._imports.load_sqlite_utils`` (which every :class:`cfa.audit.AuditReader` calls)
+    returns ``sys.modules["sqlite_utils"]`` as soon as it is there, even while another thread
+    is still executing it: two first calls at once then fail with "module 'sqlite_utils' has
+    no attribute 'Database'". Importing it here, once, on the main thread avoids that race."""
+    import importlib
+
+    from cfa._imports import load_sqlite_utils
+
+    load_sqlite_utils()
+    for name in _LAZY_MODULES:
+        importlib.import_module(name)
+
+
 def build(opts: Options) -> MCPServer[Any]:
     """The MCP server over ``opts.db`` with every read and governance tool."""
     from mcp.server.mcpserver import MCPServer
 
     from cfa.mcp import govern, reads
+
+    warm_imports()
 
     policy = ActorPolicy(opts.client, opts.as_person)
     server: MCPServer[Any] = MCPServer(
