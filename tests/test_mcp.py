@@ -167,6 +167,8 @@ async def test_stdio_lists_tools_reads_traces_and_approves(session: dict[str, An
     actor = "agent:governance:mcp:pytest-stdio"
     t0 = time.monotonic()
     async with stdio_session(db, "pytest-stdio") as s:
+        init = await s.initialize()
+        assert init.server_info.name == "cfa" and "governance agent" in (init.instructions or "")
         tools = {t.name: t for t in (await s.list_tools()).tools}
         assert set(tools) == READS | ACTS
         for name in ACTS:
@@ -408,6 +410,8 @@ async def test_as_person_is_announced_and_held_to_bounds_only(session: dict[str,
     err = session["tmp"] / "person.err"
     with open(err, "w") as errlog:
         async with stdio_session(db, "desk-tool", "--as-person", "carol", errlog=errlog) as s:
+            init = await s.initialize()  # the handshake's result, as the client holds it
+            assert "act as a person (person:carol)" in (init.instructions or "")
             out = _data(
                 await s.call_tool(
                     "override", {"market": m, "gamma": 1.0, "ttl_s": 60, "reason": "desk call"}

@@ -33,9 +33,16 @@ INSTRUCTIONS: Final = (
     "cfa market-makes Kalshi binary contracts. These tools read a running session's audit "
     "store (sessions, live state, decision traces, pending approvals, risk events, governance "
     "requests) and act on it through its control plane (approve, deny, freeze, unfreeze, "
-    "override, halt, resume, reduce_only; a reason is required). Unless the operator started "
-    "the server --as-person, you act as a governance agent: your overrides obey max_step, "
-    "cooldown and approval, and you cannot lift a person's halt, freeze or override."
+    "override, halt, resume, reduce_only; a reason is required, and every call is audited). "
+)
+AS_AGENT: Final = (
+    "You act as a governance agent ({actor}): your overrides change one parameter per call "
+    "and obey max_step, cooldown and approval, and you cannot lift a person's halt, freeze or "
+    "override."
+)
+AS_PERSON: Final = (
+    "The operator lets you act as a person ({actor}): you outrank every agent and breaker. "
+    "Act only on the operator's explicit request."
 )
 
 
@@ -47,6 +54,15 @@ class Options:
     db: str
     client: str | None = None
     as_person: str | None = None
+
+
+def instructions(opts: Options) -> str:
+    """The server's ``initialize`` instructions: what it offers and whom the client acts as."""
+    policy = ActorPolicy(opts.client, opts.as_person)
+    if opts.as_person is not None:
+        return INSTRUCTIONS + AS_PERSON.format(actor=policy.actor(None))
+    actor = policy.actor(opts.client) if opts.client else "agent:governance:mcp:<your name>"
+    return INSTRUCTIONS + AS_AGENT.format(actor=actor)
 
 
 def _client_name(ctx: ServerRequestContext[Any, Any]) -> str | None:
@@ -189,7 +205,7 @@ def build(opts: Options) -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer(
         NAME,
         title="cfa: Cognitive Financial Agents",
-        instructions=INSTRUCTIONS,
+        instructions=instructions(opts),
         version=_version(),
         log_level="WARNING",
         middleware=[audit_middleware(opts, policy)],
