@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -26,19 +27,31 @@ _OPTIONAL = ("pandas", "numpy")
 """What sqlite_utils imports only to support values cfa never gives it."""
 
 
+_lock = threading.Lock()
+_loaded: list[ModuleType] = []
+"""The module once its import has finished (``sys.modules`` holds it while it is still being
+imported, by another thread: handing that half-made module out failed concurrent first reads)."""
+
+
 def load_sqlite_utils() -> ModuleType:
-    """:mod:`sqlite_utils`, imported without pandas and numpy if neither is loaded yet."""
-    if "sqlite_utils" in sys.modules:
-        return sys.modules["sqlite_utils"]
-    blocked = [name for name in _OPTIONAL if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
-    try:
-        return importlib.import_module("sqlite_utils")
-    finally:
+    """:mod:`sqlite_utils`, imported without pandas and numpy if neither is loaded yet; safe to
+    call from several threads at once (the first import is made under a lock)."""
+    if _loaded:
+        return _loaded[0]
+    with _lock:
+        if _loaded:
+            return _loaded[0]
+        blocked = [name for name in _OPTIONAL if name not in sys.modules]
         for name in blocked:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
+            sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
+        try:
+            module = importlib.import_module("sqlite_utils")
+        finally:
+            for name in blocked:
+                if name in sys.modules and sys.modules[name] is None:
+                    del sys.modules[name]
+        _loaded.append(module)
+        return module
 
 
 if not TYPE_CHECKING:

@@ -178,12 +178,8 @@ _LAZY_MODULES: Final = (
 
 
 def warm_imports() -> None:
-    """Import what the tool bodies import lazily, before worker threads run them.
-
-    ``cfa._imports.load_sqlite_utils`` (which every :class:`cfa.audit.AuditReader` calls)
-    returns ``sys.modules["sqlite_utils"]`` as soon as it is there, even while another thread
-    is still executing it: two first calls at once then fail with "module 'sqlite_utils' has
-    no attribute 'Database'". Importing it here, once, on the main thread avoids that race."""
+    """Import what the tool bodies import lazily, once, before the first call (so the first
+    call answers as fast as the others; ``cfa._imports.load_sqlite_utils`` is thread-safe)."""
     import importlib
 
     from cfa._imports import load_sqlite_utils
