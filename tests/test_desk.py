@@ -127,3 +127,53 @@ def test_reads_and_a_halt_through_the_desk(live: str) -> None:
         last = reads.requests(reader, limit=4)
         assert {r["actor"] for r in last} >= {"person:alice", "agent:governance:mcp:t"}
         assert reads.trading_states(reader, run_id)[markets[0]] == "HALTED"
+
+
+def test_a_row_committed_while_the_tail_reads_is_not_lost(tmp_path: Path) -> None:
+    # Regression: refresh resumed after the highest seq it saw in any table, so an order
+    # committed while it read a later table (seq lower than that table's new row) was skipped
+    # for good (the console's books then showed gaps and lost their mid).
+    from cfa.audit import AuditStore
+
+    db = str(tmp_path / "tail.db")
+    store = AuditStore.open(db)
+    run_id = store.start_run({"test": "tail"})
+
+    def order(price: int) -> dict[str, Any]:
+        return {
+            "market": "M",
+            "client_order_id": f"c{price}",
+            "side": "bid",
+            "price": price,
+            "count": 100,
+            "action": "place",
+        }
+
+    store.append("orders", order(4000))
+    store.flush()
+    with reads.open_reader(db) as reader:
+        tail = SessionTail(reader, run_id)
+        assert tail.refresh() and tail.walkers["M"].snapshot().our_bid == 0.4
+        rows_of = reader.rows
+        fired = []
+
+        def rows(table: str, **kw: Any) -> Any:
+            if table == "param_changes" and not fired:  # another process commits meanwhile
+                fired.append(1)
+                store.append("orders", order(4100))
+                store.append(
+                    "param_changes",
+                    {"market": "M", "param": "gamma", "new": 0.2, "source": "person:x"},
+                )
+                store.flush()
+            return rows_of(table, **kw)
+
+        reader.rows = rows  # type: ignore[method-assign]
+        store.append("risk_events", {"market": "M", "kind": "test"})  # something new to read
+        store.flush()
+        tail.refresh()
+        assert fired
+        tail.refresh()
+        state = tail.state()["markets"][0]
+        assert state["our_bid"] == 0.41 and state["gamma"] == 0.2
+    store.close()

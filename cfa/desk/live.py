@@ -14,6 +14,7 @@ Prices are dollars, sizes contracts, money decimal strings, times UTC epoch ms u
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from cfa.desk.errors import DeskError
@@ -71,27 +72,45 @@ class SessionTail:
         return w
 
     def refresh(self) -> bool:
-        """Fold every row committed since the last refresh; returns whether there were any."""
+        """Fold every row committed since the last refresh; returns whether there were any.
+
+        It first takes the chain's head, then folds each table only up to it: rows are
+        committed in seq order (one writer at a time holds the store's write lock), so every
+        row up to the head is there to read, and one committed while this reads the later
+        tables is past the head and waits for the next refresh instead of being skipped."""
         from cfa.desk.reads import applied_freezes, pending_of
         from cfa.reports.decisions import DecisionRecord
         from cfa.reports.history import timeline_items
 
         r, after = self.reader, self.seq
-        top = after
+        top = r.head().seq
+        if top <= after:
+            return False
+
+        def upto(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for row in rows:
+                if row["seq"] > top:
+                    return
+                yield row
+
+        found = False
         for seq, table, market, item in timeline_items(r, self.run_id, after_seq=after):
-            top = max(top, seq)
+            if seq > top:
+                break
+            found = True
             if market:  # portfolio-wide rows move no market's book
                 self._walker(market).feed(seq, table, item)
-        for row in r.rows("param_changes", run_id=self.run_id, after_seq=after):
+        for row in upto(r.rows("param_changes", run_id=self.run_id, after_seq=after)):
+            found = True
             self.params.setdefault(row["market"], {})[row["param"]] = row["new"]
             if row["market"]:
                 self._walker(row["market"])
-            top = max(top, row["seq"])
-        for row in r.rows("risk_events", run_id=self.run_id, after_seq=after):
+        for row in upto(r.rows("risk_events", run_id=self.run_id, after_seq=after)):
+            found = True
             if row["kind"] == "trading_state" and row.get("state"):
                 self.states[row["market"] or "*"] = row["state"]
-            top = max(top, row["seq"])
-        for row in r.rows("decisions", run_id=self.run_id, after_seq=after):
+        for row in upto(r.rows("decisions", run_id=self.run_id, after_seq=after)):
+            found = True
             d = DecisionRecord.from_row(row)
             self.decisions += 1
             self.last_decision[d.market or "*"] = {
@@ -103,21 +122,18 @@ class SessionTail:
                 "change": d.change_text(),
                 "rationale": d.rationale[:200],
             }
-            top = max(top, d.seq)
-        gov = [row["seq"] for row in r.rows("governance_actions", after_seq=after, decode=False)]
-        if gov:
+        if any(True for _ in upto(r.rows("governance_actions", after_seq=after, decode=False))):
+            found = True
             self.frozen = applied_freezes(r, self.run_id)
             self.pending = pending_of(r, self.run_id)
-            top = max(top, *gov)
-        for row in r.rows("runs", run_id=self.run_id, after_seq=after, decode=False):
+        for row in upto(r.rows("runs", run_id=self.run_id, after_seq=after, decode=False)):
+            found = True
             if row["kind"] == "end":
                 self.ended_ms = row["ts_ms"]
-            top = max(top, row["seq"])
-        if top == after:
-            return False
         self.seq = top
-        self.version += 1
-        return True
+        if found:
+            self.version += 1
+        return found
 
     def state(self) -> dict[str, Any]:
         """The run's state now: ``run_id``, ``seq`` (the last row folded), ``version``,

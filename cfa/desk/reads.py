@@ -139,6 +139,9 @@ def sessions(reader: AuditReader, *, now: float | None = None) -> list[dict[str,
             and t - float(b["beat"]) <= STALE_AFTER_S
         )
         cfg = run.config or {}
+        markets = run_markets(reader, run) or [
+            str(m["ticker"]) for m in cfg.get("markets") or [] if isinstance(m, dict)
+        ]  # a run that has only just started has no rows naming its markets yet
         out.append(
             {
                 "run_id": run.run_id,
@@ -146,7 +149,7 @@ def sessions(reader: AuditReader, *, now: float | None = None) -> list[dict[str,
                 "ended_ms": run.ended_ms,
                 "live": live and run.ended_ms is None,
                 "venue": cfg.get("exchange"),
-                "markets": run_markets(reader, run),
+                "markets": markets,
                 "heartbeat": None
                 if b is None
                 else {"pid": b["pid"], "host": b["host"], "state": b["state"], "beat": b["beat"]},
