@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "traces_app",
         "Review the agents' decisions: list them, or show one with what followed.",
     ),
+    "console": ("cfa.cli.console_cmd", "console", "Serve the operator's console in a browser."),
     "audit": ("cfa.cli.audit_cmds", "audit_app", "Check the audit store (hash chain)."),
 }
 """``name -> (module, attribute, help)`` of every top-level command, in ``cfa --help`` order. An
