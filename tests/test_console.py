@@ -502,3 +502,29 @@ def test_the_token_is_in_the_startup_line_only(console: Console) -> None:
     assert line.startswith("cfa console: open http://127.0.0.1:") and "/login?token=" in line
     for path in console.db.parent.glob("live.db*"):
         assert console.token.encode() not in path.read_bytes(), path
+
+
+def test_when_the_run_ends_the_stream_says_so_and_actions_are_refused(console: Console) -> None:
+    # Last in the module: it stops the session.
+    import signal
+
+    console.run.send_signal(signal.SIGTERM)
+    console.run.wait(30)
+    c = console.bearer()
+    got: list[str] = []
+    with c.stream("GET", f"/runs/{console.run_id}/events", timeout=15) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                got.append(line[7:])
+    assert got[-1] == "ended" and "state" in got  # the stream closes after "ended"
+    state = c.get(f"/api/runs/{console.run_id}/state").json()
+    assert state["ended_ms"] is not None and not state["live"]
+    page = console.browser().get(f"/runs/{console.run_id}")
+    assert "ended" in page.text
+    sessions = c.get("/api/sessions").json()["sessions"]
+    assert not sessions[0]["live"]
+    r = c.post(
+        "/api/actions",
+        json={"tool": "halt", "arguments": {"market": None, "reason": "x"}, "operator": "a"},
+    )
+    assert r.status_code == 400 and "no session is running" in r.json()["error"]

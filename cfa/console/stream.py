@@ -140,7 +140,9 @@ class RunFeed:
                             tail.refresh()
                         now = time.monotonic()
                         was_live = live
-                        if now - checked >= LIVENESS_S:
+                        if tail.ended_ms is not None:
+                            live = False
+                        elif now - checked >= LIVENESS_S:
                             checked = now
                             latest = latest_run_of(reader)[0]
                             live = (
