@@ -9,6 +9,7 @@ terminal only (uvicorn's access log is off, so no URL is ever logged).
 from __future__ import annotations
 
 import os
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -86,8 +87,18 @@ def console(
         server_header=False,
         proxy_headers=False,
         lifespan="on",
+        timeout_graceful_shutdown=3,  # a backstop: the event streams end on the signal
     )
+    feeds = app.state.feeds
+
+    class Server(uvicorn.Server):
+        """uvicorn's server that also ends the console's event streams when asked to stop."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            feeds.stopping.set()
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None

@@ -50,14 +50,14 @@ class ActionResult:
         }
 
 
-def check_operator(name: Any) -> str:
+def check_operator(name: object) -> str:
     """The operator's name, stripped; :class:`ActionError` when empty, too long or not text."""
     if not isinstance(name, str) or not name.strip():
         raise ActionError("give the operator's name (who acts is recorded)")
-    name = name.strip()
-    if len(name) > MAX_OPERATOR or any(not c.isprintable() for c in name):
+    text = str(name).strip()
+    if len(text) > MAX_OPERATOR or any(not c.isprintable() for c in text):
         raise ActionError(f"operator: at most {MAX_OPERATOR} printable characters")
-    return name
+    return text
 
 
 def _number(form: Mapping[str, str], key: str) -> float | None:
@@ -125,15 +125,17 @@ def describe(tool: str, arguments: Mapping[str, Any]) -> str:
 def perform(
     db: str,
     tool: str,
-    arguments: dict[str, Any],
+    arguments: Any,
     operator: Any,
     *,
     run_id: str | None = None,
     wait_s: float = WAIT_S,
 ) -> ActionResult:
-    """Submit ``tool(arguments)`` as ``person:<operator>`` and wait for the session's answer.
+    """Submit ``tool(arguments)`` (a dict) as ``person:<operator>`` and wait for the session's
+    answer.
 
-    :class:`ActionError` (nothing written) when the operator or the reason is empty, when
+    :class:`ActionError` (nothing written) when the arguments are not a dict, the operator or
+    the reason is empty, when
     ``run_id`` is given and is not the latest run of ``db``, or for whatever
     :func:`cfa.desk.submit` refuses (its :class:`cfa.desk.DeskError` message)."""
     from cfa.desk import DeskError, person, submit, wait_result

@@ -197,7 +197,7 @@ def create_app(config: ConsoleConfig) -> FastAPI:
         run_id = await run_in_threadpool(resolve)
         feed = feeds.get(run_id)
         return StreamingResponse(
-            events(feed, request.is_disconnected),
+            events(feed, request.is_disconnected, stopping=feeds.stopping),
             media_type="text/event-stream",
             headers={"X-Accel-Buffering": "no"},
         )
@@ -239,7 +239,9 @@ def create_app(config: ConsoleConfig) -> FastAPI:
         from cfa.audit.schema import DECISION_OUTCOMES
 
         q = request.query_params
-        form = {k: q.get(k, "") for k in ("market", "agent", "since", "until", "limit")}
+        form: dict[str, Any] = {
+            k: q.get(k, "") for k in ("market", "agent", "since", "until", "limit")
+        }
         form["outcome"] = q.getlist("outcome")
         try:
             run_id, rows, total = find_traces(request, run)

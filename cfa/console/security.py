@@ -297,9 +297,10 @@ class Guard:
             return
         scope.setdefault("state", {})["auth"] = auth
         if method not in ("GET", "HEAD") and auth["via"] == "cookie":
-            receive = await self._check_csrf(scope, receive, send, headers, auth, wants_html)
-            if receive is None:
+            checked = await self._check_csrf(scope, receive, send, headers, auth, wants_html)
+            if checked is None:
                 return
+            receive = checked
         await self.app(scope, receive, self._with_headers(send))
 
     def _provenance_problem(self, headers: dict[str, str], host: str) -> str | None:
@@ -352,7 +353,7 @@ class Guard:
                 await refuse(send, 413, "form too large", html=wants_html)
                 return None
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        given = (fields.get(CSRF_FIELD) or [None])[0]
+        given = next(iter(fields.get(CSRF_FIELD) or []), None)
         if not self.tokens.check_csrf(sid, given):
             await refuse(
                 send,

@@ -127,6 +127,7 @@ class RunFeed:
         from cfa.desk import DeskError, SessionTail
         from cfa.desk.reads import latest_run_of, open_reader, requests
 
+        failures: tuple[type[Exception], ...] = (AuditError, DeskError, *DB_ERRORS)
         while not self._stop.is_set():
             try:
                 with open_reader(self.db) as reader:
@@ -165,7 +166,7 @@ class RunFeed:
                             self._stop.wait(REFRESH_S * 5)
                             continue
                         self._stop.wait(REFRESH_S)
-            except (AuditError, DeskError, *DB_ERRORS) as exc:
+            except failures as exc:
                 with self._lock:
                     self.error = str(exc)
                 self._published.set()
@@ -179,6 +180,9 @@ class Feeds:
         self.db = db
         self._lock = threading.Lock()
         self._feeds: dict[str, RunFeed] = {}
+        self.stopping = threading.Event()
+        """Set when the server shuts down: every event stream ends at its next poll (an open
+        stream never ends by itself, and the server waits for its responses to finish)."""
 
     def get(self, run_id: str) -> RunFeed:
         """The feed of ``run_id`` (a full run id), started if it is not running."""
@@ -206,10 +210,14 @@ def sse(event: str, data: str) -> bytes:
 
 
 async def events(
-    feed: RunFeed, disconnected: Callable[[], Any], *, keepalive_s: float = KEEPALIVE_S
+    feed: RunFeed,
+    disconnected: Callable[[], Any],
+    *,
+    stopping: threading.Event | None = None,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> AsyncIterator[bytes]:
-    """The event stream of ``feed`` until the run ends or the client goes
-    (``await disconnected()`` true)."""
+    """The event stream of ``feed`` until the run ends, the client goes (``await
+    disconnected()`` true) or the server stops (``stopping`` set)."""
     loop = asyncio.get_running_loop()
     version, _, text = await loop.run_in_executor(None, feed.snapshot, 5.0)
     sent = 0
@@ -231,6 +239,8 @@ async def events(
         if time.monotonic() - last >= keepalive_s:
             last = time.monotonic()
             yield b": keep-alive\n\n"
+        if stopping is not None and stopping.is_set():
+            return
         with contextlib.suppress(Exception):
             if await disconnected():
                 return
