@@ -490,6 +490,51 @@ def test_a_remote_bind_needs_allow_remote_and_a_token(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "at least 16 characters" in r.output
 
 
+def test_which_hosts_are_this_console() -> None:
+    from cfa.console.security import Binding
+
+    local = Binding.make("127.0.0.1", 8321)
+    for ok in ("127.0.0.1:8321", "localhost:8321", "[::1]:8321", "LOCALHOST:8321"):
+        assert local.host_ok(ok), ok
+    for bad in ("127.0.0.1", "127.0.0.1:8322", "evil.example:8321", "", "127.0.0.2:8321", "[::1"):
+        assert not local.host_ok(bad), bad
+    wild = Binding.make("0.0.0.0", 8321)
+    assert wild.host_ok("10.1.2.3:8321") and wild.host_ok("[fe80::1]:8321")
+    assert not wild.host_ok("attacker.example:8321") and not wild.host_ok("10.1.2.3:80")
+    one = Binding.make("192.168.7.9", 9000)
+    assert one.host_ok("192.168.7.9:9000") and not one.host_ok("localhost:9000")
+    assert local.origin_ok("http://localhost:8321", "localhost:8321")
+    assert not local.origin_ok("http://localhost:8321", "127.0.0.1:8321")
+    assert not local.origin_ok("https://127.0.0.1:8321", "127.0.0.1:8321")
+
+
+def test_a_remote_console_with_a_token_serves_ip_hosts_only(console: Console) -> None:
+    port = free_port()
+    token = "remote-" + "k" * 30
+    proc, out, err = start_console(
+        console.db,
+        console.db.parent,
+        port,
+        "--host",
+        "0.0.0.0",
+        "--allow-remote",
+        env={"CFA_CONSOLE_TOKEN": token},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_up(base, proc, err)
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/api/sessions", headers=auth).is_success
+        r = httpx.get(f"{base}/api/sessions", headers={**auth, "host": f"rebind.example:{port}"})
+        assert r.status_code == 403
+        assert httpx.get(f"{base}/api/sessions").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    text = out.read_text() + err.read_text()
+    assert token not in text and "log in with your token" in text
+
+
 def test_the_token_is_in_the_startup_line_only(console: Console) -> None:
     # Exercise the paths that carry the token (login URL, bearer header, a wrong token).
     console.browser().get(f"/runs/{console.run_id}")
