@@ -215,7 +215,7 @@ async def refuse(send: Send, status: int, message: str, *, html: bool) -> None:
         from html import escape
 
         login = (
-            '<p><a href="/login">Log in</a> with the token `cfa console` printed.</p>'
+            '<p><a href="/login">Log in</a> with the token <code>cfa console</code> printed.</p>'
             if status == 401
             else ""
         )
