@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "traces_app",
         "Review the agents' decisions: list them, or show one with what followed.",
     ),
+    "console": ("cfa.cli.console_cmd", "console", "Serve the operator's console in a browser."),
     "mcp": ("cfa.cli.mcp_cmd", "mcp", "Serve cfa's read and governance tools over MCP."),
     "audit": ("cfa.cli.audit_cmds", "audit_app", "Check the audit store (hash chain)."),
 }
