@@ -20,7 +20,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 REFRESH_S: Final = 0.2
@@ -35,30 +35,6 @@ LIVENESS_S: Final = 2.0
 """How often a feed checks whether a session still runs on the store (wall seconds)."""
 REQUESTS_SHOWN: Final = 15
 """How many recent governance rows a state carries."""
-
-
-@contextlib.contextmanager
-def one_snapshot(reader: Any) -> Iterator[None]:
-    """Run the reads inside in one read transaction, so they all see the same committed rows.
-
-    :meth:`cfa.desk.SessionTail.refresh` reads several tables one after the other and then
-    resumes after the highest seq it saw: without one snapshot, a market event committed while
-    it read the later tables has a lower seq than their rows and is skipped for good (the book
-    then shows sequence gaps and no mid). A workaround here, outside ``cfa.desk``."""
-    from cfa.audit import postgres
-
-    conn = reader._conn
-    pg = postgres.is_pg(conn)
-    try:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if pg else "BEGIN")
-    except Exception:  # already in a transaction, or an engine without it: read as is
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            conn.execute("ROLLBACK")
 
 
 def _json_default(v: Any) -> Any:
@@ -137,8 +113,7 @@ class RunFeed:
                         if time.monotonic() - self.last_read > IDLE_S:
                             self._stop.set()
                             break
-                        with one_snapshot(reader):
-                            tail.refresh()
+                        tail.refresh()
                         now = time.monotonic()
                         was_live = live
                         if tail.ended_ms is not None:
