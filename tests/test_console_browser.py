@@ -5,7 +5,8 @@ person decides) and one `cfa console`. In the browser: the live table changes in
 a reload; an approval given on the page changes the parameter (a ``param_changes`` row, and the
 page shows the new γ); a halt clicked on the page cancels the market's resting orders within a
 second (from the click to the cancel rows in the store); a POST without the cookie, and a form
-forged on another origin, are refused. Screenshots go to ``docs/img/console-*.png`` with
+forged on another origin, are refused; the run's charts zoom on time and their decision
+markers open the decision. Screenshots go to ``docs/img/console-*.png`` with
 ``CFA_SCREENSHOTS=1``, else to the test's temporary directory.
 """
 
@@ -171,6 +172,56 @@ def test_an_approval_in_the_browser_changes_gamma(live: Live) -> None:
     text = page.content()
     assert "Tool calls and validation" in text and "set_gamma" in text
     page.screenshot(path=str(live.shots / "console-decision.png"))
+
+
+def test_the_run_charts_zoom_on_time_and_link_decisions(live: Live) -> None:
+    errors: list[str] = []
+    page = logged_in(live, errors)
+    page.goto(f"{live.base}/runs/{live.run_id}/plots")
+    charts = page.locator("#charts")
+    page.wait_for_selector('#charts[data-ready="1"]', timeout=20_000)
+    assert page.locator("#charts svg.chart").count() == 6  # one market, six charts
+    full = [float(x) for x in (charts.get_attribute("data-window") or "").split(",")]
+    first = page.locator("#charts svg.chart").first
+    labels = first.locator("text.xl").all_text_contents()
+    box = first.bounding_box()
+    assert box is not None
+    before = charts.get_attribute("data-window")
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.7, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.9, y, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "w => document.getElementById('charts').dataset.window !== w", arg=before, timeout=5_000
+    )
+    zoomed = [float(x) for x in (charts.get_attribute("data-window") or "").split(",")]
+    assert full[0] < zoomed[0] < zoomed[1] < full[1]
+    assert zoomed[1] - zoomed[0] < 0.3 * (full[1] - full[0])
+    assert first.locator("text.xl").all_text_contents() != labels, "the time axis follows"
+    assert "#t=" in page.url, "the zoomed window is in the URL"
+    # every chart shows the same window: the last one's axis matches the first's
+    last = page.locator("#charts svg.chart").last
+    assert (
+        last.locator("text.xl").all_text_contents() == first.locator("text.xl").all_text_contents()
+    )
+    page.screenshot(path=str(live.shots / "console-plots.png"), full_page=False)
+    first.dblclick()
+    page.wait_for_function(
+        "w => document.getElementById('charts').dataset.window === w",
+        arg=f"{full[0]:.3f},{full[1]:.3f}",
+        timeout=5_000,
+    )
+    # a decision marker on the γ chart opens that decision (two at one time: the top one)
+    marker = page.locator("#charts a.decision-link").first
+    assert (marker.get_attribute("href") or "").startswith("/decisions/")
+    marker.locator("rect.hit").scroll_into_view_if_needed()
+    hit = marker.locator("rect.hit").bounding_box()
+    assert hit is not None
+    page.mouse.click(hit["x"] + hit["width"] / 2, hit["y"] + hit["height"] / 2)
+    page.wait_for_url(f"{live.base}/decisions/*")
+    assert "Tool calls and validation" in page.content()
+    assert not errors, errors
 
 
 def test_a_halt_in_the_browser_cancels_orders_within_a_second(live: Live) -> None:

@@ -9,10 +9,11 @@ through :func:`cfa.console.actions.perform` (``cfa.desk.submit`` as ``person:<op
 headers).
 
 Pages: ``/`` sessions, ``/runs/{run}`` live, ``/runs/{run}/traces``, ``/decisions/{seq}``,
-``/runs/{run}/risk``, ``/login``; stream: ``/runs/{run}/events``; actions: ``POST /actions``
-(forms), ``POST /api/actions`` (JSON); API: ``/api/sessions``, ``/api/runs/{run}/state``,
-``/api/runs/{run}/traces``, ``/api/decisions/{seq}``, ``/api/runs/{run}/pending``,
-``/api/runs/{run}/risk``. ``{run}`` is a run id, a unique prefix of one, or ``latest``.
+``/runs/{run}/risk``, ``/runs/{run}/plots``, ``/login``; stream: ``/runs/{run}/events``;
+actions: ``POST /actions`` (forms), ``POST /api/actions`` (JSON); API: ``/api/sessions``,
+``/api/runs/{run}/state``, ``/api/runs/{run}/traces``, ``/api/decisions/{seq}``,
+``/api/runs/{run}/pending``, ``/api/runs/{run}/risk``, ``/api/runs/{run}/charts``. ``{run}``
+is a run id, a unique prefix of one, or ``latest``.
 """
 
 from __future__ import annotations
@@ -297,6 +298,14 @@ def create_app(config: ConsoleConfig) -> FastAPI:
             rows = reads.risk_events(r, run_id=run_id, market=market, limit=RISK_LIMIT)
         return page(request, "risk.html", run_id=run_id, rows=rows, market=market or "")
 
+    @app.get("/runs/{run}/plots", response_class=HTMLResponse)
+    def plots_page(request: Request, run: str) -> Response:
+        """The run report's charts, drawn by ``static/plots.js`` from ``/api/runs/{run}/charts``
+        (drag to zoom on time; decision markers link to the decision's page)."""
+        with reader() as r:
+            run_id = run_of(r, run)
+        return page(request, "plots.html", run_id=run_id)
+
     # -- actions ------------------------------------------------------------------------------
 
     @app.post("/actions")
@@ -406,6 +415,16 @@ def create_app(config: ConsoleConfig) -> FastAPI:
                 "run_id": run_id,
                 "events": reads.risk_events(r, run_id=run_id, market=market, limit=RISK_LIMIT),
             }
+
+    @app.get("/api/runs/{run}/charts")
+    def api_charts(run: str) -> dict[str, Any]:
+        """Every market's charts of the run as data (:func:`cfa.reports.charts.run_charts`);
+        decision markers link to ``/decisions/{seq}``. Replays the run so far."""
+        from cfa.reports.charts import run_charts
+
+        with reader() as r:
+            run_id = run_of(r, run)
+            return run_charts(r, run_id, link=lambda d: f"/decisions/{d.seq}")
 
     app.add_middleware(Guard, tokens=config.tokens, binding=config.binding)
     return app

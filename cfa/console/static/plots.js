@@ -164,9 +164,14 @@
         pts.forEach(function (p, i) {
           if (p[0] < a || p[0] > b) return;
           var x = sx(p[0]).toFixed(1);
-          var g = linked(plot, s.links ? s.links[i] : null);
+          var href = s.links ? s.links[i] : null;
+          var g = linked(plot, href);
           var path = el("path", Object.assign({ d: "M" + x + "," + y0 + "V" + y1, "class": "vline" }, style), g);
           el("title", {}, path).textContent = s.titles ? s.titles[i] : "";
+          if (href) {  /* a wider, invisible target on top, with the same tooltip */
+            var hit = el("rect", { x: +x - 4, y: y0, width: 8, height: y1 - y0, "class": "hit" }, g);
+            el("title", {}, hit).textContent = s.titles ? s.titles[i] : "";
+          }
         });
       } else {
         pts.forEach(function (p, i) {
