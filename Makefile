@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/cfa run
+demo: $(STAMP)  # 30 simulated minutes at 10x (3 min): watch it, or open `cfa console` beside it
+	$(BIN)/cfa run --speed 10x --duration 30m --approvals person
 
 lint: $(STAMP)
 	$(BIN)/ruff check cfa tests tools

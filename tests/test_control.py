@@ -590,3 +590,28 @@ def test_a_breaker_lifting_its_own_halt_leaves_a_persons_in_place() -> None:
     s.set("N", TradingState.ACTIVE, source="person:bob", reason="all clear")
     s.set(None, TradingState.ACTIVE, source="person:bob", reason="all clear")
     assert s.effective("N") is TradingState.ACTIVE and s.effective("M") is TradingState.HALTED
+
+
+def test_a_people_only_policy_keeps_approvals_for_people() -> None:
+    # agents.approvals: person: a market agent's change that needs approval waits for a
+    # person; the governance agent may not decide it.
+    policy = POLICY.model_copy(
+        update={"agents": POLICY.agents.model_copy(update={"approvals": "person"})}
+    )
+    params = ParameterStore(policy)
+    params.add_market("M")
+    a = ControlPlane(params, TradingStates())
+    out = _market(a, "set_gamma", {"value": 1.45, "rationale": "x"})
+    assert out.verdict is Verdict.NEEDS_APPROVAL
+    decide = {"request_id": out.request_id, "approved": True, "reason": "fine"}
+    refused = _gov(a, "approve_change", decide, source="agent:governance:heuristic")
+    assert refused.code is Code.NOT_ALLOWED and "needs a person" in refused.message
+    assert a.params.get("M").gamma == 1.0
+    call = parse_call("approve_change", decide, GOVERNANCE_TOOLS)
+    assert isinstance(call, ParsedCall)
+    # While it waits, the agent asking again does not change the question under the person.
+    again = _market(a, "set_gamma", {"value": 1.4, "rationale": "y"}, now=1000.5)
+    assert again.code is Code.AWAITING_PERSON and out.request_id in again.message
+    assert [p.request_id for p in a.approvals] == [out.request_id]
+    assert a.apply(call, source="person:eve", now=1001.0).ok
+    assert a.params.get("M").gamma == 1.45

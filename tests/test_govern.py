@@ -40,12 +40,13 @@ def _govern(db: Path | str, *args: str) -> tuple[int, str]:
     return r.exit_code, r.output
 
 
-@pytest.fixture
-def running(store_target: str, tmp_path: Path) -> Any:
-    """A `cfa run` at 20x real time on each backend (a SQLite file, a PostgreSQL schema), in
-    ``tmp_path`` (a PostgreSQL store's default anchor file goes to the working directory)."""
-    db = store_target
-    proc = start_run(db, tmp_path)
+@pytest.fixture(scope="module")
+def running(module_store_target: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A `cfa run` at 20x real time on each backend (a SQLite file, a PostgreSQL schema), in a
+    temporary directory (a PostgreSQL store's default anchor file goes to the working
+    directory), shared by this module's tests: the one that ends it runs last."""
+    db = module_store_target
+    proc = start_run(db, tmp_path_factory.mktemp("run"))
     try:
         _wait(
             lambda: _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0,
@@ -55,6 +56,21 @@ def running(store_target: str, tmp_path: Path) -> Any:
         yield db, proc
     finally:
         stop(proc)
+
+
+def test_bad_governance_input_is_refused(running: Any) -> None:
+    db, _ = running
+    m = _rows(db, "select market from param_changes where market != '' limit 1")[0][0]
+    cases = [
+        (["halt", "NOPE", "--reason", "x"], "unknown market 'NOPE'"),
+        (["override", m, "--gamma", "1e6", "--reason", "x"], "outside the policy bounds"),
+        (["override", m, "--reason", "x"], "give --gamma and/or --sigma"),
+        (["freeze", m], "Missing option '--reason'"),
+        (["halt", "--reason", "x"], "give a MARKET or --all"),
+    ]
+    for args, message in cases:
+        code, out = _govern(db, *args)
+        assert code != 0 and message in out, (args, out)
 
 
 def test_halt_resume_override_freeze_from_another_process(running: Any) -> None:
@@ -122,21 +138,6 @@ def test_halt_resume_override_freeze_from_another_process(running: Any) -> None:
     assert "Run summary" in out and "left resting" not in out
 
 
-def test_bad_governance_input_is_refused(running: Any) -> None:
-    db, _ = running
-    m = _rows(db, "select market from param_changes where market != '' limit 1")[0][0]
-    cases = [
-        (["halt", "NOPE", "--reason", "x"], "unknown market 'NOPE'"),
-        (["override", m, "--gamma", "1e6", "--reason", "x"], "outside the policy bounds"),
-        (["override", m, "--reason", "x"], "give --gamma and/or --sigma"),
-        (["freeze", m], "Missing option '--reason'"),
-        (["halt", "--reason", "x"], "give a MARKET or --all"),
-    ]
-    for args, message in cases:
-        code, out = _govern(db, *args)
-        assert code != 0 and message in out, (args, out)
-
-
 def test_govern_without_a_db_says_so(tmp_path: Path) -> None:
     code, out = _govern(tmp_path / "none.db", "status")
     assert code != 0 and "no audit store here" in out
@@ -198,3 +199,37 @@ def test_people_list_approve_and_deny_pending_changes(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_with_approvals_by_person_the_governance_agent_leaves_them_to_people(
+    tmp_path: Path,
+) -> None:
+    # `make demo` runs --approvals person so that a person approves in `cfa console`: the
+    # heuristic governance agent, which approves within bounds, must not see those requests,
+    # and the market agent asking again must not replace the one a person is looking at.
+    db = tmp_path / "people.db"
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            "--duration",
+            "20m",
+            "-n",
+            "2",
+            "--approvals",
+            "person",
+            "--quiet",
+            "--db",
+            str(db),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    asked = _rows(db, "select count(*) from governance_actions where action = 'approval_requested'")
+    assert asked[0][0] >= 1
+    kinds = {k for (k,) in _rows(db, "select action from governance_actions")}
+    assert "approval_decided" not in kinds and "approval_superseded" not in kinds
+    assert "approval_expired" in kinds  # nobody answered: it expired, audited
+    gov_tools = _rows(db, "select tool from tool_calls where agent like 'governance%'")
+    assert gov_tools and all(t == "no_action" for (t,) in gov_tools)
+    r = runner.invoke(app, ["run", "--duration", "1m", "--approvals", "people", "--db", str(db)])
+    assert r.exit_code != 0 and "--approvals: expected governance or person" in r.output

@@ -90,6 +90,14 @@ def run(
         str,
         typer.Option(help="Risk policy: a packaged name (default, conservative) or a YAML path."),
     ] = "default",
+    approvals: Annotated[
+        str | None,
+        typer.Option(
+            help="Who decides agent changes that wait for approval: governance (the governance "
+            "agent or a person) or person (people only, e.g. from `cfa console`). Default: the "
+            "policy's agents.approvals.",
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No live table; print only the summary.")
     ] = False,
@@ -208,6 +216,12 @@ def run(
         pol = load_policy(policy)
     except PolicyError as exc:
         raise fail(str(exc)) from None
+    if approvals is not None:
+        if approvals not in ("governance", "person"):
+            raise fail(f"--approvals: expected governance or person, got {approvals!r}")
+        pol = pol.model_copy(
+            update={"agents": pol.agents.model_copy(update={"approvals": approvals})}
+        )
     chosen = [names[i % len(names)] for i in range(markets)]
     interval = parse_duration(agent_interval, "--agent-interval")
     latency = parse_latency(llm_latency)

@@ -34,11 +34,15 @@ class PendingChange:
     expires: float
     override_ttl_s: float | None = None
     """Set when the request is a governance override: its ttl once approved, seconds."""
+    people_only: bool = False
+    """Only a person may decide it (the policy's ``agents.approvals: person``)."""
 
     @property
     def approver_rank(self) -> Actor:
         """The least rank that may decide it: governance for a market agent's request, a
-        person for the governance agent's."""
+        person for the governance agent's, and a person for any with :attr:`people_only`."""
+        if self.people_only:
+            return Actor.PERSON
         return Actor(max(Actor.GOVERNANCE_AGENT, Actor.of(self.source) + 1))
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +83,7 @@ class Approvals:
         now: float,
         ttl_s: float,
         override_ttl_s: float | None = None,
+        people_only: bool = False,
     ) -> tuple[PendingChange, PendingChange | None]:
         """File a request; returns it and the older request it replaced, if any."""
         old = next(
@@ -89,7 +94,17 @@ class Approvals:
         self._n += 1
         rid = f"{market}:{param}:{self._n}"
         pend = PendingChange(
-            rid, market, param, value, base, rationale, source, now, now + ttl_s, override_ttl_s
+            rid,
+            market,
+            param,
+            value,
+            base,
+            rationale,
+            source,
+            now,
+            now + ttl_s,
+            override_ttl_s,
+            people_only,
         )
         self._by_id[rid] = pend
         return pend, old

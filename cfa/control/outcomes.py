@@ -48,6 +48,9 @@ class Code(enum.StrEnum):
     """The answer came more than ``agents.max_answer_age_s`` after its context."""
     EXTRA_CALL = "extra_call"
     """Beyond ``agents.max_calls_per_answer``: not applied."""
+    AWAITING_PERSON = "awaiting_person"
+    """A change of this parameter already waits for a person (``agents.approvals: person``):
+    the question stays as it was asked until they answer or it expires."""
 
 
 @dataclass(frozen=True, slots=True)

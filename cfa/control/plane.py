@@ -26,8 +26,11 @@ Rules, in the order they are checked:
 Overrides stack: the newest in force sets the value; when the last one expires the parameter
 returns to its value before the first. Approvals are keyed by request id
 (:mod:`cfa.control.approvals`), expire after ``agents.approval_ttl_s``, respect the cooldown and
-apply nothing once the parameter has moved on. Every request, decision and expiry is reported
-to ``on_event`` for the audit store.
+apply nothing once the parameter has moved on. A new request for a parameter that already has
+one replaces it (``approval_superseded``) — except under ``agents.approvals: person``, where
+people decide: then the first request stands until it is answered or expires, and the new one
+is rejected (``awaiting_person``), so the question does not change under the person's eyes.
+Every request, decision and expiry is reported to ``on_event`` for the audit store.
 
 Units: γ in 1/dollar, σ in logit units per √second, times in epoch seconds of the session clock.
 """
@@ -244,6 +247,17 @@ class ControlPlane:
                     f"[{lo:.6g}, {hi:.6g}] in the last {b.window_s:g}s: needs approval"
                 )
         if why is not None:
+            people_only = self.policy.agents.approvals == "person"
+            waiting = next(
+                (p for p in self.approvals if (p.market, p.param) == (market, param)), None
+            )
+            if people_only and waiting is not None:
+                return reject(
+                    name,
+                    raw,
+                    Code.AWAITING_PERSON,
+                    f"a change of {param} ({waiting.request_id}) already waits for a person",
+                )
             pend, old_req = self.approvals.request(
                 market=market,
                 param=param,
@@ -254,6 +268,7 @@ class ControlPlane:
                 now=now,
                 ttl_s=self.policy.agents.approval_ttl_s,
                 override_ttl_s=override_ttl_s,
+                people_only=people_only,
             )
             if old_req is not None:
                 self._event("approval_superseded", old_req, status="superseded", by=pend.request_id)

@@ -217,6 +217,10 @@ class Agents(_Frozen):
     """A change waiting for approval expires after this many seconds (audited)."""
     max_calls_per_answer: int = Field(default=1, ge=1, le=5)
     """Tool calls applied from one answer; the rest are rejected as ``extra_call``."""
+    approvals: Literal["governance", "person"] = "governance"
+    """Who decides an agent's change that waits for approval: ``governance`` — a market
+    agent's by the governance agent or a person, the governance agent's by a person;
+    ``person`` — people only (a desk that keeps a person on every such change)."""
 
 
 class Policy(_Frozen):

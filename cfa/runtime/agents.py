@@ -63,7 +63,9 @@ from cfa.agents.reasoners.base import Reasoner
 from cfa.agents.records import DecisionRecord
 from cfa.agents.settings import LLMSettings
 from cfa.audit.store import to_ms as ms
+from cfa.control.approvals import PendingChange
 from cfa.core.types import QTY_SCALE
+from cfa.risk.actors import Actor
 from cfa.runtime.loop import LoopState, MarketLoop
 
 SWEEP_GAP_S = 5.0
@@ -339,8 +341,15 @@ class AgentRuntime:
         return (
             now >= self._gov_due
             or bool(self.escalations)
-            or not self.control.approvals.ids() <= self._pending_seen
+            or not self._decidable_ids() <= self._pending_seen
         )
+
+    def _decidable(self) -> list[PendingChange]:
+        """The pending changes the governance agent may decide (not those kept for people)."""
+        return [p for p in self.control.approvals if p.approver_rank <= Actor.GOVERNANCE_AGENT]
+
+    def _decidable_ids(self) -> frozenset[str]:
+        return frozenset(p.request_id for p in self._decidable())
 
     async def after_event(self, loop: MarketLoop, now: float) -> None:
         """Run whatever is due (inline), start it (background) or defer it (lockstep).
@@ -504,7 +513,7 @@ class AgentRuntime:
                 "expires_in_s": round(p.expires - self.session.now, 1),
                 "rationale": p.rationale,
             }
-            for p in self.control.approvals
+            for p in self._decidable()
         ]
         return {
             "as_of": round(self.session.now, 3),
@@ -684,7 +693,7 @@ class AgentRuntime:
     def _schedule_governance(self, now: float) -> str:
         """Book a governance decision due at ``now`` (takes the waiting escalations)."""
         self._gov_due = now + self.governance_interval_s
-        self._pending_seen = self.control.approvals.ids()
+        self._pending_seen = self._decidable_ids()
         self._decisions += 1
         self._gov_escalations, self.escalations = self.escalations, []
         return self._decision_id()
