@@ -43,6 +43,23 @@ def approval_script(path: Path, gamma: float = 0.14) -> str:
     return f"scripted:{path}"
 
 
+def quick_policy(cwd: Path) -> Path:
+    """The default policy with a short warm-up (one σ sample over 30 s instead of twelve over
+    two minutes): a session quotes ~30 simulated seconds after it starts, not ~3 minutes, so
+    tests waiting for its first orders wait seconds less. Written to ``cwd/policy.yaml``."""
+    import yaml
+
+    from cfa._files import read_named_or_path
+
+    text, _ = read_named_or_path("default", "cfa.policies", "policies")
+    policy = yaml.safe_load(text)
+    policy["name"] = "default-quick-warmup"
+    policy["warmup"].update({"min_samples": 1, "sigma_horizon_s": 30})
+    path = cwd / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
 def start_run(
     db: Path | str,
     cwd: Path,
@@ -53,9 +70,10 @@ def start_run(
     reasoner: str | None = None,
 ) -> subprocess.Popen[str]:
     """Start ``cfa run`` on the simulator into audit store ``db`` (a file or a PostgreSQL URL)
-    in ``cwd``, quiet; the caller waits for what it needs and kills it."""
+    in ``cwd``, quiet, with :func:`quick_policy`; the caller waits for what it needs and kills
+    it."""
     cmd = [sys.executable, "-m", "cfa.cli", "run", "--speed", speed, "--duration", duration]
-    cmd += ["--db", str(db), "--quiet", "-n", str(markets)]
+    cmd += ["--db", str(db), "--quiet", "-n", str(markets), "--policy", str(quick_policy(cwd))]
     if reasoner is not None:
         cmd += ["--reasoner", reasoner]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
