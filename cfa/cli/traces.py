@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -61,22 +59,14 @@ RunOption = Annotated[
 
 
 def parse_time(text: str, option: str) -> int:
-    """An ISO 8601 time (UTC unless it says otherwise) or epoch seconds (epoch ms when above
-    1e11) -> epoch milliseconds; :func:`fail` otherwise."""
-    t = text.strip()
-    if re.fullmatch(r"[+-]?\d+(\.\d+)?", t):
-        v = float(t)
-        return round(v if abs(v) > 1e11 else v * 1000)
+    """An ISO 8601 time or epoch seconds -> epoch milliseconds
+    (:func:`cfa.desk.reads.parse_time`); :func:`fail` otherwise."""
+    from cfa.desk import DeskError, reads
+
     try:
-        dt = datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
-    except ValueError:
-        raise fail(
-            f"{option}: cannot read {text!r}; use an ISO time (2026-11-27T19:55:00Z) or epoch "
-            "seconds"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
+        return reads.parse_time(text, option)
+    except DeskError as exc:
+        raise fail(str(exc)) from None
 
 
 def _open(db: str) -> AuditReader:

@@ -218,10 +218,7 @@ def create_app(config: ConsoleConfig) -> FastAPI:
             out[key] = v or None
         for key in ("since", "until"):
             v = (q.get(key) or "").strip()
-            try:
-                out[f"{key}_ms"] = views.parse_time(v, key) if v else None
-            except ValueError as exc:
-                raise DeskError(str(exc)) from None
+            out[f"{key}_ms"] = reads.parse_time(v, key) if v else None
         out["outcomes"] = [
             o.strip() for item in q.getlist("outcome") for o in item.split(",") if o.strip()
         ]

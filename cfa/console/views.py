@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -85,24 +84,6 @@ def short(text: Any, n: int = 120) -> str:
     """``text`` on one line, cut at ``n`` characters with an ellipsis."""
     t = " ".join(str(text or "").split())
     return t if len(t) <= n else t[: n - 1] + "…"
-
-
-def parse_time(text: str, name: str) -> int:
-    """An ISO 8601 time (UTC unless it says otherwise) or epoch seconds (ms when above 1e11)
-    -> epoch milliseconds; ValueError naming ``name`` otherwise."""
-    t = text.strip()
-    if re.fullmatch(r"[+-]?\d+(\.\d+)?", t):
-        v = float(t)
-        return round(v if abs(v) > 1e11 else v * 1000)
-    try:
-        dt = datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
-    except ValueError:
-        raise ValueError(
-            f"{name}: cannot read {text!r}; use an ISO time (2026-11-27T19:55:00Z) or epoch seconds"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
 
 
 def environment() -> jinja2.Environment:

@@ -49,6 +49,31 @@ def _loads(text: str | None) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def parse_time(text: str, name: str) -> int:
+    """An ISO 8601 time (UTC unless it says otherwise) or epoch seconds (epoch ms when above
+    1e11) -> UTC epoch milliseconds; :class:`DeskError` naming ``name`` (the filter or option)
+    otherwise."""
+    import math
+    import re
+    from datetime import UTC, datetime
+
+    t = text.strip()
+    if re.fullmatch(r"[+-]?\d+(\.\d+)?", t):
+        v = float(t)
+        if not math.isfinite(v):
+            raise DeskError(f"{name}: {text!r} is not a time")
+        return round(v if abs(v) > 1e11 else v * 1000)
+    try:
+        dt = datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
+    except ValueError:
+        raise DeskError(
+            f"{name}: cannot read {text!r}; use an ISO time (2026-11-27T19:55:00Z) or epoch seconds"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
 # -- runs -------------------------------------------------------------------------------------
 
 

@@ -8,10 +8,7 @@ the same records ``cfa traces --json`` and ``cfa govern status --json`` print.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.types import ToolAnnotations
@@ -51,28 +48,6 @@ Outcome = Literal[
     "denied",
     "no_action",
 ]
-
-_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
-
-
-def parse_time(text: str, name: str) -> int:
-    """ISO 8601 (UTC unless it says otherwise) or epoch seconds (epoch ms above 1e11) -> epoch
-    milliseconds; :class:`cfa.mcp.calls.BadArgument` naming ``name`` otherwise."""
-    t = text.strip()
-    if _NUMBER.fullmatch(t):
-        v = float(t)
-        if not math.isfinite(v):
-            raise calls.BadArgument(f"{name}: {text!r} is not a time")
-        return round(v if abs(v) > 1e11 else v * 1000)
-    try:
-        dt = datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
-    except ValueError:
-        raise calls.BadArgument(
-            f"{name}: cannot read {text!r}; use an ISO time (2026-11-27T19:55:00Z) or epoch seconds"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
 
 
 def _read(db: str, body: Callable[[AuditReader], dict[str, Any]]) -> dict[str, Any]:
@@ -148,8 +123,8 @@ def register(server: MCPServer[Any], db: str) -> None:
         tools called, parameter changes, rationale. `total` counts every match."""
 
         def body(r: AuditReader) -> dict[str, Any]:
-            since_ms = parse_time(since, "since") if since else None
-            until_ms = parse_time(until, "until") if until else None
+            since_ms = reads.parse_time(since, "since") if since else None
+            until_ms = reads.parse_time(until, "until") if until else None
             run_id = reads.resolve_run(r, run)
             rows, total = reads.traces(
                 r,
