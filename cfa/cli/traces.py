@@ -23,10 +23,9 @@ from rich.text import Text
 from rich.tree import Tree
 
 from cfa.audit import AuditError, AuditReader
-from cfa.audit.schema import DECISION_OUTCOMES
 from cfa.cli.options import fail, parse_duration
 from cfa.cli.tables import add_ticker_column
-from cfa.reports.decisions import DecisionRecord, fmt_ts, load_decisions
+from cfa.reports.decisions import DecisionRecord, fmt_ts
 
 traces_app = typer.Typer(
     help="Review the agents' decisions: list them, or show one with what followed.",
@@ -153,33 +152,30 @@ def traces(
     """
     if ctx.invoked_subcommand is not None:
         return
-    if agent is not None and agent not in ("market", "governance"):
-        raise fail(f"--agent: expected market or governance, got {agent!r}")
+    from cfa.desk import DeskError, reads
+
     outcomes = [o.strip() for item in outcome or [] for o in item.split(",") if o.strip()]
-    bad = [o for o in outcomes if o not in DECISION_OUTCOMES]
-    if bad:
-        raise fail(f"--outcome: unknown {bad[0]!r}; known: {', '.join(DECISION_OUTCOMES)}")
     since_ms = parse_time(since, "--since") if since else None
     until_ms = parse_time(until, "--until") if until else None
     reader = _open(db)
     try:
         run_id = resolve_run(reader, run)
-        rows = load_decisions(
+        rows, total = reads.decisions(
             reader,
             run_id=run_id,
             market=market,
             agent=agent,
             since_ms=since_ms,
             until_ms=until_ms,
-            outcomes=outcomes or None,
+            outcomes=outcomes,
+            limit=limit,
         )
+    except DeskError as exc:
+        raise fail(f"--{exc}") from None  # the message starts with the option's name
     except AuditError as exc:
         raise fail(str(exc)) from None
     finally:
         reader.close()
-    total = len(rows)
-    if limit:
-        rows = rows[-limit:]
     if as_json:
         typer.echo(json.dumps([d.summary() for d in rows], default=str))
         return

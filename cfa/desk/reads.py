@@ -277,7 +277,7 @@ def trading_states(reader: AuditReader, run_id: str) -> dict[str, str]:
 # -- decisions --------------------------------------------------------------------------------
 
 
-def traces(
+def decisions(
     reader: AuditReader,
     *,
     run_id: str | None,
@@ -287,10 +287,11 @@ def traces(
     until_ms: int | None = None,
     outcomes: Iterable[str] | None = None,
     limit: int = 50,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[Any], int]:
     """The latest ``limit`` decisions (0: all) matching the filters of ``cfa traces``, oldest
-    first, as summaries; and how many matched in all. :class:`DeskError` for an unknown agent
-    or outcome."""
+    first, as :class:`cfa.reports.decisions.DecisionRecord`; and how many matched in all.
+    :class:`DeskError` for an unknown agent or outcome (the message starts with the filter's
+    name)."""
     from cfa.audit.schema import DECISION_OUTCOMES
     from cfa.reports.decisions import load_decisions
 
@@ -310,8 +311,12 @@ def traces(
         outcomes=wanted or None,
     )
     total = len(rows)
-    if limit:
-        rows = rows[-limit:]
+    return (rows[-limit:] if limit else rows), total
+
+
+def traces(reader: AuditReader, **filters: Any) -> tuple[list[dict[str, Any]], int]:
+    """:func:`decisions` as summaries (the rows of ``cfa traces --json``), and the total."""
+    rows, total = decisions(reader, **filters)
     return [d.summary() for d in rows], total
 
 
