@@ -30,6 +30,31 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_quoting(db: Path | str, timeout: float = 60) -> None:
+    """Wait until the session writing ``db`` has placed its first order."""
+    from store_backends import rows
+
+    def placed() -> bool:
+        if not str(db).startswith("postgres") and not Path(db).exists():
+            return False
+        return rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0
+
+    wait_for(placed, timeout, "orders")
+
+
+def wait_approval_requests(db: Path | str, n: int = 1, timeout: float = 60) -> None:
+    """Wait until the session writing ``db`` has asked for ``n`` approvals."""
+    from store_backends import rows
+
+    def asked() -> bool:
+        if not str(db).startswith("postgres") and not Path(db).exists():
+            return False
+        q = "select count(*) from governance_actions where action = 'approval_requested'"
+        return rows(db, q)[0][0] >= n
+
+    wait_for(asked, timeout, f"{n} approval request(s)")
+
+
 def approval_script(path: Path, gamma: float = 0.14) -> str:
     """A scripted reasoner whose market agent asks for γ ``gamma`` (default +40 %, above the
     default policy's 30 % approval step) and whose governance agent abstains, so a person

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_session import start_run, stop, wait_for
+from live_session import start_run, stop, wait_for, wait_quoting
 from store_backends import rows
 from typer.testing import CliRunner
 
@@ -113,14 +113,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     run = start_run(db, tmp, markets=2)
     proc = None
     try:
-        wait_for(
-            lambda: (
-                db.exists()
-                and rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0
-            ),
-            60,
-            "orders",
-        )
+        wait_quoting(db)
         port = free_port()
         proc, out, err = start_console(db, tmp, port, "--operator", "ann")
         base = f"http://127.0.0.1:{port}"

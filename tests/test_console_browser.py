@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_session import approval_script, start_run, stop, wait_for
+from live_session import approval_script, start_run, stop, wait_for, wait_quoting
 from store_backends import rows
 from test_console import free_port, start_console, wait_up
 
@@ -69,14 +69,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     run = start_run(db, tmp, markets=1, reasoner=approval_script(tmp / "script.jsonl"))
     proc: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(
-            lambda: (
-                db.exists()
-                and rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0
-            ),
-            60,
-            "orders",
-        )
+        wait_quoting(db)
         port = free_port()
         token = secrets.token_urlsafe(24)
         proc, _, err = start_console(db, tmp, port, "--token", token, "--operator", "eve")

@@ -3,7 +3,6 @@ checks every governance action passes before it is written."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -95,7 +94,6 @@ def test_submit_refuses_bad_actions_and_writes_nothing(live: str, tmp_path: Path
     assert rows(db, "select count(*) from governance_actions")[0][0] == before
     with pytest.raises(DeskError, match="no audit store here"):
         submit(str(tmp_path / "none.db"), "halt", {"market": None, "reason": "x"}, "person:a")
-    assert json.loads(json.dumps(reads.latest_run(db)[2])) == markets
 
 
 def test_reads_and_a_halt_through_the_desk(live: str) -> None:

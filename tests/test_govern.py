@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_session import approval_script, start_run, stop, wait_for
+from live_session import (
+    approval_script,
+    start_run,
+    stop,
+    wait_approval_requests,
+    wait_for,
+    wait_quoting,
+)
 from store_backends import rows as _rows
 from typer.testing import CliRunner
 
@@ -48,11 +55,7 @@ def running(module_store_target: str, tmp_path_factory: pytest.TempPathFactory) 
     db = module_store_target
     proc = start_run(db, tmp_path_factory.mktemp("run"))
     try:
-        _wait(
-            lambda: _rows(db, "select count(*) from orders where action = 'place'")[0][0] > 0,
-            60,
-            "orders",
-        )
+        wait_quoting(db)
         yield db, proc
     finally:
         stop(proc)
@@ -161,16 +164,7 @@ def test_people_list_approve_and_deny_pending_changes(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
     proc = start_run(db, tmp_path, markets=1, reasoner=approval_script(tmp_path / "s.jsonl"))
     try:
-        _wait(
-            lambda: (
-                db.exists()
-                and _rows(
-                    db, "select 1 from governance_actions where action = 'approval_requested'"
-                )
-            ),
-            60,
-            "an approval request",
-        )
+        wait_approval_requests(db)
         code, out = _govern(db, "pending", "--json")
         assert code == 0, out
         (req,) = json.loads(out)["pending"]

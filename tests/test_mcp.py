@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_session import approval_script, start_run, stop, wait_for
+from live_session import approval_script, start_run, stop, wait_approval_requests, wait_for
 from store_backends import rows
 
 from cfa.desk import submit, wait_result
@@ -54,17 +54,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     db = tmp / "live.db"
     proc = start_run(db, tmp, markets=2, reasoner=approval_script(tmp / "s.jsonl"))
     try:
-        wait_for(
-            lambda: (
-                db.exists()
-                and len(
-                    rows(db, "select 1 from governance_actions where action = 'approval_requested'")
-                )
-                >= 2
-            ),
-            60,
-            "two approval requests",
-        )
+        wait_approval_requests(db, 2)
         markets = sorted(
             m for (m,) in rows(db, "select distinct market from param_changes where market != ''")
         )

@@ -9,10 +9,11 @@ session writes the same store from another process, which the store supports (it
 is re-read under the write lock).
 
 Columns (:mod:`cfa.audit.schema`): ``agent`` the actor string, ``tool``, ``arguments`` (as
-received, non-finite numbers as text), ``status`` ok / rejected / error, ``result`` a short
-summary (``summary``, and ``code`` / ``request_seq`` when there are), ``run_id`` the run the
-call concerned or the latest run ('' when there is none), ``market`` ('' when none). No token
-is ever part of a row: tokens live in HTTP headers, never in arguments.
+received; the store's canonical JSON writes non-finite numbers as text), ``status`` ok /
+rejected / error, ``result`` a short summary (``summary``, and ``code`` / ``request_seq`` when
+there are), ``run_id`` the run the call concerned or the latest run ('' when there is none),
+``market`` ('' when none). No token is ever part of a row: tokens live in HTTP headers, never
+in arguments.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,20 +80,6 @@ def current() -> CallRecord | None:
     return CURRENT.get()
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with non-finite floats as text (``"nan"``), tuples as lists, and anything
-    else JSON cannot carry as ``str``: what the store's JSON columns accept."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return str(value)
-
-
 def _bounded(arguments: Any) -> Any:
     """``arguments``, or their JSON text cut to :data:`MAX_ARGUMENTS` when longer."""
     text = json.dumps(arguments, sort_keys=True)
@@ -130,9 +116,9 @@ def write(db: str, rec: CallRecord) -> None:
         "decision_id": None,
         "agent": rec.actor,
         "tool": rec.tool or "?",
-        "arguments": _bounded(jsonable(rec.arguments)),
+        "arguments": _bounded(rec.arguments),
         "status": rec.status or "error",
-        "result": jsonable(result),
+        "result": result,
     }
     try:
         with AuditStore.open(db, checkpoint_interval=None) as store:

@@ -8,6 +8,7 @@ the same records ``cfa traces --json`` and ``cfa govern status --json`` print.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -15,7 +16,6 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from cfa.mcp import calls
-from cfa.mcp.audit import jsonable
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -58,8 +58,22 @@ def _read(db: str, body: Callable[[AuditReader], dict[str, Any]]) -> dict[str, A
         return body(reader)
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats as text (``"nan"``), tuples as lists, and anything
+    else JSON cannot carry as ``str``: what the wire carries."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
 def _json(out: dict[str, Any]) -> dict[str, Any]:
-    """``out`` as the store and the wire carry it (:func:`cfa.mcp.audit.jsonable`)."""
+    """``out`` as the wire carries it (:func:`jsonable`)."""
     return {str(k): jsonable(v) for k, v in out.items()}
 
 

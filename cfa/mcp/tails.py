@@ -47,14 +47,11 @@ class TailCache:
         such run. Blocking: call it from a worker thread."""
         from cfa.audit import AuditError, AuditReader
         from cfa.desk import DeskError, SessionTail
-        from cfa.desk.reads import open_reader
 
         run_id = self._resolve(run)
         with self._lock:
             held = self._tails.pop(run_id, None)
-            if held is None:
-                with open_reader(self.db):  # the clear error when there is no store
-                    pass
+            if held is None:  # _resolve has given the clear error when there is no store
                 try:
                     reader = AuditReader.open(self.db)
                 except AuditError as exc:
